@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from textclf.config import Config, load_config
+from textclf.errors import ConfigError
+from textclf.paths import DEFAULT_CONFIG
+
+
+def test_default_yaml_matches_builtin_defaults() -> None:
+    # configs/default.yaml is the documented source of every default: it must not drift from the models.
+    from_file = load_config(DEFAULT_CONFIG, environ={})
+    assert from_file == Config()
+    listed = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for section, values in Config().to_dict().items():
+        if isinstance(values, dict):
+            assert set(listed[section]) == set(values), f"default.yaml section {section} misses keys"
+
+
+def test_set_overrides_parse_yaml_types() -> None:
+    cfg = load_config(
+        overrides=["train.epochs=1.5", "export.variants=[fp32, int8-dynamic]", "data.max_rows=100", "run=exp-1"],
+        environ={},
+    )
+    assert cfg.train.epochs == 1.5
+    assert cfg.export.variants == ["fp32", "int8-dynamic"]
+    assert cfg.data.max_rows == 100
+    assert cfg.run_dir == Path("artifacts/exp-1")
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.epochz=3", "train.epochz: unknown key"),
+        ("nosuch.key=1", "nosuch: unknown key"),
+        ("train.batch_size=many", "train.batch_size"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("data.on_empty_text=ignore", "data.on_empty_text"),
+        ("export.variants=[fp32, fp64]", "export.variants.1"),
+        ("export.variants=[]", "export.variants"),
+        ("run=../escape", "run"),
+    ],
+)
+def test_bad_override_names_the_key(override: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(overrides=[override], environ={})
+
+
+def test_override_without_equals_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
+        load_config(overrides=["train.epochs"], environ={})
+
+
+def test_override_into_a_scalar_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="run is not a section"):
+        load_config(overrides=["run.name=x"], environ={})
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_config_file_with_bad_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 1e-4\n  dropout: 0.2\n")
+    with pytest.raises(ConfigError, match=r"train\.dropout: unknown key"):
+        load_config(path, environ={})
+
+
+def test_config_file_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path, environ={})
+
+
+def test_environment_overrides_serve_and_set_wins() -> None:
+    env = {"TEXTCLF_MAX_BATCH_SIZE": "16", "TEXTCLF_PORT": "4000", "TEXTCLF_RUN": "envrun"}
+    cfg = load_config(environ=env)
+    assert (cfg.serve.max_batch_size, cfg.serve.port, cfg.run) == (16, 4000, "envrun")
+    assert load_config(overrides=["serve.port=5000"], environ=env).serve.port == 5000
+
+
+def test_environment_value_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"serve\.port"):
+        load_config(environ={"TEXTCLF_PORT": "99999"})
+
+
+def test_pinned_serving_variant_must_be_built() -> None:
+    with pytest.raises(ConfigError, match="serving_variant"):
+        load_config(overrides=["export.variants=[fp32]", "export.serving_variant=int8-dynamic"], environ={})

@@ -1,0 +1,125 @@
+"""The `textclf` command line: one thin command per stage, each calling that stage's `run(cfg, run_dir)`.
+
+Stage packages are imported inside the commands so `textclf --help` works with only the serve extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from textclf.config import Config, load_config
+from textclf.errors import TextclfError
+from textclf.log import setup_logging
+
+logger = logging.getLogger(__name__)
+console = Console(stderr=True)
+app = typer.Typer(
+    help="Fine-tune, export, benchmark and serve a BERT-family text classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (default: configs/default.yaml).")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one key: section.key=value (repeatable)."),
+]
+RunOption = Annotated[str | None, typer.Option("--run", help="Run name (artifacts/<run>); same as --set run=NAME.")]
+
+
+def _load(config: Path | None, overrides: list[str] | None, run: str | None) -> Config:
+    items = list(overrides or [])
+    if run is not None:
+        items.append(f"run={run}")
+    return load_config(config, items)
+
+
+def _fail(exc: BaseException) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _stage(func: Any) -> Any:
+    """Run a stage, turning the project's own errors into one line and exit code 2 (no traceback)."""
+    try:
+        return func()
+    except TextclfError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]; completed artifacts and the manifest are unchanged")
+        raise typer.Exit(code=130) from None
+
+
+def metrics_table(title: str, rows: Sequence[Sequence[str]], headers: Sequence[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    setup_logging(log_level)
+
+
+@app.command()
+def train(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
+) -> None:
+    """Fine-tune the base checkpoint on the labelled data (needs the train extra)."""
+
+    def go() -> None:
+        cfg = _load(config, set_, run)
+        from train.run import run as train_run
+
+        checkpoint = train_run(cfg, cfg.run_dir, resume=resume)
+        _print_train_summary(cfg, checkpoint)
+
+    _stage(go)
+
+
+def _print_train_summary(cfg: Config, checkpoint: Path) -> None:
+    from textclf.manifest import read_manifest
+
+    section = read_manifest(cfg.run_dir).get("train")
+    if section is None:  # a non-zero torchrun rank: rank 0 reports
+        return
+    rows = []
+    for split in ("validation", "test"):
+        m = section["metrics"][split]
+        rows.append((split, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"))
+    out = Console()
+    out.print(metrics_table(f"train: run '{cfg.run}'", rows, ("split", "rows", "accuracy", "macro-F1")))
+    out.print(f"checkpoint: {checkpoint}\nmanifest:   {cfg.run_dir / 'manifest.json'}")
+    out.print(f"wall time:  {section['wall_time_s']:.0f} s ({section['trainer']['epochs_run']:.1f} epochs)")
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None, set_: SetOption = None, run: RunOption = None) -> None:
+    """Print the resolved configuration (file + environment + --set) as YAML."""
+
+    def go() -> None:
+        import yaml
+
+        cfg = _load(config, set_, run)
+        sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    _stage(go)

@@ -1,0 +1,244 @@
+"""One typed, validated configuration object for every stage.
+
+`configs/default.yaml` holds every default; `--set section.key=value` overrides it on the command line and
+`TEXTCLF_*` environment variables override the `serve` section. Unknown keys and wrong types are errors that
+name the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from textclf.errors import ConfigError
+from textclf.paths import DEFAULT_CONFIG
+
+logger = logging.getLogger(__name__)
+
+VariantName = Literal["fp32", "optimized", "int8-dynamic", "int8-static", "fp16"]
+CPU_VARIANTS: tuple[VariantName, ...] = ("fp32", "optimized", "int8-dynamic", "int8-static")
+ALL_VARIANTS: tuple[VariantName, ...] = (*CPU_VARIANTS, "fp16")
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors, and values are checked again when a field is assigned after loading.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the labelled texts come from and how they are split."""
+
+    path: str = Field(
+        "builtin:rotten_tomatoes",
+        description="builtin:rotten_tomatoes, a .csv/.jsonl/.parquet file or a folder of train/validation/test "
+        "files, or hf:<dataset id>",
+    )
+    text_column: str = "text"
+    label_column: str = "label"
+    hf_config: str | None = Field(None, description="configuration name of a hub dataset")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    split_seed: int = 42
+    on_empty_text: Literal["drop", "fail"] = "drop"
+    max_classes: int = Field(50, ge=2)
+    max_rows: int | None = Field(None, ge=10, description="use a stratified sample of this many rows")
+
+
+class TrainConfig(_Section):
+    """Fine-tuning with the Hugging Face Trainer."""
+
+    base_model: str = Field("builtin:minilm", description="builtin:minilm, a local folder, or a hub id")
+    max_seq_len: int = Field(128, ge=8, le=8192)
+    epochs: float = Field(2, gt=0)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    seed: int = 42
+    early_stopping_patience: int = Field(2, ge=1)
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores")
+    logging_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
+
+
+class ExportConfig(_Section):
+    """ONNX variants and the gates each must pass."""
+
+    variants: list[VariantName] = Field(default_factory=lambda: list(CPU_VARIANTS))
+    optimization_level: int = Field(2, ge=1, le=4, description="ORT graph optimization level O1..O4")
+    max_fp32_parity: float = Field(1e-4, gt=0)
+    max_optimized_parity: float = Field(1e-3, gt=0)
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1)
+    parity_samples: int = Field(128, ge=1)
+    invariance_samples: int | None = Field(None, ge=1, description="test texts checked; default: all")
+    calibration_samples: int = Field(256, ge=1)
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    timing_seconds: float = Field(3.0, gt=0, description="time per variant for choosing serving_variant")
+    serving_variant: VariantName | None = Field(None, description="pin the served variant")
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_unique_and_nonempty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one variant is needed")
+        if len(set(value)) != len(value):
+            raise ValueError(f"variants repeat: {value}")
+        return value
+
+
+class ServeConfig(_Section):
+    """The BentoML service; every key can also be set with TEXTCLF_<KEY> in the environment."""
+
+    model_name: str = "textclf"
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    intra_op_threads: int | None = Field(None, ge=1, description="default: cores divided by workers")
+    inter_op_threads: int = Field(1, ge=1)
+    use_cuda: bool = False
+    max_batch_size: int = Field(64, ge=1)
+    max_latency_ms: int = Field(10000, ge=1)
+    max_texts_per_request: int = Field(64, ge=1)
+    max_chars_per_text: int = Field(20000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1)
+    on_overlength: Literal["truncate", "error"] = "truncate"
+    max_concurrency: int = Field(256, ge=1, description="requests held before 503 + Retry-After")
+
+
+class BenchConfig(_Section):
+    """Engine sweeps and HTTP load tests."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
+    seq_lens: list[int] = Field(default_factory=lambda: [16, 64, 128, 256])
+    warmup_iters: int = Field(3, ge=0)
+    min_iters: int = Field(10, ge=1)
+    max_seconds_per_case: float = Field(2.0, gt=0)
+    real_texts: int = Field(256, ge=1, description="test-split texts used for the real-length cases")
+    use_torch_compile: bool = True
+    load_users: list[int] = Field(default_factory=lambda: [1, 8, 32])
+    load_seconds: int = Field(20, ge=1)
+
+
+class Config(BaseModel):
+    """The whole configuration: one section per stage plus the run's name and folders."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    run: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    artifacts_root: Path = Path("artifacts")
+    reports_root: Path = Path("reports")
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+
+    @model_validator(mode="after")
+    def _pinned_variant_is_built(self) -> Config:
+        pinned = self.export.serving_variant
+        if pinned is not None and pinned not in self.export.variants:
+            raise ValueError(f"export.serving_variant={pinned} is not in export.variants {self.export.variants}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.artifacts_root / self.run
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form, as recorded in the manifest."""
+        return self.model_dump(mode="json")
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    dotted, raw = item.split("=", 1)
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {item!r}: the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {dotted}: cannot parse value {raw!r}: {exc}") from exc
+    return keys, value
+
+
+def _apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node: Any = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: depth + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> list[str]:
+    """TEXTCLF_<KEY>=value for every key of the serve section, plus TEXTCLF_RUN."""
+    overrides = []
+    for key in ServeConfig.model_fields:
+        env_name = f"TEXTCLF_{key.upper()}"
+        if env_name in environ:
+            overrides.append(f"serve.{key}={environ[env_name]}")
+    if "TEXTCLF_RUN" in environ:
+        overrides.append(f"run={environ['TEXTCLF_RUN']}")
+    return overrides
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key")
+        else:
+            parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def load_config(
+    path: Path | str | None = None,
+    overrides: list[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Read the YAML file, apply environment then ``--set`` overrides, and validate.
+
+    Args:
+        path: YAML file; defaults to ``configs/default.yaml`` of this checkout (built-in defaults if absent).
+        overrides: ``section.key=value`` strings; values are parsed as YAML scalars or lists.
+        environ: environment to read ``TEXTCLF_*`` from; defaults to ``os.environ``.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a key is unknown or has a wrong type.
+    """
+    config_path = Path(path) if path is not None else DEFAULT_CONFIG
+    raw: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{config_path}: expected a mapping of sections at the top level")
+        raw = loaded or {}
+    elif path is not None:
+        raise ConfigError(f"config file not found: {config_path}")
+
+    env = os.environ if environ is None else environ
+    for item in [*_env_overrides(dict(env)), *(overrides or [])]:
+        keys, value = _parse_override(item)
+        _apply_override(raw, keys, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {_format_validation_error(exc)}") from exc

