@@ -56,3 +56,22 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_
     cfg = tiny_config(tmp_path_factory.mktemp("trained"), tiny_base, tiny_csv)
     run(cfg, cfg.run_dir)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory: pytest.TempPathFactory, trained_run: Config) -> Config:
+    """The tiny trained run, copied and exported with every CPU variant (short timing)."""
+    import shutil
+
+    from export.run import run
+
+    root = tmp_path_factory.mktemp("exported")
+    shutil.copytree(trained_run.artifacts_root, root / "artifacts")
+    cfg = trained_run.model_copy(
+        update={
+            "artifacts_root": root / "artifacts",
+            "export": trained_run.export.model_copy(update={"timing_seconds": 0.4}),
+        }
+    )
+    run(cfg, cfg.run_dir)
+    return cfg

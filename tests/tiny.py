@@ -41,8 +41,9 @@ def build_tiny_bert(folder: Path, num_labels: int | None = None, seed: int = 0) 
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER)) + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
-    vocab += list("abcdefghijklmnopqrstuvwxyz")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = sorted(set(POSITIVE + NEGATIVE + FILLER) | set(letters))  # single letters: any word tokenizes
+    vocab = SPECIAL + words + [f"##{c}" for c in letters]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     config = BertConfig(

@@ -21,6 +21,14 @@ from textclf.log import setup_logging
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
+
+
+def _stdout() -> Console:
+    # Tables stay readable when the output is a file or a CI log (rich would assume 80 columns).
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=160)
+
+
 app = typer.Typer(
     help="Fine-tune, export, benchmark and serve a BERT-family text classifier.",
     no_args_is_help=True,
@@ -106,10 +114,63 @@ def _print_train_summary(cfg: Config, checkpoint: Path) -> None:
     for split in ("validation", "test"):
         m = section["metrics"][split]
         rows.append((split, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"))
-    out = Console()
+    out = _stdout()
     out.print(metrics_table(f"train: run '{cfg.run}'", rows, ("split", "rows", "accuracy", "macro-F1")))
     out.print(f"checkpoint: {checkpoint}\nmanifest:   {cfg.run_dir / 'manifest.json'}")
     out.print(f"wall time:  {section['wall_time_s']:.0f} s ({section['trainer']['epochs_run']:.1f} epochs)")
+
+
+@app.command()
+def export(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Export this save_pretrained folder instead of the run's.")
+    ] = None,
+) -> None:
+    """Export ONNX variants, judge each on parity, accuracy and batch invariance (needs the export extra)."""
+
+    def go() -> None:
+        cfg = _load(config, set_, run)
+        from export.run import run as export_run
+
+        try:
+            export_run(cfg, cfg.run_dir, checkpoint=checkpoint)
+        finally:
+            _print_export_table(cfg)
+
+    _stage(go)
+
+
+def _print_export_table(cfg: Config) -> None:
+    from textclf.manifest import read_manifest
+
+    section = read_manifest(cfg.run_dir).get("export")
+    if not section:
+        return
+    rows = []
+    for name, v in section["variants"].items():
+        invariance = v.get("batch_invariance")
+        rows.append(
+            (
+                name + (" *" if name == section["serving_variant"] else ""),
+                f"{v['bytes'] / 1e6:.1f}" if v.get("bytes") else "-",
+                f"{v['parity_max_abs_diff']:.1e}" if "parity_max_abs_diff" in v else "-",
+                f"{v['test_accuracy']:.4f}" if "test_accuracy" in v else "-",
+                f"{v['accuracy_delta'] * 100:+.2f} pt" if "accuracy_delta" in v else "-",
+                f"{invariance['flips']} flips" if invariance else "-",
+                f"{v['latency_ms']:.2f} / {v['batch32_ms_per_text']:.2f}" if "latency_ms" in v else "-",
+                ("pass" if v["passed"] else "REFUSED: " + v["reason"]) + (" (unchanged)" if v.get("skipped") else ""),
+            )
+        )
+    headers = ("variant", "MB", "parity", "accuracy", "Δ acc", "invariance", "ms b1 / b32 per text", "verdict")
+    pytorch = section["pytorch"]["test_accuracy"]
+    title = f"export: run '{cfg.run}' (PyTorch test accuracy {pytorch:.4f}; * = serving variant)"
+    out = _stdout()
+    out.print(metrics_table(title, rows, headers))
+    machine = section["machine"]
+    out.print(f"timed on {machine['cpu_model']}, {machine['cores']} cores, preset {machine['quantization_preset']}")
 
 
 @app.command("config")

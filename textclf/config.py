@@ -76,6 +76,7 @@ class ExportConfig(_Section):
     max_fp32_parity: float = Field(1e-4, gt=0)
     max_optimized_parity: float = Field(1e-3, gt=0)
     max_accuracy_drop: float = Field(0.005, ge=0, le=1)
+    max_invariance_flips: int = Field(0, ge=0, description="labels allowed to change between alone and batched")
     parity_samples: int = Field(128, ge=1)
     invariance_samples: int | None = Field(None, ge=1, description="test texts checked; default: all")
     calibration_samples: int = Field(256, ge=1)

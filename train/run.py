@@ -190,6 +190,7 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
         "wall_time_s": round(time.perf_counter() - started, 1),
         "data": {
             "source": data.source,
+            "config": cfg.data.model_dump(mode="json"),  # what export needs to rebuild the same test split
             "splits": {
                 name: {"rows": data.splits[name].num_rows, "sha256": data.split_sha256[name]} for name in SPLITS
             },

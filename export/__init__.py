@@ -1,0 +1,1 @@
+"""The export stage: ONNX variants through Hugging Face Optimum, each gated on parity, accuracy and invariance."""

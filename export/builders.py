@@ -1,0 +1,140 @@
+"""Build each ONNX variant with Optimum's exporter and ONNX Runtime's optimizer and quantizer.
+
+Quantized variants start from the plain fp32 export: onnxruntime's quantizer cannot read the fused graph of the
+optimized variant. Every builder writes a complete variant folder (model + tokenizer + config + textclf.json)
+into `out`, which the caller commits only after the gates pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from textclf.errors import ExportError
+from textclf.hardware import isa_preset
+from textclf.runtime import MODEL_FILE, SIDECAR_FILE
+
+logger = logging.getLogger(__name__)
+
+
+def write_sidecar(folder: Path, variant: str, max_seq_len: int, params: dict[str, Any]) -> None:
+    sidecar = {"variant": variant, "max_seq_len": max_seq_len, "params": params}
+    (folder / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
+def export_fp32(checkpoint: Path, out: Path, opset: int | None = None) -> dict[str, Any]:
+    """The plain ONNX export (Optimum `main_export`, task text-classification), tokenizer files beside it."""
+    from optimum.exporters.onnx import main_export
+
+    try:
+        main_export(
+            str(checkpoint),
+            out,
+            task="text-classification",
+            opset=opset,
+            do_validation=False,  # parity is judged by our own gate, against the same texts for every variant
+            local_files_only=True,
+        )
+    except Exception as exc:  # the exporter raises many types; the message is what the user needs
+        raise ExportError(f"ONNX export of {checkpoint} failed: {exc}") from exc
+    if not (out / MODEL_FILE).is_file() or not (out / "tokenizer.json").is_file():
+        raise ExportError(f"ONNX export of {checkpoint} wrote no model.onnx / tokenizer.json")
+    return {"exporter": "optimum.exporters.onnx.main_export", "opset": opset or "default"}
+
+
+def _copy_tokenizer(source: Path, out: Path) -> None:
+    # Optimum copies preprocessors along; make sure what the runtime reads is there whatever it does.
+    for name in ("tokenizer.json", "config.json"):
+        if not (out / name).exists():
+            shutil.copy2(source / name, out / name)
+
+
+def build_optimized(fp32: Path, out: Path, level: int, for_gpu: bool = False, fp16: bool = False) -> dict[str, Any]:
+    """ORT graph optimization (attention / LayerNorm / GELU / embedding fusions)."""
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import OptimizationConfig
+
+    config = OptimizationConfig(optimization_level=level, optimize_for_gpu=for_gpu, fp16=fp16)
+    ORTOptimizer.from_pretrained(fp32).optimize(config, out, file_suffix=None)
+    _copy_tokenizer(fp32, out)
+    return {"optimization_level": level, "for_gpu": for_gpu, "fp16": fp16}
+
+
+def _quantization_config(is_static: bool, per_channel: bool, reduce_range: bool, operators: list[str] | None) -> Any:
+    from optimum.onnxruntime import AutoQuantizationConfig
+
+    preset = isa_preset()
+    factory = getattr(AutoQuantizationConfig, preset)
+    kwargs: dict[str, Any] = {"is_static": is_static, "per_channel": per_channel}
+    if preset in ("avx2", "avx512"):  # only these presets take reduce_range
+        kwargs["reduce_range"] = reduce_range
+    if operators is not None:
+        kwargs["operators_to_quantize"] = operators
+    return factory(**kwargs), preset
+
+
+def build_int8_dynamic(fp32: Path, out: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
+    """Dynamic int8: weights quantized offline, activation scales computed per batch at run time."""
+    from optimum.onnxruntime import ORTQuantizer
+
+    config, preset = _quantization_config(False, per_channel, reduce_range, None)
+    ORTQuantizer.from_pretrained(fp32).quantize(config, out, file_suffix=None)
+    _copy_tokenizer(fp32, out)
+    return {"preset": preset, "per_channel": per_channel, "reduce_range": reduce_range}
+
+
+def build_int8_static(
+    fp32: Path,
+    out: Path,
+    calibration_texts: list[str],
+    max_seq_len: int,
+    method: str,
+    per_channel: bool,
+    operators: list[str],
+    work_dir: Path,
+) -> dict[str, Any]:
+    """Static int8 with activation ranges calibrated on a sample of the train split."""
+    from datasets import Dataset
+    from optimum.onnxruntime import AutoCalibrationConfig, ORTQuantizer
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(fp32 / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_len)
+    encodings = tokenizer.encode_batch(calibration_texts)
+    quantizer = ORTQuantizer.from_pretrained(fp32)
+    input_names = _onnx_input_names(fp32 / MODEL_FILE)
+    columns = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+    columns["token_type_ids"] = [e.type_ids for e in encodings]
+    dataset = Dataset.from_dict({name: columns[name] for name in input_names})
+    calibration = {
+        "minmax": AutoCalibrationConfig.minmax,
+        "entropy": AutoCalibrationConfig.entropy,
+        "percentile": AutoCalibrationConfig.percentiles,
+    }[method](dataset)
+    config, preset = _quantization_config(True, per_channel, False, operators)
+    ranges = quantizer.fit(
+        dataset=dataset,
+        calibration_config=calibration,
+        onnx_augmented_model_name=work_dir / "augmented_model.onnx",  # never into the current directory
+        operators_to_quantize=config.operators_to_quantize,
+    )
+    quantizer.quantize(config, out, file_suffix=None, calibration_tensors_range=ranges)
+    _copy_tokenizer(fp32, out)
+    return {
+        "preset": preset,
+        "per_channel": per_channel,
+        "calibration_method": method,
+        "calibration_samples": len(calibration_texts),
+        "operators": operators,
+    }
+
+
+def _onnx_input_names(model: Path) -> list[str]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return [i.name for i in session.get_inputs()]

@@ -1,0 +1,27 @@
+"""PyTorch reference logits: what every ONNX variant is compared against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def pytorch_logits(checkpoint: Path, texts: list[str], max_seq_len: int, batch_size: int = 32) -> np.ndarray:
+    """Logits of the checkpoint in eager fp32, in input order (texts sorted by length inside, like the runtime)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_seq_len)["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in chunk], truncation=True, max_length=max_seq_len, padding=True, return_tensors="pt"
+            )
+            out[chunk] = model(**batch).logits.float().numpy()
+    return out

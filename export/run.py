@@ -1,0 +1,176 @@
+"""`textclf export`: ONNX variants of a checkpoint, each proven or refused, and the serving variant chosen."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from export.builders import export_fp32
+from export.evaldata import checkpoint_labels, load_eval_data
+from export.gates import accuracy_from_logits, time_variant
+from export.reference import pytorch_logits
+from export.variants import BuildContext, Reference, build_and_judge
+from textclf.config import ALL_VARIANTS, CPU_VARIANTS, Config
+from textclf.errors import ArtifactError, ExportError
+from textclf.hardware import isa_preset, machine_info
+from textclf.manifest import (
+    file_entries,
+    folder_digest,
+    package_versions,
+    read_manifest,
+    require_manifest,
+    sha256_bytes,
+    update_manifest,
+    verify_files,
+)
+from textclf.paths import CHECKPOINT_DIR, ONNX_DIR
+from textclf.runtime import Classifier
+
+logger = logging.getLogger(__name__)
+
+_KEY_PACKAGES = ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "transformers")
+_NOT_IN_KEY = ("serving_variant", "timing_seconds", "variants")  # choosing/timing does not change a variant
+
+
+def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> tuple[Path, int, dict[str, Any]]:
+    """The checkpoint folder, its max_seq_len, and the manifest (whose `train` section is used only for the
+    run's own checkpoint)."""
+    manifest = read_manifest(run_dir)
+    if checkpoint is None:
+        manifest = require_manifest(run_dir, "train")
+        own = run_dir / CHECKPOINT_DIR
+        verify_files(own, manifest["train"]["checkpoint"]["files"])
+        return own, int(manifest["train"]["max_seq_len"]), manifest
+    if not (checkpoint / "config.json").is_file():
+        raise ArtifactError(f"--checkpoint {checkpoint}: no config.json; give a save_pretrained folder")
+    if not (checkpoint / "tokenizer.json").is_file():
+        raise ArtifactError(f"--checkpoint {checkpoint}: no tokenizer.json; the runtime needs a fast tokenizer")
+    config = json.loads((checkpoint / "config.json").read_text())
+    if not config.get("id2label"):
+        raise ArtifactError(f"--checkpoint {checkpoint}: config.json has no id2label; not a classifier")
+    outside = {k: v for k, v in manifest.items() if k != "train"}  # another model's training does not apply
+    return checkpoint, cfg.train.max_seq_len, outside
+
+
+def _input_key(checkpoint_sha: str, name: str, cfg: Config, max_seq_len: int, test_sha: str) -> str:
+    """Everything a variant's folder and verdict depend on: unchanged key → the export can be skipped."""
+    export_cfg = {k: v for k, v in cfg.export.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
+    versions = {k: v for k, v in package_versions().items() if k in _KEY_PACKAGES}
+    payload = [checkpoint_sha, name, max_seq_len, export_cfg, test_sha, versions, isa_preset()]
+    return sha256_bytes(json.dumps(payload, sort_keys=True).encode())
+
+
+def _reusable(previous: dict[str, Any] | None, key: str, folder: Path) -> bool:
+    if not previous or previous.get("input_key") != key:
+        return False
+    if not previous.get("passed"):
+        return not folder.exists()
+    try:
+        verify_files(folder, previous["files"])
+    except ArtifactError as exc:
+        logger.warning("rebuilding %s: %s", folder.name, exc)
+        return False
+    return True
+
+
+def _choose_serving(variants: dict[str, dict[str, Any]], pinned: str | None) -> tuple[str, str]:
+    if pinned is not None:
+        record = variants[pinned]
+        if not record["passed"]:
+            raise ExportError(f"export.serving_variant={pinned} was refused: {record['reason']}")
+        return pinned, "pinned by export.serving_variant"
+    timed = {n: r for n, r in variants.items() if r["passed"] and n in CPU_VARIANTS and "latency_ms" in r}
+    if not timed:
+        raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
+
+    def cost(record: dict[str, Any]) -> float:
+        # Geometric mean of single-text latency and per-text time in a batch of 32: the server sees both.
+        return float((record["latency_ms"] * record["batch32_ms_per_text"]) ** 0.5)
+
+    best = min(timed, key=lambda n: cost(timed[n]))
+    return best, "fastest passing CPU variant (geometric mean of b1 latency and b32 per-text time)"
+
+
+def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
+    """Export, judge and record every configured variant under `run_dir/onnx/`.
+
+    Args:
+        cfg: the whole config; `export` (and `data` for an outside checkpoint) is read.
+        run_dir: `artifacts/<run>`.
+        checkpoint: an outside `save_pretrained` classifier folder instead of the run's own checkpoint.
+
+    Returns:
+        The folder of the serving variant.
+
+    Raises:
+        ExportError: no variant passed (the manifest still records every verdict).
+    """
+    started = time.perf_counter()
+    checkpoint, max_seq_len, manifest = _resolve_checkpoint(run_dir, checkpoint, cfg)
+    checkpoint_sha = folder_digest(file_entries(checkpoint))
+    eval_data = load_eval_data(cfg, manifest, checkpoint)
+    logger.info("PyTorch reference on %d test texts", len(eval_data.test_texts))
+    logits = pytorch_logits(checkpoint, eval_data.test_texts, max_seq_len)
+    num_labels = logits.shape[1]
+    reference = Reference(logits, *accuracy_from_logits(logits, eval_data.test_labels, num_labels))
+    test_sha = sha256_bytes("\n".join(eval_data.test_texts).encode())
+
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    previous = manifest.get("export", {}).get("variants", {})
+    onnx_dir = run_dir / ONNX_DIR
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    variants: dict[str, dict[str, Any]] = {}
+    ordered = [name for name in ALL_VARIANTS if name in cfg.export.variants]
+    keys = {name: _input_key(checkpoint_sha, name, cfg, max_seq_len, test_sha) for name in ordered}
+    for name in ordered:
+        if _reusable(previous.get(name), keys[name], onnx_dir / name):
+            logger.info("%s: inputs unchanged since the last export; skipped", name)
+            variants[name] = {**previous[name], "skipped": True}
+    to_build = [name for name in ordered if name not in variants]
+    if to_build:
+        with tempfile.TemporaryDirectory(prefix=".work-", dir=onnx_dir) as work:
+            work_dir = Path(work)
+            logger.info("exporting %s to ONNX", checkpoint)
+            export_fp32(checkpoint, work_dir / "fp32-source")
+            ctx = BuildContext(
+                work_dir / "fp32-source", work_dir, onnx_dir, max_seq_len, eval_data, reference, cfg.export, has_cuda
+            )
+            for name in to_build:
+                logger.info("%s: building and judging", name)
+                variants[name] = {**build_and_judge(name, ctx, keys[name]), "skipped": False}
+    variants = {name: variants[name] for name in ordered}
+
+    for name, record in variants.items():
+        if record["passed"] and name in CPU_VARIANTS:
+            classifier = Classifier(onnx_dir / name, expected_files=record["files"])
+            record |= time_variant(classifier, eval_data.test_texts, cfg.export.timing_seconds)
+        record["bytes"] = sum(f["bytes"] for f in record["files"].values())
+
+    section: dict[str, Any] = {
+        "checkpoint": {
+            "path": str(checkpoint),
+            "sha256": checkpoint_sha,
+            "is_own": checkpoint == run_dir / CHECKPOINT_DIR,
+        },
+        "max_seq_len": max_seq_len,
+        "label_names": checkpoint_labels(checkpoint),
+        "pytorch": {"test_accuracy": reference.accuracy, "test_macro_f1": reference.macro_f1},
+        "test_texts": len(eval_data.test_texts),
+        "machine": machine_info(),
+        "variants": variants,
+        "serving_variant": None,
+        "serving_reason": None,
+        "wall_time_s": None,
+    }
+    try:
+        section["serving_variant"], section["serving_reason"] = _choose_serving(variants, cfg.export.serving_variant)
+    finally:
+        section["wall_time_s"] = round(time.perf_counter() - started, 1)
+        update_manifest(run_dir, "export", section, config=cfg.to_dict())
+    return onnx_dir / section["serving_variant"]

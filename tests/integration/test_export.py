@@ -1,0 +1,159 @@
+"""Export on a tiny random BERT: every variant runs in onnxruntime, gates are recorded, refusals leave nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.tiny import build_tiny_bert, tiny_texts, write_csv
+from textclf.cli import app
+from textclf.config import CPU_VARIANTS, Config
+from textclf.errors import ArtifactError
+from textclf.manifest import read_manifest
+from textclf.paths import ONNX_DIR
+from textclf.runtime import Classifier
+
+
+def _copy_run(cfg: Config, dest: Path, **export_updates: object) -> Config:
+    shutil.copytree(cfg.artifacts_root, dest / "artifacts")
+    return cfg.model_copy(
+        update={"artifacts_root": dest / "artifacts", "export": cfg.export.model_copy(update=export_updates)}
+    )
+
+
+def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) -> None:
+    export = read_manifest(exported_run.run_dir)["export"]
+    assert list(export["variants"]) == list(CPU_VARIANTS)
+    texts = ["a really good film", "the plot was dull and the acting weak"]
+    for name, record in export["variants"].items():
+        assert record["passed"], (name, record["reason"])
+        assert {"parity_max_abs_diff", "test_accuracy", "accuracy_delta", "latency_ms", "files"} <= set(record)
+        assert record["batch_invariance"]["flips"] == 0
+        assert record["bytes"] == sum(f["bytes"] for f in record["files"].values())
+        assert all(len(f["sha256"]) == 64 for f in record["files"].values())
+        classifier = Classifier.from_run(exported_run.run_dir, name)
+        predictions = classifier.predict(texts)
+        assert [p.label in ("neg", "pos") for p in predictions] == [True, True]
+        assert all(abs(sum(p.scores.values()) - 1) < 1e-5 for p in predictions)
+    assert export["variants"]["fp32"]["parity_max_abs_diff"] <= 1e-4
+    assert export["variants"]["optimized"]["parity_max_abs_diff"] <= 1e-3
+    assert export["serving_variant"] in CPU_VARIANTS
+    assert (
+        export["pytorch"]["test_accuracy"]
+        == read_manifest(exported_run.run_dir)["train"]["metrics"]["test"]["accuracy"]
+    )
+    assert export["machine"]["cores"] >= 1
+    # int8 variants really are quantized: smaller weights than fp32 for the same graph.
+    assert (
+        export["variants"]["int8-dynamic"]["files"]["model.onnx"]["bytes"]
+        < export["variants"]["fp32"]["files"]["model.onnx"]["bytes"]
+    )
+
+
+def test_fp32_matches_pytorch_logits(exported_run: Config) -> None:
+    from export.reference import pytorch_logits
+    from textclf.paths import CHECKPOINT_DIR
+
+    texts = [t for t, _ in tiny_texts(20, seed=5)]
+    expected = pytorch_logits(exported_run.run_dir / CHECKPOINT_DIR, texts, 32)
+    logits, _ = Classifier.from_run(exported_run.run_dir, "fp32").logits(texts)
+    assert np.abs(logits - expected).max() <= 1e-4
+
+
+def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: Config) -> None:
+    from export.run import run
+
+    cfg = _copy_run(exported_run, tmp_path)
+    model = cfg.run_dir / ONNX_DIR / "fp32" / "model.onnx"
+    before = model.stat().st_mtime_ns
+    run(cfg, cfg.run_dir)
+    variants = read_manifest(cfg.run_dir)["export"]["variants"]
+    assert all(record["skipped"] for record in variants.values())
+    assert model.stat().st_mtime_ns == before
+
+    # A changed gate is a changed input: that variant is judged again.
+    changed = cfg.model_copy(update={"export": cfg.export.model_copy(update={"max_accuracy_drop": 0.01})})
+    run(changed, changed.run_dir)
+    assert not any(r["skipped"] for r in read_manifest(cfg.run_dir)["export"]["variants"].values())
+
+
+def test_tampered_file_is_detected_and_rebuilt(tmp_path: Path, exported_run: Config) -> None:
+    from export.run import run
+
+    cfg = _copy_run(exported_run, tmp_path)
+    model = cfg.run_dir / ONNX_DIR / "int8-dynamic" / "model.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match=r"int8-dynamic/model\.onnx: sha256"):
+        Classifier.from_run(cfg.run_dir, "int8-dynamic")
+    run(cfg, cfg.run_dir)
+    variants = read_manifest(cfg.run_dir)["export"]["variants"]
+    assert variants["int8-dynamic"]["skipped"] is False and variants["fp32"]["skipped"] is True
+    Classifier.from_run(cfg.run_dir, "int8-dynamic")  # verified again
+
+
+def test_impossible_gate_refuses_with_reason_and_leaves_no_folder(tmp_path: Path, exported_run: Config) -> None:
+    from export.run import run
+
+    cfg = _copy_run(exported_run, tmp_path, max_fp32_parity=1e-15, variants=["fp32", "int8-dynamic"])
+    run(cfg, cfg.run_dir)
+    export = read_manifest(cfg.run_dir)["export"]
+    fp32 = export["variants"]["fp32"]
+    assert fp32["passed"] is False
+    assert "parity" in fp32["reason"] and "> 1e-15" in fp32["reason"]
+    assert fp32["files"] == {}
+    assert not (cfg.run_dir / ONNX_DIR / "fp32").exists(), "a refused variant leaves no folder"
+    assert export["serving_variant"] == "int8-dynamic"
+    assert not [p for p in (cfg.run_dir / ONNX_DIR).iterdir() if p.name.startswith(".")], "no staging left"
+    with pytest.raises(ArtifactError, match="refused"):
+        Classifier.from_run(cfg.run_dir, "fp32")
+
+
+def test_no_passing_variant_is_an_error_but_verdicts_are_recorded(tmp_path: Path, exported_run: Config) -> None:
+    cfg = _copy_run(exported_run, tmp_path)
+    result = CliRunner().invoke(
+        app,
+        ["export", "--set", f"artifacts_root={cfg.artifacts_root}", "--set", f"data.path={cfg.data.path}",
+         "--set", "export.variants=[fp32]", "--set", "export.max_fp32_parity=1e-15"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "no CPU variant passed" in result.output
+    assert read_manifest(cfg.run_dir)["export"]["variants"]["fp32"]["passed"] is False
+
+
+def test_export_of_an_outside_checkpoint(tmp_path: Path) -> None:
+    checkpoint = build_tiny_bert(tmp_path / "their-model", num_labels=2, seed=3)
+    rows = [(text, "class_0" if label == "pos" else "class_1") for text, label in tiny_texts(80)]
+    data = write_csv(tmp_path / "data.csv", rows)
+    artifacts = tmp_path / "artifacts"
+    args = ["export", "--checkpoint", str(checkpoint), "--set", f"artifacts_root={artifacts}",
+            "--set", f"data.path={data}", "--set", "export.timing_seconds=0.2"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "serving variant" in result.output
+    export = read_manifest(artifacts / "default")["export"]
+    assert export["checkpoint"]["is_own"] is False
+    assert export["variants"]["fp32"]["parity_max_abs_diff"] <= 1e-4
+    config = json.loads((artifacts / "default" / ONNX_DIR / "fp32" / "config.json").read_text())
+    assert config["id2label"] == {"0": "class_0", "1": "class_1"}
+
+
+def test_outside_checkpoint_with_other_labels_is_refused(tmp_path: Path) -> None:
+    checkpoint = build_tiny_bert(tmp_path / "their-model", num_labels=2)
+    data = write_csv(tmp_path / "data.csv", tiny_texts(40))  # labels pos/neg, not class_0/class_1
+    result = CliRunner().invoke(
+        app, ["export", "--checkpoint", str(checkpoint), "--set", f"data.path={data}",
+              "--set", f"artifacts_root={tmp_path / 'a'}"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "do not match the checkpoint's id2label" in result.output
+
+
+def test_export_without_training_names_the_missing_stage(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["export", "--set", f"artifacts_root={tmp_path}"])
+    assert result.exit_code == 2
+    assert "textclf train" in result.output

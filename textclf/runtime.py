@@ -1,0 +1,220 @@
+"""The one inference path: Rust tokenizer → dynamic padding → onnxruntime session → softmax → labels.
+
+Used by the service, the export gates and the benchmarks alike. Imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textclf.errors import ArtifactError, TextclfError
+from textclf.hardware import usable_cores
+from textclf.manifest import require_manifest, verify_files
+from textclf.paths import ONNX_DIR
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
+SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len and the variant's name
+
+
+class OverlengthError(TextclfError):
+    """A text is longer than max_seq_len tokens and the config asks for an error instead of truncation."""
+
+    error_type = "text_too_long"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    scores: dict[str, float]
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded model inputs for texts in a given order, and which texts were truncated."""
+
+    inputs: dict[str, np.ndarray]
+    truncated: list[bool]
+    tokens: int  # real (non-padding) tokens in the batch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return result
+
+
+def default_intra_op_threads(workers: int = 1) -> int:
+    """Cores divided by worker processes: one ORT pool per process, never oversubscribed."""
+    return max(1, usable_cores() // max(1, workers))
+
+
+def providers_for(use_cuda: bool) -> list[str]:
+    """CUDA first when asked and present in this onnxruntime build, CPU always."""
+    import onnxruntime as ort
+
+    if use_cuda:
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        logger.warning("CUDA was asked for but this onnxruntime build has no CUDAExecutionProvider; using the CPU")
+    return ["CPUExecutionProvider"]
+
+
+class Classifier:
+    """A loaded ONNX variant folder (model.onnx, tokenizer.json, config.json, textclf.json)."""
+
+    def __init__(
+        self,
+        variant_dir: Path,
+        *,
+        expected_files: dict[str, dict[str, Any]] | None = None,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int = 1,
+        use_cuda: bool = False,
+        max_seq_len: int | None = None,
+        on_overlength: str = "truncate",
+    ) -> None:
+        """Load a variant, verifying its files first when `expected_files` (from the manifest) is given.
+
+        Raises:
+            ArtifactError: a file is missing or differs from its recorded sha256.
+        """
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.variant_dir = Path(variant_dir)
+        if expected_files is not None:
+            verify_files(self.variant_dir, expected_files)
+        for name in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE):
+            if not (self.variant_dir / name).is_file():
+                raise ArtifactError(f"{self.variant_dir / name}: missing; not an exported variant folder")
+        config = json.loads((self.variant_dir / CONFIG_FILE).read_text())
+        sidecar_path = self.variant_dir / SIDECAR_FILE
+        sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+        id2label = config.get("id2label") or {}
+        self.labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
+        if not self.labels:
+            raise ArtifactError(f"{self.variant_dir / CONFIG_FILE}: no id2label; cannot name the classes")
+        self.variant = sidecar.get("variant", self.variant_dir.name)
+        self.max_seq_len = int(max_seq_len or sidecar.get("max_seq_len") or config.get("max_position_embeddings", 512))
+        if on_overlength not in ("truncate", "error"):
+            raise ValueError(f"on_overlength must be 'truncate' or 'error', got {on_overlength!r}")
+        self.on_overlength = on_overlength
+
+        self.tokenizer = Tokenizer.from_file(str(self.variant_dir / TOKENIZER_FILE))
+        self.tokenizer.no_padding()  # padding is done per batch, to the batch's own longest text
+        self.tokenizer.enable_truncation(max_length=self.max_seq_len)
+        self.pad_id = int(config.get("pad_token_id") or 0)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads or default_intra_op_threads()
+        options.inter_op_num_threads = inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.providers = providers_for(use_cuda)
+        self.session = ort.InferenceSession(
+            str(self.variant_dir / MODEL_FILE), sess_options=options, providers=self.providers
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.intra_op_threads = options.intra_op_num_threads
+        logger.info(
+            "loaded %s (%s, %d labels, max_seq_len %d, %d intra-op threads, %s)",
+            self.variant_dir,
+            self.variant,
+            len(self.labels),
+            self.max_seq_len,
+            self.intra_op_threads,
+            self.providers[0],
+        )
+
+    @classmethod
+    def from_run(cls, run_dir: Path, variant: str | None = None, **kwargs: Any) -> Classifier:
+        """Load the manifest's serving variant (or `variant`) of a run folder, verified against its sha256s."""
+        export = require_manifest(Path(run_dir), "export")["export"]
+        name = variant or export.get("serving_variant")
+        if not name:
+            raise ArtifactError(f"{run_dir}: the export chose no serving variant (none passed its gates)")
+        record = export.get("variants", {}).get(name)
+        if record is None:
+            raise ArtifactError(f"{run_dir}: variant {name!r} is not in the manifest")
+        if not record.get("passed"):
+            raise ArtifactError(f"{run_dir}: variant {name!r} was refused at export: {record.get('reason')}")
+        return cls(Path(run_dir) / ONNX_DIR / name, expected_files=record["files"], **kwargs)
+
+    # -- tokenization ---------------------------------------------------------------------------------------
+    def encode(self, texts: list[str]) -> list[Any]:
+        """Tokenize (truncating at max_seq_len); raises OverlengthError in error mode."""
+        encodings = self.tokenizer.encode_batch(texts)
+        if self.on_overlength == "error":
+            for index, encoding in enumerate(encodings):
+                if encoding.overflowing:
+                    raise OverlengthError(f"texts[{index}] is longer than max_seq_len={self.max_seq_len} tokens")
+        return list(encodings)
+
+    def pad(self, encodings: list[Any]) -> Batch:
+        """Pad encodings, in the order given, to the longest of them."""
+        longest = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), longest), dtype=np.int64)
+        types = np.zeros((len(encodings), longest), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = 1
+            types[row, :n] = encoding.type_ids
+        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        inputs = {name: available[name] for name in self.input_names}
+        return Batch(inputs, [bool(e.overflowing) for e in encodings], int(mask.sum()))
+
+    # -- inference ------------------------------------------------------------------------------------------
+    def run_session(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The ONNX session alone: padded inputs in, float32 logits out."""
+        logits = self.session.run(None, inputs)[0]
+        return np.asarray(logits, dtype=np.float32)
+
+    def logits(self, texts: list[str], batch_size: int | None = None) -> tuple[np.ndarray, list[bool]]:
+        """Logits in input order, and per-text truncation flags.
+
+        Texts are sorted by token length so each batch pads only to its own longest text; with `batch_size`
+        the sorted texts are cut into batches of at most that many.
+        """
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32), []
+        encodings = self.encode(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        step = batch_size or len(texts)
+        logits = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        truncated = [False] * len(texts)
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            batch = self.pad([encodings[i] for i in chunk])
+            logits[chunk] = self.run_session(batch.inputs)
+            for i, flag in zip(chunk, batch.truncated, strict=True):
+                truncated[i] = flag
+        return logits, truncated
+
+    def predict(self, texts: list[str], batch_size: int | None = None) -> list[Prediction]:
+        """Label, score and every class's probability for each text, in input order."""
+        logits, truncated = self.logits(texts, batch_size)
+        probabilities = softmax(logits)
+        predictions = []
+        for row, was_truncated in zip(probabilities, truncated, strict=True):
+            best = int(row.argmax())
+            scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
+            predictions.append(Prediction(self.labels[best], float(row[best]), scores, was_truncated))
+        return predictions
