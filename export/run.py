@@ -126,7 +126,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
     onnx_dir = run_dir / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
     variants: dict[str, dict[str, Any]] = {}
-    ordered = [name for name in ALL_VARIANTS if name in cfg.export.variants]
+    ordered: list[str] = [name for name in ALL_VARIANTS if name in cfg.export.variants]
     keys = {name: _input_key(checkpoint_sha, name, cfg, max_seq_len, test_sha) for name in ordered}
     for name in ordered:
         if _reusable(previous.get(name), keys[name], onnx_dir / name):

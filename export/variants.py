@@ -21,11 +21,17 @@ logger = logging.getLogger(__name__)
 
 # Dynamic int8 settings tried in order until one passes: the preset's default first, then reduce_range (which
 # avoids u8s8 saturation on CPUs without VNNI), then per-tensor weights.
-DYNAMIC_CANDIDATES = ({"per_channel": True, "reduce_range": False}, {"per_channel": True, "reduce_range": True},
-                      {"per_channel": False, "reduce_range": False})  # fmt: skip
+DYNAMIC_CANDIDATES: tuple[dict[str, Any], ...] = (
+    {"per_channel": True, "reduce_range": False},
+    {"per_channel": True, "reduce_range": True},
+    {"per_channel": False, "reduce_range": False},
+)
 # Static int8: MatMuls only first (residual Adds feed LayerNorm and are the usual accuracy loss), then both.
-STATIC_CANDIDATES = ({"per_channel": True, "operators": ["MatMul"]}, {"per_channel": False, "operators": ["MatMul"]},
-                     {"per_channel": True, "operators": ["MatMul", "Add"]})  # fmt: skip
+STATIC_CANDIDATES: tuple[dict[str, Any], ...] = (
+    {"per_channel": True, "operators": ["MatMul"]},
+    {"per_channel": False, "operators": ["MatMul"]},
+    {"per_channel": True, "operators": ["MatMul", "Add"]},
+)
 
 
 @dataclass
