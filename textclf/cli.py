@@ -173,6 +173,28 @@ def _print_export_table(cfg: Config) -> None:
     out.print(f"timed on {machine['cpu_model']}, {machine['cores']} cores, preset {machine['quantization_preset']}")
 
 
+@app.command()
+def build(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    skip_bento: Annotated[bool, typer.Option("--model-only", help="Only import into the model store.")] = False,
+) -> None:
+    """Import the run's serving variant into the BentoML model store and `bentoml build` the Bento."""
+
+    def go() -> None:
+        from textclf.bento import build_bento, import_model
+
+        cfg = _load(config, set_, run)
+        tag = import_model(cfg.run_dir, cfg.serve.model_name)
+        out = _stdout()
+        out.print(f"model: {tag}")
+        if not skip_bento:
+            out.print(f"bento: {build_bento()}")
+
+    _stage(go)
+
+
 @app.command("config")
 def show_config(config: ConfigOption = None, set_: SetOption = None, run: RunOption = None) -> None:
     """Print the resolved configuration (file + environment + --set) as YAML."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ class Classifier:
         from tokenizers import Tokenizer
 
         self.variant_dir = Path(variant_dir)
+        self.expected_files = expected_files
         if expected_files is not None:
             verify_files(self.variant_dir, expected_files)
         for name in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE):
@@ -187,15 +189,20 @@ class Classifier:
         logits = self.session.run(None, inputs)[0]
         return np.asarray(logits, dtype=np.float32)
 
-    def logits(self, texts: list[str], batch_size: int | None = None) -> tuple[np.ndarray, list[bool]]:
+    def logits(
+        self, texts: list[str], batch_size: int | None = None, timings: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
         """Logits in input order, and per-text truncation flags.
 
         Texts are sorted by token length so each batch pads only to its own longest text; with `batch_size`
-        the sorted texts are cut into batches of at most that many.
+        the sorted texts are cut into batches of at most that many. A `timings` dict receives `tokenize_s`
+        and `infer_s` (the service's histograms).
         """
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32), []
+        started = time.perf_counter()
         encodings = self.encode(texts)
+        tokenized = time.perf_counter()
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         step = batch_size or len(texts)
         logits = np.empty((len(texts), len(self.labels)), dtype=np.float32)
@@ -206,11 +213,23 @@ class Classifier:
             logits[chunk] = self.run_session(batch.inputs)
             for i, flag in zip(chunk, batch.truncated, strict=True):
                 truncated[i] = flag
+        if timings is not None:
+            timings["tokenize_s"] = tokenized - started
+            timings["infer_s"] = time.perf_counter() - tokenized
         return logits, truncated
 
-    def predict(self, texts: list[str], batch_size: int | None = None) -> list[Prediction]:
+    def first_overlength(self, texts: list[str]) -> int | None:
+        """Index of the first text longer than max_seq_len tokens, or None."""
+        for index, encoding in enumerate(self.tokenizer.encode_batch(texts)):
+            if encoding.overflowing:
+                return index
+        return None
+
+    def predict(
+        self, texts: list[str], batch_size: int | None = None, timings: dict[str, float] | None = None
+    ) -> list[Prediction]:
         """Label, score and every class's probability for each text, in input order."""
-        logits, truncated = self.logits(texts, batch_size)
+        logits, truncated = self.logits(texts, batch_size, timings)
         probabilities = softmax(logits)
         predictions = []
         for row, was_truncated in zip(probabilities, truncated, strict=True):

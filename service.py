@@ -1,0 +1,108 @@
+"""The textclf BentoML service: POST /predict classifies texts with the exported ONNX model.
+
+Torch-free: it imports only `textclf` (config, runtime, guard) and the runtime packages. The model comes from
+the BentoML model store (`make bento`), or from `TEXTCLF_ARTIFACTS=artifacts/<run>` for local runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import bentoml
+
+from textclf.config import load_config
+from textclf.guard import Limits, ModelState, RequestGuard
+from textclf.runtime import MODEL_FILE, Classifier, default_intra_op_threads
+
+logger = logging.getLogger(__name__)
+
+CONFIG = load_config(os.environ.get("TEXTCLF_CONFIG"))  # configs/default.yaml + TEXTCLF_* environment
+SERVE = CONFIG.serve
+ARTIFACTS_OVERRIDE = os.environ.get("TEXTCLF_ARTIFACTS")
+MODEL_STATE = ModelState()  # this worker's loaded model, shared with the guard middleware
+
+TOKENIZE_SECONDS = bentoml.metrics.Histogram(
+    name="textclf_tokenize_seconds",
+    documentation="Tokenization time per batch",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+INFER_SECONDS = bentoml.metrics.Histogram(
+    name="textclf_infer_seconds",
+    documentation="ONNX Runtime inference time per batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="textclf_batch_size",
+    documentation="Texts per ONNX Runtime call after adaptive batching",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+@bentoml.service(
+    name="textclf",
+    workers=SERVE.workers,
+    # No traffic.max_concurrency here: the guard enforces it and answers 503 + Retry-After in our error shape.
+    traffic={"timeout": 60},
+    metrics={"enabled": True},
+)
+class TextClassifier:
+    """Classifies texts; concurrent requests are merged by BentoML's adaptive batching."""
+
+    if not ARTIFACTS_OVERRIDE:
+        model_ref = bentoml.models.BentoModel(f"{SERVE.model_name}:latest")
+
+    def __init__(self) -> None:
+        run_dir = Path(ARTIFACTS_OVERRIDE) if ARTIFACTS_OVERRIDE else Path(self.model_ref.path)
+        self.classifier = Classifier.from_run(
+            run_dir,
+            intra_op_threads=SERVE.intra_op_threads or default_intra_op_threads(SERVE.workers),
+            inter_op_threads=SERVE.inter_op_threads,
+            use_cuda=SERVE.use_cuda,
+            on_overlength=SERVE.on_overlength,
+        )
+        files = self.classifier.expected_files or {}
+        sha256 = files.get(MODEL_FILE, {}).get("sha256", "")
+        MODEL_STATE.set_model(
+            SERVE.model_name,
+            self.classifier.variant,
+            sha256,
+            {
+                "name": SERVE.model_name,
+                "variant": self.classifier.variant,
+                "sha256": sha256,
+                "labels": self.classifier.labels,
+                "max_seq_len": self.classifier.max_seq_len,
+                "providers": self.classifier.providers,
+                "intra_op_threads": self.classifier.intra_op_threads,
+                "source": str(run_dir),
+            },
+        )
+        if SERVE.on_overlength == "error":
+            MODEL_STATE.count_overlength = self.classifier.first_overlength
+
+    @bentoml.api(batchable=True, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        """One prediction per text, in order: label, score, every class's probability (+ truncated)."""
+        timings: dict[str, float] = {}
+        predictions = self.classifier.predict(texts, timings=timings)
+        TOKENIZE_SECONDS.observe(timings["tokenize_s"])
+        INFER_SECONDS.observe(timings["infer_s"])
+        BATCH_SIZE.observe(len(texts))
+        out = []
+        for prediction in predictions:
+            item: dict[str, Any] = {"label": prediction.label, "score": prediction.score, "scores": prediction.scores}
+            if prediction.truncated:
+                item["truncated"] = True
+            out.append(item)
+        return out
+
+
+# @bentoml.service returns a Service object, which mypy cannot see through the decorator.
+TextClassifier.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestGuard,
+    limits=Limits(SERVE.max_texts_per_request, SERVE.max_chars_per_text, SERVE.max_body_bytes, SERVE.max_concurrency),
+    state=MODEL_STATE,
+)
