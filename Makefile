@@ -12,8 +12,11 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= serve,train,export,bench,dev
 TEXTCLF := $(BIN)/textclf
 ARGS ?=
+MODEL_NAME ?= textclf
+HOST ?= 127.0.0.1
+PORT ?= 3000
 
-.PHONY: help setup train export bento serve bench load report container test test-full lint format clean
+.PHONY: help setup train export bento serve bench container test test-full lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,20 +42,37 @@ $(ARTIFACTS)/checkpoint: | $(VENV)/.installed
 retrain: $(VENV)/.installed ## fine-tune again, replacing the run's checkpoint
 	$(TEXTCLF) train --run $(RUN) $(ARGS)
 
-export: ## export ONNX variants (issue: export stage)
-	@echo "make export: not yet built (the export stage lands with its own issue)"; exit 1
+export: $(ARTIFACTS)/.exported ## export + judge ONNX variants (re-run `make reexport` to force)
 
-bento: ## import artifacts into the BentoML store and build the Bento
-	@echo "make bento: not yet built (the serving stage lands with its own issue)"; exit 1
+# A stamp next to the manifest: export runs again only when the checkpoint is newer.
+$(ARTIFACTS)/.exported: $(ARTIFACTS)/checkpoint
+	$(TEXTCLF) export --run $(RUN) $(ARGS)
+	touch $@
 
-serve: ## run every missing stage, then bentoml serve on 127.0.0.1:3000
-	@echo "make serve: not yet built (the serving stage lands with its own issue)"; exit 1
+.PHONY: reexport
+reexport: $(VENV)/.installed ## export again (unchanged variants are still skipped by their sha256 inputs)
+	$(TEXTCLF) export --run $(RUN) $(ARGS)
+	touch $(ARTIFACTS)/.exported
+
+bento: $(ARTIFACTS)/.exported ## import the serving variant into the BentoML store + bentoml build
+	$(TEXTCLF) build --run $(RUN)
+
+serve: bento ## the main job: every missing stage, then bentoml serve on 127.0.0.1:3000
+	$(BIN)/bentoml serve $(MODEL_NAME):latest --host $(HOST) --port $(PORT)
 
 bench: ## engine benchmarks + HTTP load + report
 	@echo "make bench: not yet built (the benchmarks stage lands with its own issue)"; exit 1
 
-container: ## bentoml containerize the Bento
-	@echo "make container: not yet built (the container issue lands after serving)"; exit 1
+container: bento ## bentoml containerize the Bento (Docker if a daemon answers, else podman)
+	@if docker info >/dev/null 2>&1; then \
+		$(BIN)/bentoml containerize $(MODEL_NAME):latest --backend docker; \
+	elif command -v podman >/dev/null 2>&1; then \
+		$(BIN)/bentoml containerize $(MODEL_NAME):latest --backend podman; \
+	else \
+		echo "make container: no container builder runs here (no Docker daemon answers and podman is not installed)."; \
+		echo "The Bento is built; its Dockerfile is in: $$($(BIN)/bentoml get $(MODEL_NAME):latest -o path)/env/docker"; \
+		exit 1; \
+	fi
 
 test: $(VENV)/.installed ## fast test tier (what CI runs)
 	@# pytest exit 5 means it collected nothing: a broken suite, never a pass.
@@ -70,5 +90,5 @@ format: $(VENV)/.installed ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean: ## remove the run's artifacts (keeps .venv)
+clean: ## remove the run's artifacts (keeps .venv and the BentoML store)
 	rm -rf $(ARTIFACTS)

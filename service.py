@@ -87,7 +87,7 @@ class TextClassifier:
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
         """One prediction per text, in order: label, score, every class's probability (+ truncated)."""
         timings: dict[str, float] = {}
-        predictions = self.classifier.predict(texts, timings=timings)
+        predictions = self.classifier.predict(texts, batch_size=SERVE.sub_batch_size, timings=timings)
         TOKENIZE_SECONDS.observe(timings["tokenize_s"])
         INFER_SECONDS.observe(timings["infer_s"])
         BATCH_SIZE.observe(len(texts))

@@ -106,6 +106,9 @@ class ServeConfig(_Section):
     use_cuda: bool = False
     max_batch_size: int = Field(64, ge=1)
     max_latency_ms: int = Field(10000, ge=1)
+    sub_batch_size: int | None = Field(
+        8, ge=1, description="texts per ORT call inside a merged batch, after sorting by length (less padding)"
+    )
     max_texts_per_request: int = Field(64, ge=1)
     max_chars_per_text: int = Field(20000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)

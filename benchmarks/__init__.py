@@ -1,0 +1,1 @@
+"""Benchmarks: engine latency sweeps, HTTP load tests, and the report writer."""

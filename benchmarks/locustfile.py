@@ -1,0 +1,54 @@
+"""Closed-loop locust users posting one text per request, as an HTTP client of a classifier.
+
+Environment:
+    TEXTCLF_LOAD_TEXTS: a JSON file with a list of texts to draw from (default: a few built-in sentences).
+    TEXTCLF_LOAD_API: request shape: `textclf` (POST /predict {"texts": [t]}), `baseline`
+        (POST /predict {"text": t}) or `infinity` (POST /classify {"input": [t], "model": NAME}).
+    TEXTCLF_LOAD_MODEL: the model name for the infinity shape.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from locust import constant, task
+from locust.contrib.fasthttp import FastHttpUser
+
+_FALLBACK = ["a gripping, beautiful film", "a dull and lifeless sequel", "the cast is fine but the plot drags"]
+
+
+def _texts() -> list[str]:
+    path = os.environ.get("TEXTCLF_LOAD_TEXTS")
+    texts = json.loads(Path(path).read_text()) if path else _FALLBACK
+    random.Random(0).shuffle(texts)
+    return texts
+
+
+TEXTS = itertools.cycle(_texts())
+API = os.environ.get("TEXTCLF_LOAD_API", "textclf")
+MODEL = os.environ.get("TEXTCLF_LOAD_MODEL", "textclf")
+
+
+def request_for(text: str) -> tuple[str, dict[str, Any]]:
+    """(path, JSON body) of one single-text request in the configured API's shape."""
+    if API == "baseline":
+        return "/predict", {"text": text}
+    if API == "infinity":
+        return "/classify", {"input": [text], "model": MODEL}
+    return "/predict", {"texts": [text]}
+
+
+class SingleTextUser(FastHttpUser):
+    wait_time = constant(0)  # closed loop: the next request leaves when the last answer arrives
+
+    @task
+    def classify(self) -> None:
+        path, body = request_for(next(TEXTS))
+        with self.client.post(path, json=body, name=path, catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")

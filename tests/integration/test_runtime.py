@@ -1,0 +1,76 @@
+"""The runtime on a tiny exported model: padding, sorting and order, truncation, softmax, threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.tiny import tiny_texts
+from textclf.config import Config
+from textclf.runtime import Classifier, OverlengthError, default_intra_op_threads, providers_for, softmax
+
+
+@pytest.fixture(scope="module")
+def classifier(exported_run: Config) -> Classifier:
+    return Classifier.from_run(exported_run.run_dir, "fp32", intra_op_threads=1)
+
+
+def test_softmax_is_stable_and_normalised() -> None:
+    probabilities = softmax(np.array([[1000.0, 1001.0], [-5.0, 5.0]], dtype=np.float32))
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert probabilities[0, 1] == pytest.approx(1 / (1 + np.exp(-1.0)), rel=1e-6)
+    assert not np.isnan(probabilities).any()
+
+
+def test_pad_pads_to_the_longest_in_given_order(classifier: Classifier) -> None:
+    encodings = classifier.encode(["good", "a really very good film"])
+    batch = classifier.pad(encodings)
+    ids = batch.inputs["input_ids"]
+    assert ids.shape == (2, len(encodings[1].ids))
+    assert batch.inputs["attention_mask"].sum(axis=1).tolist() == [len(encodings[0].ids), len(encodings[1].ids)]
+    assert (ids[0, len(encodings[0].ids) :] == classifier.pad_id).all()
+    assert batch.tokens == len(encodings[0].ids) + len(encodings[1].ids)
+
+
+def test_order_is_restored_after_sorting_by_length(classifier: Classifier) -> None:
+    texts = [t for t, _ in tiny_texts(25, seed=3)]
+    texts[0] = " ".join([texts[0]] * 3)  # longest first, so sorting really reorders
+    one_by_one = np.stack([classifier.logits([t])[0][0] for t in texts])
+    for batch_size in (None, 4, 7):
+        together, _ = classifier.logits(texts, batch_size=batch_size)
+        assert np.abs(together - one_by_one).max() < 1e-4, batch_size
+    labels = [p.label for p in classifier.predict(texts, batch_size=4)]
+    assert labels == [classifier.labels[int(row.argmax())] for row in one_by_one]
+
+
+def test_truncation_at_max_seq_len_is_flagged(classifier: Classifier) -> None:
+    long_text = " ".join(["good"] * 100)
+    predictions = classifier.predict([long_text, "good"])
+    assert [p.truncated for p in predictions] == [True, False]
+    assert len(classifier.encode([long_text])[0].ids) == classifier.max_seq_len == 32
+    assert classifier.first_overlength(["good", long_text]) == 1
+
+
+def test_overlength_error_mode(exported_run: Config) -> None:
+    strict = Classifier.from_run(exported_run.run_dir, "fp32", on_overlength="error")
+    with pytest.raises(OverlengthError, match=r"texts\[1\] is longer than max_seq_len=32"):
+        strict.predict(["good", " ".join(["good"] * 100)])
+
+
+def test_prediction_fields(classifier: Classifier) -> None:
+    prediction = classifier.predict(["a good film"])[0]
+    assert set(prediction.scores) == {"neg", "pos"}
+    assert prediction.score == max(prediction.scores.values())
+    assert prediction.to_dict()["label"] == prediction.label
+    assert classifier.predict([]) == []
+
+
+def test_thread_settings(exported_run: Config) -> None:
+    explicit = Classifier.from_run(exported_run.run_dir, "fp32", intra_op_threads=1, inter_op_threads=1)
+    assert explicit.session.get_session_options().intra_op_num_threads == 1
+    assert explicit.session.get_session_options().inter_op_num_threads == 1
+    assert default_intra_op_threads(workers=1) >= default_intra_op_threads(workers=2) >= 1
+    assert default_intra_op_threads(workers=10_000) == 1
+    assert providers_for(use_cuda=False) == ["CPUExecutionProvider"]
+    # Asking for CUDA where this onnxruntime build has none falls back to the CPU instead of failing.
+    assert providers_for(use_cuda=True)[-1] == "CPUExecutionProvider"
