@@ -52,7 +52,7 @@ def test_bento_references_the_imported_model(built: tuple[Path, Path]) -> None:
     version = tags[0].split(":")[1]
     stored = home / "models" / "textclf" / version
     assert (stored / "manifest.json").is_file()
-    assert list((stored / "onnx").iterdir())[0].joinpath("model.onnx").is_file()
+    assert next(iter((stored / "onnx").iterdir())).joinpath("model.onnx").is_file()
 
 
 def test_generated_dockerfile_exists(built: tuple[Path, Path]) -> None:
