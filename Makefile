@@ -60,8 +60,10 @@ bento: $(ARTIFACTS)/.exported ## import the serving variant into the BentoML sto
 serve: bento ## the main job: every missing stage, then bentoml serve on 127.0.0.1:3000
 	$(BIN)/bentoml serve $(MODEL_NAME):latest --host $(HOST) --port $(PORT)
 
-bench: ## engine benchmarks + HTTP load + report
-	@echo "make bench: not yet built (the benchmarks stage lands with its own issue)"; exit 1
+bench: $(ARTIFACTS)/.exported ## engine benchmarks + HTTP load + report into reports/$(RUN)/
+	$(TEXTCLF) bench --run $(RUN) $(ARGS)
+	$(TEXTCLF) load --run $(RUN) $(ARGS)
+	$(TEXTCLF) report --run $(RUN)
 
 container: bento ## bentoml containerize the Bento (Docker if a daemon answers, else podman)
 	@if docker info >/dev/null 2>&1; then \

@@ -18,16 +18,18 @@ from textclf.config import ALL_VARIANTS, CPU_VARIANTS, Config
 from textclf.errors import ArtifactError, ExportError
 from textclf.hardware import isa_preset, machine_info
 from textclf.manifest import (
+    atomic_write_text,
     file_entries,
     folder_digest,
     package_versions,
     read_manifest,
     require_manifest,
     sha256_bytes,
+    sha256_file,
     update_manifest,
     verify_files,
 )
-from textclf.paths import CHECKPOINT_DIR, ONNX_DIR
+from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
 from textclf.runtime import Classifier
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,14 @@ def _reusable(previous: dict[str, Any] | None, key: str, folder: Path) -> bool:
         logger.warning("rebuilding %s: %s", folder.name, exc)
         return False
     return True
+
+
+def write_eval_texts(run_dir: Path, texts: list[str], labels: list[int]) -> Path:
+    """The test texts and label ids the gates judged on, one JSON object per line (read by the benchmarks)."""
+    path = run_dir / EVAL_TEXTS
+    lines = (json.dumps({"text": text, "label": label}) for text, label in zip(texts, labels, strict=True))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def _choose_serving(variants: dict[str, dict[str, Any]], pinned: str | None) -> tuple[str, str]:
@@ -152,6 +162,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
             record |= time_variant(classifier, eval_data.test_texts, cfg.export.timing_seconds)
         record["bytes"] = sum(f["bytes"] for f in record["files"].values())
 
+    eval_file = write_eval_texts(run_dir, eval_data.test_texts, eval_data.test_labels)
     section: dict[str, Any] = {
         "checkpoint": {
             "path": str(checkpoint),
@@ -162,6 +173,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
         "label_names": checkpoint_labels(checkpoint),
         "pytorch": {"test_accuracy": reference.accuracy, "test_macro_f1": reference.macro_f1},
         "test_texts": len(eval_data.test_texts),
+        "eval_texts": {"path": EVAL_TEXTS, "sha256": sha256_file(eval_file)},
         "machine": machine_info(),
         "variants": variants,
         "serving_variant": None,

@@ -140,9 +140,21 @@ def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> dict[str, A
         logger.info("%s %s: %s", name, candidate or "", verdict["reason"])
         if verdict["passed"]:
             replace_dir(staging, target)
-            return {**verdict, "params": params, "files": file_entries(target), "attempts": attempts,
-                    "input_key": input_key, "built_at": now_iso()}  # fmt: skip
+            return {
+                **verdict,
+                "params": params,
+                "files": file_entries(target),
+                "attempts": attempts,
+                "input_key": input_key,
+                "built_at": now_iso(),
+            }
     shutil.rmtree(target, ignore_errors=True)
     last = attempts[-1]
-    return {**{k: v for k, v in last.items() if k != "params"}, "params": last.get("params", {}), "files": {},
-            "attempts": attempts, "input_key": input_key, "built_at": now_iso()}  # fmt: skip
+    return {
+        **{k: v for k, v in last.items() if k != "params"},
+        "params": last.get("params", {}),
+        "files": {},
+        "attempts": attempts,
+        "input_key": input_key,
+        "built_at": now_iso(),
+    }

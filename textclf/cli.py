@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from textclf.config import Config, load_config
-from textclf.errors import TextclfError
+from textclf.errors import ConfigError, TextclfError
 from textclf.log import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -191,6 +191,68 @@ def build(
         out.print(f"model: {tag}")
         if not skip_bento:
             out.print(f"bento: {build_bento()}")
+
+    _stage(go)
+
+
+@app.command()
+def bench(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    device: Annotated[str, typer.Option(help="cpu, or cuda for the GPU engines.")] = "cpu",
+) -> None:
+    """Time PyTorch and every passing ONNX variant on the same inputs (needs the train + export extras)."""
+
+    def go() -> None:
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"--device must be cpu or cuda, not {device!r}")
+        cfg = _load(config, set_, run)
+        from benchmarks.bench import run as bench_run
+
+        path = bench_run(cfg, cfg.run_dir, device=device)
+        _stdout().print(f"engine results: {path}")
+
+    _stage(go)
+
+
+@app.command()
+def load(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    bento: Annotated[
+        str | None, typer.Option(help="Serve this built Bento tag instead of service.py with the run's artifacts.")
+    ] = None,
+    server: Annotated[
+        list[str] | None, typer.Option(help="Only these servers: bento, baseline, infinity (repeatable).")
+    ] = None,
+) -> None:
+    """HTTP load tests with locust: the Bento vs a FastAPI + PyTorch baseline (and a peer server if installed)."""
+
+    def go() -> None:
+        cfg = _load(config, set_, run)
+        unknown = set(server or []) - {"bento", "baseline", "infinity"}
+        if unknown:
+            raise ConfigError(f"--server: unknown server(s) {sorted(unknown)}; use bento, baseline or infinity")
+        from benchmarks.load import run as load_run
+
+        path = load_run(cfg, cfg.run_dir, bento=bento, servers=server)
+        _stdout().print(f"load results: {path}")
+
+    _stage(go)
+
+
+@app.command()
+def report(config: ConfigOption = None, set_: SetOption = None, run: RunOption = None) -> None:
+    """Write reports/<run>/report.md, results.json and the plots from the bench and load results."""
+
+    def go() -> None:
+        cfg = _load(config, set_, run)
+        from benchmarks.report import run as report_run
+
+        path = report_run(cfg, cfg.run_dir)
+        _stdout().print(f"report: {path}")
 
     _stage(go)
 

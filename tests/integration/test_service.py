@@ -21,9 +21,13 @@ from textclf.runtime import Classifier
 @pytest.fixture(scope="module")
 def server(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("bentoml-home")
-    env = {"TEXTCLF_ARTIFACTS": str(exported_run.run_dir), "BENTOML_HOME": str(home),
-           "TEXTCLF_MAX_TEXTS_PER_REQUEST": "8", "TEXTCLF_MAX_CHARS_PER_TEXT": "500",
-           "TEXTCLF_MAX_BODY_BYTES": "20000"}  # fmt: skip
+    env = {
+        "TEXTCLF_ARTIFACTS": str(exported_run.run_dir),
+        "BENTOML_HOME": str(home),
+        "TEXTCLF_MAX_TEXTS_PER_REQUEST": "8",
+        "TEXTCLF_MAX_CHARS_PER_TEXT": "500",
+        "TEXTCLF_MAX_BODY_BYTES": "20000",
+    }
     with served("service:TextClassifier", env, home / "serve.log") as url:
         yield url
 

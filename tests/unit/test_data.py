@@ -54,9 +54,18 @@ def _bad_sources(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:
 
 def _case_names() -> list[str]:
     return [
-        "missing file", "empty file", "no rows", "missing text column", "missing label column", "empty texts, fail",
-        "single class", "too many classes", "unseen label in test", "unsupported type", "unknown builtin",
-    ]  # fmt: skip
+        "missing file",
+        "empty file",
+        "no rows",
+        "missing text column",
+        "missing label column",
+        "empty texts, fail",
+        "single class",
+        "too many classes",
+        "unseen label in test",
+        "unsupported type",
+        "unknown builtin",
+    ]
 
 
 @pytest.mark.parametrize("case", _case_names())

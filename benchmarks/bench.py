@@ -1,0 +1,238 @@
+"""`textclf bench`: every engine on the same inputs in one process run, interleaved, with a GEMM roofline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from benchmarks.engines import Engine, OrtEngine, TorchEngine
+from benchmarks.roofline import bert_flops, gemm_rate
+from benchmarks.timing import summarize, time_interleaved
+from textclf.config import CPU_VARIANTS, Config
+from textclf.errors import ArtifactError
+from textclf.hardware import machine_info, usable_cores
+from textclf.manifest import atomic_write_text, now_iso, package_versions, require_manifest, sha256_file
+from textclf.paths import BENCH_JSON, EVAL_TEXTS, ONNX_DIR
+from textclf.runtime import Classifier
+
+logger = logging.getLogger(__name__)
+
+ROOFLINE_CASE = (32, 128)
+
+
+def read_eval_texts(run_dir: Path, export: dict[str, Any]) -> list[str]:
+    """The test texts the export judged on, verified against the manifest."""
+    path = run_dir / EVAL_TEXTS
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; run `textclf export` again")
+    if sha256_file(path) != export["eval_texts"]["sha256"]:
+        raise ArtifactError(f"{path}: does not match the manifest's sha256")
+    return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss / 2**20)
+
+
+def _load_engines(cfg: Config, run_dir: Path, export: dict[str, Any], device: str) -> tuple[list[Engine], dict]:
+    """Engines that load here, and a record per engine (size, accuracy, memory) or why it was left out."""
+    import torch
+
+    threads = usable_cores()
+    torch.set_num_threads(threads)
+    checkpoint = Path(export["checkpoint"]["path"])
+    config = json.loads((checkpoint / "config.json").read_text())
+    vocab = int(config["vocab_size"])
+    max_seq_len = int(export["max_seq_len"])
+    checkpoint_bytes = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
+    pytorch_acc = export["pytorch"]["test_accuracy"]
+    engines: list[Engine] = []
+    records: dict[str, dict[str, Any]] = {}
+
+    def add(make: Callable[[], Engine], record: dict[str, Any]) -> None:
+        before = _rss_mb()
+        try:
+            engine = make()
+        except Exception as exc:  # an engine that cannot load here is reported, not fatal
+            logger.warning("left out: %s", exc)
+            records[record["label"]] = {**record, "loaded": False, "reason": str(exc)[:300]}
+            return
+        engines.append(engine)
+        records[engine.name] = {**record, "loaded": True, "rss_load_mb": round(_rss_mb() - before, 1)}
+
+    cuda = device == "cuda"
+    torch_common = {"kind": "pytorch", "bytes": checkpoint_bytes, "test_accuracy": pytorch_acc, "accuracy_delta": 0.0}
+    add(lambda: TorchEngine(checkpoint, max_seq_len, device=device), {"label": "pytorch-fp32", **torch_common})
+    if cuda:
+        add(
+            lambda: TorchEngine(checkpoint, max_seq_len, device=device, fp16=True),
+            {"label": "pytorch-fp16-cuda", **torch_common, "test_accuracy": None, "accuracy_delta": None},
+        )
+    elif cfg.bench.use_torch_compile:
+        add(
+            lambda: TorchEngine(checkpoint, max_seq_len, compile=True),
+            {"label": "pytorch-fp32-compile", **torch_common},
+        )
+    wanted = ("fp32", "fp16") if cuda else CPU_VARIANTS
+    for name, variant in export["variants"].items():
+        if name not in wanted or not variant["passed"]:
+            continue
+        folder = run_dir / ONNX_DIR / name
+        label = f"ort-{name}" + ("-cuda" if cuda else "")
+
+        def make(folder: Path = folder, variant: dict[str, Any] = variant, label: str = label) -> Engine:
+            classifier = Classifier(folder, expected_files=variant["files"], intra_op_threads=threads, use_cuda=cuda)
+            if cuda and classifier.providers[0] != "CUDAExecutionProvider":
+                raise RuntimeError("this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)")
+            return OrtEngine(classifier, vocab, name=label, io_binding=cuda)
+
+        add(
+            make,
+            {
+                "label": label,
+                "kind": "onnxruntime",
+                "variant": name,
+                "bytes": variant["bytes"],
+                "test_accuracy": variant["test_accuracy"],
+                "accuracy_delta": variant["accuracy_delta"],
+            },
+        )
+    return engines, records
+
+
+def _guard(engine: Engine, call: Callable[[], None]) -> Callable[[], None] | None:
+    """The call, or None when this engine cannot run this case (torch.compile can fail on some shapes)."""
+    try:
+        call()
+    except Exception as exc:
+        logger.warning("%s cannot run this case: %s", engine.name, str(exc)[:200])
+        return None
+    return call
+
+
+def _cases(cfg: Config, max_positions: int) -> list[tuple[int, int]]:
+    return [(b, s) for b in cfg.bench.batch_sizes for s in cfg.bench.seq_lens if s <= max_positions]
+
+
+def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None = None) -> Path:
+    """Measure every engine and write `reports/<run>/bench.json`.
+
+    Returns:
+        The path of the JSON file written.
+    """
+    started = time.perf_counter()
+    export = require_manifest(run_dir, "export")["export"]
+    out_dir = out_dir or cfg.reports_root / cfg.run
+    texts = read_eval_texts(run_dir, export)[: cfg.bench.real_texts]
+    result: dict[str, Any] = {
+        "created_at": now_iso(),
+        "run": cfg.run,
+        "device": device,
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "config": cfg.bench.model_dump(mode="json"),
+    }
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            result |= {"ran": False, "reason": "no CUDA device is visible to torch on this machine"}
+            return _write(out_dir / f"bench-{device}.json", result)
+        result["machine"]["gpu"] = torch.cuda.get_device_name(0)
+    engines, records = _load_engines(cfg, run_dir, export, device)
+    checkpoint_config = json.loads((Path(export["checkpoint"]["path"]) / "config.json").read_text())
+    rows: list[dict[str, Any]] = []
+    bench = cfg.bench
+    from rich.progress import Progress
+
+    cases = _cases(cfg, int(checkpoint_config.get("max_position_embeddings", 512)))
+    real_batches = [b for b in (1, 32) if b <= len(texts)]
+    with Progress() as progress:
+        task = progress.add_task("benchmark cases", total=len(cases) + 2 * len(real_batches))
+        for batch, seq_len in cases:
+            calls = {}
+            for engine in engines:
+                call = _guard(engine, partial(engine.run_prepared, engine.fixed(batch, seq_len)))
+                if call is not None:
+                    calls[engine.name] = call
+            _collect(
+                rows,
+                calls,
+                bench,
+                {"case": f"b{batch}-s{seq_len}", "mode": "session", "batch": batch, "seq_len": seq_len},
+            )
+            progress.advance(task)
+        for batch in real_batches:
+            chunks = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)]
+            for mode in ("serving", "session"):
+                calls = {}
+                for engine in engines:
+                    if mode == "serving":
+                        cycle = _cycler([partial(engine.run_texts, chunk) for chunk in chunks])
+                    elif engine.kind == "onnxruntime":
+                        cycle = _cycler([partial(engine.run_prepared, engine.prepare_texts(c)) for c in chunks])
+                    else:
+                        continue  # PyTorch's real-text cost is its whole path; the session-alone mode is ORT's
+                    call = _guard(engine, cycle)
+                    if call is not None:
+                        calls[engine.name] = call
+                mean_tokens = sum(len(t.split()) for t in texts) / len(texts)
+                _collect(
+                    rows,
+                    calls,
+                    bench,
+                    {
+                        "case": f"real-b{batch}",
+                        "mode": mode,
+                        "batch": batch,
+                        "seq_len": None,
+                        "mean_words": round(mean_tokens, 1),
+                    },
+                )
+                progress.advance(task)
+
+    gemm = gemm_rate(usable_cores())
+    flops = bert_flops(checkpoint_config, *ROOFLINE_CASE)
+    result |= {
+        "ran": True,
+        "engines": records,
+        "rows": rows,
+        "roofline": {
+            "gemm": gemm,
+            "case": {"batch": ROOFLINE_CASE[0], "seq_len": ROOFLINE_CASE[1]},
+            "model_flops": flops,
+        },
+        "real_texts": len(texts),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    return _write(out_dir / (BENCH_JSON if device == "cpu" else f"bench-{device}.json"), result)
+
+
+def _cycler(calls: list[Callable[[], None]]) -> Callable[[], None]:
+    """One call that runs the next of `calls` each time (successive real batches)."""
+    state = {"i": 0}
+
+    def call() -> None:
+        calls[state["i"] % len(calls)]()
+        state["i"] += 1
+
+    return call
+
+
+def _collect(rows: list[dict[str, Any]], calls: dict[str, Callable[[], None]], bench: Any, case: dict) -> None:
+    samples = time_interleaved(calls, bench.warmup_iters, bench.min_iters, bench.max_seconds_per_case)
+    for name, values in samples.items():
+        rows.append({"engine": name, **case, **summarize(values, case["batch"])})
+
+
+def _write(path: Path, result: dict[str, Any]) -> Path:
+    atomic_write_text(path, json.dumps(result, indent=2, default=str) + "\n")
+    logger.info("wrote %s", path)
+    return path

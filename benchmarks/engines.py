@@ -1,0 +1,138 @@
+"""The engines under test, behind one interface: PyTorch (eager, compiled, fp16 on CUDA) and ONNX Runtime
+variants through `textclf.runtime` (the serving path) or their session alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from textclf.runtime import Classifier
+
+logger = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    name: str
+    kind: str  # "pytorch" or "onnxruntime"
+    variant: str | None
+
+    def fixed(self, batch: int, seq_len: int) -> Any:
+        """Prepared fixed-length inputs (synthetic token ids) for `run_prepared`."""
+
+    def run_prepared(self, prepared: Any) -> None:
+        """The model alone on prepared inputs."""
+
+    def prepare_texts(self, texts: list[str]) -> Any:
+        """Tokenized, padded inputs of real texts for `run_prepared`."""
+
+    def run_texts(self, texts: list[str]) -> None:
+        """The whole path a server runs: tokenize, pad, infer, softmax."""
+
+
+def synthetic_ids(batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> np.ndarray:
+    """Random in-vocabulary token ids with [CLS] ... [SEP]-like ends; content does not change the cost."""
+    rng = np.random.default_rng(seed)
+    low = min(1000, vocab_size // 2)  # past the special tokens of a BERT vocabulary
+    ids = rng.integers(low, vocab_size, size=(batch, seq_len), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101 % vocab_size, 102 % vocab_size
+    return ids
+
+
+@dataclass
+class OrtEngine:
+    """An exported variant, loaded exactly as the service loads it."""
+
+    classifier: Classifier
+    vocab_size: int
+    name: str = ""
+    kind: str = "onnxruntime"
+    variant: str | None = None
+    io_binding: bool = False
+
+    def __post_init__(self) -> None:
+        self.variant = self.classifier.variant
+        self.name = self.name or f"ort-{self.variant}"
+
+    def fixed(self, batch: int, seq_len: int) -> dict[str, np.ndarray]:
+        ids = synthetic_ids(batch, seq_len, self.vocab_size)
+        available = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        return {name: available[name] for name in self.classifier.input_names}
+
+    def run_prepared(self, prepared: dict[str, np.ndarray]) -> None:
+        if self.io_binding:
+            self._run_bound(prepared)
+        else:
+            self.classifier.run_session(prepared)
+
+    def _run_bound(self, prepared: dict[str, np.ndarray]) -> None:
+        # IO binding keeps inputs and outputs on the device: no host copies inside the timed call.
+        session = self.classifier.session
+        binding = session.io_binding()
+        for name, array in prepared.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output(session.get_outputs()[0].name, "cuda")
+        session.run_with_iobinding(binding)
+
+    def prepare_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return self.classifier.pad(self.classifier.encode(texts)).inputs
+
+    def run_texts(self, texts: list[str]) -> None:
+        self.classifier.predict(texts)
+
+
+@dataclass
+class TorchEngine:
+    """The checkpoint in PyTorch, as the usual serving code runs it (tokenizer + model, no_grad)."""
+
+    checkpoint: Path
+    max_seq_len: int
+    device: str = "cpu"
+    fp16: bool = False
+    compile: bool = False
+    name: str = ""
+    kind: str = "pytorch"
+    variant: str | None = None
+    model: Any = field(init=False)
+    tokenizer: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint)
+        model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint).eval().to(self.device)
+        if self.fp16:
+            model = model.half()
+        if self.compile:
+            model = torch.compile(model, dynamic=True)
+        self.model = model
+        suffix = "-compile" if self.compile else ""
+        self.name = self.name or f"pytorch-{'fp16' if self.fp16 else 'fp32'}{suffix}" + (
+            "-cuda" if self.device == "cuda" else ""
+        )
+        self.vocab_size = int(self.model.config.vocab_size) if not self.compile else int(model.config.vocab_size)
+
+    def _forward(self, inputs: dict[str, Any]) -> None:
+        with self.torch.inference_mode():
+            logits = self.model(**inputs).logits
+            self.torch.softmax(logits.float(), dim=-1).cpu()  # .cpu() waits for the device to finish
+
+    def fixed(self, batch: int, seq_len: int) -> dict[str, Any]:
+        ids = self.torch.from_numpy(synthetic_ids(batch, seq_len, self.vocab_size)).to(self.device)
+        return {"input_ids": ids, "attention_mask": self.torch.ones_like(ids)}
+
+    def run_prepared(self, prepared: dict[str, Any]) -> None:
+        self._forward(prepared)
+
+    def prepare_texts(self, texts: list[str]) -> dict[str, Any]:
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_seq_len, padding=True, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def run_texts(self, texts: list[str]) -> None:
+        self._forward(self.prepare_texts(texts))

@@ -1,0 +1,98 @@
+"""PNG plots of the benchmark results (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from textclf.manifest import atomic_write_bytes
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_curves(rows: list[dict[str, Any]], vary: str, fixed: str, fixed_value: int, path: Path) -> bool:
+    """p50 latency per engine against `vary` (batch or seq_len) at one value of the other; False if no data."""
+    plt = _pyplot()
+    points: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        if row["mode"] == "session" and row["seq_len"] is not None and row[fixed] == fixed_value:
+            points.setdefault(row["engine"], []).append((row[vary], row["p50_ms"]))
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for engine, values in sorted(points.items()):
+        xs, ys = zip(*sorted(values), strict=True)
+        ax.plot(xs, ys, marker="o", label=engine)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size" if vary == "batch" else "sequence length (tokens)")
+    ax.set_ylabel("p50 latency (ms)")
+    other = "sequence length" if fixed == "seq_len" else "batch"
+    ax.set_title(f"latency vs {'batch' if vary == 'batch' else 'sequence length'} ({other} {fixed_value})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def speedup_bars(speedups: dict[str, dict[str, float]], path: Path) -> bool:
+    """Grouped bars: each engine's speed-up over PyTorch eager fp32 per case."""
+    plt = _pyplot()
+    if not speedups:
+        return False
+    cases = sorted({case for values in speedups.values() for case in values})
+    engines = sorted(speedups)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(1, len(engines))
+    for i, engine in enumerate(engines):
+        xs = [c + i * width for c in range(len(cases))]
+        ax.bar(xs, [speedups[engine].get(case, 0.0) for case in cases], width, label=engine)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([c + width * (len(engines) - 1) / 2 for c in range(len(cases))], cases)
+    ax.set_ylabel("speed-up over PyTorch eager fp32 (p50)")
+    ax.set_title("speed-up over PyTorch, same run")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def http_panels(servers: dict[str, Any], path: Path) -> bool:
+    """req/s and p99 per server against the number of users."""
+    plt = _pyplot()
+    ran = {name: s for name, s in servers.items() if s.get("ran") and s["results"]}
+    if not ran:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    for name, server in sorted(ran.items()):
+        users = sorted(int(u) for u in server["results"])
+        left.plot(users, [server["results"][str(u)]["rps"] for u in users], marker="o", label=name)
+        right.plot(users, [server["results"][str(u)]["p99_ms"] for u in users], marker="o", label=name)
+    left.set_xlabel("concurrent users")
+    left.set_ylabel("requests / s")
+    right.set_xlabel("concurrent users")
+    right.set_ylabel("p99 latency (ms)")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("HTTP load: one text per request, closed loop")
+    _save(fig, path)
+    return True

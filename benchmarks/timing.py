@@ -1,0 +1,53 @@
+"""Interleaved timing: every engine runs in turn, round after round, so machine drift hits all alike."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+ROUNDS = 5
+
+
+def _timed(call: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], None]], warmup: int, min_iters: int, max_seconds: float
+) -> dict[str, list[float]]:
+    """Milliseconds per call for each named call.
+
+    Each call is warmed up, then given as many iterations as fit `max_seconds` (at least `min_iters`), split
+    over ROUNDS rounds in which the calls take turns.
+    """
+    iterations = {}
+    for name, call in calls.items():
+        for _ in range(warmup):
+            call()
+        first = _timed(call)
+        iterations[name] = max(min_iters, min(2000, int(max_seconds * 1000 / max(first, 1e-3))))
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(ROUNDS):
+        for name, call in calls.items():
+            for _ in range(math.ceil(iterations[name] / ROUNDS)):
+                samples[name].append(_timed(call))
+    return samples
+
+
+def summarize(samples_ms: list[float], batch: int) -> dict[str, Any]:
+    values = np.asarray(samples_ms)
+    p50 = float(np.percentile(values, 50))
+    return {
+        "iters": len(values),
+        "p50_ms": p50,
+        "p95_ms": float(np.percentile(values, 95)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "mean_ms": float(values.mean()),
+        "seq_per_s": batch * 1000 / p50,
+    }

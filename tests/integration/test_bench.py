@@ -1,0 +1,133 @@
+"""The benchmark tools run end to end on the tiny model and write their files (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from textclf.config import Config
+from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
+
+HEADLINE_KEYS = {
+    "speedup_b1_real",
+    "speedup_b32_s128",
+    "gemm_fraction_b32_s128",
+    "http_rps_ratio_32_users",
+    "http_p99_ms_32_users",
+    "http_errors_32_users",
+    "best_variant",
+    "accuracy_delta",
+}
+
+
+@pytest.fixture(scope="module")
+def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    root = tmp_path_factory.mktemp("bench")
+    shutil.copytree(exported_run.artifacts_root, root / "artifacts")
+    tiny_sweep = {
+        "batch_sizes": [1, 32],
+        "seq_lens": [16, 128],
+        "warmup_iters": 1,
+        "min_iters": 2,
+        "max_seconds_per_case": 0.05,
+        "real_texts": 64,
+        "use_torch_compile": False,
+        "load_users": [1, 32],
+        "load_seconds": 3,
+    }
+    return exported_run.model_copy(
+        update={
+            "artifacts_root": root / "artifacts",
+            "reports_root": root / "reports",
+            "bench": exported_run.bench.model_copy(update=tiny_sweep),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def bench_json(bench_cfg: Config) -> dict:
+    from benchmarks.bench import run
+
+    path = run(bench_cfg, bench_cfg.run_dir)
+    assert path == bench_cfg.reports_root / "default" / BENCH_JSON
+    return json.loads(path.read_text())
+
+
+def test_bench_measures_every_engine_on_every_case(bench_json: dict) -> None:
+    engines = {name for name, record in bench_json["engines"].items() if record["loaded"]}
+    assert engines == {"pytorch-fp32", "ort-fp32", "ort-optimized", "ort-int8-dynamic", "ort-int8-static"}
+    cases = {(row["engine"], row["case"], row["mode"]) for row in bench_json["rows"]}
+    for engine in engines:
+        for case in ("b1-s16", "b1-s128", "b32-s16", "b32-s128"):
+            assert (engine, case, "session") in cases
+        assert (engine, "real-b1", "serving") in cases and (engine, "real-b32", "serving") in cases
+    assert ("ort-fp32", "real-b32", "session") in cases
+    for row in bench_json["rows"]:
+        assert row["iters"] >= 2 and 0 < row["p50_ms"] <= row["p99_ms"] + 1e-9
+    assert bench_json["roofline"]["gemm"]["flops_per_s"] > 0 and bench_json["roofline"]["model_flops"] > 0
+    assert bench_json["machine"]["cores"] >= 1 and "onnxruntime" in bench_json["versions"]
+    assert all(record["bytes"] > 0 for record in bench_json["engines"].values())
+
+
+def test_cuda_bench_skips_cleanly_without_a_gpu(bench_cfg: Config) -> None:
+    import torch
+
+    from benchmarks.bench import run
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the gpu-marked test covers it")
+    result = json.loads(run(bench_cfg, bench_cfg.run_dir, device="cuda").read_text())
+    assert result["ran"] is False and "no CUDA" in result["reason"]
+
+
+@pytest.mark.gpu
+def test_cuda_engines_run(bench_cfg: Config) -> None:
+    import torch
+
+    from benchmarks.bench import run
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    result = json.loads(run(bench_cfg, bench_cfg.run_dir, device="cuda").read_text())
+    assert result["ran"] and any(row["engine"].endswith("-cuda") for row in result["rows"])
+
+
+def test_load_and_report(bench_cfg: Config, bench_json: dict) -> None:
+    from benchmarks.load import run as load_run
+    from benchmarks.report import run as report_run
+
+    load = json.loads(load_run(bench_cfg, bench_cfg.run_dir, servers=["bento", "baseline", "infinity"]).read_text())
+    for server in ("bento", "baseline"):
+        record = load["servers"][server]
+        assert record["ran"], record.get("reason")
+        assert set(record["results"]) == {"1", "32"}
+        for stats in record["results"].values():
+            assert stats["requests"] > 0 and stats["failures"] == 0
+            assert {"rps", "p50_ms", "p95_ms", "p99_ms"} <= set(stats)
+    if not load["servers"]["infinity"]["ran"]:
+        assert load["servers"]["infinity"]["reason"]  # says why the peer was not measured
+    assert (bench_cfg.reports_root / "default" / LOAD_JSON).is_file()
+
+    report = report_run(bench_cfg, bench_cfg.run_dir)
+    out = report.parent
+    results = json.loads((out / RESULTS_JSON).read_text())
+    assert set(results["headline"]) >= HEADLINE_KEYS
+    assert results["headline"]["best_variant"] in ("fp32", "optimized", "int8-dynamic", "int8-static")
+    assert results["headline"]["http_errors_32_users"] == 0
+    assert {"cpu_model", "cores", "isa"} <= set(results["machine"])
+    for png in ("latency_vs_batch.png", "latency_vs_seq.png", "speedup.png", "http.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG", png
+    text = (out / REPORT_MD).read_text()
+    assert "## At a glance" in text and "## HTTP load" in text and "baseline" in text
+
+
+def test_report_without_bench_names_the_missing_step(tmp_path: Path, bench_cfg: Config) -> None:
+    from benchmarks.report import run as report_run
+    from textclf.errors import ArtifactError
+
+    cfg = bench_cfg.model_copy(update={"reports_root": tmp_path})
+    with pytest.raises(ArtifactError, match="textclf bench"):
+        report_run(cfg, cfg.run_dir)
