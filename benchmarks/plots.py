@@ -53,20 +53,28 @@ def latency_curves(rows: list[dict[str, Any]], vary: str, fixed: str, fixed_valu
     return True
 
 
+def _case_order(case: str) -> tuple[int, int, int]:
+    """b1-s16 < b1-s64 < ... < b32-s256 < real-b1 < real-b32."""
+    if case.startswith("real-b"):
+        return (1, int(case[6:]), 0)
+    batch, seq = case[1:].split("-s")
+    return (0, int(batch), int(seq))
+
+
 def speedup_bars(speedups: dict[str, dict[str, float]], path: Path) -> bool:
     """Grouped bars: each engine's speed-up over PyTorch eager fp32 per case."""
     plt = _pyplot()
     if not speedups:
         return False
-    cases = sorted({case for values in speedups.values() for case in values})
+    cases = sorted({case for values in speedups.values() for case in values}, key=_case_order)
     engines = sorted(speedups)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     width = 0.8 / max(1, len(engines))
     for i, engine in enumerate(engines):
         xs = [c + i * width for c in range(len(cases))]
         ax.bar(xs, [speedups[engine].get(case, 0.0) for case in cases], width, label=engine)
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([c + width * (len(engines) - 1) / 2 for c in range(len(cases))], cases)
+    ax.set_xticks([c + width * (len(engines) - 1) / 2 for c in range(len(cases))], cases, rotation=45, ha="right")
     ax.set_ylabel("speed-up over PyTorch eager fp32 (p50)")
     ax.set_title("speed-up over PyTorch, same run")
     ax.legend(fontsize=8)
