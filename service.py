@@ -41,6 +41,17 @@ BATCH_SIZE = bentoml.metrics.Histogram(
 )
 
 
+def _route_logs_to_bentoml() -> None:
+    """BentoML configures handlers for its own logger tree only; the guard's request log (sizes and latency,
+    never texts) and the runtime's load message go to the same place."""
+    ours = logging.getLogger("textclf")
+    if not ours.handlers:
+        for handler in logging.getLogger("bentoml").handlers:
+            ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
 @bentoml.service(
     name="textclf",
     workers=SERVE.workers,
@@ -55,6 +66,7 @@ class TextClassifier:
         model_ref = bentoml.models.BentoModel(f"{SERVE.model_name}:latest")
 
     def __init__(self) -> None:
+        _route_logs_to_bentoml()
         run_dir = Path(ARTIFACTS_OVERRIDE) if ARTIFACTS_OVERRIDE else Path(self.model_ref.path)
         self.classifier = Classifier.from_run(
             run_dir,

@@ -227,6 +227,7 @@ def _cycler(calls: list[Callable[[], None]]) -> Callable[[], None]:
 
 
 def _collect(rows: list[dict[str, Any]], calls: dict[str, Callable[[], None]], bench: Any, case: dict) -> None:
+    logger.info("case %s (%s): %d engines", case["case"], case["mode"], len(calls))
     samples = time_interleaved(calls, bench.warmup_iters, bench.min_iters, bench.max_seconds_per_case)
     for name, values in samples.items():
         rows.append({"engine": name, **case, **summarize(values, case["batch"])})
