@@ -16,7 +16,7 @@ MODEL_NAME ?= textclf
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: help setup train export bento serve bench container test test-full lint format clean
+.PHONY: help setup train export bento serve bench container container-gpu test test-full lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,16 +65,11 @@ bench: $(ARTIFACTS)/.exported ## engine benchmarks + HTTP load + report into rep
 	$(TEXTCLF) load --run $(RUN) $(ARGS)
 	$(TEXTCLF) report --run $(RUN)
 
-container: bento ## bentoml containerize the Bento (Docker if a daemon answers, else podman)
-	@if docker info >/dev/null 2>&1; then \
-		$(BIN)/bentoml containerize $(MODEL_NAME):latest --backend docker; \
-	elif command -v podman >/dev/null 2>&1; then \
-		$(BIN)/bentoml containerize $(MODEL_NAME):latest --backend podman; \
-	else \
-		echo "make container: no container builder runs here (no Docker daemon answers and podman is not installed)."; \
-		echo "The Bento is built; its Dockerfile is in: $$($(BIN)/bentoml get $(MODEL_NAME):latest -o path)/env/docker"; \
-		exit 1; \
-	fi
+container: $(ARTIFACTS)/.exported ## OCI image of the Bento (Docker, else podman; local base image without a registry)
+	RUN=$(RUN) BIN=$(BIN) deploy/container.sh cpu
+
+container-gpu: $(ARTIFACTS)/.exported ## the GPU flavour: onnxruntime-gpu on a CUDA base image (needs that image)
+	RUN=$(RUN) BIN=$(BIN) deploy/container.sh gpu
 
 test: $(VENV)/.installed ## fast test tier (what CI runs)
 	@# pytest exit 5 means it collected nothing: a broken suite, never a pass.

@@ -179,6 +179,9 @@ def build(
     set_: SetOption = None,
     run: RunOption = None,
     skip_bento: Annotated[bool, typer.Option("--model-only", help="Only import into the model store.")] = False,
+    bentofile: Annotated[
+        Path, typer.Option(help="The bentofile to build (bentofile.gpu.yaml: the GPU flavour).")
+    ] = Path("bentofile.yaml"),
 ) -> None:
     """Import the run's serving variant into the BentoML model store and `bentoml build` the Bento."""
 
@@ -190,7 +193,7 @@ def build(
         out = _stdout()
         out.print(f"model: {tag}")
         if not skip_bento:
-            out.print(f"bento: {build_bento()}")
+            out.print(f"bento: {build_bento(bentofile.resolve())}")
 
     _stage(go)
 
