@@ -22,14 +22,12 @@ logger = logging.getLogger(__name__)
 CONFIG = load_config(os.environ.get("TEXTCLF_CONFIG"))  # configs/default.yaml + TEXTCLF_* environment
 SERVE = CONFIG.serve
 ARTIFACTS_OVERRIDE = os.environ.get("TEXTCLF_ARTIFACTS")
-MODEL_STATE = ModelState()
+MODEL_STATE = ModelState()  # this worker's loaded model, shared with the guard middleware
 # The container's base: python:3.11-slim on a normal machine, or a local image where no registry is reachable
 # (deploy/base-image.sh). The distro name is deliberately not one BentoML knows, so its Dockerfile does not
 # install build-essential and git: every runtime package here ships as a wheel and nothing is compiled.
 BASE_IMAGE = os.environ.get("TEXTCLF_BASE_IMAGE", "python:3.11-slim")
-IMAGE = bentoml.images.Image(
-    base_image=BASE_IMAGE, distro="prebuilt-wheels-only", lock_python_packages=False
-)  # this worker's loaded model, shared with the guard middleware
+IMAGE = bentoml.images.Image(base_image=BASE_IMAGE, distro="prebuilt-wheels-only", lock_python_packages=False)
 
 TOKENIZE_SECONDS = bentoml.metrics.Histogram(
     name="textclf_tokenize_seconds",
