@@ -154,6 +154,7 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
 
     cases = _cases(cfg, int(checkpoint_config.get("max_position_embeddings", 512)))
     real_batches = [b for b in (1, 32) if b <= len(texts)]
+    mean_words = round(sum(len(t.split()) for t in texts) / len(texts), 1)
     with Progress() as progress:
         task = progress.add_task("benchmark cases", total=len(cases) + 2 * len(real_batches))
         for batch, seq_len in cases:
@@ -183,7 +184,6 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
                     call = _guard(engine, cycle)
                     if call is not None:
                         calls[engine.name] = call
-                mean_tokens = sum(len(t.split()) for t in texts) / len(texts)
                 _collect(
                     rows,
                     calls,
@@ -193,7 +193,7 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
                         "mode": mode,
                         "batch": batch,
                         "seq_len": None,
-                        "mean_words": round(mean_tokens, 1),
+                        "mean_words": mean_words,
                     },
                 )
                 progress.advance(task)

@@ -107,6 +107,7 @@ class TorchEngine:
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint)
         model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint).eval().to(self.device)
+        self.vocab_size = int(model.config.vocab_size)
         if self.fp16:
             model = model.half()
         if self.compile:
@@ -116,7 +117,6 @@ class TorchEngine:
         self.name = self.name or f"pytorch-{'fp16' if self.fp16 else 'fp32'}{suffix}" + (
             "-cuda" if self.device == "cuda" else ""
         )
-        self.vocab_size = int(self.model.config.vocab_size) if not self.compile else int(model.config.vocab_size)
 
     def _forward(self, inputs: dict[str, Any]) -> None:
         with self.torch.inference_mode():

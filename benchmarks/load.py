@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 BIN = Path(sys.executable).parent
 
 
-def _server_specs(cfg: Config, run_dir: Path, export: dict[str, Any], bento: str | None) -> dict[str, dict]:
+def _server_specs(run_dir: Path, export: dict[str, Any], bento: str | None) -> dict[str, dict]:
     """How to start each server: command, environment, readiness URL path, request shape."""
     checkpoint = export["checkpoint"]["path"]
     bento_target = bento or "service:TextClassifier"
@@ -118,8 +119,6 @@ def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, w
         "WARNING",
     ]
     env = {"TEXTCLF_LOAD_TEXTS": str(texts_file), "TEXTCLF_LOAD_API": api, "TEXTCLF_LOAD_MODEL": "textclf"}
-    import os
-
     subprocess.run(
         command,
         env={**os.environ, **env},
@@ -159,7 +158,7 @@ def run(
     export = require_manifest(run_dir, "export")["export"]
     out_dir = out_dir or cfg.reports_root / cfg.run
     cpus = set(range(usable_cores())) if cfg.bench.server_cpus is None else set(cfg.bench.server_cpus)
-    specs = _server_specs(cfg, run_dir, export, bento)
+    specs = _server_specs(run_dir, export, bento)
     chosen = servers or list(specs)
     result: dict[str, Any] = {
         "created_at": now_iso(),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import plots
+from benchmarks.markdown import render
 from textclf.config import Config
 from textclf.errors import ArtifactError
 from textclf.manifest import atomic_write_text, now_iso
@@ -151,8 +152,6 @@ def run(cfg: Config, run_dir: Path, *, out_dir: Path | None = None) -> Path:
         "plots": [name for name, made in figures.items() if made],
     }
     atomic_write_text(out_dir / RESULTS_JSON, json.dumps(results, indent=2, default=str) + "\n")
-    from benchmarks.markdown import render
-
     atomic_write_text(out_dir / REPORT_MD, render(results))
     logger.info("wrote %s", out_dir / REPORT_MD)
     return out_dir / REPORT_MD

@@ -124,9 +124,11 @@ def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> dict[str, A
     """
     target = ctx.onnx_dir / name
     attempts: list[dict[str, Any]] = []
+    candidates = _candidates(name)
     if name == "fp16" and not ctx.has_cuda:
         attempts.append({"passed": False, "reason": "fp16 is judged on the CUDA execution provider; none here"})
-    for index, candidate in enumerate(_candidates(name) if not attempts else ()):
+        candidates = ()
+    for index, candidate in enumerate(candidates):
         staging = ctx.work_dir / f"{name}-{index}"
         try:
             params = _build(name, ctx, staging, candidate)

@@ -5,11 +5,12 @@ Stage packages are imported inside the commands so `textclf --help` works with o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -58,10 +59,11 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=2)
 
 
-def _stage(func: Any) -> Any:
-    """Run a stage, turning the project's own errors into one line and exit code 2 (no traceback)."""
+@contextlib.contextmanager
+def _stage() -> Iterator[None]:
+    """Around a command: the project's own errors become one line and exit code 2 (no traceback)."""
     try:
-        return func()
+        yield
     except TextclfError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -94,14 +96,12 @@ def train(
 ) -> None:
     """Fine-tune the base checkpoint on the labelled data (needs the train extra)."""
 
-    def go() -> None:
+    with _stage():
         cfg = _load(config, set_, run)
         from train.run import run as train_run
 
         checkpoint = train_run(cfg, cfg.run_dir, resume=resume)
         _print_train_summary(cfg, checkpoint)
-
-    _stage(go)
 
 
 def _print_train_summary(cfg: Config, checkpoint: Path) -> None:
@@ -131,7 +131,7 @@ def export(
 ) -> None:
     """Export ONNX variants, judge each on parity, accuracy and batch invariance (needs the export extra)."""
 
-    def go() -> None:
+    with _stage():
         cfg = _load(config, set_, run)
         from export.run import run as export_run
 
@@ -139,8 +139,6 @@ def export(
             export_run(cfg, cfg.run_dir, checkpoint=checkpoint)
         finally:
             _print_export_table(cfg)
-
-    _stage(go)
 
 
 def _print_export_table(cfg: Config) -> None:
@@ -185,7 +183,7 @@ def build(
 ) -> None:
     """Import the run's serving variant into the BentoML model store and `bentoml build` the Bento."""
 
-    def go() -> None:
+    with _stage():
         from textclf.bento import build_bento, import_model
 
         cfg = _load(config, set_, run)
@@ -194,8 +192,6 @@ def build(
         out.print(f"model: {tag}")
         if not skip_bento:
             out.print(f"bento: {build_bento(bentofile.resolve())}")
-
-    _stage(go)
 
 
 @app.command()
@@ -207,7 +203,7 @@ def bench(
 ) -> None:
     """Time PyTorch and every passing ONNX variant on the same inputs (needs the train + export extras)."""
 
-    def go() -> None:
+    with _stage():
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, not {device!r}")
         cfg = _load(config, set_, run)
@@ -215,8 +211,6 @@ def bench(
 
         path = bench_run(cfg, cfg.run_dir, device=device)
         _stdout().print(f"engine results: {path}")
-
-    _stage(go)
 
 
 @app.command()
@@ -233,7 +227,7 @@ def load(
 ) -> None:
     """HTTP load tests with locust: the Bento vs a FastAPI + PyTorch baseline (and a peer server if installed)."""
 
-    def go() -> None:
+    with _stage():
         cfg = _load(config, set_, run)
         unknown = set(server or []) - {"bento", "baseline", "infinity"}
         if unknown:
@@ -243,31 +237,25 @@ def load(
         path = load_run(cfg, cfg.run_dir, bento=bento, servers=server)
         _stdout().print(f"load results: {path}")
 
-    _stage(go)
-
 
 @app.command()
 def report(config: ConfigOption = None, set_: SetOption = None, run: RunOption = None) -> None:
     """Write reports/<run>/report.md, results.json and the plots from the bench and load results."""
 
-    def go() -> None:
+    with _stage():
         cfg = _load(config, set_, run)
         from benchmarks.report import run as report_run
 
         path = report_run(cfg, cfg.run_dir)
         _stdout().print(f"report: {path}")
 
-    _stage(go)
-
 
 @app.command("config")
 def show_config(config: ConfigOption = None, set_: SetOption = None, run: RunOption = None) -> None:
     """Print the resolved configuration (file + environment + --set) as YAML."""
 
-    def go() -> None:
+    with _stage():
         import yaml
 
         cfg = _load(config, set_, run)
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-    _stage(go)
