@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -107,14 +107,18 @@ def _load_engines(cfg: Config, run_dir: Path, export: dict[str, Any], device: st
     return engines, records
 
 
-def _guard(engine: Engine, call: Callable[[], None]) -> Callable[[], None] | None:
-    """The call, or None when this engine cannot run this case (torch.compile can fail on some shapes)."""
-    try:
-        call()
-    except Exception as exc:
-        logger.warning("%s cannot run this case: %s", engine.name, str(exc)[:200])
-        return None
-    return call
+def _runnable(calls: Mapping[str, Callable[[], None]]) -> dict[str, Callable[[], None]]:
+    """The calls that run once without error; an engine that cannot run a case is left out of it
+    (torch.compile can fail on some shapes) with a warning."""
+    working = {}
+    for name, call in calls.items():
+        try:
+            call()
+        except Exception as exc:
+            logger.warning("%s cannot run this case: %s", name, str(exc)[:200])
+            continue
+        working[name] = call
+    return working
 
 
 def _cases(cfg: Config, max_positions: int) -> list[tuple[int, int]]:
@@ -158,14 +162,12 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
     with Progress() as progress:
         task = progress.add_task("benchmark cases", total=len(cases) + 2 * len(real_batches))
         for batch, seq_len in cases:
-            calls = {}
-            for engine in engines:
-                call = _guard(engine, partial(engine.run_prepared, engine.fixed(batch, seq_len)))
-                if call is not None:
-                    calls[engine.name] = call
+            calls: dict[str, Callable[[], None]] = {
+                e.name: partial(e.run_prepared, e.fixed(batch, seq_len)) for e in engines
+            }
             _collect(
                 rows,
-                calls,
+                _runnable(calls),
                 bench,
                 {"case": f"b{batch}-s{seq_len}", "mode": "session", "batch": batch, "seq_len": seq_len},
             )
@@ -176,17 +178,13 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
                 calls = {}
                 for engine in engines:
                     if mode == "serving":
-                        cycle = _cycler([partial(engine.run_texts, chunk) for chunk in chunks])
-                    elif engine.kind == "onnxruntime":
-                        cycle = _cycler([partial(engine.run_prepared, engine.prepare_texts(c)) for c in chunks])
-                    else:
-                        continue  # PyTorch's real-text cost is its whole path; the session-alone mode is ORT's
-                    call = _guard(engine, cycle)
-                    if call is not None:
-                        calls[engine.name] = call
+                        calls[engine.name] = _cycler([partial(engine.run_texts, chunk) for chunk in chunks])
+                    elif engine.kind == "onnxruntime":  # PyTorch's real-text cost is its whole path only
+                        prepared = [engine.prepare_texts(chunk) for chunk in chunks]
+                        calls[engine.name] = _cycler([partial(engine.run_prepared, p) for p in prepared])
                 _collect(
                     rows,
-                    calls,
+                    _runnable(calls),
                     bench,
                     {
                         "case": f"real-b{batch}",
