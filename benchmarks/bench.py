@@ -16,21 +16,32 @@ from benchmarks.timing import summarize, time_interleaved
 from textclf.config import CPU_VARIANTS, Config
 from textclf.errors import ArtifactError
 from textclf.hardware import machine_info, usable_cores
-from textclf.manifest import atomic_write_text, now_iso, package_versions, require_manifest, sha256_file
+from textclf.manifest import now_iso, package_versions, require_export, sha256_file, write_report
 from textclf.paths import BENCH_JSON, EVAL_TEXTS, ONNX_DIR
 from textclf.runtime import Classifier
+from textclf.schema import (
+    BenchEngine,
+    BenchReport,
+    BenchRow,
+    ExportSection,
+    GemmRate,
+    Machine,
+    Roofline,
+    RooflineCase,
+    VariantRecord,
+)
 
 logger = logging.getLogger(__name__)
 
 ROOFLINE_CASE = (32, 128)
 
 
-def read_eval_texts(run_dir: Path, export: dict[str, Any]) -> list[str]:
+def read_eval_texts(run_dir: Path, export: ExportSection) -> list[str]:
     """The test texts the export judged on, verified against the manifest."""
     path = run_dir / EVAL_TEXTS
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; run `textclf export` again")
-    if sha256_file(path) != export["eval_texts"]["sha256"]:
+    if sha256_file(path) != export.eval_texts.sha256:
         raise ArtifactError(f"{path}: does not match the manifest's sha256")
     return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
 
@@ -41,68 +52,78 @@ def _rss_mb() -> float:
     return float(psutil.Process().memory_info().rss / 2**20)
 
 
-def _load_engines(cfg: Config, run_dir: Path, export: dict[str, Any], device: str) -> tuple[list[Engine], dict]:
+def _load_engines(
+    cfg: Config, run_dir: Path, export: ExportSection, device: str
+) -> tuple[list[Engine], dict[str, BenchEngine]]:
     """Engines that load here, and a record per engine (size, accuracy, memory) or why it was left out."""
     import torch
 
     threads = usable_cores()
     torch.set_num_threads(threads)
-    checkpoint = Path(export["checkpoint"]["path"])
+    checkpoint = Path(export.checkpoint.path)
     config = json.loads((checkpoint / "config.json").read_text())
     vocab = int(config["vocab_size"])
-    max_seq_len = int(export["max_seq_len"])
     checkpoint_bytes = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
-    pytorch_acc = export["pytorch"]["test_accuracy"]
     engines: list[Engine] = []
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, BenchEngine] = {}
 
-    def add(make: Callable[[], Engine], record: dict[str, Any]) -> None:
+    def add(make: Callable[[], Engine], record: BenchEngine) -> None:
         before = _rss_mb()
         try:
             engine = make()
         except Exception as exc:  # an engine that cannot load here is reported, not fatal
             logger.warning("left out: %s", exc)
-            records[record["label"]] = {**record, "loaded": False, "reason": str(exc)[:300]}
+            records[record.label] = record.model_copy(update={"loaded": False, "reason": str(exc)[:300]})
             return
         engines.append(engine)
-        records[engine.name] = {**record, "loaded": True, "rss_load_mb": round(_rss_mb() - before, 1)}
+        records[engine.name] = record.model_copy(update={"loaded": True, "rss_load_mb": round(_rss_mb() - before, 1)})
+
+    def torch_record(label: str, *, is_judged: bool = True) -> BenchEngine:
+        # fp16 PyTorch is not judged on the test set; eager and compiled fp32 are the reference itself.
+        accuracy = export.pytorch.test_accuracy if is_judged else None
+        return BenchEngine(
+            label=label,
+            kind="pytorch",
+            bytes=checkpoint_bytes,
+            test_accuracy=accuracy,
+            accuracy_delta=0.0 if is_judged else None,
+            loaded=False,
+        )
 
     cuda = device == "cuda"
-    torch_common = {"kind": "pytorch", "bytes": checkpoint_bytes, "test_accuracy": pytorch_acc, "accuracy_delta": 0.0}
-    add(lambda: TorchEngine(checkpoint, max_seq_len, device=device), {"label": "pytorch-fp32", **torch_common})
+    max_seq_len = export.max_seq_len
+    add(lambda: TorchEngine(checkpoint, max_seq_len, device=device), torch_record("pytorch-fp32"))
     if cuda:
         add(
             lambda: TorchEngine(checkpoint, max_seq_len, device=device, fp16=True),
-            {"label": "pytorch-fp16-cuda", **torch_common, "test_accuracy": None, "accuracy_delta": None},
+            torch_record("pytorch-fp16-cuda", is_judged=False),
         )
     elif cfg.bench.use_torch_compile:
-        add(
-            lambda: TorchEngine(checkpoint, max_seq_len, compile=True),
-            {"label": "pytorch-fp32-compile", **torch_common},
-        )
+        add(lambda: TorchEngine(checkpoint, max_seq_len, compile=True), torch_record("pytorch-fp32-compile"))
     wanted = ("fp32", "fp16") if cuda else CPU_VARIANTS
-    for name, variant in export["variants"].items():
-        if name not in wanted or not variant["passed"]:
+    for name, variant in export.variants.items():
+        if name not in wanted or not variant.passed:
             continue
         folder = run_dir / ONNX_DIR / name
         label = f"ort-{name}" + ("-cuda" if cuda else "")
 
-        def make(folder: Path = folder, variant: dict[str, Any] = variant, label: str = label) -> Engine:
-            classifier = Classifier(folder, expected_files=variant["files"], intra_op_threads=threads, use_cuda=cuda)
+        def make(folder: Path = folder, variant: VariantRecord = variant, label: str = label) -> Engine:
+            classifier = Classifier(folder, expected_files=variant.files, intra_op_threads=threads, use_cuda=cuda)
             if cuda and classifier.providers[0] != "CUDAExecutionProvider":
                 raise RuntimeError("this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)")
             return OrtEngine(classifier, vocab, name=label, io_binding=cuda)
 
         add(
             make,
-            {
-                "label": label,
-                "kind": "onnxruntime",
-                "variant": name,
-                "bytes": variant["bytes"],
-                "test_accuracy": variant["test_accuracy"],
-                "accuracy_delta": variant["accuracy_delta"],
-            },
+            BenchEngine(
+                label=label,
+                kind="onnxruntime",
+                variant=name,
+                bytes=variant.bytes,
+                test_accuracy=variant.test_accuracy,
+                accuracy_delta=variant.accuracy_delta,
+                loaded=False,
+            ),
         )
     return engines, records
 
@@ -132,27 +153,29 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
         The path of the JSON file written.
     """
     started = time.perf_counter()
-    export = require_manifest(run_dir, "export")["export"]
+    export = require_export(run_dir)
     out_dir = out_dir or cfg.reports_root / cfg.run
+    path = out_dir / (BENCH_JSON if device == "cpu" else f"bench-{device}.json")
     texts = read_eval_texts(run_dir, export)[: cfg.bench.real_texts]
-    result: dict[str, Any] = {
-        "created_at": now_iso(),
-        "run": cfg.run,
-        "device": device,
-        "machine": machine_info(),
-        "versions": package_versions(),
-        "config": cfg.bench.model_dump(mode="json"),
-    }
+    report = BenchReport(
+        created_at=now_iso(),
+        run=cfg.run,
+        device=device,
+        machine=Machine.model_validate(machine_info()),
+        versions=package_versions(),
+        config=cfg.bench.model_dump(mode="json"),
+        ran=False,
+    )
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            result |= {"ran": False, "reason": "no CUDA device is visible to torch on this machine"}
-            return _write(out_dir / f"bench-{device}.json", result)
-        result["machine"]["gpu"] = torch.cuda.get_device_name(0)
+            report.reason = "no CUDA device is visible to torch on this machine"
+            return write_report(path, report)
+        report.machine.gpu = torch.cuda.get_device_name(0)
     engines, records = _load_engines(cfg, run_dir, export, device)
-    checkpoint_config = json.loads((Path(export["checkpoint"]["path"]) / "config.json").read_text())
-    rows: list[dict[str, Any]] = []
+    checkpoint_config = json.loads((Path(export.checkpoint.path) / "config.json").read_text())
+    rows: list[BenchRow] = []
     bench = cfg.bench
     from rich.progress import Progress
 
@@ -196,21 +219,17 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
                 )
                 progress.advance(task)
 
-    gemm = gemm_rate(usable_cores())
-    flops = bert_flops(checkpoint_config, *ROOFLINE_CASE)
-    result |= {
-        "ran": True,
-        "engines": records,
-        "rows": rows,
-        "roofline": {
-            "gemm": gemm,
-            "case": {"batch": ROOFLINE_CASE[0], "seq_len": ROOFLINE_CASE[1]},
-            "model_flops": flops,
-        },
-        "real_texts": len(texts),
-        "wall_time_s": round(time.perf_counter() - started, 1),
-    }
-    return _write(out_dir / (BENCH_JSON if device == "cpu" else f"bench-{device}.json"), result)
+    report.ran = True
+    report.engines = records
+    report.rows = rows
+    report.roofline = Roofline(
+        gemm=GemmRate(**gemm_rate(usable_cores())),
+        case=RooflineCase(batch=ROOFLINE_CASE[0], seq_len=ROOFLINE_CASE[1]),
+        model_flops=bert_flops(checkpoint_config, *ROOFLINE_CASE),
+    )
+    report.real_texts = len(texts)
+    report.wall_time_s = round(time.perf_counter() - started, 1)
+    return write_report(path, report)
 
 
 def _cycler(calls: list[Callable[[], None]]) -> Callable[[], None]:
@@ -224,14 +243,8 @@ def _cycler(calls: list[Callable[[], None]]) -> Callable[[], None]:
     return call
 
 
-def _collect(rows: list[dict[str, Any]], calls: dict[str, Callable[[], None]], bench: Any, case: dict) -> None:
+def _collect(rows: list[BenchRow], calls: dict[str, Callable[[], None]], bench: Any, case: dict[str, Any]) -> None:
     logger.info("case %s (%s): %d engines", case["case"], case["mode"], len(calls))
     samples = time_interleaved(calls, bench.warmup_iters, bench.min_iters, bench.max_seconds_per_case)
     for name, values in samples.items():
-        rows.append({"engine": name, **case, **summarize(values, case["batch"])})
-
-
-def _write(path: Path, result: dict[str, Any]) -> Path:
-    atomic_write_text(path, json.dumps(result, indent=2, default=str) + "\n")
-    logger.info("wrote %s", path)
-    return path
+        rows.append(BenchRow.model_validate({"engine": name, **case, **summarize(values, case["batch"])}))

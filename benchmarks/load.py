@@ -18,8 +18,9 @@ from benchmarks.bench import read_eval_texts
 from benchmarks.servers import free_port, running
 from textclf.config import Config
 from textclf.hardware import machine_info, usable_cores
-from textclf.manifest import atomic_write_text, now_iso, package_versions, require_manifest
+from textclf.manifest import now_iso, package_versions, require_export, write_report
 from textclf.paths import LOAD_JSON
+from textclf.schema import ExportSection, LoadPhase, LoadReport, Machine, ServerRecord
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,9 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 BIN = Path(sys.executable).parent
 
 
-def _server_specs(run_dir: Path, export: dict[str, Any], bento: str | None) -> dict[str, dict]:
+def _server_specs(run_dir: Path, export: ExportSection, bento: str | None) -> dict[str, dict]:
     """How to start each server: command, environment, readiness URL path, request shape."""
-    checkpoint = export["checkpoint"]["path"]
+    checkpoint = export.checkpoint.path
     bento_target = bento or "service:TextClassifier"
     bento_env = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
     specs: dict[str, dict[str, Any]] = {
@@ -39,7 +40,7 @@ def _server_specs(run_dir: Path, export: dict[str, Any], bento: str | None) -> d
             "env": bento_env,
             "ready": "/readyz",
             "api": "textclf",
-            "what": f"textclf Bento ({bento_target}), {export['serving_variant']} variant, adaptive batching",
+            "what": f"textclf Bento ({bento_target}), {export.serving_variant} variant, adaptive batching",
         },
         "baseline": {
             "command": [
@@ -155,31 +156,31 @@ def run(
     Every server is started here and stopped here, by its process group, whatever happens.
     """
     started = time.perf_counter()
-    export = require_manifest(run_dir, "export")["export"]
+    export = require_export(run_dir)
     out_dir = out_dir or cfg.reports_root / cfg.run
     cpus = set(range(usable_cores())) if cfg.bench.server_cpus is None else set(cfg.bench.server_cpus)
     specs = _server_specs(run_dir, export, bento)
     chosen = servers or list(specs)
-    result: dict[str, Any] = {
-        "created_at": now_iso(),
-        "run": cfg.run,
-        "machine": machine_info(),
-        "versions": package_versions(),
-        "pinning": f"servers and the locust client all pinned to CPUs {sorted(cpus)} with sched_setaffinity "
+    result = LoadReport(
+        created_at=now_iso(),
+        run=cfg.run,
+        machine=Machine.model_validate(machine_info()),
+        versions=package_versions(),
+        pinning=f"servers and the locust client all pinned to CPUs {sorted(cpus)} with sched_setaffinity "
         "(the client shares the servers' cores)",
-        "request": "one test-split text per request, closed loop (no wait between requests)",
-        "servers": {},
-    }
+        request="one test-split text per request, closed loop (no wait between requests)",
+        servers={},
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         texts_file = work / "texts.json"
         texts_file.write_text(json.dumps(read_eval_texts(run_dir, export)))
         for name in chosen:
             spec = specs[name]
-            record: dict[str, Any] = {"what": spec["what"], "results": {}}
-            result["servers"][name] = record
+            record = ServerRecord(what=spec["what"], ran=False)
+            result.servers[name] = record
             if spec.get("missing"):
-                record |= {"ran": False, "reason": spec["missing"]}
+                record.reason = spec["missing"]
                 continue
             port = free_port()
             command = [part.replace("{port}", str(port)) for part in spec["command"]]
@@ -190,7 +191,7 @@ def run(
                     for users in cfg.bench.load_users:
                         logger.info("%s: %d users for %d s", name, users, cfg.bench.load_seconds)
                         stats = run_locust(url, users, cfg.bench.load_seconds, texts_file, spec["api"], work, cpus)
-                        record["results"][str(users)] = stats
+                        record.results[str(users)] = LoadPhase.model_validate(stats)
                         logger.info(
                             "%s @%d users: %.1f req/s, p99 %.0f ms, %d failures",
                             name,
@@ -199,11 +200,9 @@ def run(
                             stats["p99_ms"],
                             stats["failures"],
                         )
-                record["ran"] = True
+                record.ran = True
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-                record |= {"ran": False, "reason": str(exc)[-500:]}
+                record.ran, record.reason = False, str(exc)[-500:]
                 logger.warning("%s: %s", name, str(exc)[-300:])
-    result["wall_time_s"] = round(time.perf_counter() - started, 1)
-    path = out_dir / LOAD_JSON
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    return path
+    result.wall_time_s = round(time.perf_counter() - started, 1)
+    return write_report(out_dir / LOAD_JSON, result)

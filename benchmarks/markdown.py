@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from textclf.schema import NotRun, Results
+
 TARGET_NAMES = {
     "speedup_b1_real": "speed-up over PyTorch, batch 1, real test texts",
     "speedup_b32_s128": "speed-up over PyTorch, batch 32 × 128 tokens",
@@ -23,19 +25,19 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _machine(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    isa = ", ".join(flag for flag, present in m["isa"].items() if present) or "none of the tracked flags"
-    gpu = m.get("gpu") or "no GPU"
-    return f"{m['cpu_model']} ({m['arch']}), {m['cores']} cores usable, ISA: {isa}; {gpu}; Python {m['python']}"
+def _machine(results: Results) -> str:
+    m = results.machine
+    isa = ", ".join(flag for flag, present in m.isa.items() if present) or "none of the tracked flags"
+    gpu = m.gpu or "no GPU"
+    return f"{m.cpu_model} ({m.arch}), {m.cores} cores usable, ISA: {isa}; {gpu}; Python {m.python}"
 
 
-def render(results: dict[str, Any]) -> str:
-    h = results["headline"]
+def render(results: Results) -> str:
+    h = results.headline
     lines = [
-        f"# textclf benchmark report: run `{results['run']}`",
+        f"# textclf benchmark report: run `{results.run}`",
         "",
-        f"Measured {results['created_at']} on {_machine(results)}.",
+        f"Measured {results.created_at} on {_machine(results)}.",
         "",
         "Ratios come from one process run (engines interleaved) or one load-test session; absolute times "
         "depend on the machine.",
@@ -55,57 +57,50 @@ def render(results: dict[str, Any]) -> str:
         ],
         [
             [
-                f"{h['best_variant']}" if h["best_variant"] else "n/a",
-                _fmt(h["speedup_b1_real"], ".2f", "×"),
-                _fmt(h["speedup_b32_s128"], ".2f", "×"),
-                _fmt(None if h["accuracy_delta"] is None else h["accuracy_delta"] * 100, "+.2f", " pt"),
-                f"{_fmt(h.get('size_mb'), '.1f', ' MB')} (PyTorch {_fmt(h.get('pytorch_size_mb'), '.1f', ' MB')})",
-                f"{_fmt(h.get('http_rps_32_users'), '.1f')} vs {_fmt(h.get('baseline_rps_32_users'), '.1f')} "
-                f"({_fmt(h['http_rps_ratio_32_users'], '.2f', '×')})",
-                _fmt(h.get("http_p99_ms_32_users"), ".0f", " ms"),
-                _fmt(h.get("http_errors_32_users"), "d"),
+                h.best_variant or "n/a",
+                _fmt(h.speedup_b1_real, ".2f", "×"),
+                _fmt(h.speedup_b32_s128, ".2f", "×"),
+                _fmt(None if h.accuracy_delta is None else h.accuracy_delta * 100, "+.2f", " pt"),
+                f"{_fmt(h.size_mb, '.1f', ' MB')} (PyTorch {_fmt(h.pytorch_size_mb, '.1f', ' MB')})",
+                f"{_fmt(h.http_rps_32_users, '.1f')} vs {_fmt(h.baseline_rps_32_users, '.1f')} "
+                f"({_fmt(h.http_rps_ratio_32_users, '.2f', '×')})",
+                _fmt(h.http_p99_ms_32_users, ".0f", " ms"),
+                _fmt(h.http_errors_32_users, "d"),
             ]
         ],
     )
     lines += ["", "## Targets", ""]
     rows = []
-    for key, target in h["targets"].items():
-        verdict = "met" if target["met"] else ("**missed**" if target["value"] is not None else "**not measured**")
-        rows.append([TARGET_NAMES.get(key, key), _fmt(target["target"], "g"), _fmt(target["value"], ".2f"), verdict])
+    for key, target in h.targets.items():
+        verdict = "met" if target.met else ("**missed**" if target.value is not None else "**not measured**")
+        rows.append([TARGET_NAMES.get(key, key), _fmt(target.target, "g"), _fmt(target.value, ".2f"), verdict])
     lines += _table(["target", "goal", "measured", "verdict"], rows)
     lines += ["", _limits_note(results), ""]
     lines += _engines(results) + _sweep(results) + _real(results) + _roofline(results) + _http(results)
     lines += _gpu(results) + _versions(results)
-    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in results["plots"]] + [""]
+    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in results.plots] + [""]
     return "\n".join(lines)
 
 
-def _limits_note(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    if m["isa"].get("avx512_vnni") or m["isa"].get("avx_vnni") or m["isa"].get("amx_int8"):
+def _limits_note(results: Results) -> str:
+    m = results.machine
+    if m.isa.get("avx512_vnni") or m.isa.get("avx_vnni") or m.isa.get("amx_int8"):
         return "This CPU has int8 dot-product instructions (VNNI/AMX): int8 variants can beat the fp32 GEMM ceiling."
     return (
         "This CPU has no VNNI/AMX int8 dot-product instructions (AVX2 only), where int8 GEMMs gain little over "
         "fp32; an effective rate above the fp32 GEMM ceiling needs them. With only "
-        f"{m['cores']} cores, the locust client also competes with the servers for CPU."
+        f"{m.cores} cores, the locust client also competes with the servers for CPU."
     )
 
 
-def _engines(results: dict[str, Any]) -> list[str]:
+def _engines(results: Results) -> list[str]:
     rows = []
-    for name, e in results["engines"].items():
-        if not e.get("loaded"):
-            rows.append([name, e["kind"], "-", "-", "-", f"not run: {e['reason']}"])
+    for name, e in results.engines.items():
+        if not e.loaded:
+            rows.append([name, e.kind, "-", "-", "-", f"not run: {e.reason}"])
             continue
         rows.append(
-            [
-                name,
-                e["kind"],
-                _fmt(e["bytes"] / 1e6, ".1f"),
-                _fmt(e.get("test_accuracy"), ".4f"),
-                _fmt(e.get("rss_load_mb"), ".0f"),
-                "ran",
-            ]
+            [name, e.kind, _fmt(e.bytes / 1e6, ".1f"), _fmt(e.test_accuracy, ".4f"), _fmt(e.rss_load_mb, ".0f"), "ran"]
         )
     return (
         ["## Engines", ""]
@@ -114,48 +109,44 @@ def _engines(results: dict[str, Any]) -> list[str]:
     )
 
 
-def _sweep(results: dict[str, Any]) -> list[str]:
-    speedups = results["speedups"]
+def _sweep(results: Results) -> list[str]:
+    speedups = results.speedups
     rows = []
-    for r in results["rows"]:
-        if r["seq_len"] is None:
+    for r in results.rows:
+        if r.seq_len is None:
             continue
-        speedup = speedups.get(r["engine"], {}).get(r["case"])
+        speedup = speedups.get(r.engine, {}).get(r.case)
         rows.append(
             [
-                r["case"],
-                r["engine"],
-                _fmt(r["p50_ms"]),
-                _fmt(r["p95_ms"]),
-                _fmt(r["p99_ms"]),
-                _fmt(r["seq_per_s"], ".0f"),
-                _fmt(speedup, ".2f", "×")
-                if speedup
-                else "1.00× (baseline)"
-                if r["engine"] == "pytorch-fp32"
-                else "n/a",
-                str(r["iters"]),
+                r.case,
+                r.engine,
+                _fmt(r.p50_ms),
+                _fmt(r.p95_ms),
+                _fmt(r.p99_ms),
+                _fmt(r.seq_per_s, ".0f"),
+                _fmt(speedup, ".2f", "×") if speedup else "1.00× (baseline)" if r.engine == "pytorch-fp32" else "n/a",
+                str(r.iters),
             ]
         )
     header = ["case", "engine", "p50 ms", "p95 ms", "p99 ms", "seq/s", "vs PyTorch", "iters"]
     return ["## Sweep: fixed-length synthetic inputs, model alone", ""] + _table(header, rows) + [""]
 
 
-def _real(results: dict[str, Any]) -> list[str]:
-    speedups = results["speedups"]
+def _real(results: Results) -> list[str]:
+    speedups = results.speedups
     rows = []
-    for r in results["rows"]:
-        if r["seq_len"] is not None:
+    for r in results.rows:
+        if r.seq_len is not None:
             continue
-        speedup = speedups.get(r["engine"], {}).get(r["case"]) if r["mode"] == "serving" else None
+        speedup = speedups.get(r.engine, {}).get(r.case) if r.mode == "serving" else None
         rows.append(
             [
-                r["case"],
-                r["mode"],
-                r["engine"],
-                _fmt(r["p50_ms"]),
-                _fmt(r["p99_ms"]),
-                _fmt(r["seq_per_s"], ".0f"),
+                r.case,
+                r.mode,
+                r.engine,
+                _fmt(r.p50_ms),
+                _fmt(r.p99_ms),
+                _fmt(r.seq_per_s, ".0f"),
                 _fmt(speedup, ".2f", "×"),
             ]
         )
@@ -167,59 +158,59 @@ def _real(results: dict[str, Any]) -> list[str]:
     return ["## Real test-set texts", "", note, ""] + _table(header, rows) + [""]
 
 
-def _roofline(results: dict[str, Any]) -> list[str]:
-    r = results["roofline"]
-    h = results["headline"]
+def _roofline(results: Results) -> list[str]:
+    r = results.roofline
+    h = results.headline
     return [
         "## Roofline",
         "",
-        f"fp32 GEMM through onnxruntime ({r['gemm']['size']}² MatMul, {r['gemm']['threads']} threads): "
-        f"{r['gemm']['flops_per_s'] / 1e9:.1f} GFLOP/s. Model work at b{r['case']['batch']} "
-        f"s{r['case']['seq_len']}: {r['model_flops'] / 1e9:.1f} GFLOP (GEMM FLOPs counted from the config). "
-        f"Best variant achieves {_fmt(h.get('achieved_gflops_b32_s128'), '.1f')} GFLOP/s = "
-        f"{_fmt(h.get('gemm_fraction_b32_s128'), '.2f')} of the GEMM rate.",
+        f"fp32 GEMM through onnxruntime ({r.gemm.size}² MatMul, {r.gemm.threads} threads): "
+        f"{r.gemm.flops_per_s / 1e9:.1f} GFLOP/s. Model work at b{r.case.batch} "
+        f"s{r.case.seq_len}: {r.model_flops / 1e9:.1f} GFLOP (GEMM FLOPs counted from the config). "
+        f"Best variant achieves {_fmt(h.achieved_gflops_b32_s128, '.1f')} GFLOP/s = "
+        f"{_fmt(h.gemm_fraction_b32_s128, '.2f')} of the GEMM rate.",
         "",
     ]
 
 
-def _http(results: dict[str, Any]) -> list[str]:
-    load = results.get("http")
-    if not load:
+def _http(results: Results) -> list[str]:
+    load = results.http
+    if load is None:
         return ["## HTTP load", "", "Not run for this report (`textclf load`).", ""]
     rows = []
-    for name, server in load["servers"].items():
-        if not server.get("ran"):
-            rows.append([name, "-", "-", "-", "-", "-", "-", f"not run: {server.get('reason', '')[:300]}"])
+    for name, server in load.servers.items():
+        if not server.ran:
+            rows.append([name, "-", "-", "-", "-", "-", "-", f"not run: {(server.reason or '')[:300]}"])
             continue
-        for users, s in server["results"].items():
+        for phase, s in server.results.items():
             rows.append(
                 [
                     name,
-                    users,
-                    _fmt(s["rps"], ".1f"),
-                    _fmt(s["p50_ms"], ".0f"),
-                    _fmt(s["p95_ms"], ".0f"),
-                    _fmt(s["p99_ms"], ".0f"),
-                    f"{s['failures']} / {s['requests']}",
-                    server["what"],
+                    phase,
+                    _fmt(s.rps, ".1f"),
+                    _fmt(s.p50_ms, ".0f"),
+                    _fmt(s.p95_ms, ".0f"),
+                    _fmt(s.p99_ms, ".0f"),
+                    f"{s.failures} / {s.requests}",
+                    server.what,
                 ]
             )
     header = ["server", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total", "what"]
-    return ["## HTTP load", "", f"{load['request']}; {load['pinning']}.", ""] + _table(header, rows) + [""]
+    return ["## HTTP load", "", f"{load.request}; {load.pinning}.", ""] + _table(header, rows) + [""]
 
 
-def _gpu(results: dict[str, Any]) -> list[str]:
-    gpu = results["gpu"]
-    if not gpu.get("ran"):
-        return ["## GPU", "", f"Not measured: {gpu.get('reason')}.", ""]
-    rows = [[r["case"], r["mode"], r["engine"], _fmt(r["p50_ms"]), _fmt(r["seq_per_s"], ".0f")] for r in gpu["rows"]]
+def _gpu(results: Results) -> list[str]:
+    gpu = results.gpu
+    if isinstance(gpu, NotRun) or not gpu.ran:
+        return ["## GPU", "", f"Not measured: {gpu.reason}.", ""]
+    rows = [[r.case, r.mode, r.engine, _fmt(r.p50_ms), _fmt(r.seq_per_s, ".0f")] for r in gpu.rows]
     return (
-        ["## GPU", "", f"On {gpu['machine'].get('gpu')}:", ""]
+        ["## GPU", "", f"On {gpu.machine.gpu}:", ""]
         + _table(["case", "mode", "engine", "p50 ms", "seq/s"], rows)
         + [""]
     )
 
 
-def _versions(results: dict[str, Any]) -> list[str]:
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items()))
+def _versions(results: Results) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(results.versions.items()))
     return ["## Versions", "", versions, ""]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from textclf.manifest import atomic_write_bytes
+from textclf.schema import BenchRow, ServerRecord
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -28,13 +29,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def latency_curves(rows: list[dict[str, Any]], vary: str, fixed: str, fixed_value: int, path: Path) -> bool:
+def latency_curves(rows: list[BenchRow], vary: Literal["batch", "seq_len"], fixed_value: int, path: Path) -> bool:
     """p50 latency per engine against `vary` (batch or seq_len) at one value of the other; False if no data."""
     plt = _pyplot()
     points: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
-        if row["mode"] == "session" and row["seq_len"] is not None and row[fixed] == fixed_value:
-            points.setdefault(row["engine"], []).append((row[vary], row["p50_ms"]))
+        if row.mode != "session" or row.seq_len is None:
+            continue  # real-text rows have no fixed length to plot against
+        x, held = (row.batch, row.seq_len) if vary == "batch" else (row.seq_len, row.batch)
+        if held == fixed_value:
+            points.setdefault(row.engine, []).append((x, row.p50_ms))
     if not points:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -45,8 +49,8 @@ def latency_curves(rows: list[dict[str, Any]], vary: str, fixed: str, fixed_valu
     ax.set_yscale("log")
     ax.set_xlabel("batch size" if vary == "batch" else "sequence length (tokens)")
     ax.set_ylabel("p50 latency (ms)")
-    other = "sequence length" if fixed == "seq_len" else "batch"
-    ax.set_title(f"latency vs {'batch' if vary == 'batch' else 'sequence length'} ({other} {fixed_value})")
+    held_name = "sequence length" if vary == "batch" else "batch"
+    ax.set_title(f"latency vs {'batch' if vary == 'batch' else 'sequence length'} ({held_name} {fixed_value})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -82,17 +86,19 @@ def speedup_bars(speedups: dict[str, dict[str, float]], path: Path) -> bool:
     return True
 
 
-def http_panels(servers: dict[str, Any], path: Path) -> bool:
+def http_panels(servers: dict[str, ServerRecord], path: Path) -> bool:
     """req/s and p99 per server against the number of users."""
     plt = _pyplot()
-    ran = {name: s for name, s in servers.items() if s.get("ran") and s["results"]}
+    ran = {name: s for name, s in servers.items() if s.ran and s.results}
     if not ran:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     for name, server in sorted(ran.items()):
-        users = sorted(int(u) for u in server["results"])
-        left.plot(users, [server["results"][str(u)]["rps"] for u in users], marker="o", label=name)
-        right.plot(users, [server["results"][str(u)]["p99_ms"] for u in users], marker="o", label=name)
+        # Only the ramp ("1", "8", "32", ...): a repeated user count such as "1-after-32" is not on this curve.
+        phases = sorted((p for key, p in server.results.items() if key.isdigit()), key=lambda p: p.users)
+        users = [p.users for p in phases]
+        left.plot(users, [p.rps for p in phases], marker="o", label=name)
+        right.plot(users, [p.p99_ms for p in phases], marker="o", label=name)
     left.set_xlabel("concurrent users")
     left.set_ylabel("requests / s")
     right.set_xlabel("concurrent users")

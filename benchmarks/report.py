@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from benchmarks import plots
 from benchmarks.markdown import render
 from textclf.config import Config
 from textclf.errors import ArtifactError
-from textclf.manifest import atomic_write_text, now_iso
+from textclf.manifest import atomic_write_text, load_report, now_iso, write_report
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
+from textclf.schema import BenchReport, BenchRow, Headline, LoadReport, NotRun, Results, Target
 
 logger = logging.getLogger(__name__)
+ReportT = TypeVar("ReportT", bound=BaseModel)
 
 BASELINE_ENGINE = "pytorch-fp32"
 # What users hold us to (see the benchmarks issue); the report says plainly which are met.
@@ -27,10 +30,10 @@ TARGETS = {
 }
 
 
-def _p50(rows: list[dict[str, Any]], engine: str, case: str, mode: str) -> float | None:
+def _p50(rows: list[BenchRow], engine: str, case: str, mode: str) -> float | None:
     for row in rows:
-        if row["engine"] == engine and row["case"] == case and row["mode"] == mode:
-            return float(row["p50_ms"])
+        if row.engine == engine and row.case == case and row.mode == mode:
+            return row.p50_ms
     return None
 
 
@@ -40,118 +43,120 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def speedups(bench: dict[str, Any]) -> dict[str, dict[str, float]]:
+def speedups(bench: BenchReport) -> dict[str, dict[str, float]]:
     """Each engine's p50 speed-up over PyTorch eager fp32 per case (real texts: whole path; synthetic: model)."""
-    rows = bench["rows"]
+    rows = bench.rows
     out: dict[str, dict[str, float]] = {}
     for row in rows:
-        if row["engine"] == BASELINE_ENGINE or (row["mode"] == "session" and row["seq_len"] is None):
+        if row.engine == BASELINE_ENGINE or (row.mode == "session" and row.seq_len is None):
             continue
-        mode = "serving" if row["seq_len"] is None else "session"
-        value = _ratio(_p50(rows, BASELINE_ENGINE, row["case"], mode), row["p50_ms"])
+        mode = "serving" if row.seq_len is None else "session"
+        value = _ratio(_p50(rows, BASELINE_ENGINE, row.case, mode), row.p50_ms)
         if value is not None:
-            out.setdefault(row["engine"], {})[row["case"]] = value
+            out.setdefault(row.engine, {})[row.case] = value
     return out
 
 
-def headline(bench: dict[str, Any], load: dict[str, Any] | None) -> dict[str, Any]:
-    """The figures a newcomer reads first, all from this run's own measurements."""
+def _engine_figures(bench: BenchReport) -> dict[str, Any]:
+    """The best passing ONNX engine's figures (best = geometric mean of its b1 real and b32 s128 speed-ups)."""
     by_engine = speedups(bench)
     candidates = {
         name: values
         for name, values in by_engine.items()
-        if bench["engines"][name]["kind"] == "onnxruntime" and "real-b1" in values and "b32-s128" in values
+        if bench.engines[name].kind == "onnxruntime" and "real-b1" in values and "b32-s128" in values
     }
-    result: dict[str, Any] = {key: None for key in (*TARGETS, "best_variant", "accuracy_delta")}
-    if candidates:
-        best = max(candidates, key=lambda n: math.sqrt(candidates[n]["real-b1"] * candidates[n]["b32-s128"]))
-        record = bench["engines"][best]
-        best_p50 = _p50(bench["rows"], best, "b32-s128", "session")
-        roofline = bench["roofline"]
-        achieved = roofline["model_flops"] / (best_p50 / 1000) if best_p50 else None
-        result |= {
-            "best_variant": record.get("variant"),
-            "best_engine": best,
-            "speedup_b1_real": candidates[best]["real-b1"],
-            "speedup_b32_s128": candidates[best]["b32-s128"],
-            "speedup_b32_real": candidates[best].get("real-b32"),
-            "gemm_fraction_b32_s128": _ratio(achieved, roofline["gemm"]["flops_per_s"]),
-            "achieved_gflops_b32_s128": achieved / 1e9 if achieved else None,
-            "gemm_gflops": roofline["gemm"]["flops_per_s"] / 1e9,
-            "accuracy_delta": record.get("accuracy_delta"),
-            "test_accuracy": record.get("test_accuracy"),
-            "size_mb": record["bytes"] / 1e6,
-            "pytorch_size_mb": bench["engines"][BASELINE_ENGINE]["bytes"] / 1e6,
-        }
-    servers = (load or {}).get("servers", {})
-    bento = servers.get("bento", {}).get("results", {}).get("32")
-    baseline = servers.get("baseline", {}).get("results", {}).get("32")
+    if not candidates or bench.roofline is None:
+        return {}
+    best = max(candidates, key=lambda n: math.sqrt(candidates[n]["real-b1"] * candidates[n]["b32-s128"]))
+    record = bench.engines[best]
+    best_p50 = _p50(bench.rows, best, "b32-s128", "session")
+    roofline = bench.roofline
+    achieved = roofline.model_flops / (best_p50 / 1000) if best_p50 else None
+    baseline = bench.engines.get(BASELINE_ENGINE)
+    return {
+        "best_variant": record.variant,
+        "best_engine": best,
+        "speedup_b1_real": candidates[best]["real-b1"],
+        "speedup_b32_s128": candidates[best]["b32-s128"],
+        "speedup_b32_real": candidates[best].get("real-b32"),
+        "gemm_fraction_b32_s128": _ratio(achieved, roofline.gemm.flops_per_s),
+        "achieved_gflops_b32_s128": achieved / 1e9 if achieved else None,
+        "gemm_gflops": roofline.gemm.flops_per_s / 1e9,
+        "accuracy_delta": record.accuracy_delta,
+        "test_accuracy": record.test_accuracy,
+        "size_mb": record.bytes / 1e6,
+        "pytorch_size_mb": baseline.bytes / 1e6 if baseline else None,
+    }
+
+
+def _http_figures(load: LoadReport | None) -> dict[str, Any]:
+    """The Bento's figures at 32 users, and its ratio to the baseline server's."""
+    servers = load.servers if load else {}
+    bento_server = servers.get("bento")
+    baseline_server = servers.get("baseline")
+    bento = bento_server.results.get("32") if bento_server else None
+    baseline = baseline_server.results.get("32") if baseline_server else None
+    figures: dict[str, Any] = {}
     if bento:
-        result |= {
-            "http_rps_32_users": bento["rps"],
-            "http_p99_ms_32_users": bento["p99_ms"],
-            "http_errors_32_users": bento["failures"],
+        figures |= {
+            "http_rps_32_users": bento.rps,
+            "http_p99_ms_32_users": bento.p99_ms,
+            "http_errors_32_users": bento.failures,
         }
     if bento and baseline:
-        result |= {
-            "http_rps_ratio_32_users": _ratio(bento["rps"], baseline["rps"]),
-            "baseline_rps_32_users": baseline["rps"],
-            "baseline_p99_ms_32_users": baseline["p99_ms"],
+        figures |= {
+            "http_rps_ratio_32_users": _ratio(bento.rps, baseline.rps),
+            "baseline_rps_32_users": baseline.rps,
+            "baseline_p99_ms_32_users": baseline.p99_ms,
         }
-    result["targets"] = {
-        key: {
-            "target": target,
-            "value": result.get(key),
-            "met": result.get(key) is not None and result[key] >= target,
-        }
-        for key, target in TARGETS.items()
-    }
-    if "http_errors_32_users" in result:
-        result["targets"]["http_errors_32_users"] = {
-            "target": 0,
-            "value": result["http_errors_32_users"],
-            "met": result["http_errors_32_users"] == 0,
-        }
+    return figures
+
+
+def headline(bench: BenchReport, load: LoadReport | None) -> Headline:
+    """The figures a newcomer reads first, all from this run's own measurements."""
+    result = Headline(**_engine_figures(bench), **_http_figures(load))
+    for key, goal in TARGETS.items():
+        value = getattr(result, key)
+        result.targets[key] = Target(target=goal, value=value, met=value is not None and value >= goal)
+    if result.http_errors_32_users is not None:
+        errors = result.http_errors_32_users
+        result.targets["http_errors_32_users"] = Target(target=0, value=errors, met=errors == 0)
     return result
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read(path: Path, model: type[ReportT]) -> ReportT | None:
+    return load_report(path, model) if path.is_file() else None
 
 
 def run(cfg: Config, run_dir: Path, *, out_dir: Path | None = None) -> Path:
     """Write results.json, report.md and the plots under `reports/<run>/` from bench.json (+ load.json)."""
     out_dir = out_dir or cfg.reports_root / cfg.run
-    bench = _read(out_dir / BENCH_JSON)
-    if bench is None or not bench.get("ran"):
+    bench = _read(out_dir / BENCH_JSON, BenchReport)
+    if bench is None or not bench.ran or bench.roofline is None:
         raise ArtifactError(f"{out_dir / BENCH_JSON}: no engine results; run `textclf bench` first")
-    load = _read(out_dir / LOAD_JSON)
-    gpu = _read(out_dir / "bench-cuda.json")
+    load = _read(out_dir / LOAD_JSON, LoadReport)
+    gpu = _read(out_dir / "bench-cuda.json", BenchReport)
     figures = {
-        "latency_vs_batch.png": plots.latency_curves(
-            bench["rows"], "batch", "seq_len", 128, out_dir / "latency_vs_batch.png"
-        ),
-        "latency_vs_seq.png": plots.latency_curves(
-            bench["rows"], "seq_len", "batch", 1, out_dir / "latency_vs_seq.png"
-        ),
+        "latency_vs_batch.png": plots.latency_curves(bench.rows, "batch", 128, out_dir / "latency_vs_batch.png"),
+        "latency_vs_seq.png": plots.latency_curves(bench.rows, "seq_len", 1, out_dir / "latency_vs_seq.png"),
         "speedup.png": plots.speedup_bars(speedups(bench), out_dir / "speedup.png"),
-        "http.png": plots.http_panels((load or {}).get("servers", {}), out_dir / "http.png"),
+        "http.png": plots.http_panels(load.servers if load else {}, out_dir / "http.png"),
     }
-    results = {
-        "created_at": now_iso(),
-        "run": cfg.run,
-        "headline": headline(bench, load),
-        "machine": bench["machine"],
-        "versions": bench["versions"],
-        "engines": bench["engines"],
-        "speedups": speedups(bench),
-        "roofline": bench["roofline"],
-        "rows": bench["rows"],
-        "http": load,
-        "gpu": gpu if gpu else {"ran": False, "reason": "`textclf bench --device cuda` was not run for this report"},
-        "plots": [name for name, made in figures.items() if made],
-    }
-    atomic_write_text(out_dir / RESULTS_JSON, json.dumps(results, indent=2, default=str) + "\n")
+    results = Results(
+        created_at=now_iso(),
+        run=cfg.run,
+        headline=headline(bench, load),
+        machine=bench.machine,
+        versions=bench.versions,
+        engines=bench.engines,
+        speedups=speedups(bench),
+        roofline=bench.roofline,
+        rows=bench.rows,
+        http=load,
+        gpu=gpu or NotRun(ran=False, reason="`textclf bench --device cuda` was not run for this report"),
+        plots=[name for name, made in figures.items() if made],
+    )
+    write_report(out_dir / RESULTS_JSON, results)
     atomic_write_text(out_dir / REPORT_MD, render(results))
     logger.info("wrote %s", out_dir / REPORT_MD)
     return out_dir / REPORT_MD

@@ -10,6 +10,7 @@ from typing import Any
 
 from textclf.config import Config, DataConfig
 from textclf.errors import DataError
+from textclf.schema import TrainSection
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +29,17 @@ def checkpoint_labels(checkpoint: Path) -> list[str]:
     return [id2label[str(i)] for i in range(len(id2label))]
 
 
-def load_eval_data(cfg: Config, manifest: dict[str, Any], checkpoint: Path) -> EvalData:
-    """Rebuild the train stage's splits (from the data config it recorded) or read `cfg.data` for an
-    outside checkpoint, and check the labels match the checkpoint's `id2label`.
+def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path) -> EvalData:
+    """Rebuild the train stage's splits (from the data config it recorded in `train`) or read `cfg.data` for an
+    outside checkpoint (`train` None), and check the labels match the checkpoint's `id2label`.
     """
     from train.data import load_labelled_data
 
-    train = manifest.get("train")
-    data_cfg = (
-        DataConfig.model_validate(train["data"].get("config") or manifest["config"]["data"]) if train else cfg.data
-    )
+    data_cfg = DataConfig.model_validate(train.data.config) if train else cfg.data
     data = load_labelled_data(data_cfg)
     if train:
-        expected = train["data"]["splits"]["test"]["sha256"]
-        if data.split_sha256["test"] != expected:
+        recorded = train.data.splits.get("test")
+        if recorded is None or data.split_sha256["test"] != recorded.sha256:
             raise DataError(
                 "the test split rebuilt from the recorded data config differs from the one the model was trained "
                 "and judged on (did the data file change?)"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from textclf.runtime import Classifier, softmax
+from textclf.schema import BatchInvariance
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def accuracy_from_logits(logits: np.ndarray, labels: list[int], num_labels: int)
     return float((preds == truth).mean()), float(np.mean(f1s))
 
 
-def batch_invariance(classifier: Classifier, texts: list[str], batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
+def batch_invariance(classifier: Classifier, texts: list[str], batch_size: int = 32, seed: int = 0) -> BatchInvariance:
     """Label flips between each text run alone and run inside a padded batch of mixed lengths.
 
     Batches are drawn in a shuffled order (not length-sorted) so most texts sit next to longer ones and
@@ -58,10 +58,20 @@ def batch_invariance(classifier: Classifier, texts: list[str], batch_size: int =
         batched[chunk] = classifier.run_session(classifier.pad([encodings[i] for i in chunk]).inputs)
     flips = int((alone.argmax(axis=-1) != batched.argmax(axis=-1)).sum())
     max_prob_change = float(np.abs(softmax(alone) - softmax(batched)).max())
-    return {"texts": len(texts), "batch_size": batch_size, "flips": flips, "max_prob_change": max_prob_change}
+    return BatchInvariance(texts=len(texts), batch_size=batch_size, flips=flips, max_prob_change=max_prob_change)
 
 
-def time_variant(classifier: Classifier, texts: list[str], seconds: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class Timing:
+    """The export-time timing recorded on a variant (same names as its manifest fields)."""
+
+    latency_ms: float
+    batch32_ms_per_text: float
+    samples_b1: int
+    samples_b32: int
+
+
+def time_variant(classifier: Classifier, texts: list[str], seconds: float) -> Timing:
     """A short timing at the data's real lengths: p50 latency at batch 1 and per-text time at batch 32."""
 
     def measure(batch: int, budget: float) -> list[float]:
@@ -79,9 +89,9 @@ def time_variant(classifier: Classifier, texts: list[str], seconds: float) -> di
 
     b1 = measure(1, seconds / 2)
     b32 = measure(32, seconds / 2)
-    return {
-        "latency_ms": float(np.median(b1)),
-        "batch32_ms_per_text": float(np.median(b32) / 32),
-        "samples_b1": len(b1),
-        "samples_b32": len(b32),
-    }
+    return Timing(
+        latency_ms=float(np.median(b1)),
+        batch32_ms_per_text=float(np.median(b32) / 32),
+        samples_b1=len(b1),
+        samples_b32=len(b32),
+    )

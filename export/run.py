@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from export.builders import export_fp32
 from export.evaldata import checkpoint_labels, load_eval_data
@@ -18,12 +18,14 @@ from textclf.config import ALL_VARIANTS, CPU_VARIANTS, Config
 from textclf.errors import ArtifactError, ExportError
 from textclf.hardware import isa_preset, machine_info
 from textclf.manifest import (
+    Manifest,
     atomic_write_text,
     file_entries,
     folder_digest,
     package_versions,
     read_manifest,
     require_manifest,
+    require_section,
     sha256_bytes,
     sha256_file,
     update_manifest,
@@ -31,6 +33,14 @@ from textclf.manifest import (
 )
 from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
 from textclf.runtime import Classifier
+from textclf.schema import (
+    EvalTextsRecord,
+    ExportCheckpoint,
+    ExportSection,
+    Machine,
+    PyTorchReference,
+    VariantRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +48,16 @@ _KEY_PACKAGES = ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-
 _NOT_IN_KEY = ("serving_variant", "timing_seconds", "variants")  # choosing/timing does not change a variant
 
 
-def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> tuple[Path, int, dict[str, Any]]:
-    """The checkpoint folder, its max_seq_len, and the manifest (whose `train` section is used only for the
+def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> tuple[Path, int, Manifest | None]:
+    """The checkpoint folder, its max_seq_len, and the manifest (whose `train` section is kept only for the
     run's own checkpoint)."""
     manifest = read_manifest(run_dir)
     if checkpoint is None:
         manifest = require_manifest(run_dir, "train")
+        train = require_section(manifest.train, run_dir, "train")
         own = run_dir / CHECKPOINT_DIR
-        verify_files(own, manifest["train"]["checkpoint"]["files"])
-        return own, int(manifest["train"]["max_seq_len"]), manifest
+        verify_files(own, train.checkpoint.files)
+        return own, train.max_seq_len, manifest
     if not (checkpoint / "config.json").is_file():
         raise ArtifactError(f"--checkpoint {checkpoint}: no config.json; give a save_pretrained folder")
     if not (checkpoint / "tokenizer.json").is_file():
@@ -54,7 +65,8 @@ def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> 
     config = json.loads((checkpoint / "config.json").read_text())
     if not config.get("id2label"):
         raise ArtifactError(f"--checkpoint {checkpoint}: config.json has no id2label; not a classifier")
-    outside = {k: v for k, v in manifest.items() if k != "train"}  # another model's training does not apply
+    # Another model's training does not apply to this checkpoint.
+    outside = manifest.model_copy(update={"train": None}) if manifest else None
     return checkpoint, cfg.train.max_seq_len, outside
 
 
@@ -66,13 +78,13 @@ def _input_key(checkpoint_sha: str, name: str, cfg: Config, max_seq_len: int, te
     return sha256_bytes(json.dumps(payload, sort_keys=True).encode())
 
 
-def _reusable(previous: dict[str, Any] | None, key: str, folder: Path) -> bool:
-    if not previous or previous.get("input_key") != key:
+def _reusable(previous: VariantRecord | None, key: str, folder: Path) -> bool:
+    if previous is None or previous.input_key != key:
         return False
-    if not previous.get("passed"):
+    if not previous.passed:
         return not folder.exists()
     try:
-        verify_files(folder, previous["files"])
+        verify_files(folder, previous.files)
     except ArtifactError as exc:
         logger.warning("rebuilding %s: %s", folder.name, exc)
         return False
@@ -87,19 +99,23 @@ def write_eval_texts(run_dir: Path, texts: list[str], labels: list[int]) -> Path
     return path
 
 
-def _choose_serving(variants: dict[str, dict[str, Any]], pinned: str | None) -> tuple[str, str]:
+def _choose_serving(variants: dict[str, VariantRecord], pinned: str | None) -> tuple[str, str]:
     if pinned is not None:
         record = variants[pinned]
-        if not record["passed"]:
-            raise ExportError(f"export.serving_variant={pinned} was refused: {record['reason']}")
+        if not record.passed:
+            raise ExportError(f"export.serving_variant={pinned} was refused: {record.reason}")
         return pinned, "pinned by export.serving_variant"
-    timed = {n: r for n, r in variants.items() if r["passed"] and n in CPU_VARIANTS and "latency_ms" in r}
+    timed = {
+        n: (r.latency_ms, r.batch32_ms_per_text)
+        for n, r in variants.items()
+        if r.passed and n in CPU_VARIANTS and r.latency_ms is not None and r.batch32_ms_per_text is not None
+    }
     if not timed:
         raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
 
-    def cost(record: dict[str, Any]) -> float:
+    def cost(timing: tuple[float, float]) -> float:
         # Geometric mean of single-text latency and per-text time in a batch of 32: the server sees both.
-        return float((record["latency_ms"] * record["batch32_ms_per_text"]) ** 0.5)
+        return float((timing[0] * timing[1]) ** 0.5)
 
     best = min(timed, key=lambda n: cost(timed[n]))
     return best, "fastest passing CPU variant (geometric mean of b1 latency and b32 per-text time)"
@@ -122,7 +138,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
     started = time.perf_counter()
     checkpoint, max_seq_len, manifest = _resolve_checkpoint(run_dir, checkpoint, cfg)
     checkpoint_sha = folder_digest(file_entries(checkpoint))
-    eval_data = load_eval_data(cfg, manifest, checkpoint)
+    eval_data = load_eval_data(cfg, manifest.train if manifest else None, checkpoint)
     logger.info("PyTorch reference on %d test texts", len(eval_data.test_texts))
     logits = pytorch_logits(checkpoint, eval_data.test_texts, max_seq_len)
     num_labels = logits.shape[1]
@@ -132,16 +148,16 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
     import torch
 
     has_cuda = torch.cuda.is_available()
-    previous = manifest.get("export", {}).get("variants", {})
+    previous = manifest.export.variants if manifest and manifest.export else {}
     onnx_dir = run_dir / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    variants: dict[str, dict[str, Any]] = {}
+    variants: dict[str, VariantRecord] = {}
     ordered: list[str] = [name for name in ALL_VARIANTS if name in cfg.export.variants]
     keys = {name: _input_key(checkpoint_sha, name, cfg, max_seq_len, test_sha) for name in ordered}
     for name in ordered:
         if _reusable(previous.get(name), keys[name], onnx_dir / name):
             logger.info("%s: inputs unchanged since the last export; skipped", name)
-            variants[name] = {**previous[name], "skipped": True}
+            variants[name] = previous[name].model_copy(update={"skipped": True})
     to_build = [name for name in ordered if name not in variants]
     if to_build:
         with tempfile.TemporaryDirectory(prefix=".work-", dir=onnx_dir) as work:
@@ -153,36 +169,33 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
             )
             for name in to_build:
                 logger.info("%s: building and judging", name)
-                variants[name] = {**build_and_judge(name, ctx, keys[name]), "skipped": False}
+                variants[name] = build_and_judge(name, ctx, keys[name])
     variants = {name: variants[name] for name in ordered}
 
     for name, record in variants.items():
-        if record["passed"] and name in CPU_VARIANTS:
-            classifier = Classifier(onnx_dir / name, expected_files=record["files"])
-            record |= time_variant(classifier, eval_data.test_texts, cfg.export.timing_seconds)
-        record["bytes"] = sum(f["bytes"] for f in record["files"].values())
+        update: dict[str, object] = {"bytes": sum(f.bytes for f in record.files.values())}
+        if record.passed and name in CPU_VARIANTS:
+            classifier = Classifier(onnx_dir / name, expected_files=record.files)
+            update |= dataclasses.asdict(time_variant(classifier, eval_data.test_texts, cfg.export.timing_seconds))
+        variants[name] = record.model_copy(update=update)
 
     eval_file = write_eval_texts(run_dir, eval_data.test_texts, eval_data.test_labels)
-    section: dict[str, Any] = {
-        "checkpoint": {
-            "path": str(checkpoint),
-            "sha256": checkpoint_sha,
-            "is_own": checkpoint == run_dir / CHECKPOINT_DIR,
-        },
-        "max_seq_len": max_seq_len,
-        "label_names": checkpoint_labels(checkpoint),
-        "pytorch": {"test_accuracy": reference.accuracy, "test_macro_f1": reference.macro_f1},
-        "test_texts": len(eval_data.test_texts),
-        "eval_texts": {"path": EVAL_TEXTS, "sha256": sha256_file(eval_file)},
-        "machine": machine_info(),
-        "variants": variants,
-        "serving_variant": None,
-        "serving_reason": None,
-        "wall_time_s": None,
-    }
+    section = ExportSection(
+        checkpoint=ExportCheckpoint(
+            path=str(checkpoint), sha256=checkpoint_sha, is_own=checkpoint == run_dir / CHECKPOINT_DIR
+        ),
+        max_seq_len=max_seq_len,
+        label_names=checkpoint_labels(checkpoint),
+        pytorch=PyTorchReference(test_accuracy=reference.accuracy, test_macro_f1=reference.macro_f1),
+        test_texts=len(eval_data.test_texts),
+        eval_texts=EvalTextsRecord(path=EVAL_TEXTS, sha256=sha256_file(eval_file)),
+        machine=Machine.model_validate(machine_info()),
+        variants=variants,
+    )
     try:
-        section["serving_variant"], section["serving_reason"] = _choose_serving(variants, cfg.export.serving_variant)
+        serving, section.serving_reason = _choose_serving(variants, cfg.export.serving_variant)
+        section.serving_variant = serving
     finally:
-        section["wall_time_s"] = round(time.perf_counter() - started, 1)
-        update_manifest(run_dir, "export", section, config=cfg.to_dict())
-    return onnx_dir / section["serving_variant"]
+        section.wall_time_s = round(time.perf_counter() - started, 1)
+        update_manifest(run_dir, section, config=cfg.to_dict())
+    return onnx_dir / serving

@@ -16,6 +16,7 @@ from export.gates import accuracy, batch_invariance, parity
 from textclf.config import ExportConfig
 from textclf.manifest import file_entries, now_iso, replace_dir
 from textclf.runtime import Classifier
+from textclf.schema import Attempt, VariantRecord, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -86,47 +87,53 @@ def _max_parity(name: str, cfg: ExportConfig) -> float | None:
     return {"fp32": cfg.max_fp32_parity, "optimized": cfg.max_optimized_parity}.get(name)
 
 
-def _judge(name: str, ctx: BuildContext, folder: Path) -> dict[str, Any]:
-    """Run the gates on a built folder; the verdict is `passed` plus the first failing gate as `reason`."""
+def _judge(name: str, ctx: BuildContext, folder: Path) -> Verdict:
+    """Run the gates on a built folder; the verdict is `passed` plus every failing gate as `reason`."""
     classifier = Classifier(folder, use_cuda=name == "fp16")
     texts = ctx.eval_data.test_texts
     n_parity = min(ctx.cfg.parity_samples, len(texts))
-    result: dict[str, Any] = {
-        "parity_max_abs_diff": parity(classifier, texts[:n_parity], ctx.reference.logits[:n_parity]),
-        "parity_samples": n_parity,
-    }
+    max_diff = parity(classifier, texts[:n_parity], ctx.reference.logits[:n_parity])
     acc, f1 = accuracy(classifier, texts, ctx.eval_data.test_labels)
-    result |= {"test_accuracy": acc, "test_macro_f1": f1, "accuracy_delta": acc - ctx.reference.accuracy}
+    delta = acc - ctx.reference.accuracy
     n_invariance = min(ctx.cfg.invariance_samples or len(texts), len(texts))
-    result["batch_invariance"] = batch_invariance(classifier, texts[:n_invariance])
+    invariance = batch_invariance(classifier, texts[:n_invariance])
 
     limit = _max_parity(name, ctx.cfg)
     reasons = []
-    if limit is not None and result["parity_max_abs_diff"] > limit:
-        reasons.append(f"parity {result['parity_max_abs_diff']:.2e} > {limit:.0e}")
-    if result["accuracy_delta"] < -ctx.cfg.max_accuracy_drop:
+    if limit is not None and max_diff > limit:
+        reasons.append(f"parity {max_diff:.2e} > {limit:.0e}")
+    if delta < -ctx.cfg.max_accuracy_drop:
         reasons.append(
-            f"accuracy {acc:.4f} is {-result['accuracy_delta'] * 100:.2f} pt below PyTorch "
+            f"accuracy {acc:.4f} is {-delta * 100:.2f} pt below PyTorch "
             f"(limit {ctx.cfg.max_accuracy_drop * 100:.2f} pt)"
         )
-    flips = result["batch_invariance"]["flips"]
-    if flips > ctx.cfg.max_invariance_flips:
-        reasons.append(f"{flips} label flips between alone and batched (limit {ctx.cfg.max_invariance_flips})")
-    result["passed"] = not reasons
-    result["reason"] = "; ".join(reasons) if reasons else "passed every gate"
-    return result
+    if invariance.flips > ctx.cfg.max_invariance_flips:
+        reasons.append(
+            f"{invariance.flips} label flips between alone and batched (limit {ctx.cfg.max_invariance_flips})"
+        )
+    return Verdict(
+        passed=not reasons,
+        reason="; ".join(reasons) if reasons else "passed every gate",
+        parity_max_abs_diff=max_diff,
+        parity_samples=n_parity,
+        test_accuracy=acc,
+        test_macro_f1=f1,
+        accuracy_delta=delta,
+        batch_invariance=invariance,
+    )
 
 
-def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> dict[str, Any]:
+def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> VariantRecord:
     """Try the variant's candidate settings in order; commit the first that passes to `onnx/<name>`.
 
-    A refused variant leaves no folder (and removes a stale one from an earlier export).
+    A refused variant leaves no folder (and removes a stale one from an earlier export); its record carries
+    the last attempt's verdict and no files.
     """
     target = ctx.onnx_dir / name
-    attempts: list[dict[str, Any]] = []
+    attempts: list[Attempt] = []
     candidates = _candidates(name)
     if name == "fp16" and not ctx.has_cuda:
-        attempts.append({"passed": False, "reason": "fp16 is judged on the CUDA execution provider; none here"})
+        attempts.append(Attempt(passed=False, reason="fp16 is judged on the CUDA execution provider; none here"))
         candidates = ()
     for index, candidate in enumerate(candidates):
         staging = ctx.work_dir / f"{name}-{index}"
@@ -136,27 +143,25 @@ def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> dict[str, A
             verdict = _judge(name, ctx, staging)
         except Exception as exc:  # a failed build refuses this candidate; the others still get their chance
             logger.warning("%s %s: build failed: %s", name, candidate, exc)
-            attempts.append({"params": candidate, "passed": False, "reason": f"build failed: {exc}"})
+            attempts.append(Attempt(params=candidate, passed=False, reason=f"build failed: {exc}"))
             continue
-        attempts.append({"params": params, **verdict})
-        logger.info("%s %s: %s", name, candidate or "", verdict["reason"])
-        if verdict["passed"]:
+        attempts.append(Attempt(params=params, **verdict.model_dump()))
+        logger.info("%s %s: %s", name, candidate or "", verdict.reason)
+        if verdict.passed:
             replace_dir(staging, target)
-            return {
-                **verdict,
-                "params": params,
-                "files": file_entries(target),
-                "attempts": attempts,
-                "input_key": input_key,
-                "built_at": now_iso(),
-            }
+            return VariantRecord(
+                **verdict.model_dump(),
+                params=params,
+                files=file_entries(target),
+                attempts=attempts,
+                input_key=input_key,
+                built_at=now_iso(),
+            )
     shutil.rmtree(target, ignore_errors=True)
-    last = attempts[-1]
-    return {
-        **{k: v for k, v in last.items() if k != "params"},
-        "params": last.get("params", {}),
-        "files": {},
-        "attempts": attempts,
-        "input_key": input_key,
-        "built_at": now_iso(),
-    }
+    return VariantRecord(
+        **attempts[-1].model_dump(),
+        files={},
+        attempts=attempts,
+        input_key=input_key,
+        built_at=now_iso(),
+    )

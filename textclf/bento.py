@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -10,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from textclf.errors import ArtifactError
-from textclf.manifest import require_manifest, verify_files
+from textclf.manifest import require_manifest, require_section, verify_files
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
+from textclf.runtime import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,14 @@ def import_model(run_dir: Path, model_name: str) -> str:
     from bentoml.exceptions import NotFound
 
     manifest = require_manifest(run_dir, "export")
-    export = manifest["export"]
-    variant = export.get("serving_variant")
+    export = require_section(manifest.export, run_dir, "export")
+    variant = export.serving_variant
     if not variant:
         raise ArtifactError(f"{run_dir}: the export chose no serving variant; nothing to package")
-    record = export["variants"][variant]
-    verify_files(run_dir / ONNX_DIR / variant, record["files"])
-    sha256 = record["files"]["model.onnx"]["sha256"]
-    tag = f"{model_name}:{model_version(manifest['run'], variant, sha256)}"
+    record = export.variants[variant]
+    verify_files(run_dir / ONNX_DIR / variant, record.files)
+    sha256 = record.files[MODEL_FILE].sha256
+    tag = f"{model_name}:{model_version(manifest.run, variant, sha256)}"
     try:
         bentoml.models.get(tag)
         logger.info("model %s is already in the store", tag)
@@ -53,19 +53,19 @@ def import_model(run_dir: Path, model_name: str) -> str:
     except NotFound:
         pass
     # Only the serving variant travels; the manifest keeps the other variants' verdicts for the record.
-    trimmed = {**manifest, "export": {**export, "variants": {variant: record}}}
+    trimmed = manifest.model_copy(update={"export": export.model_copy(update={"variants": {variant: record}})})
     metadata: dict[str, Any] = {
         "variant": variant,
         "sha256": sha256,
-        "test_accuracy": record.get("test_accuracy"),
-        "accuracy_delta": record.get("accuracy_delta"),
-        "max_seq_len": export.get("max_seq_len"),
-        "labels": export.get("label_names"),
+        "test_accuracy": record.test_accuracy,
+        "accuracy_delta": record.accuracy_delta,
+        "max_seq_len": export.max_seq_len,
+        "labels": export.label_names,
     }
-    with bentoml.models.create(tag, labels={"run": manifest["run"], "variant": variant}, metadata=metadata) as model:
+    with bentoml.models.create(tag, labels={"run": manifest.run, "variant": variant}, metadata=metadata) as model:
         target = Path(model.path)
         shutil.copytree(run_dir / ONNX_DIR / variant, target / ONNX_DIR / variant)
-        (target / MANIFEST_NAME).write_text(json.dumps(trimmed, indent=2, default=str) + "\n")
+        (target / MANIFEST_NAME).write_text(trimmed.to_json())
     logger.info("imported %s into the BentoML model store", tag)
     return tag
 

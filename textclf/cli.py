@@ -6,6 +6,7 @@ Stage packages are imported inside the commands so `textclf --help` works with o
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,9 @@ from rich.table import Table
 from textclf.config import Config, load_config
 from textclf.errors import ConfigError, TextclfError
 from textclf.log import setup_logging
+from textclf.manifest import atomic_write_text
+from textclf.paths import MANIFEST_NAME, SCHEMAS_DIR
+from textclf.schema import json_schemas
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -107,17 +111,18 @@ def train(
 def _print_train_summary(cfg: Config, checkpoint: Path) -> None:
     from textclf.manifest import read_manifest
 
-    section = read_manifest(cfg.run_dir).get("train")
+    manifest = read_manifest(cfg.run_dir)
+    section = manifest.train if manifest else None
     if section is None:  # a non-zero torchrun rank: rank 0 reports
         return
-    rows = []
-    for split in ("validation", "test"):
-        m = section["metrics"][split]
-        rows.append((split, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"))
+    rows = [
+        (split, str(m.n), f"{m.accuracy:.4f}", f"{m.macro_f1:.4f}")
+        for split, m in (("validation", section.metrics.validation), ("test", section.metrics.test))
+    ]
     out = _stdout()
     out.print(metrics_table(f"train: run '{cfg.run}'", rows, ("split", "rows", "accuracy", "macro-F1")))
-    out.print(f"checkpoint: {checkpoint}\nmanifest:   {cfg.run_dir / 'manifest.json'}")
-    out.print(f"wall time:  {section['wall_time_s']:.0f} s ({section['trainer']['epochs_run']:.1f} epochs)")
+    out.print(f"checkpoint: {checkpoint}\nmanifest:   {cfg.run_dir / MANIFEST_NAME}")
+    out.print(f"wall time:  {section.wall_time_s:.0f} s ({section.trainer.epochs_run:.1f} epochs)")
 
 
 @app.command()
@@ -144,31 +149,34 @@ def export(
 def _print_export_table(cfg: Config) -> None:
     from textclf.manifest import read_manifest
 
-    section = read_manifest(cfg.run_dir).get("export")
-    if not section:
+    manifest = read_manifest(cfg.run_dir)
+    section = manifest.export if manifest else None
+    if section is None:
         return
     rows = []
-    for name, v in section["variants"].items():
-        invariance = v.get("batch_invariance")
+    for name, v in section.variants.items():
         rows.append(
             (
-                name + (" *" if name == section["serving_variant"] else ""),
-                f"{v['bytes'] / 1e6:.1f}" if v.get("bytes") else "-",
-                f"{v['parity_max_abs_diff']:.1e}" if "parity_max_abs_diff" in v else "-",
-                f"{v['test_accuracy']:.4f}" if "test_accuracy" in v else "-",
-                f"{v['accuracy_delta'] * 100:+.2f} pt" if "accuracy_delta" in v else "-",
-                f"{invariance['flips']} flips" if invariance else "-",
-                f"{v['latency_ms']:.2f} / {v['batch32_ms_per_text']:.2f}" if "latency_ms" in v else "-",
-                ("pass" if v["passed"] else "REFUSED: " + v["reason"]) + (" (unchanged)" if v.get("skipped") else ""),
+                name + (" *" if name == section.serving_variant else ""),
+                f"{v.bytes / 1e6:.1f}" if v.bytes else "-",
+                _fmt(v.parity_max_abs_diff, ".1e"),
+                _fmt(v.test_accuracy, ".4f"),
+                "-" if v.accuracy_delta is None else f"{v.accuracy_delta * 100:+.2f} pt",
+                f"{v.batch_invariance.flips} flips" if v.batch_invariance else "-",
+                "-" if v.latency_ms is None else f"{v.latency_ms:.2f} / {_fmt(v.batch32_ms_per_text, '.2f')}",
+                ("pass" if v.passed else "REFUSED: " + v.reason) + (" (unchanged)" if v.skipped else ""),
             )
         )
     headers = ("variant", "MB", "parity", "accuracy", "Δ acc", "invariance", "ms b1 / b32 per text", "verdict")
-    pytorch = section["pytorch"]["test_accuracy"]
-    title = f"export: run '{cfg.run}' (PyTorch test accuracy {pytorch:.4f}; * = serving variant)"
+    title = f"export: run '{cfg.run}' (PyTorch test accuracy {section.pytorch.test_accuracy:.4f}; * = serving variant)"
     out = _stdout()
     out.print(metrics_table(title, rows, headers))
-    machine = section["machine"]
-    out.print(f"timed on {machine['cpu_model']}, {machine['cores']} cores, preset {machine['quantization_preset']}")
+    machine = section.machine
+    out.print(f"timed on {machine.cpu_model}, {machine.cores} cores, preset {machine.quantization_preset}")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else f"{value:{spec}}"
 
 
 @app.command()
@@ -248,6 +256,19 @@ def report(config: ConfigOption = None, set_: SetOption = None, run: RunOption =
 
         path = report_run(cfg, cfg.run_dir)
         _stdout().print(f"report: {path}")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the *.schema.json files.")] = SCHEMAS_DIR,
+) -> None:
+    """Write the JSON Schemas of manifest.json, bench.json, load.json and results.json."""
+
+    with _stage():
+        stdout = _stdout()
+        for name, document in json_schemas().items():
+            atomic_write_text(out / name, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            stdout.print(f"wrote {out / name}")
 
 
 @app.command("config")

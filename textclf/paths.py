@@ -15,6 +15,7 @@ LOAD_JSON = "load.json"  # reports/<run>/: HTTP load results
 RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"  # `textclf schema` writes the JSON Schemas here
 DEFAULT_ARTIFACTS_ROOT = Path("artifacts")
 DEFAULT_REPORTS_ROOT = Path("reports")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ import numpy as np
 
 from textclf.errors import ArtifactError, TextclfError
 from textclf.hardware import usable_cores
-from textclf.manifest import require_manifest, verify_files
+from textclf.manifest import require_export, verify_files
 from textclf.paths import ONNX_DIR
+from textclf.schema import FileEntry
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class Classifier:
         self,
         variant_dir: Path,
         *,
-        expected_files: dict[str, dict[str, Any]] | None = None,
+        expected_files: Mapping[str, FileEntry] | None = None,
         intra_op_threads: int | None = None,
         inter_op_threads: int = 1,
         use_cuda: bool = False,
@@ -100,9 +102,13 @@ class Classifier:
         from tokenizers import Tokenizer
 
         self.variant_dir = Path(variant_dir)
-        self.expected_files = expected_files
-        if expected_files is not None:
-            verify_files(self.variant_dir, expected_files)
+        self.files = dict(expected_files) if expected_files is not None else None
+        if self.files is not None:
+            verify_files(self.variant_dir, self.files)
+        model_entry = (self.files or {}).get(MODEL_FILE)
+        self.model_sha256 = model_entry.sha256 if model_entry else None
+        # The same entries as plain dicts, for callers written before the typed schema (service.py reads them).
+        self.expected_files = {n: e.model_dump() for n, e in self.files.items()} if self.files is not None else None
         for name in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE):
             if not (self.variant_dir / name).is_file():
                 raise ArtifactError(f"{self.variant_dir / name}: missing; not an exported variant folder")
@@ -147,16 +153,16 @@ class Classifier:
     @classmethod
     def from_run(cls, run_dir: Path, variant: str | None = None, **kwargs: Any) -> Classifier:
         """Load the manifest's serving variant (or `variant`) of a run folder, verified against its sha256s."""
-        export = require_manifest(Path(run_dir), "export")["export"]
-        name = variant or export.get("serving_variant")
+        export = require_export(Path(run_dir))
+        name = variant or export.serving_variant
         if not name:
             raise ArtifactError(f"{run_dir}: the export chose no serving variant (none passed its gates)")
-        record = export.get("variants", {}).get(name)
+        record = export.variants.get(name)
         if record is None:
             raise ArtifactError(f"{run_dir}: variant {name!r} is not in the manifest")
-        if not record.get("passed"):
-            raise ArtifactError(f"{run_dir}: variant {name!r} was refused at export: {record.get('reason')}")
-        return cls(Path(run_dir) / ONNX_DIR / name, expected_files=record["files"], **kwargs)
+        if not record.passed:
+            raise ArtifactError(f"{run_dir}: variant {name!r} was refused at export: {record.reason}")
+        return cls(Path(run_dir) / ONNX_DIR / name, expected_files=record.files, **kwargs)
 
     # -- tokenization ---------------------------------------------------------------------------------------
     def encode(self, texts: list[str]) -> list[Any]:

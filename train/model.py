@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from textclf.errors import ConfigError
 from textclf.manifest import file_entries, folder_digest
+from textclf.schema import BaseModelRecord
 from train.packaged import packaged_file
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ class BaseModel:
     """What `from_pretrained` loads, and how the manifest records it."""
 
     load_from: str
-    record: dict[str, Any]
+    record: BaseModelRecord
 
 
 def _minilm_folder() -> Path:
@@ -36,11 +37,13 @@ def _minilm_folder() -> Path:
     ).parent
 
 
-def _local_record(folder: Path, kind: str) -> dict[str, Any]:
+def _local_record(folder: Path, kind: Literal["builtin", "local"], name: str | None = None) -> BaseModelRecord:
     weights = {k: v for k, v in file_entries(folder).items() if k.endswith(_WEIGHT_SUFFIXES) and "/" not in k}
     if not weights:
         raise ConfigError(f"train.base_model folder {folder} holds no .safetensors or .bin weights")
-    return {"kind": kind, "path": str(folder.resolve()), "sha256": folder_digest(weights), "weights": weights}
+    return BaseModelRecord(
+        kind=kind, name=name, path=str(folder.resolve()), sha256=folder_digest(weights), weights=weights
+    )
 
 
 def resolve_base_model(name: str) -> BaseModel:
@@ -51,7 +54,7 @@ def resolve_base_model(name: str) -> BaseModel:
     """
     if name == BUILTIN_MINILM:
         folder = _minilm_folder()
-        return BaseModel(str(folder), _local_record(folder, "builtin") | {"name": "all-MiniLM-L6-v2"})
+        return BaseModel(str(folder), _local_record(folder, "builtin", name="all-MiniLM-L6-v2"))
     if name.startswith("builtin:"):
         raise ConfigError(f"unknown built-in model {name!r}; the only one is {BUILTIN_MINILM}")
     path = Path(name).expanduser()
@@ -62,4 +65,4 @@ def resolve_base_model(name: str) -> BaseModel:
     if name.startswith((".", "/", "~")):
         raise ConfigError(f"train.base_model folder not found: {path}")
     logger.info("train.base_model %r is not a local folder: loading it from the Hugging Face hub", name)
-    return BaseModel(name, {"kind": "hub", "id": name, "sha256": None})
+    return BaseModel(name, BaseModelRecord(kind="hub", id=name))

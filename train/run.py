@@ -14,6 +14,17 @@ import numpy as np
 from textclf.config import Config
 from textclf.manifest import atomic_dir, file_entries, folder_digest, now_iso, update_manifest
 from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG, TRAINER_STATE_DIR
+from textclf.schema import (
+    DataRecord,
+    EpochMetrics,
+    FolderRecord,
+    SplitMetrics,
+    SplitRecord,
+    TrainerRecord,
+    TrainHardware,
+    TrainMetrics,
+    TrainSection,
+)
 from train.data import SPLITS, TEXT, LabelledData, load_labelled_data
 from train.metrics import full_metrics, plot_confusion_matrix, trainer_metrics
 from train.model import resolve_base_model
@@ -85,21 +96,23 @@ def _resume_point(output_dir: Path, resume: bool, rank: int) -> str | None:
     return last
 
 
-def _best_epoch(state: Any) -> dict[str, Any]:
+def _best_epoch(state: Any, resumed_from: str | None) -> TrainerRecord:
+    # log_history is the Trainer's own list of dicts; only its evaluation entries are recorded.
     evals = [entry for entry in state.log_history if "eval_macro_f1" in entry]
     history = [
-        {"epoch": e["epoch"], "accuracy": e["eval_accuracy"], "macro_f1": e["eval_macro_f1"], "loss": e["eval_loss"]}
+        EpochMetrics(epoch=e["epoch"], accuracy=e["eval_accuracy"], macro_f1=e["eval_macro_f1"], loss=e["eval_loss"])
         for e in evals
     ]
-    return {
-        "best_metric_macro_f1": state.best_metric,
-        "best_checkpoint_step": int(state.best_model_checkpoint.rsplit("-", 1)[-1])
+    return TrainerRecord(
+        best_metric_macro_f1=state.best_metric,
+        best_checkpoint_step=int(state.best_model_checkpoint.rsplit("-", 1)[-1])
         if state.best_model_checkpoint
         else None,
-        "epochs_run": state.epoch,
-        "global_steps": state.global_step,
-        "validation_history": history,
-    }
+        epochs_run=state.epoch,
+        global_steps=state.global_step,
+        validation_history=history,
+        resumed_from=resumed_from,
+    )
 
 
 def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any] | None = None) -> Path:
@@ -147,8 +160,8 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
         label2id={name: i for i, name in enumerate(data.label_names)},
         ignore_mismatched_sizes=True,  # a base that already has a head of another size gets a new one
     )
-    if base.record["kind"] == "hub":
-        base.record["revision"] = getattr(model.config, "_commit_hash", None)
+    if base.record.kind == "hub":
+        base.record.revision = getattr(model.config, "_commit_hash", None)
 
     encoded = _tokenize(data, tokenizer, cfg.train.max_seq_len)
     output_dir = run_dir / TRAINER_STATE_DIR
@@ -173,7 +186,7 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
         prediction = trainer.predict(encoded[split], metric_key_prefix=split)
         preds = np.asarray(prediction.predictions).argmax(axis=-1)
         # label_ids, not the dataset's column: group_by_length also reorders evaluation batches.
-        metrics[split] = full_metrics(np.asarray(prediction.label_ids), preds, data.label_names)
+        metrics[split] = SplitMetrics(**full_metrics(np.asarray(prediction.label_ids), preds, data.label_names))
 
     checkpoint = run_dir / CHECKPOINT_DIR
     if not trainer.is_world_process_zero():
@@ -181,31 +194,30 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
     with atomic_dir(checkpoint) as staging:
         trainer.model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-    plot_confusion_matrix(
-        metrics["test"]["confusion_matrix"], data.label_names, run_dir / CONFUSION_MATRIX_PNG, "test split"
-    )
+    test_metrics = metrics["test"]
+    plot_confusion_matrix(test_metrics.confusion_matrix, data.label_names, run_dir / CONFUSION_MATRIX_PNG, "test split")
     entries = file_entries(checkpoint)
-    section = {
-        "completed_at": now_iso(),
-        "wall_time_s": round(time.perf_counter() - started, 1),
-        "data": {
-            "source": data.source,
-            "config": cfg.data.model_dump(mode="json"),  # what export needs to rebuild the same test split
-            "splits": {
-                name: {"rows": data.splits[name].num_rows, "sha256": data.split_sha256[name]} for name in SPLITS
+    section = TrainSection(
+        completed_at=now_iso(),
+        wall_time_s=round(time.perf_counter() - started, 1),
+        data=DataRecord(
+            source=data.source,
+            config=cfg.data.model_dump(mode="json"),  # what export needs to rebuild the same test split
+            splits={
+                name: SplitRecord(rows=data.splits[name].num_rows, sha256=data.split_sha256[name]) for name in SPLITS
             },
-            "dropped_empty_texts": data.dropped_empty_texts,
-        },
-        "base_model": base.record,
-        "label_names": data.label_names,
-        "max_seq_len": cfg.train.max_seq_len,
-        "checkpoint": {"path": CHECKPOINT_DIR, "sha256": folder_digest(entries), "files": entries},
-        "confusion_matrix_png": CONFUSION_MATRIX_PNG,
-        "metrics": metrics,
-        "trainer": _best_epoch(trainer.state) | {"resumed_from": resume_from},
-        "hardware": {"device": "cuda" if use_cuda else "cpu", "world_size": world_size, "torch_threads": threads},
-    }
+            dropped_empty_texts=data.dropped_empty_texts,
+        ),
+        base_model=base.record,
+        label_names=data.label_names,
+        max_seq_len=cfg.train.max_seq_len,
+        checkpoint=FolderRecord(path=CHECKPOINT_DIR, sha256=folder_digest(entries), files=entries),
+        confusion_matrix_png=CONFUSION_MATRIX_PNG,
+        metrics=TrainMetrics(validation=metrics["validation"], test=test_metrics),
+        trainer=_best_epoch(trainer.state, resume_from),
+        hardware=TrainHardware(device="cuda" if use_cuda else "cpu", world_size=world_size, torch_threads=threads),
+    )
     # A new checkpoint makes any earlier export stale, so its section goes.
-    update_manifest(run_dir, "train", section, config=cfg.to_dict(), drop_sections=("export",))
+    update_manifest(run_dir, section, config=cfg.to_dict(), drop_sections=("export",))
     shutil.rmtree(output_dir, ignore_errors=True)  # intermediate checkpoints were only needed for --resume
     return checkpoint

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.artifacts import validate_against_schema
 from textclf.config import Config
+from textclf.manifest import load_report
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
+from textclf.schema import BenchReport, LoadReport, Results
 
 HEADLINE_KEYS = {
     "speedup_b1_real",
@@ -48,28 +51,30 @@ def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def bench_json(bench_cfg: Config) -> dict:
+def bench_report(bench_cfg: Config) -> BenchReport:
     from benchmarks.bench import run
 
     path = run(bench_cfg, bench_cfg.run_dir)
     assert path == bench_cfg.reports_root / "default" / BENCH_JSON
-    return json.loads(path.read_text())
+    validate_against_schema(json.loads(path.read_text()), "bench.schema.json")
+    return load_report(path, BenchReport)
 
 
-def test_bench_measures_every_engine_on_every_case(bench_json: dict) -> None:
-    engines = {name for name, record in bench_json["engines"].items() if record["loaded"]}
+def test_bench_measures_every_engine_on_every_case(bench_report: BenchReport) -> None:
+    engines = {name for name, record in bench_report.engines.items() if record.loaded}
     assert engines == {"pytorch-fp32", "ort-fp32", "ort-optimized", "ort-int8-dynamic", "ort-int8-static"}
-    cases = {(row["engine"], row["case"], row["mode"]) for row in bench_json["rows"]}
+    cases = {(row.engine, row.case, row.mode) for row in bench_report.rows}
     for engine in engines:
         for case in ("b1-s16", "b1-s128", "b32-s16", "b32-s128"):
             assert (engine, case, "session") in cases
         assert (engine, "real-b1", "serving") in cases and (engine, "real-b32", "serving") in cases
     assert ("ort-fp32", "real-b32", "session") in cases
-    for row in bench_json["rows"]:
-        assert row["iters"] >= 2 and 0 < row["p50_ms"] <= row["p99_ms"] + 1e-9
-    assert bench_json["roofline"]["gemm"]["flops_per_s"] > 0 and bench_json["roofline"]["model_flops"] > 0
-    assert bench_json["machine"]["cores"] >= 1 and "onnxruntime" in bench_json["versions"]
-    assert all(record["bytes"] > 0 for record in bench_json["engines"].values())
+    for row in bench_report.rows:
+        assert row.iters >= 2 and 0 < row.p50_ms <= row.p99_ms + 1e-9
+    roofline = bench_report.roofline
+    assert roofline is not None and roofline.gemm.flops_per_s > 0 and roofline.model_flops > 0
+    assert bench_report.machine.cores >= 1 and "onnxruntime" in bench_report.versions
+    assert all(record.bytes > 0 for record in bench_report.engines.values())
 
 
 def test_cuda_bench_skips_cleanly_without_a_gpu(bench_cfg: Config) -> None:
@@ -79,8 +84,8 @@ def test_cuda_bench_skips_cleanly_without_a_gpu(bench_cfg: Config) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the gpu-marked test covers it")
-    result = json.loads(run(bench_cfg, bench_cfg.run_dir, device="cuda").read_text())
-    assert result["ran"] is False and "no CUDA" in result["reason"]
+    result = load_report(run(bench_cfg, bench_cfg.run_dir, device="cuda"), BenchReport)
+    assert result.ran is False and "no CUDA" in (result.reason or "")
 
 
 @pytest.mark.gpu
@@ -91,33 +96,38 @@ def test_cuda_engines_run(bench_cfg: Config) -> None:
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    result = json.loads(run(bench_cfg, bench_cfg.run_dir, device="cuda").read_text())
-    assert result["ran"] and any(row["engine"].endswith("-cuda") for row in result["rows"])
+    result = load_report(run(bench_cfg, bench_cfg.run_dir, device="cuda"), BenchReport)
+    assert result.ran and any(row.engine.endswith("-cuda") for row in result.rows)
 
 
-def test_load_and_report(bench_cfg: Config, bench_json: dict) -> None:
+def test_load_and_report(bench_cfg: Config, bench_report: BenchReport) -> None:
     from benchmarks.load import run as load_run
     from benchmarks.report import run as report_run
 
-    load = json.loads(load_run(bench_cfg, bench_cfg.run_dir, servers=["bento", "baseline", "infinity"]).read_text())
+    load_path = load_run(bench_cfg, bench_cfg.run_dir, servers=["bento", "baseline", "infinity"])
+    assert load_path == bench_cfg.reports_root / "default" / LOAD_JSON
+    validate_against_schema(json.loads(load_path.read_text()), "load.schema.json")
+    load = load_report(load_path, LoadReport)
     for server in ("bento", "baseline"):
-        record = load["servers"][server]
-        assert record["ran"], record.get("reason")
-        assert set(record["results"]) == {"1", "32"}
-        for stats in record["results"].values():
-            assert stats["requests"] > 0 and stats["failures"] == 0
-            assert {"rps", "p50_ms", "p95_ms", "p99_ms"} <= set(stats)
-    if not load["servers"]["infinity"]["ran"]:
-        assert load["servers"]["infinity"]["reason"]  # says why the peer was not measured
-    assert (bench_cfg.reports_root / "default" / LOAD_JSON).is_file()
+        record = load.servers[server]
+        assert record.ran, record.reason
+        assert set(record.results) == {"1", "32"}
+        for stats in record.results.values():
+            assert stats.requests > 0 and stats.failures == 0
+            assert stats.rps > 0 and 0 < stats.p50_ms <= stats.p95_ms <= stats.p99_ms
+    if not load.servers["infinity"].ran:
+        assert load.servers["infinity"].reason  # says why the peer was not measured
 
     report = report_run(bench_cfg, bench_cfg.run_dir)
     out = report.parent
-    results = json.loads((out / RESULTS_JSON).read_text())
-    assert set(results["headline"]) >= HEADLINE_KEYS
-    assert results["headline"]["best_variant"] in ("fp32", "optimized", "int8-dynamic", "int8-static")
-    assert results["headline"]["http_errors_32_users"] == 0
-    assert {"cpu_model", "cores", "isa"} <= set(results["machine"])
+    raw = json.loads((out / RESULTS_JSON).read_text())
+    validate_against_schema(raw, "results.schema.json")
+    assert set(raw["headline"]) >= HEADLINE_KEYS  # the key names other tools read
+    results = load_report(out / RESULTS_JSON, Results)
+    assert results.headline.best_variant in ("fp32", "optimized", "int8-dynamic", "int8-static")
+    assert results.headline.http_errors_32_users == 0
+    assert results.machine.cores >= 1 and results.machine.isa
+    assert results.http == load and results.rows == bench_report.rows
     for png in ("latency_vs_batch.png", "latency_vs_seq.png", "speedup.png", "http.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     text = (out / REPORT_MD).read_text()

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.artifacts import validate_against_schema
 from tests.tiny import build_tiny_bert, tiny_texts, write_csv
 from textclf.cli import app
 from textclf.config import CPU_VARIANTS, Config
 from textclf.errors import ArtifactError
-from textclf.manifest import read_manifest
-from textclf.paths import ONNX_DIR
+from textclf.manifest import Manifest, read_manifest, require_export, require_train
+from textclf.paths import MANIFEST_NAME, ONNX_DIR
 from textclf.runtime import Classifier
 
 
@@ -27,32 +28,37 @@ def _copy_run(cfg: Config, dest: Path, **export_updates: object) -> Config:
 
 
 def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) -> None:
-    export = read_manifest(exported_run.run_dir)["export"]
-    assert list(export["variants"]) == list(CPU_VARIANTS)
+    export = require_export(exported_run.run_dir)
+    assert list(export.variants) == list(CPU_VARIANTS)
     texts = ["a really good film", "the plot was dull and the acting weak"]
-    for name, record in export["variants"].items():
-        assert record["passed"], (name, record["reason"])
-        assert {"parity_max_abs_diff", "test_accuracy", "accuracy_delta", "latency_ms", "files"} <= set(record)
-        assert record["batch_invariance"]["flips"] == 0
-        assert record["bytes"] == sum(f["bytes"] for f in record["files"].values())
-        assert all(len(f["sha256"]) == 64 for f in record["files"].values())
+    for name, record in export.variants.items():
+        assert record.passed, (name, record.reason)
+        assert record.parity_max_abs_diff is not None and record.test_accuracy is not None
+        assert record.accuracy_delta is not None and record.latency_ms is not None and record.files
+        assert record.batch_invariance is not None and record.batch_invariance.flips == 0
+        assert record.bytes == sum(f.bytes for f in record.files.values())
+        assert all(len(f.sha256) == 64 for f in record.files.values())
         classifier = Classifier.from_run(exported_run.run_dir, name)
+        assert classifier.model_sha256 == record.files["model.onnx"].sha256
         predictions = classifier.predict(texts)
         assert [p.label in ("neg", "pos") for p in predictions] == [True, True]
         assert all(abs(sum(p.scores.values()) - 1) < 1e-5 for p in predictions)
-    assert export["variants"]["fp32"]["parity_max_abs_diff"] <= 1e-4
-    assert export["variants"]["optimized"]["parity_max_abs_diff"] <= 1e-3
-    assert export["serving_variant"] in CPU_VARIANTS
-    assert (
-        export["pytorch"]["test_accuracy"]
-        == read_manifest(exported_run.run_dir)["train"]["metrics"]["test"]["accuracy"]
-    )
-    assert export["machine"]["cores"] >= 1
+    fp32_diff = export.variants["fp32"].parity_max_abs_diff
+    optimized_diff = export.variants["optimized"].parity_max_abs_diff
+    assert fp32_diff is not None and fp32_diff <= 1e-4
+    assert optimized_diff is not None and optimized_diff <= 1e-3
+    assert export.serving_variant in CPU_VARIANTS
+    assert export.pytorch.test_accuracy == require_train(exported_run.run_dir).metrics.test.accuracy
+    assert export.machine.cores >= 1
     # int8 variants really are quantized: smaller weights than fp32 for the same graph.
-    assert (
-        export["variants"]["int8-dynamic"]["files"]["model.onnx"]["bytes"]
-        < export["variants"]["fp32"]["files"]["model.onnx"]["bytes"]
-    )
+    assert export.variants["int8-dynamic"].files["model.onnx"].bytes < export.variants["fp32"].files["model.onnx"].bytes
+
+
+def test_manifest_matches_its_schema_and_round_trips(exported_run: Config) -> None:
+    text = (exported_run.run_dir / MANIFEST_NAME).read_text()
+    manifest = Manifest.model_validate_json(text)
+    assert manifest.to_json() == text, "reading and writing the manifest must not change it"
+    validate_against_schema(json.loads(text), "manifest.schema.json")
 
 
 def test_fp32_matches_pytorch_logits(exported_run: Config) -> None:
@@ -72,14 +78,14 @@ def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: 
     model = cfg.run_dir / ONNX_DIR / "fp32" / "model.onnx"
     before = model.stat().st_mtime_ns
     run(cfg, cfg.run_dir)
-    variants = read_manifest(cfg.run_dir)["export"]["variants"]
-    assert all(record["skipped"] for record in variants.values())
+    variants = require_export(cfg.run_dir).variants
+    assert all(record.skipped for record in variants.values())
     assert model.stat().st_mtime_ns == before
 
     # A changed gate is a changed input: that variant is judged again.
     changed = cfg.model_copy(update={"export": cfg.export.model_copy(update={"max_accuracy_drop": 0.01})})
     run(changed, changed.run_dir)
-    assert not any(r["skipped"] for r in read_manifest(cfg.run_dir)["export"]["variants"].values())
+    assert not any(r.skipped for r in require_export(cfg.run_dir).variants.values())
 
 
 def test_tampered_file_is_detected_and_rebuilt(tmp_path: Path, exported_run: Config) -> None:
@@ -91,8 +97,8 @@ def test_tampered_file_is_detected_and_rebuilt(tmp_path: Path, exported_run: Con
     with pytest.raises(ArtifactError, match=r"int8-dynamic/model\.onnx: sha256"):
         Classifier.from_run(cfg.run_dir, "int8-dynamic")
     run(cfg, cfg.run_dir)
-    variants = read_manifest(cfg.run_dir)["export"]["variants"]
-    assert variants["int8-dynamic"]["skipped"] is False and variants["fp32"]["skipped"] is True
+    variants = require_export(cfg.run_dir).variants
+    assert variants["int8-dynamic"].skipped is False and variants["fp32"].skipped is True
     Classifier.from_run(cfg.run_dir, "int8-dynamic")  # verified again
 
 
@@ -101,13 +107,13 @@ def test_impossible_gate_refuses_with_reason_and_leaves_no_folder(tmp_path: Path
 
     cfg = _copy_run(exported_run, tmp_path, max_fp32_parity=1e-15, variants=["fp32", "int8-dynamic"])
     run(cfg, cfg.run_dir)
-    export = read_manifest(cfg.run_dir)["export"]
-    fp32 = export["variants"]["fp32"]
-    assert fp32["passed"] is False
-    assert "parity" in fp32["reason"] and "> 1e-15" in fp32["reason"]
-    assert fp32["files"] == {}
+    export = require_export(cfg.run_dir)
+    fp32 = export.variants["fp32"]
+    assert fp32.passed is False
+    assert "parity" in fp32.reason and "> 1e-15" in fp32.reason
+    assert fp32.files == {}
     assert not (cfg.run_dir / ONNX_DIR / "fp32").exists(), "a refused variant leaves no folder"
-    assert export["serving_variant"] == "int8-dynamic"
+    assert export.serving_variant == "int8-dynamic"
     assert not [p for p in (cfg.run_dir / ONNX_DIR).iterdir() if p.name.startswith(".")], "no staging left"
     with pytest.raises(ArtifactError, match="refused"):
         Classifier.from_run(cfg.run_dir, "fp32")
@@ -131,7 +137,7 @@ def test_no_passing_variant_is_an_error_but_verdicts_are_recorded(tmp_path: Path
     )
     assert result.exit_code == 2, result.output
     assert "no CPU variant passed" in result.output
-    assert read_manifest(cfg.run_dir)["export"]["variants"]["fp32"]["passed"] is False
+    assert require_export(cfg.run_dir).variants["fp32"].passed is False
 
 
 def test_export_of_an_outside_checkpoint(tmp_path: Path) -> None:
@@ -153,9 +159,12 @@ def test_export_of_an_outside_checkpoint(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "serving variant" in result.output
-    export = read_manifest(artifacts / "default")["export"]
-    assert export["checkpoint"]["is_own"] is False
-    assert export["variants"]["fp32"]["parity_max_abs_diff"] <= 1e-4
+    manifest = read_manifest(artifacts / "default")
+    assert manifest is not None and manifest.train is None, "an outside checkpoint has no train section"
+    export = require_export(artifacts / "default")
+    assert export.checkpoint.is_own is False
+    fp32_diff = export.variants["fp32"].parity_max_abs_diff
+    assert fp32_diff is not None and fp32_diff <= 1e-4
     config = json.loads((artifacts / "default" / ONNX_DIR / "fp32" / "config.json").read_text())
     assert config["id2label"] == {"0": "class_0", "1": "class_1"}
 

@@ -58,14 +58,15 @@ def test_predictions_equal_the_runtime_and_keep_order(server: str, exported_run:
 
 
 def test_response_names_the_model(server: str, exported_run: Config) -> None:
-    from textclf.manifest import read_manifest
+    from textclf.manifest import require_export
 
-    export = read_manifest(exported_run.run_dir)["export"]
-    variant = export["serving_variant"]
+    export = require_export(exported_run.run_dir)
+    variant = export.serving_variant
+    assert variant is not None
     response = _predict(server, {"texts": ["a good film"]})
     assert response.headers["X-Model-Name"] == "textclf"
     assert response.headers["X-Model-Variant"] == variant
-    assert response.headers["X-Model-Sha256"] == export["variants"][variant]["files"]["model.onnx"]["sha256"]
+    assert response.headers["X-Model-Sha256"] == export.variants[variant].files["model.onnx"].sha256
     info = requests.get(f"{server}/model", timeout=10).json()
     assert info["variant"] == variant and info["labels"] == ["neg", "pos"]
 
@@ -144,11 +145,12 @@ def test_metrics_expose_the_new_histograms(server: str) -> None:
 
 
 def test_tampered_model_is_refused_at_start(tmp_path: Path, exported_run: Config) -> None:
-    from textclf.manifest import read_manifest
+    from textclf.manifest import require_export
 
     run_dir = tmp_path / "run"
     shutil.copytree(exported_run.run_dir, run_dir)
-    variant = read_manifest(run_dir)["export"]["serving_variant"]
+    variant = require_export(run_dir).serving_variant
+    assert variant is not None
     model = run_dir / ONNX_DIR / variant / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     env = {"TEXTCLF_ARTIFACTS": str(run_dir), "BENTOML_HOME": str(tmp_path / "home")}

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.artifacts import export_section
 from tests.conftest import tiny_config
 from textclf.config import Config
-from textclf.manifest import read_manifest, verify_files
+from textclf.manifest import read_manifest, require_train, verify_files
 from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG, TRAINER_STATE_DIR
 
 
@@ -33,31 +34,30 @@ def test_training_writes_a_reloadable_checkpoint_and_full_manifest(trained_run: 
     assert AutoTokenizer.from_pretrained(checkpoint).is_fast
 
     manifest = read_manifest(run_dir)
-    assert {"schema_version", "run", "created_at", "git_sha", "versions", "config"} <= set(manifest)
-    assert manifest["config"]["train"]["epochs"] == 3
-    assert {"torch", "transformers", "datasets"} <= set(manifest["versions"])
-    train = manifest["train"]
-    assert train["label_names"] == ["neg", "pos"]
-    assert train["max_seq_len"] == 32
-    assert train["base_model"]["kind"] == "local" and len(train["base_model"]["sha256"]) == 64
-    assert train["data"]["source"]["kind"] == "file"
-    assert {s: v["rows"] for s, v in train["data"]["splits"].items()} == {"train": 256, "validation": 32, "test": 32}
-    assert all(len(v["sha256"]) == 64 for v in train["data"]["splits"].values())
-    for split in ("validation", "test"):
-        metrics = train["metrics"][split]
-        assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
-        assert set(metrics["per_class"]) == {"neg", "pos"}
-        assert set(metrics["per_class"]["pos"]) == {"precision", "recall", "f1", "support"}
-        assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"] == 32
-    assert train["trainer"]["epochs_run"] == 3.0
-    assert len(train["trainer"]["validation_history"]) == 3
-    assert train["wall_time_s"] > 0
-    verify_files(run_dir / CHECKPOINT_DIR, train["checkpoint"]["files"])
+    assert manifest is not None and manifest.run == run_dir.name and manifest.created_at
+    assert manifest.config["train"]["epochs"] == 3  # the resolved config is free-form on purpose
+    assert {"torch", "transformers", "datasets"} <= set(manifest.versions)
+    train = require_train(run_dir)
+    assert train.label_names == ["neg", "pos"]
+    assert train.max_seq_len == 32
+    assert train.base_model.kind == "local" and len(train.base_model.sha256 or "") == 64
+    assert train.data.source["kind"] == "file"
+    assert {s: v.rows for s, v in train.data.splits.items()} == {"train": 256, "validation": 32, "test": 32}
+    assert all(len(v.sha256) == 64 for v in train.data.splits.values())
+    for metrics in (train.metrics.validation, train.metrics.test):
+        assert 0.0 <= metrics.accuracy <= 1.0 and 0.0 <= metrics.macro_f1 <= 1.0
+        assert set(metrics.per_class) == {"neg", "pos"}
+        assert set(metrics.per_class["pos"]) == {"precision", "recall", "f1", "support"}
+        assert sum(map(sum, metrics.confusion_matrix)) == metrics.n == 32
+    assert train.trainer.epochs_run == 3.0
+    assert len(train.trainer.validation_history) == 3
+    assert train.wall_time_s > 0
+    verify_files(run_dir / CHECKPOINT_DIR, train.checkpoint.files)
 
 
 def test_tiny_model_learns_the_cue_words(trained_run: Config) -> None:
     # The sentiment word decides the label in the tiny data, so three epochs must beat chance clearly.
-    assert read_manifest(trained_run.run_dir)["train"]["metrics"]["test"]["accuracy"] >= 0.8
+    assert require_train(trained_run.run_dir).metrics.test.accuracy >= 0.8
 
 
 def test_same_seed_gives_same_metrics(tmp_path: Path, tiny_base: Path, tiny_csv: Path, trained_run: Config) -> None:
@@ -65,10 +65,10 @@ def test_same_seed_gives_same_metrics(tmp_path: Path, tiny_base: Path, tiny_csv:
 
     cfg = tiny_config(tmp_path, tiny_base, tiny_csv)
     run(cfg, cfg.run_dir)
-    again = read_manifest(cfg.run_dir)["train"]
-    first = read_manifest(trained_run.run_dir)["train"]
-    assert again["metrics"] == first["metrics"]
-    assert again["checkpoint"]["sha256"] == first["checkpoint"]["sha256"]
+    again = require_train(cfg.run_dir)
+    first = require_train(trained_run.run_dir)
+    assert again.metrics == first.metrics
+    assert again.checkpoint.sha256 == first.checkpoint.sha256
 
 
 def test_resume_continues_an_interrupted_run(tmp_path: Path, tiny_base: Path, tiny_csv: Path) -> None:
@@ -84,15 +84,16 @@ def test_resume_continues_an_interrupted_run(tmp_path: Path, tiny_base: Path, ti
     with pytest.raises(KeyboardInterrupt):
         run(cfg, cfg.run_dir, callbacks=[InterruptAfterFirstSave()])
     assert not (cfg.run_dir / CHECKPOINT_DIR).exists()
-    assert "train" not in read_manifest(cfg.run_dir), "an interrupted run must not claim success"
+    manifest = read_manifest(cfg.run_dir)
+    assert manifest is None or manifest.train is None, "an interrupted run must not claim success"
     saved = sorted((cfg.run_dir / TRAINER_STATE_DIR).glob("checkpoint-*"))
     assert len(saved) == 1
 
     run(cfg, cfg.run_dir, resume=True)
-    train = read_manifest(cfg.run_dir)["train"]
-    assert train["trainer"]["resumed_from"] == str(saved[0])
-    assert train["trainer"]["epochs_run"] == 3.0
-    assert train["trainer"]["global_steps"] == 3 * 32  # 256 rows / batch 8, three epochs
+    train = require_train(cfg.run_dir)
+    assert train.trainer.resumed_from == str(saved[0])
+    assert train.trainer.epochs_run == 3.0
+    assert train.trainer.global_steps == 3 * 32  # 256 rows / batch 8, three epochs
 
 
 def test_retraining_drops_a_stale_export_section(tmp_path: Path, trained_run: Config) -> None:
@@ -101,10 +102,11 @@ def test_retraining_drops_a_stale_export_section(tmp_path: Path, trained_run: Co
 
     run_dir = tmp_path / "copy"
     shutil.copytree(trained_run.run_dir, run_dir)
-    update_manifest(run_dir, "export", {"serving_variant": "fp32"})
+    update_manifest(run_dir, export_section())
     cfg = trained_run.model_copy(update={"train": trained_run.train.model_copy(update={"epochs": 1})})
     run(cfg, run_dir)
-    assert "export" not in read_manifest(run_dir)
+    manifest = read_manifest(run_dir)
+    assert manifest is not None and manifest.train is not None and manifest.export is None
 
 
 @pytest.mark.slow
@@ -125,7 +127,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, tiny_base: Path, tiny_csv
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    train = read_manifest(cfg.run_dir)["train"]
-    assert train["hardware"]["world_size"] == 2
-    assert train["trainer"]["global_steps"] == 16  # 256 rows / global batch 16 (2 processes x 8)
+    train = require_train(cfg.run_dir)
+    assert train.hardware.world_size == 2
+    assert train.trainer.global_steps == 16  # 256 rows / global batch 16 (2 processes x 8)
     assert (cfg.run_dir / CHECKPOINT_DIR / "model.safetensors").is_file()

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
 from benchmarks.markdown import render
 from benchmarks.report import TARGETS, headline, speedups
 from benchmarks.roofline import bert_flops
 from benchmarks.timing import summarize, time_interleaved
+from textclf.schema import (
+    BenchEngine,
+    BenchReport,
+    BenchRow,
+    GemmRate,
+    LoadPhase,
+    LoadReport,
+    Machine,
+    NotRun,
+    Results,
+    Roofline,
+    RooflineCase,
+    ServerRecord,
+)
 
 MINILM = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6}
 
@@ -38,45 +50,50 @@ def test_interleaving_gives_every_call_its_iterations() -> None:
     assert timed[:2] == ["a", "a"] and "b" in timed[:6], "calls take turns round by round"
 
 
-def _bench() -> dict:
-    def row(engine: str, case: str, mode: str, p50: float, seq_len: int | None) -> dict:
-        return {
-            "engine": engine,
-            "case": case,
-            "mode": mode,
-            "p50_ms": p50,
-            "p95_ms": p50,
-            "p99_ms": p50,
-            "seq_per_s": 1.0,
-            "iters": 10,
-            "batch": 32,
-            "seq_len": seq_len,
-        }
+MACHINE = {
+    "cpu_model": "cpu",
+    "arch": "x86_64",
+    "cores": 2,
+    "isa": {"avx2": True},
+    "quantization_preset": "avx2",
+    "gpu": None,
+    "os": "Linux",
+    "python": "3.11",
+}
+
+
+def _bench() -> BenchReport:
+    def row(engine: str, case: str, mode: str, p50: float, seq_len: int | None) -> BenchRow:
+        return BenchRow(
+            engine=engine,
+            case=case,
+            mode=mode,
+            p50_ms=p50,
+            p95_ms=p50,
+            p99_ms=p50,
+            mean_ms=p50,
+            seq_per_s=1.0,
+            iters=10,
+            batch=32,
+            seq_len=seq_len,
+        )
+
+    def engine(label: str, variant: str | None, size: int, accuracy: float, delta: float) -> BenchEngine:
+        kind = "pytorch" if variant is None else "onnxruntime"
+        return BenchEngine(
+            label=label,
+            kind=kind,
+            variant=variant,
+            bytes=size,
+            test_accuracy=accuracy,
+            accuracy_delta=delta,
+            loaded=True,
+        )
 
     engines = {
-        "pytorch-fp32": {
-            "kind": "pytorch",
-            "bytes": 90e6,
-            "test_accuracy": 0.82,
-            "accuracy_delta": 0.0,
-            "loaded": True,
-        },
-        "ort-fp32": {
-            "kind": "onnxruntime",
-            "variant": "fp32",
-            "bytes": 90e6,
-            "test_accuracy": 0.82,
-            "accuracy_delta": 0.0,
-            "loaded": True,
-        },
-        "ort-int8-static": {
-            "kind": "onnxruntime",
-            "variant": "int8-static",
-            "bytes": 60e6,
-            "test_accuracy": 0.818,
-            "accuracy_delta": -0.002,
-            "loaded": True,
-        },
+        "pytorch-fp32": engine("pytorch-fp32", None, 90_000_000, 0.82, 0.0),
+        "ort-fp32": engine("ort-fp32", "fp32", 90_000_000, 0.82, 0.0),
+        "ort-int8-static": engine("ort-int8-static", "int8-static", 60_000_000, 0.818, -0.002),
     }
     rows = [
         row("pytorch-fp32", "real-b1", "serving", 20.0, None),
@@ -87,71 +104,83 @@ def _bench() -> dict:
         row("ort-fp32", "b32-s128", "session", 600.0, 128),
         row("ort-int8-static", "b32-s128", "session", 450.0, 128),
     ]
-    return {
-        "engines": engines,
-        "rows": rows,
-        "roofline": {
-            "gemm": {"flops_per_s": 100e9, "size": 2048, "threads": 2},
-            "case": {"batch": 32, "seq_len": 128},
-            "model_flops": 90e9,
-        },
-    }
+    return BenchReport(
+        created_at="now",
+        run="r",
+        device="cpu",
+        machine=Machine.model_validate(MACHINE),
+        versions={"onnxruntime": "x"},
+        config={},
+        ran=True,
+        engines=engines,
+        rows=rows,
+        roofline=Roofline(
+            gemm=GemmRate(flops_per_s=100e9, size=2048, threads=2, median_s=0.1),
+            case=RooflineCase(batch=32, seq_len=128),
+            model_flops=90e9,
+        ),
+    )
+
+
+def _load(bento_rps: float, baseline_rps: float) -> LoadReport:
+    def server(rps: float, p99_ms: float) -> ServerRecord:
+        phase = LoadPhase(
+            users=32, seconds=1, requests=100, failures=0, rps=rps, p50_ms=p99_ms, p95_ms=p99_ms, p99_ms=p99_ms
+        )
+        return ServerRecord(what="server", ran=True, results={"32": phase})
+
+    return LoadReport(
+        created_at="now",
+        run="r",
+        machine=Machine.model_validate(MACHINE),
+        versions={},
+        pinning="none",
+        request="one text",
+        servers={"bento": server(bento_rps, 500.0), "baseline": server(baseline_rps, 3000.0)},
+    )
 
 
 def test_speedups_and_headline() -> None:
     bench = _bench()
     assert speedups(bench)["ort-int8-static"] == {"real-b1": 4.0, "b32-s128": 2.0}
     assert "real-b1" in speedups(bench)["ort-fp32"]  # session rows of real texts are not compared with PyTorch
-    load = {
-        "servers": {
-            "bento": {"results": {"32": {"rps": 120.0, "p99_ms": 500.0, "failures": 0}}},
-            "baseline": {"results": {"32": {"rps": 20.0, "p99_ms": 3000.0, "failures": 0}}},
-        }
-    }
-    h = headline(bench, load)
-    assert h["best_variant"] == "int8-static"
-    assert h["speedup_b1_real"] == 4.0 and h["speedup_b32_s128"] == 2.0
-    assert h["gemm_fraction_b32_s128"] == pytest.approx((90e9 / 0.45) / 100e9)
-    assert h["http_rps_ratio_32_users"] == 6.0 and h["http_p99_ms_32_users"] == 500.0
-    assert h["http_errors_32_users"] == 0 and h["accuracy_delta"] == -0.002
-    assert set(TARGETS) <= set(h["targets"])
-    assert h["targets"]["speedup_b1_real"]["met"] is True
-    assert h["targets"]["gemm_fraction_b32_s128"]["met"] is True  # 200 GFLOP/s vs a 100 GFLOP/s GEMM
+    h = headline(bench, _load(120.0, 20.0))
+    assert h.best_variant == "int8-static"
+    assert h.speedup_b1_real == 4.0 and h.speedup_b32_s128 == 2.0
+    assert h.gemm_fraction_b32_s128 == pytest.approx((90e9 / 0.45) / 100e9)
+    assert h.http_rps_ratio_32_users == 6.0 and h.http_p99_ms_32_users == 500.0
+    assert h.http_errors_32_users == 0 and h.accuracy_delta == -0.002
+    assert set(TARGETS) <= set(h.targets)
+    assert h.targets["speedup_b1_real"].met is True
+    assert h.targets["gemm_fraction_b32_s128"].met is True  # 200 GFLOP/s vs a 100 GFLOP/s GEMM
 
 
 def test_headline_without_load_results() -> None:
     h = headline(_bench(), None)
-    assert h["http_rps_ratio_32_users"] is None
-    assert h["targets"]["http_rps_ratio_32_users"]["met"] is False
+    assert h.http_rps_ratio_32_users is None
+    assert h.targets["http_rps_ratio_32_users"].met is False
 
 
 def test_report_text_names_missed_targets_plainly() -> None:
-    bench = _bench()
-    slow = copy.deepcopy(bench)
-    for row in slow["rows"]:
-        if row["engine"] != "pytorch-fp32":
-            row["p50_ms"] = row["p50_ms"] * 3
-    results = {
-        "run": "r",
-        "created_at": "now",
-        "headline": headline(slow, None),
-        "engines": slow["engines"],
-        "speedups": speedups(slow),
-        "roofline": slow["roofline"],
-        "rows": slow["rows"],
-        "http": None,
-        "gpu": {"ran": False, "reason": "no CUDA"},
-        "plots": ["speedup.png"],
-        "versions": {"onnxruntime": "x"},
-        "machine": {
-            "cpu_model": "cpu",
-            "arch": "x86_64",
-            "cores": 2,
-            "isa": {"avx2": True},
-            "gpu": None,
-            "python": "3.11",
-        },
-    }
+    slow = _bench()
+    slow.rows = [
+        row if row.engine == "pytorch-fp32" else row.model_copy(update={"p50_ms": row.p50_ms * 3}) for row in slow.rows
+    ]
+    assert slow.roofline is not None
+    results = Results(
+        run="r",
+        created_at="now",
+        headline=headline(slow, None),
+        engines=slow.engines,
+        speedups=speedups(slow),
+        roofline=slow.roofline,
+        rows=slow.rows,
+        http=None,
+        gpu=NotRun(ran=False, reason="no CUDA"),
+        plots=["speedup.png"],
+        versions={"onnxruntime": "x"},
+        machine=Machine.model_validate(MACHINE),
+    )
     text = render(results)
     assert text.index("## At a glance") < text.index("## Targets") < text.index("## Engines")
     assert "**missed**" in text and "**not measured**" in text

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.artifacts import export_section, train_section
 from textclf.errors import ArtifactError
 from textclf.manifest import (
     SCHEMA_VERSION,
@@ -12,30 +13,37 @@ from textclf.manifest import (
     file_entries,
     folder_digest,
     read_manifest,
+    require_export,
     require_manifest,
+    require_train,
     update_manifest,
     verify_files,
 )
 
 
 def test_update_keeps_other_sections_and_drops_stale_ones(tmp_path: Path) -> None:
-    update_manifest(tmp_path, "train", {"a": 1}, config={"run": "x"})
-    update_manifest(tmp_path, "export", {"b": 2})
+    assert read_manifest(tmp_path) is None
+    update_manifest(tmp_path, train_section(0.5), config={"run": "x"})
+    update_manifest(tmp_path, export_section())
     first = read_manifest(tmp_path)
-    assert first["schema_version"] == SCHEMA_VERSION
-    assert first["train"] == {"a": 1} and first["export"] == {"b": 2}
-    assert {"run", "created_at", "git_sha", "versions", "config"} <= set(first)
+    assert first is not None and first.schema_version == SCHEMA_VERSION
+    assert first.train == train_section(0.5) and first.export == export_section()
+    assert first.run == tmp_path.name and first.config == {"run": "x"} and first.created_at
+    assert {"run", "created_at", "git_sha", "versions", "config"} <= set(
+        json.loads((tmp_path / "manifest.json").read_text())
+    )
 
-    update_manifest(tmp_path, "train", {"a": 3}, drop_sections=("export",))
+    update_manifest(tmp_path, train_section(0.75), drop_sections=("export",))
     second = read_manifest(tmp_path)
-    assert second["train"] == {"a": 3} and "export" not in second
-    assert second["created_at"] == first["created_at"]
+    assert second is not None and second.train == train_section(0.75) and second.export is None
+    assert "export" not in json.loads((tmp_path / "manifest.json").read_text()), "a dropped section has no key"
+    assert second.created_at == first.created_at and second.config == {"run": "x"}
     assert not list(tmp_path.glob(".*.tmp")), "temporary files must not be left behind"
 
 
 def test_read_refuses_other_schema_and_bad_json(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
-    with pytest.raises(ArtifactError, match="schema_version"):
+    with pytest.raises(ArtifactError, match="schema_version 99, this textclf reads 1"):
         read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):
@@ -45,6 +53,10 @@ def test_read_refuses_other_schema_and_bad_json(tmp_path: Path) -> None:
 def test_require_manifest_names_the_missing_stage(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="textclf train"):
         require_manifest(tmp_path, "train")
+    update_manifest(tmp_path, train_section())
+    assert require_train(tmp_path) == train_section()
+    with pytest.raises(ArtifactError, match="no 'export' section yet; run `textclf export` first"):
+        require_export(tmp_path)
 
 
 def test_verify_files_detects_change_and_missing(tmp_path: Path) -> None:
@@ -53,7 +65,7 @@ def test_verify_files_detects_change_and_missing(tmp_path: Path) -> None:
     (tmp_path / "sub" / "config.json").write_text("{}")
     entries = file_entries(tmp_path)
     assert set(entries) == {"model.onnx", "sub/config.json"}
-    assert entries["model.onnx"]["bytes"] == 7
+    assert entries["model.onnx"].bytes == 7
     verify_files(tmp_path, entries)
 
     digest = folder_digest(entries)

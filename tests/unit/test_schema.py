@@ -1,0 +1,170 @@
+"""The artifact schema: committed reports validate and round-trip, foreign files fail with a clear error, and the
+JSON Schemas that `textclf schema` writes match the models and the files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from tests.artifacts import export_section, train_section, validate_against_schema
+from textclf.cli import app
+from textclf.errors import ArtifactError
+from textclf.manifest import load_report, read_manifest, update_manifest
+from textclf.paths import SCHEMAS_DIR
+from textclf.schema import SCHEMAS, BenchReport, LoadReport, Manifest, Results, json_schemas, parse_artifact
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = REPO / "reports" / "default"
+REPORTS: dict[str, type[BaseModel]] = {"bench": BenchReport, "load": LoadReport, "results": Results}
+
+
+def _only_adds(original: Any, written: Any, where: str = "") -> None:
+    """`written` holds every key and value of `original`; it may only add keys (schema_version, nulls)."""
+    if isinstance(original, dict):
+        assert isinstance(written, dict), where
+        for key, value in original.items():
+            assert key in written, f"{where}.{key} dropped"
+            _only_adds(value, written[key], f"{where}.{key}")
+        for key in set(written) - set(original):
+            assert key == "schema_version" or written[key] is None, f"{where}.{key} added with a value"
+    elif isinstance(original, list):
+        assert isinstance(written, list) and len(written) == len(original), where
+        for index, (a, b) in enumerate(zip(original, written, strict=True)):
+            _only_adds(a, b, f"{where}[{index}]")
+    else:
+        assert written == original, where
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_committed_reports_validate_and_round_trip(name: str) -> None:
+    model = REPORTS[name]
+    text = (COMMITTED / f"{name}.json").read_text()
+    report = model.model_validate_json(text)
+    assert model.model_validate_json(report.model_dump_json()) == report
+    _only_adds(json.loads(text), json.loads(report.model_dump_json()))
+
+
+def test_committed_results_are_what_the_report_code_derives_from_bench_and_load() -> None:
+    from benchmarks.markdown import render
+    from benchmarks.report import headline, speedups
+
+    bench = load_report(COMMITTED / "bench.json", BenchReport)
+    load = load_report(COMMITTED / "load.json", LoadReport)
+    results = load_report(COMMITTED / "results.json", Results)
+    assert headline(bench, load) == results.headline
+    assert speedups(bench) == results.speedups
+    assert results.http == load
+    assert render(results) == (COMMITTED / "report.md").read_text()
+
+
+def test_manifest_round_trips_with_the_same_json(tmp_path: Path) -> None:
+    update_manifest(tmp_path, train_section(), config={"run": "x"})
+    manifest = update_manifest(tmp_path, export_section())
+    text = (tmp_path / "manifest.json").read_text()
+    assert Manifest.model_validate_json(text) == manifest == read_manifest(tmp_path)
+    assert text == manifest.to_json()
+    validate_against_schema(json.loads(text), "manifest.schema.json")
+
+
+def _written_manifest(tmp_path: Path) -> dict[str, Any]:
+    update_manifest(tmp_path, train_section())
+    update_manifest(tmp_path, export_section())
+    data: dict[str, Any] = json.loads((tmp_path / "manifest.json").read_text())
+    return data
+
+
+def test_missing_field_names_the_file_field_and_version(tmp_path: Path) -> None:
+    data = _written_manifest(tmp_path)
+    del data["export"]["variants"]["fp32"]["passed"]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError) as failure:
+        read_manifest(tmp_path)
+    message = str(failure.value)
+    assert message == f"{tmp_path / 'manifest.json'} (schema_version 1): export.variants.fp32.passed: field required"
+
+
+def test_unknown_key_and_wrong_type_are_refused(tmp_path: Path) -> None:
+    data = _written_manifest(tmp_path)
+    data["export"]["serving_varaint"] = "fp32"
+    data["train"]["metrics"]["test"]["accuracy"] = "high"
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError) as failure:
+        read_manifest(tmp_path)
+    message = str(failure.value)
+    assert "train.metrics.test.accuracy: input should be a valid number" in message
+    assert "export.serving_varaint: extra inputs are not permitted" in message
+
+
+def test_other_schema_version_has_its_own_message(tmp_path: Path) -> None:
+    data = _written_manifest(tmp_path)
+    data["schema_version"] = 2
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"manifest\.json: schema_version 2, this textclf reads 1"):
+        read_manifest(tmp_path)
+    del data["schema_version"]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"\(no schema_version\): schema_version: field required"):
+        read_manifest(tmp_path)
+
+
+def test_foreign_report_fails_with_an_artifact_error() -> None:
+    load = json.loads((COMMITTED / "load.json").read_text())
+    del load["servers"]["bento"]["results"]["32"]["p99_ms"]
+    with pytest.raises(ArtifactError, match=r"load\.json \(no schema_version\): servers\.bento\.results\.32\.p99_ms"):
+        parse_artifact(json.dumps(load), LoadReport, "load.json")
+    with pytest.raises(ArtifactError, match="expected a JSON object"):
+        parse_artifact("[]", Results, "results.json")
+    with pytest.raises(ArtifactError, match="missing"):
+        load_report(COMMITTED / "absent.json", Results)
+
+
+def test_load_models_take_the_planned_phases_and_peer_fields() -> None:
+    load = json.loads((COMMITTED / "load.json").read_text())
+    bento = load["servers"]["bento"]
+    bento["results"]["1-after-32"] = {**bento["results"]["1"], "cpu_s_per_request": 0.01, "engine_busy": 0.4}
+    bento["settings"] = {"max_batch_tokens": 2048}
+    report = LoadReport.model_validate(load)
+    assert report.servers["bento"].results["1-after-32"].engine_busy == 0.4
+    results = json.loads((COMMITTED / "results.json").read_text())
+    results["headline"] |= {"http_rps_ratio_vs_peer_32_users": 1.5, "engine_busy_32_users": 0.9, "http_errors_max": 0}
+    assert Results.model_validate(results).headline.http_errors_max == 0
+
+
+def test_schema_command_writes_what_the_models_declare(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["schema", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(SCHEMAS)
+    for name, schema in json_schemas().items():
+        written = json.loads((tmp_path / name).read_text())
+        assert written == schema
+        jsonschema.Draft202012Validator.check_schema(written)
+        committed = json.loads((SCHEMAS_DIR / name).read_text())
+        assert committed == written, f"schemas/{name} is stale: run `textclf schema` and commit it"
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_committed_reports_validate_against_the_json_schemas(name: str) -> None:
+    document = json.loads((COMMITTED / f"{name}.json").read_text())
+    validate_against_schema(document, f"{name}.schema.json")
+    del document["run"]
+    with pytest.raises(jsonschema.ValidationError, match="'run' is a required property"):
+        validate_against_schema(document, f"{name}.schema.json")
+
+
+def test_schema_modules_import_without_torch_or_transformers() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'transformers', 'optimum', 'datasets'):\n"
+        "    sys.modules[name] = None  # any import of them raises ImportError\n"
+        "import textclf.schema, textclf.manifest, textclf.runtime, textclf.bento, textclf.cli\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
