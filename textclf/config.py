@@ -103,9 +103,14 @@ class ServeConfig(_Section):
     workers: int = Field(1, ge=1)
     intra_op_threads: int | None = Field(None, ge=1, description="default: cores divided by workers")
     inter_op_threads: int = Field(1, ge=1)
+    ort_spinning: bool = Field(
+        False, description="let ORT's pool threads spin between ops (faster alone, slower beside the HTTP loop)"
+    )
     use_cuda: bool = False
-    max_batch_size: int = Field(64, ge=1)
-    max_latency_ms: int = Field(10000, ge=1)
+    max_batch_tokens: int = Field(
+        2048, ge=1, description="real tokens the batcher merges into one engine call (a bigger request runs alone)"
+    )
+    max_queued_texts: int = Field(2048, ge=1, description="texts waiting for the engine before 503 + Retry-After")
     sub_batch_size: int | None = Field(
         8, ge=1, description="texts per ORT call inside a merged batch, after sorting by length (less padding)"
     )

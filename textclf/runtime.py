@@ -92,6 +92,8 @@ class Classifier:
         use_cuda: bool = False,
         max_seq_len: int | None = None,
         on_overlength: str = "truncate",
+        sub_batch_size: int | None = None,
+        allow_spinning: bool = True,
     ) -> None:
         """Load a variant, verifying its files first when `expected_files` (from the manifest) is given.
 
@@ -124,6 +126,7 @@ class Classifier:
         if on_overlength not in ("truncate", "error"):
             raise ValueError(f"on_overlength must be 'truncate' or 'error', got {on_overlength!r}")
         self.on_overlength = on_overlength
+        self.sub_batch_size = sub_batch_size
 
         self.tokenizer = Tokenizer.from_file(str(self.variant_dir / TOKENIZER_FILE))
         self.tokenizer.no_padding()  # padding is done per batch, to the batch's own longest text
@@ -134,6 +137,9 @@ class Classifier:
         options.intra_op_num_threads = intra_op_threads or default_intra_op_threads()
         options.inter_op_num_threads = inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning pool threads win when ORT owns the cores (benchmarks); in a server they steal the CPU the
+        # event loop needs to parse the next requests, so the service may turn them off (serve.ort_spinning).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.providers = providers_for(use_cuda)
         self.session = ort.InferenceSession(
             str(self.variant_dir / MODEL_FILE), sess_options=options, providers=self.providers
@@ -195,30 +201,41 @@ class Classifier:
         logits = self.session.run(None, inputs)[0]
         return np.asarray(logits, dtype=np.float32)
 
-    def logits(
-        self, texts: list[str], batch_size: int | None = None, timings: dict[str, float] | None = None
-    ) -> tuple[np.ndarray, list[bool]]:
-        """Logits in input order, and per-text truncation flags.
+    def token_count(self, encoding: Any) -> int:
+        """Real (non-padding) tokens of one encoded text, after truncation."""
+        return len(encoding.ids)
 
-        Texts are sorted by token length so each batch pads only to its own longest text; with `batch_size`
-        the sorted texts are cut into batches of at most that many. A `timings` dict receives `tokenize_s`
-        and `infer_s` (the service's histograms).
+    def infer_encoded(self, encodings: list[Any], batch_size: int | None = None) -> tuple[np.ndarray, list[bool]]:
+        """Logits for already-tokenized texts, in the order given, and their truncation flags.
+
+        Texts are sorted by token length so each ONNX call pads only to its own longest text; the sorted texts
+        are cut into calls of at most `batch_size` texts (default: `sub_batch_size`, else all at once).
         """
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32), []
-        started = time.perf_counter()
-        encodings = self.encode(texts)
-        tokenized = time.perf_counter()
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        step = batch_size or len(texts)
-        logits = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        truncated = [False] * len(texts)
+        logits = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
+        truncated = [False] * len(encodings)
+        if not encodings:
+            return logits, truncated
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        step = batch_size or self.sub_batch_size or len(encodings)
         for start in range(0, len(order), step):
             chunk = order[start : start + step]
             batch = self.pad([encodings[i] for i in chunk])
             logits[chunk] = self.run_session(batch.inputs)
             for i, flag in zip(chunk, batch.truncated, strict=True):
                 truncated[i] = flag
+        return logits, truncated
+
+    def logits(
+        self, texts: list[str], batch_size: int | None = None, timings: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
+        """Logits in input order, and per-text truncation flags (see `infer_encoded` for the batching).
+
+        A `timings` dict receives `tokenize_s` and `infer_s`.
+        """
+        started = time.perf_counter()
+        encodings = self.encode(texts) if texts else []
+        tokenized = time.perf_counter()
+        logits, truncated = self.infer_encoded(encodings, batch_size)
         if timings is not None:
             timings["tokenize_s"] = tokenized - started
             timings["infer_s"] = time.perf_counter() - tokenized
@@ -236,6 +253,10 @@ class Classifier:
     ) -> list[Prediction]:
         """Label, score and every class's probability for each text, in input order."""
         logits, truncated = self.logits(texts, batch_size, timings)
+        return self.predictions(logits, truncated)
+
+    def predictions(self, logits: np.ndarray, truncated: list[bool]) -> list[Prediction]:
+        """Softmax over each row of logits, named by the model's labels."""
         probabilities = softmax(logits)
         predictions = []
         for row, was_truncated in zip(probabilities, truncated, strict=True):

@@ -80,9 +80,9 @@ def test_config_file_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_serve_and_set_wins() -> None:
-    env = {"TEXTCLF_MAX_BATCH_SIZE": "16", "TEXTCLF_PORT": "4000", "TEXTCLF_RUN": "envrun"}
+    env = {"TEXTCLF_MAX_BATCH_TOKENS": "16", "TEXTCLF_PORT": "4000", "TEXTCLF_RUN": "envrun"}
     cfg = load_config(environ=env)
-    assert (cfg.serve.max_batch_size, cfg.serve.port, cfg.run) == (16, 4000, "envrun")
+    assert (cfg.serve.max_batch_tokens, cfg.serve.port, cfg.run) == (16, 4000, "envrun")
     assert load_config(overrides=["serve.port=5000"], environ=env).serve.port == 5000
 
 

@@ -1,0 +1,200 @@
+"""The greedy batcher with a fake engine and a fake clock: no model, no timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from textclf.batcher import BatchStats, GreedyBatcher, QueueFull
+
+
+class FakeClock:
+    """Time moves only when a test says so: a batcher that waited on the clock would never dispatch."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeEngine:
+    """Tokens are words; a text's logits are (number of words, its first word's number); 'poison' fails."""
+
+    def __init__(self, *, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[list[str]]] = []
+        self.gate = gate  # when set, the first batch blocks until the test releases it
+        self.started = threading.Event()
+
+    def encode(self, texts: list[str]) -> list[list[str]]:
+        return [text.split() for text in texts]
+
+    def token_count(self, encoding: list[str]) -> int:
+        return len(encoding)
+
+    def infer_encoded(self, encodings: list[list[str]]) -> tuple[np.ndarray, list[bool]]:
+        self.batches.append(encodings)
+        self.started.set()
+        if self.gate is not None and len(self.batches) == 1:
+            assert self.gate.wait(10)
+        if any("poison" in words for words in encodings):
+            raise ValueError("poisoned batch")
+        logits = np.array([[len(words), float(words[0].lstrip("t"))] for words in encodings], dtype=np.float32)
+        return logits, [len(words) > 3 for words in encodings]
+
+
+def _batcher(engine: FakeEngine, **kwargs: object) -> tuple[GreedyBatcher[list[str]], list[BatchStats]]:
+    stats: list[BatchStats] = []
+    batcher: GreedyBatcher[list[str]] = GreedyBatcher(
+        engine,
+        clock=FakeClock(),
+        on_batch=stats.append,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    batcher.start()
+    return batcher, stats
+
+
+async def _wait_started(engine: FakeEngine) -> None:
+    while not engine.started.is_set():
+        await asyncio.sleep(0.001)
+
+
+def test_a_request_at_an_idle_server_runs_at_once() -> None:
+    engine = FakeEngine()
+    batcher, stats = _batcher(engine, max_batch_tokens=1000)
+
+    async def main() -> tuple[np.ndarray, list[bool]]:
+        return await asyncio.wait_for(batcher.submit(["t7 a b"]), timeout=10)
+
+    logits, truncated = asyncio.run(main())
+    batcher.close()
+    assert logits.tolist() == [[3.0, 7.0]] and truncated == [False]
+    assert len(engine.batches) == 1 and stats[0].requests == 1
+    assert stats[0].queue_wait_s == 0.0  # the fake clock never moved: nothing waited for time to pass
+
+
+def test_waiting_requests_merge_within_the_token_budget_and_keep_their_order() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, stats = _batcher(engine, max_batch_tokens=10)
+    requests = [[f"t{i} " + "w " * (i % 4), f"t{i + 100} x"] for i in range(12)]
+
+    async def main() -> list[tuple[np.ndarray, list[bool]]]:
+        first = asyncio.ensure_future(batcher.submit(["t1 first"]))
+        await _wait_started(engine)  # the engine is busy: everything below queues behind it
+        rest = [asyncio.ensure_future(batcher.submit(texts)) for texts in requests]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await first
+        return await asyncio.wait_for(asyncio.gather(*rest), timeout=10)
+
+    results = asyncio.run(main())
+    batcher.close()
+    for texts, (logits, truncated) in zip(requests, results, strict=True):
+        assert logits[:, 1].tolist() == [float(t.split()[0][1:]) for t in texts]
+        assert logits[:, 0].tolist() == [len(t.split()) for t in texts]
+        assert truncated == [len(t.split()) > 3 for t in texts]
+    merged = stats[1:]
+    assert sum(s.requests for s in merged) == len(requests)
+    assert any(s.requests > 1 for s in merged)  # requests that waited together ran together
+    assert all(s.tokens <= 10 for s in merged)  # no batch over the budget
+
+
+def test_a_request_bigger_than_the_budget_runs_alone() -> None:
+    engine = FakeEngine()
+    batcher, stats = _batcher(engine, max_batch_tokens=4)
+
+    async def main() -> tuple[np.ndarray, list[bool]]:
+        return await batcher.submit(["t1 a b c d e f"])
+
+    logits, _ = asyncio.run(main())
+    batcher.close()
+    assert logits.shape == (1, 2) and stats[0].tokens == 7
+
+
+def test_a_failing_batch_fails_only_its_own_requests() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, stats = _batcher(engine, max_batch_tokens=2)  # every request below is its own batch
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        queued = [asyncio.ensure_future(batcher.submit([text])) for text in ("t2 a", "poison t3", "t4 b")]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await first
+        return list(await asyncio.gather(*queued, return_exceptions=True))
+
+    good, bad, after = asyncio.run(main())
+    batcher.close()
+    assert isinstance(bad, ValueError) and "poisoned" in str(bad)
+    assert not isinstance(good, BaseException) and not isinstance(after, BaseException)
+    assert [s.failed for s in stats] == [False, False, True, False]
+
+
+def test_a_full_queue_refuses_new_work() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, _ = _batcher(engine, max_batch_tokens=100, max_queued_texts=3)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        held = asyncio.ensure_future(batcher.submit(["t2", "t3"]))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull, match="limit 3"):
+            await batcher.submit(["t4", "t5"])
+        gate.set()
+        await asyncio.gather(first, held)
+        await batcher.submit(["t6", "t7", "t8"])  # room again once the queue drained
+
+    asyncio.run(main())
+    batcher.close()
+
+
+def test_close_answers_everything_queued() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, stats = _batcher(engine, max_batch_tokens=100)
+
+    async def main() -> list[tuple[np.ndarray, list[bool]]]:
+        futures = [asyncio.ensure_future(batcher.submit([f"t{i}"])) for i in range(5)]
+        await _wait_started(engine)
+        closer = threading.Thread(target=batcher.close)
+        closer.start()  # closing while requests wait: they are still answered
+        gate.set()
+        results = await asyncio.gather(*futures)
+        closer.join(10)
+        return results
+
+    results = asyncio.run(main())
+    assert [r[0][0, 1] for r in results] == [0, 1, 2, 3, 4]
+    assert sum(s.requests for s in stats) == 5
+    with pytest.raises(RuntimeError, match="shut down"):
+        asyncio.run(batcher.submit(["t9"]))
+
+
+def test_long_requests_are_tokenized_off_the_event_loop() -> None:
+    engine = FakeEngine()
+    seen: list[str] = []
+    encode = engine.encode
+
+    def recording_encode(texts: list[str]) -> list[list[str]]:
+        seen.append(threading.current_thread().name)
+        return encode(texts)
+
+    engine.encode = recording_encode  # type: ignore[method-assign]
+    batcher, _ = _batcher(engine, inline_tokenize_chars=10)
+
+    async def main() -> None:
+        await batcher.submit(["t1 short"])
+        await batcher.submit(["t2 " + "word " * 10])
+
+    asyncio.run(main())
+    batcher.close()
+    assert seen[0] == threading.current_thread().name and seen[1] != seen[0]
