@@ -16,7 +16,7 @@ MODEL_NAME ?= textclf
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: help setup train export bento serve bench container container-gpu test test-full lint format clean
+.PHONY: help setup train export bento serve bench peer container container-gpu test test-full lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,10 +60,15 @@ bento: $(ARTIFACTS)/.exported ## import the serving variant into the BentoML sto
 serve: bento ## the main job: every missing stage, then bentoml serve on 127.0.0.1:3000
 	$(BIN)/bentoml serve $(MODEL_NAME):latest --host $(HOST) --port $(PORT)
 
-bench: $(ARTIFACTS)/.exported ## engine benchmarks + HTTP load + report into reports/$(RUN)/
+bench: $(ARTIFACTS)/.exported ## engine benchmarks + HTTP load (Bento, baseline, peer) + report into reports/$(RUN)/
+	@# The peer is optional: where it cannot be installed, load.json says so and the rest still runs.
+	-bash benchmarks/peer/setup.sh
 	$(TEXTCLF) bench --run $(RUN) $(ARGS)
 	$(TEXTCLF) load --run $(RUN) $(ARGS)
 	$(TEXTCLF) report --run $(RUN)
+
+peer: ## the peer server infinity-emb in its own venv (.venv-peer; it pins numpy<2 and an old FastAPI)
+	bash benchmarks/peer/setup.sh
 
 container: $(ARTIFACTS)/.exported ## OCI image of the Bento (Docker, else podman; local base image without a registry)
 	RUN=$(RUN) BIN=$(BIN) deploy/container.sh cpu

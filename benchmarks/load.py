@@ -1,4 +1,11 @@
-"""`textclf load`: locust against the served Bento, the FastAPI + PyTorch baseline, and a peer server."""
+"""`textclf load`: locust against the served Bento (two worker layouts), the FastAPI + PyTorch baseline, and
+the peer server infinity-emb (ONNX Runtime and torch engines), all in one run on the same texts.
+
+Each server gets a short unrecorded warm-up, then the phases 1, 8, 32, 64 users and 1 user again right after
+the burst (`1-after-64`): a batcher that stays slow after load shows there. Per phase: req/s, exact latency
+percentiles, failures, the server's CPU seconds per request (its whole process tree) and, for the Bento, the
+engine's busy fraction (ONNX Runtime seconds from the service's own histogram ÷ wall seconds × workers).
+"""
 
 from __future__ import annotations
 
@@ -6,120 +13,81 @@ import csv
 import json
 import logging
 import os
-import shutil
+import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+import numpy as np
+import psutil
+import requests
 
 from benchmarks.bench import read_eval_texts
+from benchmarks.load_servers import BIN, ServerSpec, server_specs
 from benchmarks.servers import free_port, running
 from textclf.config import Config
+from textclf.errors import ConfigError
 from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import now_iso, package_versions, require_export, write_report
 from textclf.paths import LOAD_JSON
-from textclf.schema import ExportSection, LoadPhase, LoadReport, Machine, ServerRecord
+from textclf.schema import LoadPhase, LoadReport, Machine, ServerRecord
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-BIN = Path(sys.executable).parent
+AFTER_BURST_PREFIX = "1-after-"
+_INFER_SUM = re.compile(r"^textclf_infer_seconds_sum(?:\{[^}]*\})? (\S+)$", re.M)
 
 
-def _server_specs(run_dir: Path, export: ExportSection, bento: str | None) -> dict[str, dict]:
-    """How to start each server: command, environment, readiness URL path, request shape."""
-    checkpoint = export.checkpoint.path
-    bento_target = bento or "service:TextClassifier"
-    bento_env = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
-    specs: dict[str, dict[str, Any]] = {
-        "bento": {
-            "command": [str(BIN / "bentoml"), "serve", bento_target, "--host", "127.0.0.1", "--port", "{port}"],
-            "env": bento_env,
-            "ready": "/readyz",
-            "api": "textclf",
-            "what": f"textclf Bento ({bento_target}), {export.serving_variant} variant, adaptive batching",
-        },
-        "baseline": {
-            "command": [
-                str(BIN / "python"),
-                "-m",
-                "uvicorn",
-                "benchmarks.baseline_server:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--log-level",
-                "warning",
-            ],
-            "env": {"TEXTCLF_CHECKPOINT": checkpoint},
-            "ready": "/healthz",
-            "api": "baseline",
-            "what": "FastAPI + transformers pipeline on PyTorch (eager fp32), one text per request",
-        },
-    }
-    infinity = shutil.which("infinity_emb") or (str(BIN / "infinity_emb") if (BIN / "infinity_emb").exists() else None)
-    specs["infinity"] = {
-        "command": [
-            infinity,
-            "v2",
-            "--model-id",
-            checkpoint,
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--port",
-            "{port}",
-            "--url-prefix",
-            "",
-            "--served-model-name",
-            "textclf",
-        ]
-        if infinity
-        else None,
-        "env": {},
-        "ready": "/health",
-        "api": "infinity",
-        "what": "infinity-emb (torch engine), peer server with its own dynamic batching",
-        "missing": None
-        if infinity
-        else "infinity-emb is not installed in this environment (pip install 'infinity-emb[server,optimum,torch]"
-        "==0.0.78' with torch pinned by a constraints file adds it); not measured",
-    }
-    return specs
+def phases(users: list[int]) -> list[tuple[str, int]]:
+    """(name, users) of each phase: the configured counts, then one user right after the last (the burst)."""
+    named = [(str(n), n) for n in users]
+    if len(users) > 1:
+        named.append((f"{AFTER_BURST_PREFIX}{users[-1]}", 1))
+    return named
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (a server's workers included)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # a worker that exited between listing and reading
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def engine_seconds(url: str) -> float | None:
+    """Total ONNX Runtime seconds so far, summed over the server's workers, from its /metrics."""
+    try:
+        text = requests.get(f"{url}/metrics", timeout=10).text
+    except requests.RequestException:
+        return None
+    values = _INFER_SUM.findall(text)
+    return sum(float(v) for v in values) if values else None
 
 
 def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, work: Path, cpus: set[int]) -> dict:
-    """One headless, closed-loop locust run; returns req/s, latency percentiles and failures."""
-    prefix = work / f"{api}-{users}"
-    command = [
-        str(BIN / "locust"),
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{seconds}s",
-        "--host",
-        url,
-        "--csv",
-        str(prefix),
-        "--only-summary",
-        "--stop-timeout",
-        "5",
-        "--exit-code-on-error",
-        "0",
-        "--loglevel",
-        "WARNING",
-    ]
-    env = {"TEXTCLF_LOAD_TEXTS": str(texts_file), "TEXTCLF_LOAD_API": api, "TEXTCLF_LOAD_MODEL": "textclf"}
+    """One headless, closed-loop locust run; req/s and failures from locust, percentiles from exact times."""
+    prefix = work / f"{api}-{users}-{time.monotonic_ns()}"
+    times_file = prefix.with_suffix(".times")
+    command = [str(BIN / "locust"), "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users)]
+    command += ["-t", f"{seconds}s", "--host", url, "--csv", str(prefix), "--only-summary", "--stop-timeout", "5"]
+    command += ["--exit-code-on-error", "0", "--loglevel", "WARNING"]
+    env = {
+        "TEXTCLF_LOAD_TEXTS": str(texts_file),
+        "TEXTCLF_LOAD_API": api,
+        "TEXTCLF_LOAD_MODEL": "textclf",
+        "TEXTCLF_LOAD_TIMES": str(times_file),
+    }
     subprocess.run(
         command,
         env={**os.environ, **env},
@@ -130,17 +98,56 @@ def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, w
     )
     with (prefix.parent / f"{prefix.name}_stats.csv").open() as handle:
         aggregated = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
-    requests_total = int(aggregated["Request Count"])
+    times = np.loadtxt(times_file, ndmin=1) if times_file.is_file() and times_file.stat().st_size else np.zeros(0)
+    p50, p95, p99 = np.percentile(times, [50, 95, 99]) if times.size else (float("nan"),) * 3
     return {
         "users": users,
         "seconds": seconds,
-        "requests": requests_total,
+        "requests": int(aggregated["Request Count"]),
         "failures": int(aggregated["Failure Count"]),
         "rps": float(aggregated["Requests/s"]),
-        "p50_ms": float(aggregated["50%"]),
-        "p95_ms": float(aggregated["95%"]),
-        "p99_ms": float(aggregated["99%"]),
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
     }
+
+
+def _measure_server(
+    spec: ServerSpec,
+    process: subprocess.Popen[bytes],
+    url: str,
+    cfg: Config,
+    texts_file: Path,
+    work: Path,
+    cpus: set[int],
+) -> dict[str, LoadPhase]:
+    results: dict[str, LoadPhase] = {}
+    if cfg.bench.load_warmup_seconds:
+        run_locust(url, 1, cfg.bench.load_warmup_seconds, texts_file, spec.api, work, cpus)
+    for name, users in phases(cfg.bench.load_users):
+        logger.info("%s: phase %s (%d users, %d s)", spec.name, name, users, cfg.bench.load_seconds)
+        cpu_before = tree_cpu_seconds(process.pid)
+        engine_before = engine_seconds(url) if spec.has_engine_metrics else None
+        stats = run_locust(url, users, cfg.bench.load_seconds, texts_file, spec.api, work, cpus)
+        cpu_used = tree_cpu_seconds(process.pid) - cpu_before
+        engine_after = engine_seconds(url) if spec.has_engine_metrics else None
+        phase = LoadPhase.model_validate(stats)
+        if phase.requests:
+            phase.cpu_s_per_request = cpu_used / phase.requests
+        if engine_before is not None and engine_after is not None:
+            phase.engine_busy = (engine_after - engine_before) / (cfg.bench.load_seconds * spec.workers)
+        results[name] = phase
+        logger.info(
+            "%s @%s: %.1f req/s, p50 %.1f ms, p99 %.1f ms, %d failures, engine busy %s",
+            spec.name,
+            name,
+            phase.rps,
+            phase.p50_ms,
+            phase.p99_ms,
+            phase.failures,
+            "n/a" if phase.engine_busy is None else f"{phase.engine_busy:.2f}",
+        )
+    return results
 
 
 def run(
@@ -151,16 +158,16 @@ def run(
     servers: list[str] | None = None,
     out_dir: Path | None = None,
 ) -> Path:
-    """Load-test each server at each configured user count; write `reports/<run>/load.json`.
+    """Load-test each server through every phase; write `reports/<run>/load.json`.
 
-    Every server is started here and stopped here, by its process group, whatever happens.
+    Every server is started here and stopped here, by its process group, whatever happens. A server that cannot
+    start (a peer that is not installed) is recorded with its reason; the others still run.
     """
     started = time.perf_counter()
     export = require_export(run_dir)
     out_dir = out_dir or cfg.reports_root / cfg.run
     cpus = set(range(usable_cores())) if cfg.bench.server_cpus is None else set(cfg.bench.server_cpus)
-    specs = _server_specs(run_dir, export, bento)
-    chosen = servers or list(specs)
+    chosen = servers or list(cfg.bench.load_servers)
     result = LoadReport(
         created_at=now_iso(),
         run=cfg.run,
@@ -168,38 +175,33 @@ def run(
         versions=package_versions(),
         pinning=f"servers and the locust client all pinned to CPUs {sorted(cpus)} with sched_setaffinity "
         "(the client shares the servers' cores)",
-        request="one test-split text per request, closed loop (no wait between requests)",
+        request="one test-split text per request, closed loop (no wait between requests); "
+        f"{cfg.bench.load_warmup_seconds} s of one user before each server's phases, not recorded",
         servers={},
     )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        specs = {spec.name: spec for spec in server_specs(cfg, run_dir, export, bento, work)}
+        unknown = sorted(set(chosen) - set(specs))
+        if unknown:
+            raise ConfigError(f"unknown server(s) {unknown}; known: {sorted(specs)}")
         texts_file = work / "texts.json"
         texts_file.write_text(json.dumps(read_eval_texts(run_dir, export)))
         for name in chosen:
             spec = specs[name]
-            record = ServerRecord(what=spec["what"], ran=False)
+            record = ServerRecord(what=spec.what, ran=False, settings=spec.settings or None)
             result.servers[name] = record
-            if spec.get("missing"):
-                record.reason = spec["missing"]
+            if spec.missing:
+                record.reason = spec.missing
+                logger.warning("%s: %s", name, spec.missing)
                 continue
             port = free_port()
-            command = [part.replace("{port}", str(port)) for part in spec["command"]]
+            command = [part.replace("{port}", str(port)) for part in spec.command]
             url = f"http://127.0.0.1:{port}"
             log = out_dir / "logs" / f"{name}.log"
             try:
-                with running(command, url + spec["ready"], env=spec["env"], log=log, cwd=PROJECT_ROOT, cpus=cpus):
-                    for users in cfg.bench.load_users:
-                        logger.info("%s: %d users for %d s", name, users, cfg.bench.load_seconds)
-                        stats = run_locust(url, users, cfg.bench.load_seconds, texts_file, spec["api"], work, cpus)
-                        record.results[str(users)] = LoadPhase.model_validate(stats)
-                        logger.info(
-                            "%s @%d users: %.1f req/s, p99 %.0f ms, %d failures",
-                            name,
-                            users,
-                            stats["rps"],
-                            stats["p99_ms"],
-                            stats["failures"],
-                        )
+                with running(command, url + spec.ready, env=spec.env, log=log, cwd=spec.cwd, cpus=cpus) as process:
+                    record.results = _measure_server(spec, process, url, cfg, texts_file, work, cpus)
                 record.ran = True
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                 record.ran, record.reason = False, str(exc)[-500:]

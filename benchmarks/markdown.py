@@ -12,6 +12,11 @@ TARGET_NAMES = {
     "gemm_fraction_b32_s128": "effective FLOP/s at b32 s128 ÷ measured fp32 GEMM FLOP/s",
     "http_rps_ratio_32_users": "HTTP req/s at 32 users, Bento ÷ baseline",
     "http_errors_32_users": "failed requests at 32 users (Bento)",
+    "http_rps_ratio_vs_peer_32_users": "HTTP req/s at 32 users, Bento ÷ infinity-emb (optimum engine, same model file)",
+    "http_p99_ratio_vs_peer_32_users": "HTTP p99 at 32 users, Bento ÷ infinity-emb (optimum engine)",
+    "after_burst_p50_ratio": "p50 of 1 user right after the burst ÷ p50 of 1 fresh user (Bento)",
+    "engine_busy_32_users": "fraction of wall time the Bento's engine runs at 32 users",
+    "http_errors_max": "most failed requests in any phase (Bento, every worker layout)",
 }
 
 
@@ -73,7 +78,8 @@ def render(results: Results) -> str:
     rows = []
     for key, target in h.targets.items():
         verdict = "met" if target.met else ("**missed**" if target.value is not None else "**not measured**")
-        rows.append([TARGET_NAMES.get(key, key), _fmt(target.target, "g"), _fmt(target.value, ".2f"), verdict])
+        goal = ("≤ " if target.at_most else "≥ ") + _fmt(target.target, "g")
+        rows.append([TARGET_NAMES.get(key, key), goal, _fmt(target.value, ".2f"), verdict])
     lines += _table(["target", "goal", "measured", "verdict"], rows)
     lines += ["", _limits_note(results), ""]
     lines += _engines(results) + _sweep(results) + _real(results) + _roofline(results) + _http(results)
@@ -178,9 +184,11 @@ def _http(results: Results) -> list[str]:
     if load is None:
         return ["## HTTP load", "", "Not run for this report (`textclf load`).", ""]
     rows = []
+    whats = []
     for name, server in load.servers.items():
+        whats.append(f"- `{name}`: {server.what}")
         if not server.ran:
-            rows.append([name, "-", "-", "-", "-", "-", "-", f"not run: {(server.reason or '')[:300]}"])
+            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "-", f"not run: {(server.reason or '')[:300]}"])
             continue
         for phase, s in server.results.items():
             rows.append(
@@ -188,15 +196,23 @@ def _http(results: Results) -> list[str]:
                     name,
                     phase,
                     _fmt(s.rps, ".1f"),
-                    _fmt(s.p50_ms, ".0f"),
+                    _fmt(s.p50_ms, ".1f"),
                     _fmt(s.p95_ms, ".0f"),
                     _fmt(s.p99_ms, ".0f"),
                     f"{s.failures} / {s.requests}",
-                    server.what,
+                    _fmt(None if s.cpu_s_per_request is None else s.cpu_s_per_request * 1000, ".2f"),
+                    _fmt(s.engine_busy, ".2f"),
+                    "ran",
                 ]
             )
-    header = ["server", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total", "what"]
-    return ["## HTTP load", "", f"{load.request}; {load.pinning}.", ""] + _table(header, rows) + [""]
+    header = ["server", "phase (users)", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total"]
+    header += ["server CPU ms / request", "engine busy", "status"]
+    intro = (
+        f"{load.request}; {load.pinning}. Phase `1-after-N` is one user right after the N-user burst. "
+        "Latency percentiles come from every request's exact time; server CPU is the whole process tree's; "
+        "engine busy = ONNX Runtime seconds (the service's histogram) ÷ wall seconds × workers."
+    )
+    return ["## HTTP load", "", intro, ""] + _table(header, rows) + ["", *whats, ""]
 
 
 def _gpu(results: Results) -> list[str]:

@@ -10,24 +10,44 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from benchmarks import plots
+from benchmarks.load import AFTER_BURST_PREFIX
 from benchmarks.markdown import render
 from textclf.config import Config
 from textclf.errors import ArtifactError
 from textclf.manifest import atomic_write_text, load_report, now_iso, write_report
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
-from textclf.schema import BenchReport, BenchRow, Headline, LoadReport, NotRun, Results, Target
+from textclf.schema import (
+    BenchReport,
+    BenchRow,
+    Headline,
+    LoadPhase,
+    LoadReport,
+    NotRun,
+    Results,
+    ServerRecord,
+    Target,
+)
 
 logger = logging.getLogger(__name__)
 ReportT = TypeVar("ReportT", bound=BaseModel)
 
 BASELINE_ENGINE = "pytorch-fp32"
 # What users hold us to (see the benchmarks issue); the report says plainly which are met.
+# Goals a value must reach (at least) or stay under (at most).
 TARGETS = {
     "speedup_b1_real": 4.0,
     "speedup_b32_s128": 2.0,
     "gemm_fraction_b32_s128": 1.3,
     "http_rps_ratio_32_users": 6.0,
+    "http_rps_ratio_vs_peer_32_users": 1.3,
+    "engine_busy_32_users": 0.9,
 }
+CEILINGS = {
+    "http_p99_ratio_vs_peer_32_users": 1.0,
+    "after_burst_p50_ratio": 1.2,
+    "http_errors_max": 0,
+}
+PEER = "infinity-optimum"
 
 
 def _p50(rows: list[BenchRow], engine: str, case: str, mode: str) -> float | None:
@@ -90,26 +110,46 @@ def _engine_figures(bench: BenchReport) -> dict[str, Any]:
 
 
 def _http_figures(load: LoadReport | None) -> dict[str, Any]:
-    """The Bento's figures at 32 users, and its ratio to the baseline server's."""
+    """The Bento's figures at 32 users, its ratios to the baseline and the peer, and how it does after a burst."""
     servers = load.servers if load else {}
     bento_server = servers.get("bento")
-    baseline_server = servers.get("baseline")
-    bento = bento_server.results.get("32") if bento_server else None
-    baseline = baseline_server.results.get("32") if baseline_server else None
+    if bento_server is None or not bento_server.results:
+        return {}
+    phases = bento_server.results
     figures: dict[str, Any] = {}
+    bento = phases.get("32")
     if bento:
         figures |= {
             "http_rps_32_users": bento.rps,
             "http_p99_ms_32_users": bento.p99_ms,
             "http_errors_32_users": bento.failures,
+            "engine_busy_32_users": bento.engine_busy,
         }
+    bentos = [record for name, record in servers.items() if name.startswith("bento") and record.results]
+    figures["http_errors_max"] = max(p.failures for record in bentos for p in record.results.values())
+    after = next((p for name, p in phases.items() if name.startswith(AFTER_BURST_PREFIX)), None)
+    fresh = phases.get("1")
+    if after and fresh:
+        figures["after_burst_p50_ratio"] = _ratio(after.p50_ms, fresh.p50_ms)
+    baseline = _phase(servers, "baseline", "32")
     if bento and baseline:
         figures |= {
             "http_rps_ratio_32_users": _ratio(bento.rps, baseline.rps),
             "baseline_rps_32_users": baseline.rps,
             "baseline_p99_ms_32_users": baseline.p99_ms,
         }
+    peer = _phase(servers, PEER, "32")
+    if bento and peer:
+        figures |= {
+            "http_rps_ratio_vs_peer_32_users": _ratio(bento.rps, peer.rps),
+            "http_p99_ratio_vs_peer_32_users": _ratio(bento.p99_ms, peer.p99_ms),
+        }
     return figures
+
+
+def _phase(servers: dict[str, ServerRecord], server: str, phase: str) -> LoadPhase | None:
+    record = servers.get(server)
+    return record.results.get(phase) if record and record.ran else None
 
 
 def headline(bench: BenchReport, load: LoadReport | None) -> Headline:
@@ -118,9 +158,14 @@ def headline(bench: BenchReport, load: LoadReport | None) -> Headline:
     for key, goal in TARGETS.items():
         value = getattr(result, key)
         result.targets[key] = Target(target=goal, value=value, met=value is not None and value >= goal)
+    for key, ceiling in CEILINGS.items():
+        value = getattr(result, key)
+        result.targets[key] = Target(
+            target=ceiling, value=value, met=value is not None and value <= ceiling, at_most=True
+        )
     if result.http_errors_32_users is not None:
         errors = result.http_errors_32_users
-        result.targets["http_errors_32_users"] = Target(target=0, value=errors, met=errors == 0)
+        result.targets["http_errors_32_users"] = Target(target=0, value=errors, met=errors == 0, at_most=True)
     return result
 
 

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from textclf.config import Config, load_config
+from textclf.config import LOAD_SERVERS, Config, load_config
 from textclf.errors import ConfigError, TextclfError
 from textclf.log import setup_logging
 from textclf.manifest import atomic_write_text
@@ -230,16 +230,17 @@ def load(
         str | None, typer.Option(help="Serve this built Bento tag instead of service.py with the run's artifacts.")
     ] = None,
     server: Annotated[
-        list[str] | None, typer.Option(help="Only these servers: bento, baseline, infinity (repeatable).")
+        list[str] | None,
+        typer.Option(help=f"Only these servers (repeatable): {', '.join(LOAD_SERVERS)}; default: bench.load_servers."),
     ] = None,
 ) -> None:
-    """HTTP load tests with locust: the Bento vs a FastAPI + PyTorch baseline (and a peer server if installed)."""
+    """HTTP load tests with locust: the Bento vs a FastAPI + PyTorch baseline and the peer infinity-emb."""
 
     with _stage():
         cfg = _load(config, set_, run)
-        unknown = set(server or []) - {"bento", "baseline", "infinity"}
+        unknown = set(server or []) - set(LOAD_SERVERS)
         if unknown:
-            raise ConfigError(f"--server: unknown server(s) {sorted(unknown)}; use bento, baseline or infinity")
+            raise ConfigError(f"--server: unknown server(s) {sorted(unknown)}; use {', '.join(LOAD_SERVERS)}")
         from benchmarks.load import run as load_run
 
         path = load_run(cfg, cfg.run_dir, bento=bento, servers=server)

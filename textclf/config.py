@@ -21,6 +21,8 @@ from textclf.paths import DEFAULT_CONFIG
 logger = logging.getLogger(__name__)
 
 VariantName = Literal["fp32", "optimized", "int8-dynamic", "int8-static", "fp16"]
+LoadServer = Literal["bento", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch"]
+LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch")
 CPU_VARIANTS: tuple[VariantName, ...] = ("fp32", "optimized", "int8-dynamic", "int8-static")
 ALL_VARIANTS: tuple[VariantName, ...] = (*CPU_VARIANTS, "fp16")
 
@@ -131,8 +133,15 @@ class BenchConfig(_Section):
     max_seconds_per_case: float = Field(2.0, gt=0)
     real_texts: int = Field(256, ge=1, description="test-split texts used for the real-length cases")
     use_torch_compile: bool = True
-    load_users: list[int] = Field(default_factory=lambda: [1, 8, 32])
+    load_users: list[int] = Field(
+        default_factory=lambda: [1, 8, 32, 64], description="closed-loop users per phase; 1 user again follows"
+    )
     load_seconds: int = Field(20, ge=1)
+    load_warmup_seconds: int = Field(5, ge=0, description="one user, not recorded, before a server's phases")
+    load_servers: list[LoadServer] = Field(
+        default_factory=lambda: list(LOAD_SERVERS), description="servers `textclf load` measures, in order"
+    )
+    peer_venv: str = Field(".venv-peer", description="infinity-emb's own venv (`make peer`)")
     server_cpus: list[int] | None = Field(None, description="CPUs the servers and locust are pinned to; default all")
 
 

@@ -346,6 +346,7 @@ class Target(_Record):
     target: float
     value: float | None
     met: bool
+    at_most: bool = Field(False, description="the value must stay at or under the target (else reach it)")
 
 
 class Headline(_Record):

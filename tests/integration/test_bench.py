@@ -40,6 +40,8 @@ def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) ->
         "use_torch_compile": False,
         "load_users": [1, 32],
         "load_seconds": 3,
+        "load_warmup_seconds": 1,
+        "peer_venv": str(root / "no-peer-venv"),  # the peer is reported as not installed, never run here
     }
     return exported_run.model_copy(
         update={
@@ -104,19 +106,23 @@ def test_load_and_report(bench_cfg: Config, bench_report: BenchReport) -> None:
     from benchmarks.load import run as load_run
     from benchmarks.report import run as report_run
 
-    load_path = load_run(bench_cfg, bench_cfg.run_dir, servers=["bento", "baseline", "infinity"])
+    load_path = load_run(bench_cfg, bench_cfg.run_dir, servers=["bento", "baseline", "infinity-optimum"])
     assert load_path == bench_cfg.reports_root / "default" / LOAD_JSON
     validate_against_schema(json.loads(load_path.read_text()), "load.schema.json")
     load = load_report(load_path, LoadReport)
     for server in ("bento", "baseline"):
         record = load.servers[server]
         assert record.ran, record.reason
-        assert set(record.results) == {"1", "32"}
+        assert list(record.results) == ["1", "32", "1-after-32"]  # one user again right after the burst
         for stats in record.results.values():
             assert stats.requests > 0 and stats.failures == 0
             assert stats.rps > 0 and 0 < stats.p50_ms <= stats.p95_ms <= stats.p99_ms
-    if not load.servers["infinity"].ran:
-        assert load.servers["infinity"].reason  # says why the peer was not measured
+            assert stats.cpu_s_per_request is not None and stats.cpu_s_per_request > 0
+    busy = [phase.engine_busy for phase in load.servers["bento"].results.values()]
+    assert all(b is not None and 0 < b <= 1.5 for b in busy)  # from the service's own ORT histogram
+    assert load.servers["baseline"].results["32"].engine_busy is None  # no such metric there
+    peer = load.servers["infinity-optimum"]
+    assert not peer.ran and peer.reason and "make peer" in peer.reason
 
     report = report_run(bench_cfg, bench_cfg.run_dir)
     out = report.parent
@@ -125,7 +131,10 @@ def test_load_and_report(bench_cfg: Config, bench_report: BenchReport) -> None:
     assert set(raw["headline"]) >= HEADLINE_KEYS  # the key names other tools read
     results = load_report(out / RESULTS_JSON, Results)
     assert results.headline.best_variant in ("fp32", "optimized", "int8-dynamic", "int8-static")
-    assert results.headline.http_errors_32_users == 0
+    assert results.headline.http_errors_32_users == 0 and results.headline.http_errors_max == 0
+    assert results.headline.after_burst_p50_ratio is not None and results.headline.engine_busy_32_users is not None
+    assert results.headline.http_rps_ratio_vs_peer_32_users is None  # the peer did not run
+    assert results.headline.targets["after_burst_p50_ratio"].at_most
     assert results.machine.cores >= 1 and results.machine.isa
     assert results.http == load and results.rows == bench_report.rows
     for png in ("latency_vs_batch.png", "latency_vs_seq.png", "speedup.png", "http.png"):

@@ -1,0 +1,142 @@
+"""The servers `textclf load` measures: how to start each one, what it serves, what its requests look like.
+
+- `bento` and `bento-2x1`: the textclf service (serving variant, greedy batcher) as 1 worker × 2 ORT threads
+  and 2 workers × 1 thread;
+- `baseline`: FastAPI + a transformers pipeline on PyTorch, the way most teams serve a classifier today;
+- `infinity-optimum` and `infinity-torch`: the peer server infinity-emb, from its own venv (`make peer`),
+  serving the Bento's own `model.onnx` with its ONNX Runtime engine, and the checkpoint with its torch engine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textclf.config import Config
+from textclf.paths import ONNX_DIR
+from textclf.schema import ExportSection
+
+BIN = Path(sys.executable).parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PEER_SETUP = "make peer (benchmarks/peer/setup.sh)"
+
+
+@dataclass
+class ServerSpec:
+    """One server under test. `command` holds `{port}` where the port goes."""
+
+    name: str
+    what: str
+    command: list[str]
+    ready: str
+    api: str  # request shape, see benchmarks/locustfile.py
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = PROJECT_ROOT
+    workers: int = 1  # engine processes, for the busy fraction
+    has_engine_metrics: bool = False  # exposes textclf_infer_seconds on /metrics
+    settings: dict[str, Any] = field(default_factory=dict)
+    missing: str | None = None  # why it cannot run here
+
+
+def _bento(name: str, target: str, env: dict[str, str], workers: int, threads: int, variant: str) -> ServerSpec:
+    return ServerSpec(
+        name=name,
+        what=f"textclf Bento ({target}), {variant} variant, greedy batcher, {workers} worker(s) × {threads} ORT "
+        "thread(s)",
+        command=[str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", "{port}"],
+        ready="/readyz",
+        api="textclf",
+        env={**env, "TEXTCLF_WORKERS": str(workers), "TEXTCLF_INTRA_OP_THREADS": str(threads)},
+        workers=workers,
+        has_engine_metrics=True,
+        settings={"workers": workers, "intra_op_threads": threads},
+    )
+
+
+def peer_venv(cfg: Config) -> Path:
+    path = Path(cfg.bench.peer_venv)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _infinity(name: str, cfg: Config, model_dir: Path, engine: str, what: str, work: Path) -> ServerSpec:
+    executable = peer_venv(cfg) / "bin" / "infinity_emb"
+    # `--model-id .` from inside the folder: 0.0.78 does not find the ONNX file under an absolute path.
+    command = [str(executable), "v2", "--model-id", ".", "--engine", engine, "--device", "cpu"]
+    command += ["--host", "127.0.0.1", "--port", "{port}", "--url-prefix", "", "--served-model-name", "textclf"]
+    if engine == "optimum":
+        # Our file as it is (no re-optimized copy), and no warm-up: its 512-token warm-up text overflows a
+        # BERT's positions in this engine, which does not truncate. The load tool warms every server itself.
+        command += ["--onnx-disable-optimize", "--no-model-warmup"]
+    home = work / f"{name}-home"  # its caches, outside the model folder and the user's HF cache
+    return ServerSpec(
+        name=name,
+        what=what,
+        command=command,
+        ready="/health",
+        api="infinity",
+        env={
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "DO_NOT_TRACK": "1",
+            "INFINITY_HOME": str(home),
+            "HF_HOME": str(home),
+        },
+        cwd=model_dir,
+        settings={"engine": engine, "batch_size": "infinity default"},
+        missing=None
+        if executable.is_file()
+        else f"infinity-emb is not installed in {executable.parent.parent}; `{PEER_SETUP}` installs it (not measured)",
+    )
+
+
+def peer_model_dir(run_dir: Path, export: ExportSection, work: Path) -> Path:
+    """A copy of the serving variant's folder (model.onnx, config.json, tokenizer.json) for infinity's optimum
+    engine: it loads the only `*.onnx` under `--model-id .`, and a copy keeps its files out of the artifacts."""
+    folder = work / "peer-model"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(run_dir / ONNX_DIR / str(export.serving_variant), folder)
+    return folder
+
+
+def server_specs(cfg: Config, run_dir: Path, export: ExportSection, bento: str | None, work: Path) -> list[ServerSpec]:
+    """Every server `textclf load` knows (`textclf.config.LOAD_SERVERS`), in that order."""
+    checkpoint = Path(export.checkpoint.path)
+    if not checkpoint.is_absolute():
+        checkpoint = run_dir / checkpoint if (run_dir / checkpoint).exists() else checkpoint.resolve()
+    target = bento or "service:TextClassifier"
+    env = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
+    variant = str(export.serving_variant)
+    baseline = ServerSpec(
+        name="baseline",
+        what="FastAPI + transformers pipeline on PyTorch (eager fp32), one text per request",
+        command=[str(BIN / "python"), "-m", "uvicorn", "benchmarks.baseline_server:app"]
+        + ["--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"],
+        ready="/healthz",
+        api="baseline",
+        env={"TEXTCLF_CHECKPOINT": str(checkpoint)},
+    )
+    return [
+        _bento("bento", target, env, 1, 2, variant),
+        _bento("bento-2x1", target, env, 2, 1, variant),
+        baseline,
+        _infinity(
+            "infinity-optimum",
+            cfg,
+            peer_model_dir(run_dir, export, work),
+            "optimum",
+            f"infinity-emb 0.0.78, optimum (ONNX Runtime) engine, serving the Bento's own {variant} model.onnx "
+            "(its pipeline runs one text per ONNX call)",
+            work,
+        ),
+        _infinity(
+            "infinity-torch",
+            cfg,
+            checkpoint,
+            "torch",
+            "infinity-emb 0.0.78, torch engine, serving the same checkpoint (PyTorch fp32)",
+            work,
+        ),
+    ]
