@@ -97,7 +97,6 @@ class TextClassifier:
             inter_op_threads=SERVE.inter_op_threads,
             use_cuda=SERVE.use_cuda,
             on_overlength=SERVE.on_overlength,
-            sub_batch_size=SERVE.sub_batch_size,
             allow_spinning=SERVE.ort_spinning,
         )
         files = self.classifier.expected_files or {}
@@ -121,8 +120,10 @@ class TextClassifier:
             MODEL_STATE.count_overlength = self.classifier.first_overlength
         self.batcher = GreedyBatcher(
             self.classifier,
+            max_batch_texts=SERVE.max_batch_texts,
             max_batch_tokens=SERVE.max_batch_tokens,
             max_queued_texts=SERVE.max_queued_texts,
+            lookahead_texts=SERVE.lookahead_texts,
             on_batch=_observe,
         )
         self.batcher.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +16,20 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 @contextmanager
 def served(target: str, env: dict[str, str], log: Path, ready_timeout_s: float = 90) -> Iterator[str]:
     """Yield the base URL of a ready `bentoml serve TARGET`."""
+    with served_process(target, env, log, ready_timeout_s) as (url, _):
+        yield url
+
+
+@contextmanager
+def served_process(
+    target: str, env: dict[str, str], log: Path, ready_timeout_s: float = 90
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Yield the base URL and the process (its own process group) of a ready `bentoml serve TARGET`."""
     port = free_port()
     bentoml = str(Path(sys.executable).parent / "bentoml")
     command = [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    with running(command, f"{url}/readyz", env=env, log=log, cwd=PROJECT_ROOT, ready_timeout_s=ready_timeout_s):
-        yield url
+    with running(
+        command, f"{url}/readyz", env=env, log=log, cwd=PROJECT_ROOT, ready_timeout_s=ready_timeout_s
+    ) as process:
+        yield url, process

@@ -109,12 +109,13 @@ class ServeConfig(_Section):
         False, description="let ORT's pool threads spin between ops (faster alone, slower beside the HTTP loop)"
     )
     use_cuda: bool = False
+    max_batch_texts: int = Field(16, ge=1, description="texts per engine call, grouped by length (less padding)")
     max_batch_tokens: int = Field(
-        2048, ge=1, description="real tokens the batcher merges into one engine call (a bigger request runs alone)"
+        2048, ge=1, description="padded tokens (texts × longest) per engine call; a longer single text runs alone"
     )
     max_queued_texts: int = Field(2048, ge=1, description="texts waiting for the engine before 503 + Retry-After")
-    sub_batch_size: int | None = Field(
-        8, ge=1, description="texts per ORT call inside a merged batch, after sorting by length (less padding)"
+    lookahead_texts: int = Field(
+        32, ge=1, description="how far past the oldest waiting text a call reaches for similar lengths (tail bound)"
     )
     max_texts_per_request: int = Field(64, ge=1)
     max_chars_per_text: int = Field(20000, ge=1)

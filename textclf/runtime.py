@@ -92,7 +92,6 @@ class Classifier:
         use_cuda: bool = False,
         max_seq_len: int | None = None,
         on_overlength: str = "truncate",
-        sub_batch_size: int | None = None,
         allow_spinning: bool = True,
     ) -> None:
         """Load a variant, verifying its files first when `expected_files` (from the manifest) is given.
@@ -126,7 +125,6 @@ class Classifier:
         if on_overlength not in ("truncate", "error"):
             raise ValueError(f"on_overlength must be 'truncate' or 'error', got {on_overlength!r}")
         self.on_overlength = on_overlength
-        self.sub_batch_size = sub_batch_size
 
         self.tokenizer = Tokenizer.from_file(str(self.variant_dir / TOKENIZER_FILE))
         self.tokenizer.no_padding()  # padding is done per batch, to the batch's own longest text
@@ -209,14 +207,14 @@ class Classifier:
         """Logits for already-tokenized texts, in the order given, and their truncation flags.
 
         Texts are sorted by token length so each ONNX call pads only to its own longest text; the sorted texts
-        are cut into calls of at most `batch_size` texts (default: `sub_batch_size`, else all at once).
+        are cut into calls of at most `batch_size` texts (default: all at once).
         """
         logits = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
         truncated = [False] * len(encodings)
         if not encodings:
             return logits, truncated
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        step = batch_size or self.sub_batch_size or len(encodings)
+        step = batch_size or len(encodings)
         for start in range(0, len(order), step):
             chunk = order[start : start + step]
             batch = self.pad([encodings[i] for i in chunk])

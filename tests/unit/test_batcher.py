@@ -77,10 +77,10 @@ def test_a_request_at_an_idle_server_runs_at_once() -> None:
     assert stats[0].queue_wait_s == 0.0  # the fake clock never moved: nothing waited for time to pass
 
 
-def test_waiting_requests_merge_within_the_token_budget_and_keep_their_order() -> None:
+def test_waiting_requests_merge_within_the_limits_and_keep_their_order() -> None:
     gate = threading.Event()
     engine = FakeEngine(gate=gate)
-    batcher, stats = _batcher(engine, max_batch_tokens=10)
+    batcher, stats = _batcher(engine, max_batch_texts=4, max_batch_tokens=12)
     requests = [[f"t{i} " + "w " * (i % 4), f"t{i + 100} x"] for i in range(12)]
 
     async def main() -> list[tuple[np.ndarray, list[bool]]]:
@@ -95,13 +95,35 @@ def test_waiting_requests_merge_within_the_token_budget_and_keep_their_order() -
     results = asyncio.run(main())
     batcher.close()
     for texts, (logits, truncated) in zip(requests, results, strict=True):
-        assert logits[:, 1].tolist() == [float(t.split()[0][1:]) for t in texts]
+        assert logits[:, 1].tolist() == [float(t.split()[0][1:]) for t in texts]  # each text's own row, in order
         assert logits[:, 0].tolist() == [len(t.split()) for t in texts]
         assert truncated == [len(t.split()) > 3 for t in texts]
-    merged = stats[1:]
-    assert sum(s.requests for s in merged) == len(requests)
-    assert any(s.requests > 1 for s in merged)  # requests that waited together ran together
-    assert all(s.tokens <= 10 for s in merged)  # no batch over the budget
+    calls = stats[1:]
+    assert sum(s.texts for s in calls) == 2 * len(requests)
+    assert any(s.requests > 1 for s in calls)  # texts of different requests that waited together ran together
+    assert all(s.texts <= 4 and s.tokens <= 12 for s in calls)  # no call over its limits (padding counted)
+    for call in engine.batches[1:]:
+        assert max(map(len, call)) - min(map(len, call)) <= 2  # neighbours in length: little padding
+
+
+def test_the_oldest_text_is_always_in_the_next_call() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, _ = _batcher(engine, max_batch_texts=2)
+    long_text = "t0 " + "w " * 20  # unlike everything else: grouping by length alone would leave it waiting
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        queued = [asyncio.ensure_future(batcher.submit([long_text]))]
+        queued += [asyncio.ensure_future(batcher.submit([f"t{i} a"])) for i in range(2, 12)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *queued)
+
+    asyncio.run(main())
+    batcher.close()
+    assert any(len(words) == 21 for words in engine.batches[1])
 
 
 def test_a_request_bigger_than_the_budget_runs_alone() -> None:
@@ -135,6 +157,20 @@ def test_a_failing_batch_fails_only_its_own_requests() -> None:
     assert isinstance(bad, ValueError) and "poisoned" in str(bad)
     assert not isinstance(good, BaseException) and not isinstance(after, BaseException)
     assert [s.failed for s in stats] == [False, False, True, False]
+
+
+def test_a_failing_call_fails_a_request_whose_other_texts_ran_elsewhere() -> None:
+    engine = FakeEngine()
+    batcher, _ = _batcher(engine, max_batch_texts=1)
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="poisoned"):
+            await batcher.submit(["t1 a", "poison t2", "t3 b"])
+        logits, _ = await batcher.submit(["t4 c"])  # the engine goes on
+        assert logits[0, 1] == 4.0
+
+    asyncio.run(main())
+    batcher.close()
 
 
 def test_a_full_queue_refuses_new_work() -> None:
@@ -198,3 +234,23 @@ def test_long_requests_are_tokenized_off_the_event_loop() -> None:
     asyncio.run(main())
     batcher.close()
     assert seen[0] == threading.current_thread().name and seen[1] != seen[0]
+
+
+def test_choose_call_groups_the_oldest_text_with_its_neighbours_in_length() -> None:
+    from textclf.batcher import _Pending, _Text, choose_call
+
+    def waiting(lengths: list[int]) -> list[_Text]:
+        pending = _Pending([None] * len(lengths), lengths, 0.0, 0.0, None, None)  # type: ignore[arg-type]
+        return [_Text(pending, i) for i in range(len(lengths))]
+
+    queue = waiting([20, 5, 90, 21, 19, 6, 22, 95])
+    chosen = choose_call(queue, max_texts=4, max_tokens=1000, lookahead=16)
+    assert 0 in chosen and sorted(queue[i].length for i in chosen) == [19, 20, 21, 22]
+    assert sorted(choose_call(queue, max_texts=8, max_tokens=50, lookahead=16)) == [
+        0,
+        3,
+    ]  # 2 × 21 fits, 3 × 21 does not
+    assert choose_call(waiting([500, 4, 4]), max_texts=8, max_tokens=100, lookahead=16) == [0]  # too long for company
+    assert (
+        max(choose_call(queue, max_texts=4, max_tokens=1000, lookahead=3)) < 3
+    )  # 19, 21, 22 are out of reach  # too long for any company
