@@ -20,7 +20,7 @@ from starlette.responses import Response
 from textclf.batcher import BatchStats, GreedyBatcher, QueueFull
 from textclf.config import load_config
 from textclf.guard import Limits, ModelState, RequestGuard
-from textclf.runtime import MODEL_FILE, Classifier, default_intra_op_threads
+from textclf.runtime import Classifier, default_intra_op_threads
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ def _route_logs_to_bentoml() -> None:
     traffic={"timeout": 60},
     image=IMAGE,
     metrics={"enabled": True},
+    # BentoML's access line per request, next to the guard's own (status, texts, bytes, latency; never texts).
+    logging={"access": {"enabled": SERVE.access_log}},
 )
 class TextClassifier:
     """Classifies texts; concurrent requests are merged by the project's greedy batcher (textclf.batcher)."""
@@ -99,8 +101,7 @@ class TextClassifier:
             on_overlength=SERVE.on_overlength,
             allow_spinning=SERVE.ort_spinning,
         )
-        files = self.classifier.expected_files or {}
-        sha256 = files.get(MODEL_FILE, {}).get("sha256", "")
+        sha256 = self.classifier.model_sha256 or ""
         MODEL_STATE.set_model(
             SERVE.model_name,
             self.classifier.variant,

@@ -122,6 +122,7 @@ class ServeConfig(_Section):
     max_body_bytes: int = Field(1_000_000, ge=1)
     on_overlength: Literal["truncate", "error"] = "truncate"
     max_concurrency: int = Field(256, ge=1, description="requests held before 503 + Retry-After")
+    access_log: bool = Field(False, description="BentoML's access log line per request, beside the guard's own")
 
 
 class BenchConfig(_Section):

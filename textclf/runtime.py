@@ -108,8 +108,6 @@ class Classifier:
             verify_files(self.variant_dir, self.files)
         model_entry = (self.files or {}).get(MODEL_FILE)
         self.model_sha256 = model_entry.sha256 if model_entry else None
-        # The same entries as plain dicts, for callers written before the typed schema (service.py reads them).
-        self.expected_files = {n: e.model_dump() for n, e in self.files.items()} if self.files is not None else None
         for name in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE):
             if not (self.variant_dir / name).is_file():
                 raise ArtifactError(f"{self.variant_dir / name}: missing; not an exported variant folder")
