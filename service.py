@@ -11,16 +11,19 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import bentoml
-from bentoml.exceptions import ServiceUnavailable
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
+from textclf.auth import parse_api_keys
 from textclf.batcher import BatchStats, GreedyBatcher, QueueFull
 from textclf.config import load_config
-from textclf.guard import Limits, ModelState, RequestGuard
+from textclf.errors import RequestError
+from textclf.guard import Access, ModelState, RequestGuard, error_body
 from textclf.runtime import Classifier, default_intra_op_threads
+from textclf.validation import NON_BLANK_PATTERN, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,21 @@ MODEL_STATE = ModelState()  # this worker's loaded model, shared with the guard 
 # install build-essential and git: every runtime package here ships as a wheel and nothing is compiled.
 BASE_IMAGE = os.environ.get("TEXTCLF_BASE_IMAGE", "python:3.11-slim")
 IMAGE = bentoml.images.Image(base_image=BASE_IMAGE, distro="prebuilt-wheels-only", lock_python_packages=False)
+# The guard answers past this; BentoML's own timeout (whose 504 body is not ours) is set well behind it.
+BENTOML_TIMEOUT_MARGIN_S = 30
+
+# The request and response as typed, constrained values: BentoML writes them into /docs.json. The guard checks the
+# same limits first (and what a schema cannot say) and answers in the project's error shape.
+Text = Annotated[str, StringConstraints(min_length=1, max_length=SERVE.max_chars_per_text, pattern=NON_BLANK_PATTERN)]
+Texts = Annotated[list[Text], Field(min_length=1, max_length=SERVE.max_texts_per_request)]
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="the most probable class")
+    score: float = Field(ge=0, le=1, description="its probability")
+    scores: dict[str, float] = Field(description="every class's probability")
+    truncated: bool | None = Field(None, description="present (true) when the text was cut at max_seq_len tokens")
+
 
 TOKENIZE_SECONDS = bentoml.metrics.Histogram(
     name="textclf_tokenize_seconds",
@@ -78,7 +96,7 @@ def _route_logs_to_bentoml() -> None:
     name="textclf",
     workers=SERVE.workers,
     # No traffic.max_concurrency here: the guard enforces it and answers 503 + Retry-After in our error shape.
-    traffic={"timeout": 60},
+    traffic={"timeout": SERVE.timeout_s + BENTOML_TIMEOUT_MARGIN_S},
     image=IMAGE,
     metrics={"enabled": True},
     # BentoML's access line per request, next to the guard's own (status, texts, bytes, latency; never texts).
@@ -139,15 +157,22 @@ class TextClassifier:
         self.batcher.close()
 
     @bentoml.api
-    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+    async def predict(self, texts: Texts) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ truncated)."""
         try:
             logits, truncated = await self.batcher.submit(texts)
-        except QueueFull as exc:
-            raise ServiceUnavailable(str(exc)) from None  # the guard answers it as 503 + Retry-After
+        except QueueFull as exc:  # the guard passes our own error body on, with Retry-After
+            refusal = RequestError("overloaded", str(exc))
+            return Response(json.dumps(error_body(refusal)), status_code=refusal.status)  # type: ignore[return-value]
+        except RequestError as exc:  # a text over max_seq_len tokens in error mode
+            return Response(json.dumps(error_body(exc)), status_code=exc.status)  # type: ignore[return-value]
         out = []
         for prediction in self.classifier.predictions(logits, truncated):
-            item: dict[str, Any] = {"label": prediction.label, "score": prediction.score, "scores": prediction.scores}
+            item: dict[str, object] = {
+                "label": prediction.label,
+                "score": prediction.score,
+                "scores": prediction.scores,
+            }
             if prediction.truncated:
                 item["truncated"] = True
             out.append(item)
@@ -162,4 +187,6 @@ TextClassifier.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
     limits=Limits(SERVE.max_texts_per_request, SERVE.max_chars_per_text, SERVE.max_body_bytes, SERVE.max_concurrency),
     state=MODEL_STATE,
+    access=Access(parse_api_keys(SERVE.api_keys.get_secret_value() if SERVE.api_keys else None), SERVE.metrics_public),
+    timeout_s=SERVE.timeout_s,
 )

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from textclf.runtime import Classifier
+from textclf.runtime import Classifier, accepted_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class TorchEngine:
 
     def _forward(self, inputs: dict[str, Any]) -> None:
         with self.torch.inference_mode():
-            logits = self.model(**inputs).logits
+            logits = self.model(**accepted_inputs(self.model.forward, inputs)).logits
             self.torch.softmax(logits.float(), dim=-1).cpu()  # .cpu() waits for the device to finish
 
     def fixed(self, batch: int, seq_len: int) -> dict[str, Any]:

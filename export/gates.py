@@ -12,12 +12,6 @@ from textclf.runtime import Classifier, softmax
 from textclf.schema import BatchInvariance
 
 
-@dataclass(frozen=True)
-class GateLimits:
-    max_parity: float | None  # None: judged by accuracy only (quantized variants)
-    max_accuracy_drop: float
-
-
 def parity(classifier: Classifier, texts: list[str], reference: np.ndarray) -> float:
     """Max |Δ logit| between the variant and PyTorch on the same texts."""
     logits, _ = classifier.logits(texts, batch_size=32)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from textclf.runtime import accepted_inputs
+
 
 def pytorch_logits(checkpoint: Path, texts: list[str], max_seq_len: int, batch_size: int = 32) -> np.ndarray:
     """Logits of the checkpoint in eager fp32, in input order (texts sorted by length inside, like the runtime)."""
@@ -23,5 +25,5 @@ def pytorch_logits(checkpoint: Path, texts: list[str], max_seq_len: int, batch_s
             batch = tokenizer(
                 [texts[i] for i in chunk], truncation=True, max_length=max_seq_len, padding=True, return_tensors="pt"
             )
-            out[chunk] = model(**batch).logits.float().numpy()
+            out[chunk] = model(**accepted_inputs(model.forward, batch)).logits.float().numpy()
     return out

@@ -35,19 +35,44 @@ def write_csv(path: Path, rows: list[tuple[object, object]], header: tuple[str, 
     return path
 
 
+def _write_vocab(folder: Path) -> Path:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = sorted(set(POSITIVE + NEGATIVE + FILLER) | set(letters))  # single letters: any word tokenizes
+    vocab = SPECIAL + words + [f"##{c}" for c in letters]
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return path
+
+
+def build_tiny_distilbert(folder: Path, num_labels: int = 2, seed: int = 0) -> Path:
+    """A 2-layer random DistilBERT classifier saved with a BERT fast tokenizer, which emits token_type_ids that
+    DistilBERT's forward does not take."""
+    import torch
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertForSequenceClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab_file=str(_write_vocab(folder)), do_lower_case=True)
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
+    )
+    config.num_labels = num_labels
+    config.id2label = {i: f"class_{i}" for i in range(num_labels)}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    torch.manual_seed(seed)
+    DistilBertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_bert(folder: Path, num_labels: int | None = None, seed: int = 0) -> Path:
     """Save a 2-layer random BERT (+ fast tokenizer) with `save_pretrained`; a classifier head if num_labels."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    words = sorted(set(POSITIVE + NEGATIVE + FILLER) | set(letters))  # single letters: any word tokenizes
-    vocab = SPECIAL + words + [f"##{c}" for c in letters]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab_file=str(_write_vocab(folder)), do_lower_case=True)
     config = BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=tokenizer.vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,

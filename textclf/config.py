@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from textclf.errors import ConfigError
 from textclf.paths import DEFAULT_CONFIG
@@ -100,8 +100,6 @@ class ServeConfig(_Section):
     """The BentoML service; every key can also be set with TEXTCLF_<KEY> in the environment."""
 
     model_name: str = "textclf"
-    host: str = "127.0.0.1"
-    port: int = Field(3000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     intra_op_threads: int | None = Field(None, ge=1, description="default: cores divided by workers")
     inter_op_threads: int = Field(1, ge=1)
@@ -123,6 +121,11 @@ class ServeConfig(_Section):
     on_overlength: Literal["truncate", "error"] = "truncate"
     max_concurrency: int = Field(256, ge=1, description="requests held before 503 + Retry-After")
     access_log: bool = Field(False, description="BentoML's access log line per request, beside the guard's own")
+    timeout_s: float = Field(60.0, gt=0, description="a prediction not answered by then gets 504 in the error shape")
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated API keys or a file of keys, one per line; none: the API is open"
+    )
+    metrics_public: bool = Field(True, description="/metrics without a key when api_keys are set")
 
 
 class BenchConfig(_Section):

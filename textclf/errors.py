@@ -1,12 +1,51 @@
-"""Error types with a message fit for a user: the CLI prints them on one line and exits non-zero."""
+"""Error types with a message fit for a user, and the one table from error type to HTTP status.
+
+The CLI prints a `TextclfError` on one line and exits non-zero; the service's guard answers every failure as
+`{"error": message, "error_type": type}` with the status `ERROR_STATUS` gives that type.
+"""
 
 from __future__ import annotations
+
+from typing import Final
+
+# Every error type the HTTP API can answer, and its status. The guard, the OpenAPI document and the README's
+# table all read this one mapping.
+ERROR_STATUS: Final[dict[str, int]] = {
+    "invalid_json": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "too_many_texts": 413,
+    "text_too_large": 413,
+    "body_too_large": 413,
+    "invalid_request": 422,
+    "empty_text": 422,
+    "text_too_long": 422,
+    "overloaded": 503,
+    "timeout": 504,
+    "internal": 500,
+}
 
 
 class TextclfError(Exception):
     """Base class: an error whose message is shown to the user as is, without a traceback."""
 
-    error_type = "textclf_error"
+    error_type = "internal"
+
+    @property
+    def status(self) -> int:
+        """The HTTP status this error is answered with when it reaches a client."""
+        return ERROR_STATUS.get(self.error_type, 500)
+
+
+class RequestError(TextclfError):
+    """A request the service refuses (or cannot answer); its type decides the status."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        if error_type not in ERROR_STATUS:
+            raise ValueError(f"unknown error type {error_type!r}; add it to ERROR_STATUS")
+        super().__init__(message)
+        self.error_type = error_type
 
 
 class ConfigError(TextclfError):

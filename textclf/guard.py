@@ -1,17 +1,29 @@
-"""ASGI middleware in front of the BentoML service: limits, input validation, one error body, model headers.
+"""ASGI middleware in front of the BentoML service: keys, limits, validation, one error body, request ids.
 
-Requests are checked here, before BentoML's adaptive batcher merges them, so one bad request can never fail a
-batch that holds other clients' texts. Every error leaves as `{"error": ..., "error_type": ...}`.
+Requests are checked here, before the batcher merges them, so one bad request can never fail a batch that holds
+other clients' texts. Every error leaves as `{"error": ..., "error_type": ...}` with the status of
+`textclf.errors.ERROR_STATUS`, and nothing can leave a client without an answer: an exception anywhere in here
+becomes a 500 JSON body, a prediction past `timeout_s` a 504 JSON body. Every response carries `X-Request-ID`
+(the client's, or a new one) and the model's name, variant and sha256.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from textclf.auth import is_authorized, needs_key
+from textclf.errors import ERROR_STATUS, RequestError
+from textclf.openapi import patch_openapi
+from textclf.pages import page
+from textclf.validation import Limits, validate_payload
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +35,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PREDICT_PATH = "/predict"
 MODEL_PATH = "/model"
+OPENAPI_PATH = "/docs.json"
 RETRY_AFTER_S = "1"
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")  # an id we echo must be safe to log and to send back
 
-
-@dataclass
-class Limits:
-    max_texts_per_request: int
-    max_chars_per_text: int
-    max_body_bytes: int
-    max_concurrency: int
+# BentoML's own error responses from inside (crashes, its validation), in the project's shape.
+_INNER_ERRORS = {
+    400: ("invalid_request", "the request does not match the API's schema"),
+    503: ("overloaded", "the server is saturated; retry after the Retry-After delay"),
+    504: ("timeout", "the prediction took longer than the server's timeout"),
+}
 
 
 @dataclass
@@ -51,86 +64,105 @@ class ModelState:
         ]
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
+@dataclass(frozen=True)
+class Access:
+    """Who may call what: API keys (none: open) and whether /metrics needs one."""
+
+    api_keys: tuple[bytes, ...] = ()
+    metrics_public: bool = True
 
 
-def validate_payload(payload: Any, limits: Limits) -> list[str]:
-    """The texts of a valid `{"texts": [...]}` body, or a RequestError naming the field at fault."""
-    if not isinstance(payload, dict):
-        raise RequestError(422, "invalid_request", 'the body must be a JSON object: {"texts": ["..."]}')
-    if "texts" not in payload:
-        raise RequestError(422, "invalid_request", "missing field 'texts'")
-    extra = sorted(set(payload) - {"texts"})
-    if extra:
-        raise RequestError(422, "invalid_request", f"unknown field {extra[0]!r}; only 'texts' is accepted")
-    texts = payload["texts"]
-    if not isinstance(texts, list):
-        raise RequestError(422, "invalid_request", f"'texts' must be a list of strings, not {type(texts).__name__}")
-    if not texts:
-        raise RequestError(422, "invalid_request", "'texts' is empty; send at least one text")
-    if len(texts) > limits.max_texts_per_request:
-        raise RequestError(
-            413, "too_many_texts", f"{len(texts)} texts in one request; the limit is {limits.max_texts_per_request}"
-        )
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise RequestError(422, "invalid_request", f"texts[{index}] must be a string, not {type(text).__name__}")
-        if not text.strip():
-            raise RequestError(422, "empty_text", f"texts[{index}] is empty or whitespace only")
-        if len(text) > limits.max_chars_per_text:
-            raise RequestError(
-                413,
-                "text_too_large",
-                f"texts[{index}] has {len(text)} characters; the limit is {limits.max_chars_per_text}",
-            )
-    return texts
+def error_body(exc: RequestError) -> dict[str, str]:
+    return {"error": str(exc), "error_type": exc.error_type}
 
 
-def _json_response(status: int, body: Any, headers: list[tuple[bytes, bytes]]) -> tuple[Message, Message]:
-    data = json.dumps(body).encode()
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
-    }
-    return start, {"type": "http.response.body", "body": data, "more_body": False}
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value)
+    return None
 
 
-# BentoML's own error responses from inside (batcher overload, timeouts, crashes), in the project's shape.
-_INNER_ERRORS = {
-    429: ("overloaded", "the server is saturated; retry after the Retry-After delay"),
-    503: ("overloaded", "the server is saturated; retry after the Retry-After delay"),
-    504: ("timeout", "the prediction took longer than the server's timeout"),
-}
+def request_id(scope: Scope) -> bytes:
+    """The client's `X-Request-ID` when it is a sane token, else a new random one."""
+    given = _header(scope, b"x-request-id")
+    return given if given is not None and _REQUEST_ID.match(given) else uuid.uuid4().hex.encode()
 
 
 class RequestGuard:
-    """Pure ASGI middleware (no body re-parsing by Starlette): validate, then replay the body to BentoML."""
+    """Pure ASGI middleware (no body re-parsing by Starlette): check, then replay the body to BentoML."""
 
-    def __init__(self, app: ASGIApp, *, limits: Limits, state: ModelState) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limits: Limits,
+        state: ModelState,
+        access: Access | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
         self.app = app
         self.limits = limits
         self.state = state
+        self.access = access or Access()
+        self.timeout_s = timeout_s
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in (PREDICT_PATH, MODEL_PATH):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] == MODEL_PATH:
-            await self._send_json(send, 200, self.state.info)
+        rid = request_id(scope)
+        started = False
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid)]}
+            await send(message)
+
+        try:
+            await self._route(scope, receive, tagged_send, rid)
+        except Exception:  # never a hanging client: whatever failed, the request gets a finished answer
+            logger.exception("request %s failed inside the guard", rid.decode())
+            if not started:
+                await self._error(tagged_send, RequestError("internal", "the server failed to answer the request"))
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
+        path, method = scope["path"], scope["method"]
+        locked = self.access.api_keys and needs_key(path, metrics_public=self.access.metrics_public)
+        if locked and not is_authorized(_header(scope, b"authorization"), self.access.api_keys):
+            await self._error(
+                send,
+                RequestError("unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'"),
+                [(b"www-authenticate", b'Bearer realm="textclf"')],
+            )
             return
-        started = time.perf_counter()
+        static = page(path) if method in ("GET", "HEAD") else None
+        if static is not None:
+            body, content_type = static
+            await self._send(send, 200, body, content_type, [(b"cache-control", b"no-cache")])
+        elif path == OPENAPI_PATH and method == "GET":
+            await self._openapi(scope, receive, send)
+        elif path == MODEL_PATH:
+            if method not in ("GET", "HEAD"):
+                await self._error(send, RequestError("method_not_allowed", "use GET /model"), [(b"allow", b"GET")])
+                return
+            await self._send_json(send, 200, self.state.info)
+        elif path == PREDICT_PATH:
+            await self._predict(scope, receive, send, rid)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
         if scope["method"] != "POST":
-            await self._error(send, RequestError(405, "method_not_allowed", "use POST /predict"))
+            await self._error(send, RequestError("method_not_allowed", "use POST /predict"), [(b"allow", b"POST")])
             return
         if self.in_flight >= self.limits.max_concurrency:
-            await self._error(send, RequestError(503, "overloaded", "too many requests in flight; retry shortly"))
+            await self._error(send, RequestError("overloaded", "too many requests in flight; retry shortly"))
             return
+        started = time.perf_counter()
         self.in_flight += 1
         status = 500
         texts: list[str] = []
@@ -138,14 +170,18 @@ class RequestGuard:
         try:
             body = await self._read_body(scope, receive)
             texts = self._parse(body)
-            status = await self._forward(scope, receive, send, body)
+            status = await asyncio.wait_for(self._forward(scope, receive, send, body), self.timeout_s)
         except RequestError as exc:
             status = exc.status
             await self._error(send, exc)
+        except TimeoutError:
+            status = 504
+            await self._error(send, RequestError("timeout", f"no prediction within {self.timeout_s:g} s"))
         finally:
             self.in_flight -= 1
             logger.info(
-                "predict status=%d texts=%d bytes=%d latency_ms=%.1f",
+                "predict request_id=%s status=%d texts=%d bytes=%d latency_ms=%.1f",
+                rid.decode(),
                 status,
                 len(texts),
                 len(body),
@@ -156,34 +192,37 @@ class RequestGuard:
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RequestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+            raise RequestError("invalid_json", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RequestError("invalid_json", "the body nests too deeply to be a predict request") from None
         texts = validate_payload(payload, self.limits)
         if self.state.count_overlength is not None:
             index = self.state.count_overlength(texts)
             if index is not None:
-                raise RequestError(422, "text_too_long", f"texts[{index}] is longer than the model's max_seq_len")
+                raise RequestError("text_too_long", f"texts[{index}] is longer than the model's max_seq_len")
         return texts
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.limits.max_body_bytes
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestError(413, "body_too_large", f"the body has {int(value)} bytes; the limit is {limit}")
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestError("body_too_large", f"the body has {int(declared)} bytes; the limit is {limit}")
         chunks = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise RequestError(400, "invalid_request", "the client disconnected before sending the body")
+                raise RequestError("invalid_request", "the client disconnected before sending the body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise RequestError(413, "body_too_large", f"the body is over {limit} bytes")
+                raise RequestError("body_too_large", f"the body is over {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> int:
+        """Replay the checked body to BentoML; its errors leave in the project's shape."""
         replayed = False
 
         async def replay() -> Message:
@@ -197,36 +236,72 @@ class RequestGuard:
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         inner_scope = {**scope, "headers": headers}
         status = 500
-        rewriting = False
+        error_chunks: list[bytes] | None = None
 
         async def wrapped_send(message: Message) -> None:
-            nonlocal status, rewriting
+            nonlocal status, error_chunks
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if status >= 400:
-                    rewriting = True  # replaced by our own error body once the inner body is drained
+                    error_chunks = []  # held until complete, then passed on or replaced by our own body
                     return
-                message = {**message, "headers": [*message.get("headers", []), *self.state.headers]}
-                await send(message)
-            elif rewriting:
+                await send({**message, "headers": [*message.get("headers", []), *self.state.headers]})
+            elif error_chunks is not None:
+                error_chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
-                    error_type, text = _INNER_ERRORS.get(status, ("internal", "the server failed to classify"))
-                    await self._error(send, RequestError(status, error_type, text))
+                    await self._inner_error(send, status, b"".join(error_chunks))
             else:
                 await send(message)
 
         await self.app(inner_scope, replay, wrapped_send)
         return status
 
-    async def _error(self, send: Send, exc: RequestError) -> None:
-        headers = list(self.state.headers)
+    async def _inner_error(self, send: Send, status: int, body: bytes) -> None:
+        """An error from inside: ours (the service's own body) passes; BentoML's is put in our shape."""
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            payload = None
+        ours = isinstance(payload, dict) and set(payload) == {"error", "error_type"}
+        if ours and ERROR_STATUS.get(str(payload["error_type"])) == status:
+            await self._error(send, RequestError(str(payload["error_type"]), str(payload["error"])))
+            return
+        error_type, text = _INNER_ERRORS.get(status, ("internal", "the server failed to classify"))
+        await self._error(send, RequestError(error_type, text))
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """BentoML's OpenAPI document, completed with the error responses and the routes of this guard."""
+        chunks: list[bytes] = []
+        status = 500
+
+        async def collect(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, collect)
+        if status != 200:
+            raise RuntimeError(f"BentoML answered {status} for {OPENAPI_PATH}")
+        spec = patch_openapi(json.loads(b"".join(chunks)), self.limits, has_keys=bool(self.access.api_keys))
+        await self._send_json(send, 200, spec, [])
+
+    async def _error(self, send: Send, exc: RequestError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        headers = [*self.state.headers, *(extra or [])]
         if exc.status in (429, 503):
             headers.append((b"retry-after", RETRY_AFTER_S.encode()))
-        await self._send_json(send, exc.status, {"error": str(exc), "error_type": exc.error_type}, headers)
+        await self._send_json(send, exc.status, error_body(exc), headers)
 
     async def _send_json(
         self, send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        start, content = _json_response(status, body, headers if headers is not None else list(self.state.headers))
-        await send(start)
-        await send(content)
+        extra = headers if headers is not None else list(self.state.headers)
+        await self._send(send, status, json.dumps(body).encode(), "application/json", extra)
+
+    async def _send(
+        self, send: Send, status: int, data: bytes, content_type: str, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        base = [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": [*base, *headers]})
+        await send({"type": "http.response.body", "body": data, "more_body": False})

@@ -16,10 +16,3 @@ RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"  # `textclf schema` writes the JSON Schemas here
-DEFAULT_ARTIFACTS_ROOT = Path("artifacts")
-DEFAULT_REPORTS_ROOT = Path("reports")
-
-
-def run_dir_for(artifacts_root: Path, run: str) -> Path:
-    """Return the artifact folder of a named run."""
-    return artifacts_root / run

@@ -5,17 +5,18 @@ Used by the service, the export gates and the benchmarks alike. Imports neither 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from textclf.errors import ArtifactError, TextclfError
+from textclf.errors import ArtifactError, RequestError
 from textclf.hardware import usable_cores
 from textclf.manifest import require_export, verify_files
 from textclf.paths import ONNX_DIR
@@ -29,10 +30,23 @@ CONFIG_FILE = "config.json"
 SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len and the variant's name
 
 
-class OverlengthError(TextclfError):
+class OverlengthError(RequestError):
     """A text is longer than max_seq_len tokens and the config asks for an error instead of truncation."""
 
-    error_type = "text_too_long"
+    def __init__(self, message: str) -> None:
+        super().__init__("text_too_long", message)
+
+
+def accepted_inputs(forward: Callable[..., Any], batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a tokenizer's output that a model's `forward` takes (all of them if it takes **kwargs).
+
+    A DistilBERT-style model has no `token_type_ids`, while its tokenizer may still emit them; the ONNX path does
+    the same by the graph's input names.
+    """
+    parameters = inspect.signature(forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(batch)
+    return {name: value for name, value in batch.items() if name in parameters}
 
 
 @dataclass(frozen=True)
@@ -41,9 +55,6 @@ class Prediction:
     score: float
     scores: dict[str, float]
     truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.artifacts import validate_against_schema
-from tests.tiny import build_tiny_bert, tiny_texts, write_csv
+from tests.tiny import build_tiny_bert, build_tiny_distilbert, tiny_texts, write_csv
 from textclf.cli import app
 from textclf.config import CPU_VARIANTS, Config
 from textclf.errors import ArtifactError
@@ -167,6 +167,19 @@ def test_export_of_an_outside_checkpoint(tmp_path: Path) -> None:
     assert fp32_diff is not None and fp32_diff <= 1e-4
     config = json.loads((artifacts / "default" / ONNX_DIR / "fp32" / "config.json").read_text())
     assert config["id2label"] == {"0": "class_0", "1": "class_1"}
+
+
+def test_export_of_a_distilbert_whose_tokenizer_emits_token_type_ids(tmp_path: Path) -> None:
+    checkpoint = build_tiny_distilbert(tmp_path / "distil")
+    rows = [(text, "class_0" if label == "pos" else "class_1") for text, label in tiny_texts(60)]
+    data = write_csv(tmp_path / "data.csv", rows)
+    artifacts = tmp_path / "artifacts"
+    args = ["export", "--checkpoint", str(checkpoint), "--set", f"artifacts_root={artifacts}"]
+    args += ["--set", f"data.path={data}", "--set", "export.timing_seconds=0.2", "--set", "export.variants=[fp32]"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    fp32 = require_export(artifacts / "default").variants["fp32"]
+    assert fp32.passed and fp32.parity_max_abs_diff is not None and fp32.parity_max_abs_diff <= 1e-4
 
 
 def test_outside_checkpoint_with_other_labels_is_refused(tmp_path: Path) -> None:

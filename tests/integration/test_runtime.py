@@ -61,7 +61,6 @@ def test_prediction_fields(classifier: Classifier) -> None:
     prediction = classifier.predict(["a good film"])[0]
     assert set(prediction.scores) == {"neg", "pos"}
     assert prediction.score == max(prediction.scores.values())
-    assert prediction.to_dict()["label"] == prediction.label
     assert classifier.predict([]) == []
 
 

@@ -80,15 +80,21 @@ def test_config_file_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_serve_and_set_wins() -> None:
-    env = {"TEXTCLF_MAX_BATCH_TOKENS": "16", "TEXTCLF_PORT": "4000", "TEXTCLF_RUN": "envrun"}
+    env = {"TEXTCLF_MAX_BATCH_TOKENS": "16", "TEXTCLF_WORKERS": "4", "TEXTCLF_RUN": "envrun"}
     cfg = load_config(environ=env)
-    assert (cfg.serve.max_batch_tokens, cfg.serve.port, cfg.run) == (16, 4000, "envrun")
-    assert load_config(overrides=["serve.port=5000"], environ=env).serve.port == 5000
+    assert (cfg.serve.max_batch_tokens, cfg.serve.workers, cfg.run) == (16, 4, "envrun")
+    assert load_config(overrides=["serve.workers=5"], environ=env).serve.workers == 5
 
 
 def test_environment_value_is_validated() -> None:
-    with pytest.raises(ConfigError, match=r"serve\.port"):
-        load_config(environ={"TEXTCLF_PORT": "99999"})
+    with pytest.raises(ConfigError, match=r"serve\.workers"):
+        load_config(environ={"TEXTCLF_WORKERS": "0"})
+
+
+def test_api_keys_are_never_written_out() -> None:
+    cfg = load_config(environ={"TEXTCLF_API_KEYS": "k" * 20 + ",second-key-0123456789"})
+    assert cfg.serve.api_keys is not None and "second-key" in cfg.serve.api_keys.get_secret_value()
+    assert "second-key" not in str(cfg.to_dict()) and "kkkk" not in yaml.safe_dump(cfg.to_dict())
 
 
 def test_pinned_serving_variant_must_be_built() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,27 +15,48 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from textclf.guard import Limits, ModelState, RequestError, RequestGuard, validate_payload
+from textclf.auth import parse_api_keys
+from textclf.errors import ERROR_STATUS, ConfigError, RequestError
+from textclf.guard import Access, ModelState, RequestGuard
+from textclf.validation import Limits, validate_payload
 
 LIMITS = Limits(max_texts_per_request=3, max_chars_per_text=20, max_body_bytes=500, max_concurrency=4)
 
 
-def _client(inner_status: int = 200, overlength_at: int | None = None) -> tuple[TestClient, list[Any]]:
+KEY = "a-long-enough-test-key-0001"
+
+
+def _client(
+    inner_status: int = 200,
+    overlength_at: int | None = None,
+    *,
+    keys: tuple[bytes, ...] = (),
+    inner_delay_s: float = 0.0,
+    timeout_s: float = 60.0,
+    limits: Limits = LIMITS,
+) -> tuple[TestClient, list[Any]]:
     seen: list[Any] = []
 
     async def predict(request: Request) -> Response:
         body = await request.json()
         seen.append((request.headers["content-type"], body))
+        if inner_delay_s:
+            await asyncio.sleep(inner_delay_s)
         if inner_status != 200:
             return JSONResponse({"error": "An unexpected error"}, status_code=inner_status)
         return JSONResponse([{"label": "x"} for _ in body["texts"]])
+
+    async def docs(request: Request) -> Response:
+        spec = {"openapi": "3.0.2", "paths": {"/predict": {"post": {"responses": {"200": {"description": "ok"}}}}}}
+        return JSONResponse(spec)
 
     state = ModelState()
     state.set_model("textclf", "fp32", "abc123", {"name": "textclf"})
     if overlength_at is not None:
         state.count_overlength = lambda texts: overlength_at if len(texts) > overlength_at else None
-    app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
-    guarded = RequestGuard(app, limits=LIMITS, state=state)
+    routes = [Route("/predict", predict, methods=["POST"]), Route("/docs.json", docs), Route("/livez", docs)]
+    app = Starlette(routes=routes)
+    guarded = RequestGuard(app, limits=limits, state=state, access=Access(keys), timeout_s=timeout_s)
     return TestClient(guarded), seen  # type: ignore[arg-type]
 
 
@@ -108,3 +132,93 @@ def test_model_endpoint_and_other_paths() -> None:
     client, _ = _client()
     assert client.get("/model").json() == {"name": "textclf"}
     assert client.get("/elsewhere").status_code == 404  # passed through untouched
+
+
+def test_every_error_type_has_one_status() -> None:
+    assert all(400 <= status < 600 for status in ERROR_STATUS.values())
+    assert RequestError("too_many_texts", "x").status == 413
+    with pytest.raises(ValueError, match="ERROR_STATUS"):
+        RequestError("no_such_type", "x")
+
+
+def test_deeply_nested_json_is_a_quick_400() -> None:
+    client, seen = _client(limits=Limits(3, 20, 1_000_000, 4))
+    started = time.perf_counter()
+    response = client.post("/predict", content=b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert response.status_code == 400 and response.json()["error_type"] == "invalid_json"
+    assert time.perf_counter() - started < 10 and seen == []
+
+
+def test_an_exception_in_validation_is_a_500_json_answer() -> None:
+    client, _ = _client()
+    guard: RequestGuard = client.app  # type: ignore[assignment]
+
+    def broken(texts: list[str]) -> int | None:
+        raise RuntimeError("a bug")
+
+    guard.state.count_overlength = broken
+    response = client.post("/predict", json={"texts": ["a"]})
+    assert response.status_code == 500 and response.json()["error_type"] == "internal"
+    assert "a bug" not in response.text and response.headers["x-request-id"]
+    guard.state.count_overlength = None
+    assert client.post("/predict", json={"texts": ["a"]}).status_code == 200  # and it still serves
+    assert guard.in_flight == 0
+
+
+def test_wrong_methods_get_405_with_allow() -> None:
+    client, _ = _client()
+    for method, path, allow in (("GET", "/predict", "POST"), ("TRACE", "/predict", "POST"), ("POST", "/model", "GET")):
+        response = client.request(method, path)
+        assert response.status_code == 405 and response.headers["allow"] == allow
+        assert response.json()["error_type"] == "method_not_allowed"
+
+
+def test_request_id_is_echoed_or_generated() -> None:
+    client, _ = _client()
+    assert (
+        client.post("/predict", json={"texts": ["a"]}, headers={"x-request-id": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
+    generated = client.post("/predict", json={"texts": ["a"]}).headers["x-request-id"]
+    assert len(generated) == 32 and client.get("/model").headers["x-request-id"] != generated
+    unsafe = client.post("/predict", json={"texts": ["a"]}, headers={"x-request-id": "a b\x7f" * 50})
+    assert unsafe.headers["x-request-id"] != "a b\x7f" * 50  # not echoed: not a sane token
+
+
+def test_api_keys_lock_everything_but_probes_and_docs() -> None:
+    client, _ = _client(keys=parse_api_keys(KEY))
+    missing = client.post("/predict", json={"texts": ["a"]})
+    assert missing.status_code == 401 and missing.json()["error_type"] == "unauthorized"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = client.post("/predict", json={"texts": ["a"]}, headers={"authorization": "Bearer " + "x" * len(KEY)})
+    assert wrong.status_code == 401 and KEY not in wrong.text
+    right = client.post("/predict", json={"texts": ["a"]}, headers={"authorization": f"Bearer {KEY}"})
+    assert right.status_code == 200
+    assert client.get("/model").status_code == 401
+    assert client.get("/livez").status_code == 200 and client.get("/docs.json").status_code == 200
+
+
+def test_api_keys_come_from_a_list_or_a_file(tmp_path: Path) -> None:
+    assert parse_api_keys(None) == () and parse_api_keys(" ") == ()
+    assert parse_api_keys(f"{KEY}, {KEY}x") == (KEY.encode(), f"{KEY}x".encode())
+    keys = tmp_path / "keys"
+    keys.write_text(f"# team keys\n{KEY}\n\n{KEY}y\n")
+    assert parse_api_keys(str(keys)) == (KEY.encode(), f"{KEY}y".encode())
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        parse_api_keys("short")
+
+
+def test_a_slow_prediction_is_a_504_in_our_shape() -> None:
+    client, _ = _client(inner_delay_s=1.0, timeout_s=0.05)
+    response = client.post("/predict", json={"texts": ["a"]})
+    assert response.status_code == 504 and response.json()["error_type"] == "timeout"
+
+
+def test_the_openapi_document_lists_every_status_with_the_error_schema() -> None:
+    client, _ = _client(keys=parse_api_keys(KEY))
+    spec = client.get("/docs.json").json()
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    assert set(responses) == {"200", "400", "401", "405", "413", "422", "500", "503", "504"}
+    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert spec["components"]["schemas"]["Error"]["properties"]["error_type"]["enum"] == sorted(ERROR_STATUS)
+    assert "get" in spec["paths"]["/model"] and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

@@ -1,0 +1,60 @@
+"""Optional API keys: `Authorization: Bearer <key>` on every route but the probes and the docs.
+
+Keys come from `serve.api_keys` / `TEXTCLF_API_KEYS`: comma-separated keys, or the path of a file with one key
+per line (blank lines and `#` comments ignored). They are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+from textclf.errors import ConfigError
+
+# Routes anyone may call: Kubernetes probes, the try-it page and the API documentation.
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/", "/docs", "/docs.json"})
+OPEN_PREFIXES = ("/static_content/", "/ui/")
+METRICS_PATH = "/metrics"
+
+
+def parse_api_keys(value: str | None) -> tuple[bytes, ...]:
+    """The keys of a `serve.api_keys` value: a file path, or keys separated by commas; none when empty.
+
+    Raises:
+        ConfigError: a key file that holds no key, or a key shorter than 16 characters.
+    """
+    if not value or not value.strip():
+        return ()
+    path = Path(value.strip()).expanduser()
+    if path.is_file():
+        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+        keys = [line for line in lines if line and not line.startswith("#")]
+        if not keys:
+            raise ConfigError(f"serve.api_keys: the key file {path} holds no key")
+    else:
+        keys = [key.strip() for key in value.split(",") if key.strip()]
+    short = [i for i, key in enumerate(keys) if len(key) < 16]
+    if short:
+        raise ConfigError(f"serve.api_keys: key #{short[0] + 1} is shorter than 16 characters; use a random key")
+    return tuple(key.encode() for key in keys)
+
+
+def needs_key(path: str, *, metrics_public: bool) -> bool:
+    """Whether a request to `path` must carry a key (when keys are configured at all)."""
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return False
+    return not (path == METRICS_PATH and metrics_public)
+
+
+def is_authorized(header: bytes | None, keys: tuple[bytes, ...]) -> bool:
+    """Whether an `Authorization` header value carries one of the keys (every key compared, in constant time)."""
+    if header is None:
+        return False
+    scheme, _, token = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer" or not token:
+        return False
+    token = token.strip()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token, key)
+    return matched

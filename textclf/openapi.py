@@ -1,0 +1,109 @@
+"""The OpenAPI document clients are generated from: BentoML's, completed with what the guard adds.
+
+BentoML generates the request and response schemas from the service's typed, constrained signature. The guard
+answers some requests itself (errors, `GET /model`, keys), so its statuses, the error body's schema, the model
+route and the bearer scheme are added here, from the same tables the guard uses.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from textclf.errors import ERROR_STATUS
+from textclf.validation import Limits
+
+ERROR_SCHEMA = "Error"
+_DESCRIPTIONS = {
+    400: "the body is not JSON, or does not match the request schema",
+    401: "missing or wrong API key (`Authorization: Bearer <key>`)",
+    405: "wrong method; the `Allow` header names the right one",
+    413: "too many texts, a text or the body too large",
+    422: "a field is missing, unknown, of the wrong type, or a text is empty",
+    500: "the server failed to answer",
+    503: "overloaded: retry after the `Retry-After` delay",
+    504: "the prediction took longer than the server's timeout",
+}
+_MODEL_INFO = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "variant": {"type": "string"},
+        "sha256": {"type": "string"},
+        "labels": {"type": "array", "items": {"type": "string"}},
+        "max_seq_len": {"type": "integer"},
+        "providers": {"type": "array", "items": {"type": "string"}},
+        "intra_op_threads": {"type": "integer"},
+        "source": {"type": "string"},
+    },
+    "required": ["name", "variant", "sha256", "labels", "max_seq_len"],
+}
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    types = sorted(t for t, s in ERROR_STATUS.items() if s == status)
+    response: dict[str, Any] = {
+        "description": f"{_DESCRIPTIONS[status]} (error_type: {', '.join(types)})",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}},
+    }
+    if status == 503:
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}}
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    if status == 405:
+        response["headers"] = {"Allow": {"schema": {"type": "string"}}}
+    return response
+
+
+def _responses(ok: dict[str, Any], statuses: list[int], has_keys: bool) -> dict[str, Any]:
+    codes = sorted({*statuses, *([401] if has_keys else [])})
+    return {"200": ok, **{str(code): _error_response(code) for code in codes}}
+
+
+def patch_openapi(spec: dict[str, Any], limits: Limits, *, has_keys: bool) -> dict[str, Any]:
+    """A copy of BentoML's document with the guard's statuses, the error schema, `GET /model` and the keys."""
+    spec = copy.deepcopy(spec)
+    components = spec.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas[ERROR_SCHEMA] = {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string", "description": "what went wrong, naming the field at fault"},
+            "error_type": {"type": "string", "enum": sorted(ERROR_STATUS)},
+        },
+        "required": ["error", "error_type"],
+        "additionalProperties": False,
+    }
+    paths = spec.setdefault("paths", {})
+    predict = paths.get("/predict", {}).get("post")
+    if predict is not None:
+        # A body is required and the guard refuses unknown fields; the schema says both (BentoML says neither).
+        if "requestBody" in predict:
+            predict["requestBody"]["required"] = True
+        body = predict.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+        for schema in (body, schemas.get("predict__Input")):
+            if isinstance(schema, dict) and schema.get("type") == "object":
+                schema["additionalProperties"] = False
+        ok = predict.get("responses", {}).get("200", {"description": "one prediction per text, in order"})
+        predict["responses"] = _responses(ok, [400, 405, 413, 422, 500, 503, 504], has_keys)
+        predict["description"] = (
+            f"Classify 1 to {limits.max_texts_per_request} texts (each at most {limits.max_chars_per_text} "
+            f"characters, the body at most {limits.max_body_bytes} bytes). Concurrent requests are batched."
+        )
+    paths["/model"] = {
+        "get": {
+            "summary": "The served model: name, variant, sha256, labels, max_seq_len",
+            "operationId": "model",
+            "responses": _responses(
+                {"description": "the served model", "content": {"application/json": {"schema": _MODEL_INFO}}},
+                [405, 500],
+                has_keys,
+            ),
+        }
+    }
+    if has_keys:
+        components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+        for route in ("/predict", "/model"):
+            for operation in paths.get(route, {}).values():
+                operation["security"] = [{"bearer": []}]
+    return spec

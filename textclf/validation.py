@@ -1,0 +1,57 @@
+"""What a valid `POST /predict` body is: the limits, and the checks that name the field at fault.
+
+Checked in the guard before BentoML's batcher merges requests, so one bad request never fails a batch holding
+other clients' texts. The OpenAPI document states the same limits (`textclf.openapi`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textclf.errors import RequestError
+
+# A text must hold something other than whitespace: the schema's pattern and the check below say the same.
+NON_BLANK_PATTERN = r"\S"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_texts_per_request: int
+    max_chars_per_text: int
+    max_body_bytes: int
+    max_concurrency: int
+
+
+def validate_payload(payload: Any, limits: Limits) -> list[str]:
+    """The texts of a valid `{"texts": [...]}` body, or a RequestError naming the field at fault."""
+    if not isinstance(payload, dict):
+        raise RequestError("invalid_request", 'the body must be a JSON object: {"texts": ["..."]}')
+    if "texts" not in payload:
+        raise RequestError("invalid_request", "missing field 'texts'")
+    extra = sorted(set(payload) - {"texts"})
+    if extra:
+        raise RequestError("invalid_request", f"unknown field {extra[0]!r}; only 'texts' is accepted")
+    texts = payload["texts"]
+    if not isinstance(texts, list):
+        raise RequestError("invalid_request", f"'texts' must be a list of strings, not {type(texts).__name__}")
+    if not texts:
+        raise RequestError("invalid_request", "'texts' is empty; send at least one text")
+    if len(texts) > limits.max_texts_per_request:
+        raise RequestError(
+            "too_many_texts", f"{len(texts)} texts in one request; the limit is {limits.max_texts_per_request}"
+        )
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise RequestError("invalid_request", f"texts[{index}] must be a string, not {type(text).__name__}")
+        if not text.strip():
+            raise RequestError("empty_text", f"texts[{index}] is empty or whitespace only")
+        if len(text) > limits.max_chars_per_text:
+            raise RequestError(
+                "text_too_large", f"texts[{index}] has {len(text)} characters; the limit is {limits.max_chars_per_text}"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (\ud800): JSON allows it, the tokenizer cannot take it
+            raise RequestError("invalid_request", f"texts[{index}] is not valid Unicode (a lone surrogate)") from None
+    return texts
