@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from starlette.responses import Response
 
 from textclf.auth import parse_api_keys
 from textclf.batcher import BatchStats, GreedyBatcher, QueueFull
+from textclf.bentoml_patch import replace_bentoml_request_timer
 from textclf.config import load_config
 from textclf.errors import RequestError
 from textclf.guard import Access, ModelState, RequestGuard, error_body
@@ -36,8 +38,10 @@ MODEL_STATE = ModelState()  # this worker's loaded model, shared with the guard 
 # install build-essential and git: every runtime package here ships as a wheel and nothing is compiled.
 BASE_IMAGE = os.environ.get("TEXTCLF_BASE_IMAGE", "python:3.11-slim")
 IMAGE = bentoml.images.Image(base_image=BASE_IMAGE, distro="prebuilt-wheels-only", lock_python_packages=False)
-# The guard answers past this; BentoML's own timeout (whose 504 body is not ours) is set well behind it.
+# The guard answers past serve.timeout_s in our error shape; BentoML's own per-request timer leaked every request's
+# context for its whole timeout and is replaced by a pass-through (textclf.bentoml_patch, with the measurements).
 BENTOML_TIMEOUT_MARGIN_S = 30
+replace_bentoml_request_timer()
 
 # The request and response as typed, constrained values: BentoML writes them into /docs.json. The guard checks the
 # same limits first (and what a schema cannot say) and answers in the project's error shape.
@@ -72,6 +76,21 @@ BATCH_SIZE = bentoml.metrics.Histogram(
     documentation="Texts per engine batch (what the greedy batcher merged)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+
+GC_PAUSE_SECONDS = bentoml.metrics.Histogram(
+    name="textclf_gc_pause_seconds",
+    documentation="Python garbage-collector pauses in the worker, by generation (they stop the event loop)",
+    labelnames=["generation"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+_gc_started = [0.0]
+
+
+def _time_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        GC_PAUSE_SECONDS.labels(generation=str(info["generation"])).observe(time.perf_counter() - _gc_started[0])
 
 
 def _observe(stats: BatchStats) -> None:
@@ -150,6 +169,7 @@ class TextClassifier:
         # those objects again in every full collection (each one a pause of the event loop and the engine).
         gc.collect()
         gc.freeze()
+        gc.callbacks.append(_time_gc)
 
     @bentoml.on_shutdown
     def _drain(self) -> None:

@@ -1,7 +1,7 @@
 """The servers `textclf load` measures: how to start each one, what it serves, what its requests look like.
 
-- `bento` and `bento-2x1`: the textclf service (serving variant, greedy batcher) as 1 worker × 2 ORT threads
-  and 2 workers × 1 thread;
+- `bento`: the textclf service (serving variant, continuous batcher) as configured (`serve.workers` × threads),
+  `bento-1x2` and `bento-2x1`: the same as 1 worker × 2 ORT threads and 2 workers × 1 thread;
 - `baseline`: FastAPI + a transformers pipeline on PyTorch, the way most teams serve a classifier today;
 - `infinity-optimum` and `infinity-torch`: the peer server infinity-emb, from its own venv (`make peer`),
   serving the Bento's own `model.onnx` with its ONNX Runtime engine, and the checkpoint with its torch engine.
@@ -17,6 +17,7 @@ from typing import Any
 
 from textclf.config import Config
 from textclf.paths import ONNX_DIR
+from textclf.runtime import default_intra_op_threads
 from textclf.schema import ExportSection
 
 BIN = Path(sys.executable).parent
@@ -118,8 +119,11 @@ def server_specs(cfg: Config, run_dir: Path, export: ExportSection, bento: str |
         api="baseline",
         env={"TEXTCLF_CHECKPOINT": str(checkpoint)},
     )
+    workers = cfg.serve.workers
+    threads = cfg.serve.intra_op_threads or default_intra_op_threads(workers)
     return [
-        _bento("bento", target, env, 1, 2, variant),
+        _bento("bento", target, env, workers, threads, variant),
+        _bento("bento-1x2", target, env, 1, 2, variant),
         _bento("bento-2x1", target, env, 2, 1, variant),
         baseline,
         _infinity(

@@ -21,8 +21,17 @@ from textclf.paths import DEFAULT_CONFIG
 logger = logging.getLogger(__name__)
 
 VariantName = Literal["fp32", "optimized", "int8-dynamic", "int8-static", "fp16"]
-LoadServer = Literal["bento", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch"]
-LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch")
+LoadServer = Literal["bento", "bento-1x2", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch"]
+LOAD_SERVERS: tuple[LoadServer, ...] = (
+    "bento",
+    "bento-1x2",
+    "bento-2x1",
+    "baseline",
+    "infinity-optimum",
+    "infinity-torch",
+)
+# The configured layout (`bento`, 2 workers × 1 thread by default) and the other one, the baseline and the peer.
+DEFAULT_LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch")
 CPU_VARIANTS: tuple[VariantName, ...] = ("fp32", "optimized", "int8-dynamic", "int8-static")
 ALL_VARIANTS: tuple[VariantName, ...] = (*CPU_VARIANTS, "fp16")
 
@@ -100,20 +109,20 @@ class ServeConfig(_Section):
     """The BentoML service; every key can also be set with TEXTCLF_<KEY> in the environment."""
 
     model_name: str = "textclf"
-    workers: int = Field(1, ge=1)
+    workers: int = Field(2, ge=1, description="worker processes, each with its own engine and batcher")
     intra_op_threads: int | None = Field(None, ge=1, description="default: cores divided by workers")
     inter_op_threads: int = Field(1, ge=1)
     ort_spinning: bool = Field(
         False, description="let ORT's pool threads spin between ops (faster alone, slower beside the HTTP loop)"
     )
     use_cuda: bool = False
-    max_batch_texts: int = Field(16, ge=1, description="texts per engine call, grouped by length (less padding)")
+    max_batch_texts: int = Field(4, ge=1, description="texts per engine call, grouped by length (less padding)")
     max_batch_tokens: int = Field(
         2048, ge=1, description="padded tokens (texts × longest) per engine call; a longer single text runs alone"
     )
     max_queued_texts: int = Field(2048, ge=1, description="texts waiting for the engine before 503 + Retry-After")
     lookahead_texts: int = Field(
-        32, ge=1, description="how far past the oldest waiting text a call reaches for similar lengths (tail bound)"
+        8, ge=1, description="how far past the oldest waiting text a call reaches for similar lengths (tail bound)"
     )
     max_texts_per_request: int = Field(64, ge=1)
     max_chars_per_text: int = Field(20000, ge=1)
@@ -144,7 +153,8 @@ class BenchConfig(_Section):
     load_seconds: int = Field(20, ge=1)
     load_warmup_seconds: int = Field(5, ge=0, description="one user, not recorded, before a server's phases")
     load_servers: list[LoadServer] = Field(
-        default_factory=lambda: list(LOAD_SERVERS), description="servers `textclf load` measures, in order"
+        default_factory=lambda: list(DEFAULT_LOAD_SERVERS),
+        description="servers `textclf load` measures, in order",
     )
     peer_venv: str = Field(".venv-peer", description="infinity-emb's own venv (`make peer`)")
     server_cpus: list[int] | None = Field(None, description="CPUs the servers and locust are pinned to; default all")

@@ -1,0 +1,43 @@
+"""One measured workaround in BentoML 1.4: its request timer outlives every request.
+
+BentoML's `TimeoutMiddleware` (bentoml/_internal/server/http/traffic.py, 1.4.30 to 1.4.39) calls
+`loop.call_later(timeout, ...)` for every request and never cancels the timer, so each request's timer, with the
+context it captured (the request's tracing span and all it references), stays alive for the whole timeout (60 s).
+At ~550 requests/s that is ~33,000 live request contexts: every full garbage collection walks them and stops the
+event loop and the engine thread for 100-250 ms, every few seconds (measured with `textclf_gc_pause_seconds`;
+p99 at 32 users 300 ms instead of ~115 ms, issue 10). The guard enforces `serve.timeout_s` itself, with a timer it
+cancels, and answers in the project's error shape; BentoML's middleware becomes a pass-through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+class PassThroughTimeout:
+    """Takes BentoML's place in its middleware stack; the request timeout lives in `textclf.guard`."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout  # kept for introspection only
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def replace_bentoml_request_timer() -> bool:
+    """Swap BentoML's TimeoutMiddleware for the pass-through; False (and a warning) if its module moved."""
+    try:
+        from bentoml._internal.server.http import traffic
+    except ImportError:
+        logger.warning("bentoml's traffic module moved: its per-request timer is left as it is")
+        return False
+    traffic.TimeoutMiddleware = PassThroughTimeout  # type: ignore[misc,assignment]
+    return True
