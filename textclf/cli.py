@@ -9,9 +9,9 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from textclf.log import setup_logging
 from textclf.manifest import atomic_write_text
 from textclf.paths import MANIFEST_NAME, SCHEMAS_DIR
 from textclf.schema import json_schemas
+
+if TYPE_CHECKING:
+    from textclf.bulk import BulkProgress
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -245,6 +248,60 @@ def load(
 
         path = load_run(cfg, cfg.run_dir, bento=bento, servers=server)
         _stdout().print(f"load results: {path}")
+
+
+@app.command()
+def predict(
+    input_: Annotated[
+        Path, typer.Option("--input", "-i", help="The rows to classify: .csv, .tsv, .jsonl or .parquet.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write them: .csv, .tsv, .jsonl or .parquet.")
+    ],
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="The column that holds the texts (default: data.text_column).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per ONNX call (sorted by length first).")] = 32,
+    bento: Annotated[
+        str | None, typer.Option(help="Read the model from the BentoML model store (a tag) instead of the run.")
+    ] = None,
+) -> None:
+    """Classify every row of a file into a new file: the input columns + label, score, scores, error."""
+
+    with _stage():
+        cfg = _load(config, set_, run)
+        from textclf.bulk import run as bulk_run
+
+        with _bulk_progress() as progress:
+            summary = bulk_run(
+                cfg.run_dir,
+                input_,
+                output,
+                text_column=text_column or cfg.data.text_column,
+                batch_size=batch_size,
+                bento=bento,
+                progress=progress,
+            )
+        _stdout().print(summary.line(), highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _bulk_progress() -> Iterator[Callable[[BulkProgress], None]]:
+    """A progress bar over the input file (bytes, or rows for Parquet) with the texts per second so far."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("predict"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("predict", total=None, rate="")
+
+        def update(step: BulkProgress) -> None:
+            rate = f"{step.predicted:,} texts, {step.predicted / step.seconds:,.0f} texts/s" if step.seconds else ""
+            bar.update(task, completed=step.done, total=step.total or None, rate=rate)
+
+        yield update
 
 
 @app.command()

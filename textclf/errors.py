@@ -70,3 +70,9 @@ class ExportError(TextclfError):
     """A model could not be exported or a variant failed in a way that stops the stage."""
 
     error_type = "export_error"
+
+
+class InputError(TextclfError):
+    """A file given to a command cannot be read as asked (format, missing file or column, malformed rows)."""
+
+    error_type = "input_error"

@@ -1,0 +1,261 @@
+"""Bulk prediction: every row of a CSV, TSV, JSONL or Parquet file classified into a new file.
+
+The input streams in chunks (`textclf.tables`), so memory stays flat in the file's size. Each chunk's texts go to
+the torch-free runtime, which sorts them by token length and runs calls of `batch_size` texts, so a call pads only
+to its own longest text. A row without a text (empty, whitespace only, missing, not a string) fails nothing: it
+gets an `error` and no prediction, and the summary counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from textclf.errors import ArtifactError, InputError
+from textclf.runtime import Classifier, Prediction
+from textclf.tables import CHUNK_ROWS, Chunk, Column, Source, check_output, open_sink, open_source
+
+logger = logging.getLogger(__name__)
+
+SHOWN_ERROR_ROWS: Final = 5  # row numbers the summary names
+CALLS_PER_STEP: Final = 4  # ONNX calls between progress updates
+
+
+def prediction_columns(labels: list[str]) -> list[Column]:
+    """The columns appended to every row: label, score, scores (one probability a label), truncated, error."""
+    return [
+        Column("label", "string"),
+        Column("score", "float"),
+        Column("scores", "map", tuple(labels)),
+        Column("truncated", "bool"),
+        Column("error", "string"),
+    ]
+
+
+@dataclass(frozen=True)
+class BulkProgress:
+    done: int  # in the input's units: bytes read (CSV, TSV, JSONL) or rows read (Parquet)
+    total: int
+    rows: int
+    predicted: int
+    seconds: float
+
+
+ProgressFn = Callable[[BulkProgress], None]
+
+
+@dataclass
+class BulkSummary:
+    """What one bulk prediction did; `line()` is the one-line summary."""
+
+    output: Path
+    model: str
+    rows: int = 0
+    predicted: int = 0
+    truncated: int = 0
+    error_rows: int = 0
+    first_error_rows: list[int] = field(default_factory=list)  # 1-based row numbers (a header is no row)
+    renamed: dict[str, str] = field(default_factory=dict)  # input columns written under another name
+    seconds: float = 0.0  # reading, predicting and writing; loading the model is not counted
+
+    @property
+    def texts_per_s(self) -> float:
+        return self.predicted / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        without = f"{self.error_rows:,} without text"
+        if self.error_rows:
+            shown = ", ".join(str(n) for n in self.first_error_rows)
+            more = ", …" if self.error_rows > len(self.first_error_rows) else ""
+            without += f" (row {shown}{more})"
+        return (
+            f"{self.rows:,} rows: {self.predicted:,} predicted, {without}, {self.truncated:,} truncated; "
+            f"{self.seconds:.1f} s, {self.texts_per_s:,.0f} texts/s → {self.output}"
+        )
+
+
+def text_problem(value: Any) -> str | None:
+    """Why a cell cannot be classified, or None when it holds a text."""
+    if value is None:
+        return "missing text"
+    if not isinstance(value, str):
+        return f"text is {type(value).__name__}, not a string"
+    if not value.strip():
+        return "empty text"
+    return None
+
+
+def model_dir(run_dir: Path, bento: str | None) -> Path:
+    """The folder to load: the run's, or a BentoML model store entry's (it mirrors a run folder).
+
+    Raises:
+        ArtifactError: BentoML is missing, or the store has no such model.
+    """
+    if bento is None:
+        return run_dir
+    try:
+        import bentoml
+        from bentoml.exceptions import BentoMLException, NotFound
+    except ImportError:
+        raise ArtifactError("a model from the BentoML store needs bentoml (the serve extra)") from None
+    try:
+        return Path(bentoml.models.get(bento).path)
+    except NotFound:
+        raise ArtifactError(
+            f"model {bento!r} is not in the BentoML model store; `textclf build --model-only` imports a run"
+        ) from None
+    except BentoMLException as exc:
+        raise ArtifactError(f"model {bento!r}: {exc}") from None
+
+
+def classify(
+    classifier: Classifier, texts: list[str], batch_size: int, on_step: Callable[[int], None] | None = None
+) -> list[Prediction]:
+    """`Classifier.predict(texts, batch_size)` (sorted by token length, calls of `batch_size` texts, input order
+    restored), telling `on_step` how many texts each few calls finished, so a long chunk shows progress."""
+    encodings = classifier.encode(texts) if texts else []
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    logits = np.empty((len(texts), len(classifier.labels)), dtype=np.float32)
+    truncated = [False] * len(texts)
+    step = batch_size * CALLS_PER_STEP  # a multiple of batch_size: the same calls as one pass over `order`
+    for start in range(0, len(order), step):
+        group = order[start : start + step]
+        logits[group], flags = classifier.infer_encoded([encodings[i] for i in group], batch_size)
+        for i, flag in zip(group, flags, strict=True):
+            truncated[i] = flag
+        if on_step is not None:
+            on_step(len(group))
+    return classifier.predictions(logits, truncated)
+
+
+def _predict_chunk(
+    classifier: Classifier,
+    chunk: Chunk,
+    text_column: str,
+    batch_size: int,
+    summary: BulkSummary,
+    on_step: Callable[[int], None] | None,
+) -> list[dict[str, Any]]:
+    """The added columns of each row of a chunk, in order; counts into `summary`."""
+    texts: list[str] = []
+    where: list[int] = []
+    added: list[dict[str, Any]] = []
+    for offset, row in enumerate(chunk.rows):
+        value: Any = row.get(text_column)
+        problem = text_problem(value)
+        added.append({"label": None, "score": None, "scores": None, "truncated": None, "error": problem})
+        if problem is None:
+            texts.append(value)
+            where.append(offset)
+        else:
+            summary.error_rows += 1
+            if len(summary.first_error_rows) < SHOWN_ERROR_ROWS:
+                summary.first_error_rows.append(chunk.first_row + offset)
+    for offset, prediction in zip(where, classify(classifier, texts, batch_size, on_step), strict=True):
+        added[offset].update(
+            label=prediction.label, score=prediction.score, scores=prediction.scores, truncated=prediction.truncated
+        )
+        summary.truncated += prediction.truncated
+    summary.rows += len(chunk.rows)
+    return added
+
+
+class _Meter:
+    """Counts predicted texts into the summary and reports progress, inside a chunk by its share of texts done."""
+
+    def __init__(self, summary: BulkSummary, total: int, progress: ProgressFn | None) -> None:
+        self.summary = summary
+        self.total = total
+        self.progress = progress
+        self.started = time.perf_counter()
+        self.done = 0  # progress units of the finished chunks
+        self.chunk_done = 0
+        self.chunk_rows = 1
+        self.chunk_predicted = 0
+
+    def begin(self, chunk: Chunk) -> None:
+        self.chunk_done, self.chunk_rows, self.chunk_predicted = chunk.done, max(1, len(chunk.rows)), 0
+
+    def step(self, texts: int) -> None:
+        self.summary.predicted += texts
+        self.chunk_predicted += texts
+        self.report(self.done + (self.chunk_done - self.done) * self.chunk_predicted // self.chunk_rows)
+
+    def end(self) -> None:
+        self.done = self.chunk_done
+        self.report(self.done)
+
+    def report(self, position: int) -> None:
+        summary = self.summary
+        summary.seconds = time.perf_counter() - self.started
+        if self.progress is not None:
+            self.progress(BulkProgress(position, self.total, summary.rows, summary.predicted, summary.seconds))
+
+
+def predict_source(
+    classifier: Classifier,
+    source: Source,
+    output: Path,
+    *,
+    text_column: str,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> BulkSummary:
+    """Classify every row of an open source into `output` (written atomically)."""
+    summary = BulkSummary(output=output, model=f"{classifier.variant} {classifier.model_sha256 or ''}".strip())
+    meter = _Meter(summary, source.total, progress)
+    with open_sink(output, source, prediction_columns(classifier.labels)) as sink:
+        for chunk in source.chunks():
+            meter.begin(chunk)
+            sink.write(chunk, _predict_chunk(classifier, chunk, text_column, batch_size, summary, meter.step))
+            meter.end()
+        summary.renamed = dict(sink.renamed)
+    summary.seconds = time.perf_counter() - meter.started
+    logger.debug("bulk prediction: %s", summary.line())
+    return summary
+
+
+def run(
+    run_dir: Path,
+    input_path: Path,
+    output_path: Path,
+    *,
+    text_column: str,
+    batch_size: int = 32,
+    bento: str | None = None,
+    progress: ProgressFn | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    **classifier_options: Any,
+) -> BulkSummary:
+    """Classify every row of `input_path` with the run's serving variant (or a BentoML store model) into
+    `output_path`; each file's format comes from its extension (csv, tsv, jsonl, parquet).
+
+    Args:
+        run_dir: the run's artifact folder (ignored when `bento` is given).
+        input_path: the rows to classify.
+        output_path: every input column, plus label, score, scores, truncated and error.
+        text_column: the input column that holds the texts.
+        batch_size: texts per ONNX call (the texts of a chunk are sorted by token length first).
+        bento: a BentoML model tag to load instead of the run folder.
+        progress: called after each chunk.
+        chunk_rows: rows read at a time; memory grows with this, not with the file.
+        classifier_options: passed to `Classifier` (threads, providers).
+
+    Raises:
+        InputError: a file cannot be read or written as asked (named in the message).
+        ArtifactError: the model is missing or fails its sha256 check.
+    """
+    if batch_size < 1 or chunk_rows < 1:
+        raise InputError(f"batch_size and chunk_rows must be at least 1, not {batch_size} and {chunk_rows}")
+    check_output(output_path)  # a bad output name fails before any reading or model loading
+    with open_source(input_path, text_column, max(chunk_rows, batch_size)) as source:
+        classifier = Classifier.from_run(model_dir(run_dir, bento), **classifier_options)
+        return predict_source(
+            classifier, source, output_path, text_column=text_column, batch_size=batch_size, progress=progress
+        )
