@@ -47,12 +47,14 @@ replace_bentoml_request_timer()
 # same limits first (and what a schema cannot say) and answers in the project's error shape.
 Text = Annotated[str, StringConstraints(min_length=1, max_length=SERVE.max_chars_per_text, pattern=NON_BLANK_PATTERN)]
 Texts = Annotated[list[Text], Field(min_length=1, max_length=SERVE.max_texts_per_request)]
+TopK = Annotated[int | None, Field(ge=1, description="only the k best classes in `scores`, best first")]
+RawScores = Annotated[bool, Field(description="logits instead of probabilities in `score` and `scores`")]
 
 
 class Prediction(BaseModel):
     label: str = Field(description="the most probable class")
-    score: float = Field(ge=0, le=1, description="its probability")
-    scores: dict[str, float] = Field(description="every class's probability")
+    score: float = Field(description="its probability (its logit with raw_scores)")
+    scores: dict[str, float] = Field(description="every class's probability (logit), or the top_k best, best first")
     truncated: bool | None = Field(None, description="present (true) when the text was cut at max_seq_len tokens")
 
 
@@ -177,7 +179,7 @@ class TextClassifier:
         self.batcher.close()
 
     @bentoml.api
-    async def predict(self, texts: Texts) -> list[Prediction]:
+    async def predict(self, texts: Texts, top_k: TopK = None, raw_scores: RawScores = False) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ truncated)."""
         try:
             logits, truncated = await self.batcher.submit(texts)
@@ -187,7 +189,7 @@ class TextClassifier:
         except RequestError as exc:  # a text over max_seq_len tokens in error mode
             return Response(json.dumps(error_body(exc)), status_code=exc.status)  # type: ignore[return-value]
         out = []
-        for prediction in self.classifier.predictions(logits, truncated):
+        for prediction in self.classifier.predictions(logits, truncated, top_k=top_k, raw_scores=raw_scores):
             item: dict[str, object] = {
                 "label": prediction.label,
                 "score": prediction.score,

@@ -23,7 +23,7 @@ from textclf.auth import is_authorized, needs_key
 from textclf.errors import ERROR_STATUS, RequestError
 from textclf.openapi import patch_openapi
 from textclf.pages import page
-from textclf.validation import Limits, validate_payload
+from textclf.validation import Limits, PredictRequest, validate_payload
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class RequestGuard:
         body = b""
         try:
             body = await self._read_body(scope, receive)
-            texts = self._parse(body)
+            texts = self._parse(body).texts
             status = await asyncio.wait_for(self._forward(scope, receive, send, body), self.timeout_s)
         except RequestError as exc:
             status = exc.status
@@ -188,19 +188,19 @@ class RequestGuard:
                 (time.perf_counter() - started) * 1000,
             )
 
-    def _parse(self, body: bytes) -> list[str]:
+    def _parse(self, body: bytes) -> PredictRequest:
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RequestError("invalid_json", f"the body is not valid JSON: {exc}") from None
         except RecursionError:
             raise RequestError("invalid_json", "the body nests too deeply to be a predict request") from None
-        texts = validate_payload(payload, self.limits)
+        request = validate_payload(payload, self.limits)
         if self.state.count_overlength is not None:
-            index = self.state.count_overlength(texts)
+            index = self.state.count_overlength(request.texts)
             if index is not None:
                 raise RequestError("text_too_long", f"texts[{index}] is longer than the model's max_seq_len")
-        return texts
+        return request
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.limits.max_body_bytes

@@ -262,12 +262,24 @@ class Classifier:
         logits, truncated = self.logits(texts, batch_size, timings)
         return self.predictions(logits, truncated)
 
-    def predictions(self, logits: np.ndarray, truncated: list[bool]) -> list[Prediction]:
-        """Softmax over each row of logits, named by the model's labels."""
-        probabilities = softmax(logits)
+    def predictions(
+        self, logits: np.ndarray, truncated: list[bool], *, top_k: int | None = None, raw_scores: bool = False
+    ) -> list[Prediction]:
+        """Each row's best label and its classes' scores, named by the model's labels.
+
+        Args:
+            top_k: keep only the k best classes in `scores` (best first); None keeps every class in label order.
+            raw_scores: scores are the logits themselves instead of softmax probabilities.
+        """
+        values = logits if raw_scores else softmax(logits)
+        k = None if top_k is None else min(top_k, len(self.labels))
         predictions = []
-        for row, was_truncated in zip(probabilities, truncated, strict=True):
+        for row, was_truncated in zip(values, truncated, strict=True):
             best = int(row.argmax())
-            scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
+            if k is None:
+                scores = {label: float(v) for label, v in zip(self.labels, row, strict=True)}
+            else:
+                ranked = np.argsort(-row, kind="stable")[:k]
+                scores = {self.labels[i]: float(row[i]) for i in ranked}
             predictions.append(Prediction(self.labels[best], float(row[best]), scores, was_truncated))
         return predictions

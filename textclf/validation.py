@@ -15,6 +15,18 @@ from textclf.errors import RequestError
 NON_BLANK_PATTERN = r"\S"
 
 
+FIELDS = ("texts", "top_k", "raw_scores")
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """A checked `POST /predict` body."""
+
+    texts: list[str]
+    top_k: int | None = None
+    raw_scores: bool = False
+
+
 @dataclass(frozen=True)
 class Limits:
     max_texts_per_request: int
@@ -23,15 +35,15 @@ class Limits:
     max_concurrency: int
 
 
-def validate_payload(payload: Any, limits: Limits) -> list[str]:
-    """The texts of a valid `{"texts": [...]}` body, or a RequestError naming the field at fault."""
+def validate_payload(payload: Any, limits: Limits) -> PredictRequest:
+    """A valid `{"texts": [...], "top_k"?: k, "raw_scores"?: bool}` body, or a RequestError naming the field."""
     if not isinstance(payload, dict):
         raise RequestError("invalid_request", 'the body must be a JSON object: {"texts": ["..."]}')
     if "texts" not in payload:
         raise RequestError("invalid_request", "missing field 'texts'")
-    extra = sorted(set(payload) - {"texts"})
+    extra = sorted(set(payload) - set(FIELDS))
     if extra:
-        raise RequestError("invalid_request", f"unknown field {extra[0]!r}; only 'texts' is accepted")
+        raise RequestError("invalid_request", f"unknown field {extra[0]!r}; the fields are {', '.join(FIELDS)}")
     texts = payload["texts"]
     if not isinstance(texts, list):
         raise RequestError("invalid_request", f"'texts' must be a list of strings, not {type(texts).__name__}")
@@ -54,4 +66,11 @@ def validate_payload(payload: Any, limits: Limits) -> list[str]:
             text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (\ud800): JSON allows it, the tokenizer cannot take it
             raise RequestError("invalid_request", f"texts[{index}] is not valid Unicode (a lone surrogate)") from None
-    return texts
+    top_k = payload.get("top_k")
+    # Present means a count: null is refused like the schema says, and bool (an int in Python) is no count.
+    if "top_k" in payload and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise RequestError("invalid_request", f"'top_k' must be an integer of at least 1, not {top_k!r}")
+    raw_scores = payload.get("raw_scores", False)
+    if not isinstance(raw_scores, bool):
+        raise RequestError("invalid_request", f"'raw_scores' must be true or false, not {raw_scores!r}")
+    return PredictRequest(texts, top_k, raw_scores)

@@ -57,6 +57,19 @@ def test_overlength_error_mode(exported_run: Config) -> None:
         strict.predict(["good", " ".join(["good"] * 100)])
 
 
+def test_top_k_and_raw_scores(classifier: Classifier) -> None:
+    texts = ["a good film", "a dull plot"]
+    logits, truncated = classifier.logits(texts)
+    full = classifier.predictions(logits, truncated)
+    top = classifier.predictions(logits, truncated, top_k=1)
+    raw = classifier.predictions(logits, truncated, raw_scores=True)
+    for f, t, r, row in zip(full, top, raw, logits, strict=True):
+        assert list(t.scores) == [f.label] and t.score == f.score
+        assert r.scores == pytest.approx(dict(zip(classifier.labels, row.tolist(), strict=True)))
+        assert r.label == f.label and r.score == pytest.approx(float(row.max()))
+    assert len(classifier.predictions(logits, truncated, top_k=99)[0].scores) == len(classifier.labels)
+
+
 def test_prediction_fields(classifier: Classifier) -> None:
     prediction = classifier.predict(["a good film"])[0]
     assert set(prediction.scores) == {"neg", "pos"}

@@ -71,6 +71,23 @@ def test_response_names_the_model(server: str, exported_run: Config) -> None:
     assert info["variant"] == variant and info["labels"] == ["neg", "pos"]
 
 
+def test_top_k_and_raw_scores_change_the_response_as_documented(server: str, exported_run: Config) -> None:
+    texts = ["a good and lovely film", "a dull plot", "the acting was fine"]
+    classifier = Classifier.from_run(exported_run.run_dir)
+    logits, _ = classifier.logits(texts)
+    plain = _predict(server, {"texts": texts}).json()
+    top = _predict(server, {"texts": texts, "top_k": 1}).json()
+    raw = _predict(server, {"texts": texts, "raw_scores": True, "top_k": 2}).json()
+    for p, t, r, row in zip(plain, top, raw, logits, strict=True):
+        assert t["label"] == p["label"] and t["scores"] == {p["label"]: pytest.approx(p["score"])}
+        assert r["label"] == p["label"] and r["score"] == pytest.approx(float(row.max()), abs=1e-4)
+        assert list(r["scores"].values()) == sorted(r["scores"].values(), reverse=True)  # best first
+        assert r["scores"] == pytest.approx(dict(zip(classifier.labels, row.tolist(), strict=True)), abs=1e-4)
+    for bad in ({"top_k": 0}, {"top_k": "1"}, {"raw_scores": "yes"}):
+        response = _predict(server, {"texts": texts, **bad})
+        assert response.status_code == 422 and response.json()["error_type"] == "invalid_request", bad
+
+
 def test_long_text_is_truncated_and_flagged(server: str) -> None:
     long_text = " ".join(["good film"] * 40)  # > 32 tokens, the tiny model's max_seq_len
     body = _predict(server, {"texts": [long_text, "a good film"]}).json()

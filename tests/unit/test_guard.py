@@ -134,6 +134,25 @@ def test_model_endpoint_and_other_paths() -> None:
     assert client.get("/elsewhere").status_code == 404  # passed through untouched
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"top_k": 0}, "'top_k' must be an integer of at least 1"),
+        ({"top_k": True}, "'top_k' must be an integer"),
+        ({"top_k": None}, "'top_k' must be an integer"),
+        ({"top_k": "2"}, "'top_k' must be an integer"),
+        ({"raw_scores": "yes"}, "'raw_scores' must be true or false"),
+        ({"top_n": 1}, "unknown field 'top_n'"),
+    ],
+)
+def test_request_options_are_checked(extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(RequestError, match=message) as caught:
+        validate_payload({"texts": ["a"], **extra}, LIMITS)
+    assert caught.value.status == 422
+    request = validate_payload({"texts": ["a"], "top_k": 2, "raw_scores": True}, LIMITS)
+    assert (request.texts, request.top_k, request.raw_scores) == (["a"], 2, True)
+
+
 def test_every_error_type_has_one_status() -> None:
     assert all(400 <= status < 600 for status in ERROR_STATUS.values())
     assert RequestError("too_many_texts", "x").status == 413
