@@ -13,6 +13,12 @@ from benchmarks.servers import free_port, running
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def serve_env(run_dir: Path, home: Path, **serve: str) -> dict[str, str]:
+    """The environment of a test server: the run's artifacts, its own BentoML home, and `TEXTCLF_<KEY>` settings."""
+    env = {"TEXTCLF_ARTIFACTS": str(run_dir), "BENTOML_HOME": str(home)}
+    return env | {f"TEXTCLF_{key.upper()}": value for key, value in serve.items()}
+
+
 @contextmanager
 def served(target: str, env: dict[str, str], log: Path, ready_timeout_s: float = 90) -> Iterator[str]:
     """Yield the base URL of a ready `bentoml serve TARGET`."""

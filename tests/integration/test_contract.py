@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.serving import served
+from tests.serving import serve_env, served
 from textclf.config import Config
 
 KEY = "contract-test-key-0123456789"
@@ -20,13 +20,8 @@ SCHEMATHESIS_CONFIG = Path(__file__).resolve().parent.parent / "schemathesis.tom
 
 
 def _env(cfg: Config, home: Path, **serve: str) -> dict[str, str]:
-    env = {
-        "TEXTCLF_ARTIFACTS": str(cfg.run_dir),
-        "BENTOML_HOME": str(home),
-        "TEXTCLF_MAX_TEXTS_PER_REQUEST": "8",
-        "TEXTCLF_MAX_CHARS_PER_TEXT": "300",
-    }
-    return env | {f"TEXTCLF_{key.upper()}": value for key, value in serve.items()}
+    limits = {"max_texts_per_request": "8", "max_chars_per_text": "300"}
+    return serve_env(cfg.run_dir, home, **(limits | serve))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.serving import served
+from tests.serving import serve_env, served
 from textclf.config import Config
 
 pytestmark = pytest.mark.browser
@@ -44,8 +44,7 @@ def browser() -> Iterator[Any]:
 
 
 def _env(cfg: Config, home: Path, **serve: str) -> dict[str, str]:
-    env = {"TEXTCLF_ARTIFACTS": str(cfg.run_dir), "BENTOML_HOME": str(home)}
-    return env | {f"TEXTCLF_{key.upper()}": value for key, value in serve.items()}
+    return serve_env(cfg.run_dir, home, **serve)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from tests.serving import served, served_process
+from tests.serving import serve_env, served, served_process
 from tests.tiny import tiny_texts
 from textclf.config import Config
 from textclf.runtime import Classifier
@@ -25,8 +25,7 @@ TEXTS = [t for t, _ in tiny_texts(96, seed=5)]
 
 
 def _env(cfg: Config, home: Path, **serve: str) -> dict[str, str]:
-    env = {"TEXTCLF_ARTIFACTS": str(cfg.run_dir), "BENTOML_HOME": str(home)}
-    return env | {f"TEXTCLF_{key.upper()}": value for key, value in serve.items()}
+    return serve_env(cfg.run_dir, home, **serve)
 
 
 def _post(url: str, texts: list[str], timeout: float = 60) -> requests.Response:
