@@ -36,6 +36,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PREDICT_PATH = "/predict"
 MODEL_PATH = "/model"
 OPENAPI_PATH = "/docs.json"
+DOCS_PATH = "/docs"  # BentoML's Swagger UI, which it serves at "/" where the try-it page lives now
 RETRY_AFTER_S = "1"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")  # an id we echo must be safe to log and to send back
 
@@ -143,6 +144,8 @@ class RequestGuard:
         if static is not None:
             body, content_type = static
             await self._send(send, 200, body, content_type, [(b"cache-control", b"no-cache")])
+        elif path == DOCS_PATH and method in ("GET", "HEAD"):
+            await self.app({**scope, "path": "/", "raw_path": b"/"}, receive, send)
         elif path == OPENAPI_PATH and method == "GET":
             await self._openapi(scope, receive, send)
         elif path == MODEL_PATH:

@@ -89,6 +89,14 @@ def test_request_id_is_echoed_and_generated(open_server: str) -> None:
     assert requests.get(f"{open_server}/livez", timeout=10).headers["X-Request-ID"]
 
 
+def test_swagger_ui_at_docs_and_the_page_at_the_root(open_server: str) -> None:
+    docs = requests.get(f"{open_server}/docs", timeout=10)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert requests.get(f"{open_server}/static_content/swagger-ui.css", timeout=10).status_code == 200
+    page = requests.get(f"{open_server}/", timeout=10)
+    assert page.status_code == 200 and "Texts to classify" in page.text
+
+
 def test_deep_nesting_is_a_400_and_the_server_stays_ready(open_server: str) -> None:
     body = b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     response = requests.post(f"{open_server}/predict", data=body, timeout=10)
