@@ -21,11 +21,14 @@ def parse_api_keys(value: str | None) -> tuple[bytes, ...]:
     """The keys of a `serve.api_keys` value: a file path, or keys separated by commas; none when empty.
 
     Raises:
-        ConfigError: a key file that holds no key, or a key shorter than 16 characters.
+        ConfigError: a path to a missing or empty key file, or a key shorter than 16 characters.
     """
     if not value or not value.strip():
         return ()
     path = Path(value.strip()).expanduser()
+    looks_like_path = value.strip().startswith(("/", "~", ".")) or "/" in value
+    if looks_like_path and not path.is_file():  # a secret that was not mounted must not become the key itself
+        raise ConfigError(f"serve.api_keys: no key file at {path}")
     if path.is_file():
         lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
         keys = [line for line in lines if line and not line.startswith("#")]

@@ -204,12 +204,24 @@ class GreedyBatcher(Generic[E]):
             return np.zeros((0, 0), dtype=np.float32), []
         with self._cond:
             if self._closing:
-                raise RuntimeError("the batcher is shut down")
+                raise QueueFull("the server is shutting down")
             if len(self._waiting) + len(encodings) > self.max_queued_texts:
                 raise QueueFull(f"{len(self._waiting)} texts are already queued (limit {self.max_queued_texts})")
             self._waiting.extend(_Text(pending, i) for i in range(len(encodings)))
             self._cond.notify()
-        return await pending.future
+        try:
+            return await pending.future
+        except asyncio.CancelledError:  # the client gave up (timeout, disconnect): its queued texts need no engine
+            self._drop(pending)
+            raise
+
+    def _drop(self, pending: _Pending[Any]) -> None:
+        """Take a request's remaining texts out of the queue (it failed or was cancelled)."""
+        with self._cond:
+            pending.failed = True
+            kept = [text for text in self._waiting if text.pending is not pending]
+            if len(kept) != len(self._waiting):
+                self._waiting = deque(kept)
 
     def _next_call(self) -> list[_Text] | None:
         with self._cond:
@@ -229,7 +241,20 @@ class GreedyBatcher(Generic[E]):
 
     def _serve(self) -> None:
         while (texts := self._next_call()) is not None:
-            self.run_call(texts)
+            try:
+                self.run_call(texts)
+            except Exception as exc:  # a bug after the engine call: fail this call's requests, keep the thread
+                logger.exception("engine thread: answering a call failed")
+                for pending in {id(t.pending): t.pending for t in texts}.values():
+                    if not pending.future.done():
+                        self._answer(pending, None, exc)
+
+    @staticmethod
+    def _answer(pending: _Pending[Any], value: Any, error: BaseException | None) -> None:
+        try:
+            pending.loop.call_soon_threadsafe(_resolve, pending.future, value, error)
+        except RuntimeError:  # its event loop is closed: nobody is waiting any more
+            logger.debug("dropped an answer for a closed event loop")
 
     def run_call(self, texts: list[_Text]) -> None:
         """Run one engine call in the calling thread; answer each request whose last text it held."""
@@ -249,8 +274,8 @@ class GreedyBatcher(Generic[E]):
             if pending.failed:
                 continue
             if error is not None:
-                pending.failed = True
-                pending.loop.call_soon_threadsafe(_resolve, pending.future, None, error)
+                self._drop(pending)  # its other texts, wherever they wait
+                self._answer(pending, None, error)
                 continue
             if pending.logits is None:
                 pending.logits = np.empty((len(pending.encodings), logits.shape[1]), dtype=np.float32)

@@ -136,6 +136,15 @@ class ServeConfig(_Section):
     )
     metrics_public: bool = Field(True, description="/metrics without a key when api_keys are set")
 
+    @model_validator(mode="after")
+    def _a_full_request_fits_the_queue(self) -> ServeConfig:
+        if self.max_texts_per_request > self.max_queued_texts:
+            raise ValueError(
+                f"max_texts_per_request={self.max_texts_per_request} is over max_queued_texts={self.max_queued_texts}:"
+                " such a request could never be queued"
+            )
+        return self
+
 
 class BenchConfig(_Section):
     """Engine sweeps and HTTP load tests."""

@@ -15,6 +15,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "too_many_texts": 413,
     "text_too_large": 413,
     "body_too_large": 413,

@@ -65,6 +65,14 @@ class ModelState:
         ]
 
 
+@dataclass
+class _Exchange:
+    """How far one predict request got: what a deadline may still answer."""
+
+    body_read: bool = False
+    started: bool = False  # a response start has gone to the client
+
+
 @dataclass(frozen=True)
 class Access:
     """Who may call what: API keys (none: open) and whether /metrics needs one."""
@@ -87,7 +95,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 def request_id(scope: Scope) -> bytes:
     """The client's `X-Request-ID` when it is a sane token, else a new random one."""
     given = _header(scope, b"x-request-id")
-    return given if given is not None and _REQUEST_ID.match(given) else uuid.uuid4().hex.encode()
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.encode()
 
 
 class RequestGuard:
@@ -170,16 +178,25 @@ class RequestGuard:
         status = 500
         texts: list[str] = []
         body = b""
+        exchange = _Exchange()
         try:
-            body = await self._read_body(scope, receive)
+            # A client that sends its body slowly must not hold a slot for ever: the same deadline applies.
+            body = await asyncio.wait_for(self._read_body(scope, receive), self.timeout_s)
+            exchange.body_read = True
             texts = self._parse(body).texts
-            status = await asyncio.wait_for(self._forward(scope, receive, send, body), self.timeout_s)
+            status = await asyncio.wait_for(self._forward(scope, receive, send, body, exchange), self.timeout_s)
         except RequestError as exc:
             status = exc.status
             await self._error(send, exc)
         except TimeoutError:
-            status = 504
-            await self._error(send, RequestError("timeout", f"no prediction within {self.timeout_s:g} s"))
+            if exchange.started:  # the answer is on its way already: it cannot become a 504 any more
+                logger.warning("request %s passed its deadline while its answer was being sent", rid.decode())
+            elif not exchange.body_read:
+                status = 408
+                await self._error(send, RequestError("request_timeout", f"no complete body in {self.timeout_s:g} s"))
+            else:
+                status = 504
+                await self._error(send, RequestError("timeout", f"no prediction within {self.timeout_s:g} s"))
         finally:
             self.in_flight -= 1
             logger.info(
@@ -224,7 +241,7 @@ class RequestGuard:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> int:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes, exchange: _Exchange) -> int:
         """Replay the checked body to BentoML; its errors leave in the project's shape."""
         replayed = False
 
@@ -248,10 +265,12 @@ class RequestGuard:
                 if status >= 400:
                     error_chunks = []  # held until complete, then passed on or replaced by our own body
                     return
+                exchange.started = True
                 await send({**message, "headers": [*message.get("headers", []), *self.state.headers]})
             elif error_chunks is not None:
                 error_chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
+                    exchange.started = True
                     await self._inner_error(send, status, b"".join(error_chunks))
             else:
                 await send(message)

@@ -18,6 +18,7 @@ _DESCRIPTIONS = {
     400: "the body is not JSON, or does not match the request schema",
     401: "missing or wrong API key (`Authorization: Bearer <key>`)",
     405: "wrong method; the `Allow` header names the right one",
+    408: "the body did not arrive within the server's timeout",
     413: "too many texts, a text or the body too large",
     422: "a field is missing, unknown, of the wrong type, or a text is empty",
     500: "the server failed to answer",
@@ -85,7 +86,7 @@ def patch_openapi(spec: dict[str, Any], limits: Limits, *, has_keys: bool) -> di
             if isinstance(schema, dict) and schema.get("type") == "object":
                 schema["additionalProperties"] = False
         ok = predict.get("responses", {}).get("200", {"description": "one prediction per text, in order"})
-        predict["responses"] = _responses(ok, [400, 405, 413, 422, 500, 503, 504], has_keys)
+        predict["responses"] = _responses(ok, [400, 405, 408, 413, 422, 500, 503, 504], has_keys)
         predict["description"] = (
             f"Classify 1 to {limits.max_texts_per_request} texts (each at most {limits.max_chars_per_text} "
             f"characters, the body at most {limits.max_body_bytes} bytes). Concurrent requests are batched."

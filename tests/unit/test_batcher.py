@@ -211,7 +211,7 @@ def test_close_answers_everything_queued() -> None:
     results = asyncio.run(main())
     assert [r[0][0, 1] for r in results] == [0, 1, 2, 3, 4]
     assert sum(s.requests for s in stats) == 5
-    with pytest.raises(RuntimeError, match="shut down"):
+    with pytest.raises(QueueFull, match="shutting down"):  # the service answers 503 + Retry-After
         asyncio.run(batcher.submit(["t9"]))
 
 
@@ -254,3 +254,45 @@ def test_choose_call_groups_the_oldest_text_with_its_neighbours_in_length() -> N
     assert (
         max(choose_call(queue, max_texts=4, max_tokens=1000, lookahead=3)) < 3
     )  # 19, 21, 22 are out of reach  # too long for any company
+
+
+def test_a_cancelled_request_leaves_the_queue() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, _ = _batcher(engine, max_batch_texts=2)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        doomed = asyncio.ensure_future(batcher.submit([f"t{i} gone" for i in range(2, 8)]))
+        kept = asyncio.ensure_future(batcher.submit(["t9 kept"]))
+        await asyncio.sleep(0.01)
+        assert batcher.queued_texts == 7
+        doomed.cancel()  # a timeout or a client that went away
+        await asyncio.sleep(0.01)
+        assert batcher.queued_texts == 1
+        gate.set()
+        await asyncio.gather(first, kept)
+
+    asyncio.run(main())
+    batcher.close()
+    assert not any("gone" in words for call in engine.batches for words in call)
+
+
+def test_a_bug_after_the_engine_call_fails_its_requests_and_the_engine_goes_on() -> None:
+    class BrokenRows(FakeEngine):
+        def infer_encoded(self, encodings: list[list[str]]) -> tuple[np.ndarray, list[bool]]:
+            logits, truncated = super().infer_encoded(encodings)
+            return (logits[:0], truncated) if encodings[0][-1] == "broken" else (logits, truncated)
+
+    engine = BrokenRows()
+    batcher, _ = _batcher(engine, max_batch_texts=1)
+
+    async def main() -> None:
+        with pytest.raises(IndexError):
+            await asyncio.wait_for(batcher.submit(["t1 broken"]), timeout=10)
+        logits, _ = await asyncio.wait_for(batcher.submit(["t2 fine"]), timeout=10)
+        assert logits[0, 1] == 2.0
+
+    asyncio.run(main())
+    batcher.close()

@@ -100,3 +100,8 @@ def test_api_keys_are_never_written_out() -> None:
 def test_pinned_serving_variant_must_be_built() -> None:
     with pytest.raises(ConfigError, match="serving_variant"):
         load_config(overrides=["export.variants=[fp32]", "export.serving_variant=int8-dynamic"], environ={})
+
+
+def test_a_full_request_must_fit_the_queue() -> None:
+    with pytest.raises(ConfigError, match="max_texts_per_request=64 is over max_queued_texts=8"):
+        load_config(overrides=["serve.max_queued_texts=8"], environ={})

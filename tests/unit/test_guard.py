@@ -200,6 +200,11 @@ def test_request_id_is_echoed_or_generated() -> None:
     )
     generated = client.post("/predict", json={"texts": ["a"]}).headers["x-request-id"]
     assert len(generated) == 32 and client.get("/model").headers["x-request-id"] != generated
+    newline = client.post("/predict", json={"texts": ["a"]}, headers={"x-request-id": "abc"})
+    assert newline.headers["x-request-id"] == "abc"
+    from textclf.guard import request_id
+
+    assert request_id({"headers": [(b"x-request-id", b"abc\n")]}) != b"abc\n"
     unsafe = client.post("/predict", json={"texts": ["a"]}, headers={"x-request-id": "a b\x7f" * 50})
     assert unsafe.headers["x-request-id"] != "a b\x7f" * 50  # not echoed: not a sane token
 
@@ -225,6 +230,8 @@ def test_api_keys_come_from_a_list_or_a_file(tmp_path: Path) -> None:
     assert parse_api_keys(str(keys)) == (KEY.encode(), f"{KEY}y".encode())
     with pytest.raises(ConfigError, match="shorter than 16"):
         parse_api_keys("short")
+    with pytest.raises(ConfigError, match="no key file"):  # an unmounted secret must not become the key
+        parse_api_keys(str(tmp_path / "missing" / "keys"))
 
 
 def test_a_slow_prediction_is_a_504_in_our_shape() -> None:
@@ -237,7 +244,7 @@ def test_the_openapi_document_lists_every_status_with_the_error_schema() -> None
     client, _ = _client(keys=parse_api_keys(KEY))
     spec = client.get("/docs.json").json()
     responses = spec["paths"]["/predict"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "401", "405", "413", "422", "500", "503", "504"}
+    assert set(responses) == {"200", "400", "401", "405", "408", "413", "422", "500", "503", "504"}
     assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert spec["components"]["schemas"]["Error"]["properties"]["error_type"]["enum"] == sorted(ERROR_STATUS)
     assert "get" in spec["paths"]["/model"] and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
