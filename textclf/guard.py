@@ -180,11 +180,13 @@ class RequestGuard:
         body = b""
         exchange = _Exchange()
         try:
-            # A client that sends its body slowly must not hold a slot for ever: the same deadline applies.
-            body = await asyncio.wait_for(self._read_body(scope, receive), self.timeout_s)
-            exchange.body_read = True
-            texts = self._parse(body).texts
-            status = await asyncio.wait_for(self._forward(scope, receive, send, body, exchange), self.timeout_s)
+            # One deadline for the whole exchange (one timer, no extra task): a client that sends its body slowly
+            # must not hold a slot for ever either.
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read_body(scope, receive)
+                exchange.body_read = True
+                texts = self._parse(body).texts
+                status = await self._forward(scope, receive, send, body, exchange)
         except RequestError as exc:
             status = exc.status
             await self._error(send, exc)

@@ -122,7 +122,7 @@ def git_sha() -> str | None:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
