@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
 from textclf.auth import parse_api_keys
-from textclf.batcher import BatchStats, GreedyBatcher, QueueFull
+from textclf.batcher import BatchStats, GreedyBatcher
 from textclf.bentoml_patch import replace_bentoml_request_timer
 from textclf.config import load_config
 from textclf.errors import RequestError
@@ -183,10 +183,8 @@ class TextClassifier:
         """One prediction per text, in order: label, score, every class's probability (+ truncated)."""
         try:
             logits, truncated = await self.batcher.submit(texts)
-        except QueueFull as exc:  # the guard passes our own error body on, with Retry-After
-            refusal = RequestError("overloaded", str(exc))
-            return Response(json.dumps(error_body(refusal)), status_code=refusal.status)  # type: ignore[return-value]
-        except RequestError as exc:  # a text over max_seq_len tokens in error mode
+        except RequestError as exc:  # a full queue (503) or, in error mode, a text over max_seq_len tokens (422)
+            # Our own error body: the guard passes it on as it is (with Retry-After on a 503).
             return Response(json.dumps(error_body(exc)), status_code=exc.status)  # type: ignore[return-value]
         out = []
         for prediction in self.classifier.predictions(logits, truncated, top_k=top_k, raw_scores=raw_scores):

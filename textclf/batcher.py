@@ -32,6 +32,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from textclf.errors import RequestError
+
 logger = logging.getLogger(__name__)
 
 E = TypeVar("E")  # one tokenized text (a `tokenizers.Encoding` in the service)
@@ -40,8 +42,11 @@ E = TypeVar("E")  # one tokenized text (a `tokenizers.Encoding` in the service)
 CALL_OVERHEAD_TOKENS = 9
 
 
-class QueueFull(Exception):
-    """The queue already holds `max_queued_texts`; the request is refused instead of waiting without bound."""
+class QueueFull(RequestError):
+    """The queue already holds `max_queued_texts` (or the batcher is closing): refused, not left waiting."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("overloaded", message)
 
 
 class Engine(Protocol[E]):
@@ -154,7 +159,6 @@ class GreedyBatcher(Generic[E]):
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _closing: bool = field(default=False, init=False)
-    busy_s: float = field(default=0.0, init=False)  # total time inside the engine, for the busy fraction
 
     def start(self) -> None:
         # A daemon thread: a worker that is killed must not hang on it; a clean shutdown drains it first.
@@ -177,8 +181,7 @@ class GreedyBatcher(Generic[E]):
         """Logits (rows in input order) and truncation flags for one request's texts.
 
         Raises:
-            QueueFull: the queue is at `max_queued_texts`.
-            RuntimeError: the batcher is closed.
+            QueueFull: the queue is at `max_queued_texts`, or the batcher is shutting down.
             Exception: whatever the engine raised for a call holding one of this request's texts.
         """
         loop = asyncio.get_running_loop()
@@ -224,12 +227,9 @@ class GreedyBatcher(Generic[E]):
                 self._waiting = deque(kept)
 
     def _next_call(self) -> list[_Text] | None:
+        # A failed or cancelled request's texts are already out of the queue (`_drop`): everything here is wanted.
         with self._cond:
-            while True:
-                while self._waiting and self._waiting[0].pending.failed:
-                    self._waiting.popleft()  # the rest of a request whose other text already failed
-                if self._waiting:
-                    break
+            while not self._waiting:
                 if self._closing:
                     return None
                 self._cond.wait()
@@ -247,7 +247,12 @@ class GreedyBatcher(Generic[E]):
                 logger.exception("engine thread: answering a call failed")
                 for pending in {id(t.pending): t.pending for t in texts}.values():
                     if not pending.future.done():
-                        self._answer(pending, None, exc)
+                        self._fail(pending, exc)
+
+    def _fail(self, pending: _Pending[Any], error: BaseException) -> None:
+        """Answer a request with an error and take its other texts, wherever they wait, out of the queue."""
+        self._drop(pending)
+        self._answer(pending, None, error)
 
     @staticmethod
     def _answer(pending: _Pending[Any], value: Any, error: BaseException | None) -> None:
@@ -266,7 +271,6 @@ class GreedyBatcher(Generic[E]):
             logger.exception("engine call of %d texts failed", len(texts))
             error = exc
         finished = self.clock()
-        self.busy_s += finished - taken
         requests: dict[int, _Pending[Any]] = {}
         for row, text in enumerate(texts):
             pending = text.pending
@@ -274,8 +278,7 @@ class GreedyBatcher(Generic[E]):
             if pending.failed:
                 continue
             if error is not None:
-                self._drop(pending)  # its other texts, wherever they wait
-                self._answer(pending, None, error)
+                self._fail(pending, error)
                 continue
             if pending.logits is None:
                 pending.logits = np.empty((len(pending.encodings), logits.shape[1]), dtype=np.float32)
@@ -283,7 +286,7 @@ class GreedyBatcher(Generic[E]):
             pending.truncated[text.index] = truncated[row]
             pending.remaining -= 1
             if pending.remaining == 0:
-                pending.loop.call_soon_threadsafe(_resolve, pending.future, (pending.logits, pending.truncated), None)
+                self._answer(pending, (pending.logits, pending.truncated), None)
         if self.on_batch is not None:
             done = [p for p in requests.values() if p.remaining == 0 or p.failed]
             stats = BatchStats(

@@ -67,7 +67,7 @@ class ModelState:
 
 @dataclass
 class _Exchange:
-    """How far one predict request got: what a deadline may still answer."""
+    """How far one request got: what an error or a deadline may still answer."""
 
     body_read: bool = False
     started: bool = False  # a response start has gone to the client
@@ -122,23 +122,22 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         rid = request_id(scope)
-        started = False
+        exchange = _Exchange()
 
         async def tagged_send(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
+                exchange.started = True
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid)]}
             await send(message)
 
         try:
-            await self._route(scope, receive, tagged_send, rid)
+            await self._route(scope, receive, tagged_send, rid, exchange)
         except Exception:  # never a hanging client: whatever failed, the request gets a finished answer
             logger.exception("request %s failed inside the guard", rid.decode())
-            if not started:
+            if not exchange.started:
                 await self._error(tagged_send, RequestError("internal", "the server failed to answer the request"))
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
+    async def _route(self, scope: Scope, receive: Receive, send: Send, rid: bytes, exchange: _Exchange) -> None:
         path, method = scope["path"], scope["method"]
         locked = self.access.api_keys and needs_key(path, metrics_public=self.access.metrics_public)
         if locked and not is_authorized(_header(scope, b"authorization"), self.access.api_keys):
@@ -162,11 +161,11 @@ class RequestGuard:
                 return
             await self._send_json(send, 200, self.state.info)
         elif path == PREDICT_PATH:
-            await self._predict(scope, receive, send, rid)
+            await self._predict(scope, receive, send, rid, exchange)
         else:
             await self.app(scope, receive, send)
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, rid: bytes, exchange: _Exchange) -> None:
         if scope["method"] != "POST":
             await self._error(send, RequestError("method_not_allowed", "use POST /predict"), [(b"allow", b"POST")])
             return
@@ -178,7 +177,6 @@ class RequestGuard:
         status = 500
         texts: list[str] = []
         body = b""
-        exchange = _Exchange()
         try:
             # One deadline for the whole exchange (one timer, no extra task): a client that sends its body slowly
             # must not hold a slot for ever either.
@@ -186,7 +184,7 @@ class RequestGuard:
                 body = await self._read_body(scope, receive)
                 exchange.body_read = True
                 texts = self._parse(body).texts
-                status = await self._forward(scope, receive, send, body, exchange)
+                status = await self._forward(scope, receive, send, body)
         except RequestError as exc:
             status = exc.status
             await self._error(send, exc)
@@ -243,7 +241,7 @@ class RequestGuard:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes, exchange: _Exchange) -> int:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> int:
         """Replay the checked body to BentoML; its errors leave in the project's shape."""
         replayed = False
 
@@ -267,12 +265,10 @@ class RequestGuard:
                 if status >= 400:
                     error_chunks = []  # held until complete, then passed on or replaced by our own body
                     return
-                exchange.started = True
                 await send({**message, "headers": [*message.get("headers", []), *self.state.headers]})
             elif error_chunks is not None:
                 error_chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
-                    exchange.started = True
                     await self._inner_error(send, status, b"".join(error_chunks))
             else:
                 await send(message)

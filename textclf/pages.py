@@ -6,6 +6,7 @@ Served by the guard itself (no extra dependency, no framework): the page calls t
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -23,4 +24,9 @@ def page(path: str) -> tuple[bytes, str] | None:
     if entry is None:
         return None
     name, content_type = entry
-    return (STATIC_DIR / name).read_bytes(), content_type
+    return _read(name), content_type
+
+
+@functools.cache  # keyed by the few names in PAGES only: read once, then kept
+def _read(name: str) -> bytes:
+    return (STATIC_DIR / name).read_bytes()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +221,7 @@ class Classifier:
         truncated = [False] * len(encodings)
         if not encodings:
             return logits, truncated
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        order = sorted(range(len(encodings)), key=lambda i: self.token_count(encodings[i]))
         step = batch_size or len(encodings)
         for start in range(0, len(order), step):
             chunk = order[start : start + step]
@@ -232,21 +231,9 @@ class Classifier:
                 truncated[i] = flag
         return logits, truncated
 
-    def logits(
-        self, texts: list[str], batch_size: int | None = None, timings: dict[str, float] | None = None
-    ) -> tuple[np.ndarray, list[bool]]:
-        """Logits in input order, and per-text truncation flags (see `infer_encoded` for the batching).
-
-        A `timings` dict receives `tokenize_s` and `infer_s`.
-        """
-        started = time.perf_counter()
-        encodings = self.encode(texts) if texts else []
-        tokenized = time.perf_counter()
-        logits, truncated = self.infer_encoded(encodings, batch_size)
-        if timings is not None:
-            timings["tokenize_s"] = tokenized - started
-            timings["infer_s"] = time.perf_counter() - tokenized
-        return logits, truncated
+    def logits(self, texts: list[str], batch_size: int | None = None) -> tuple[np.ndarray, list[bool]]:
+        """Logits in input order, and per-text truncation flags (see `infer_encoded` for the batching)."""
+        return self.infer_encoded(self.encode(texts) if texts else [], batch_size)
 
     def first_overlength(self, texts: list[str]) -> int | None:
         """Index of the first text longer than max_seq_len tokens, or None."""
@@ -255,11 +242,9 @@ class Classifier:
                 return index
         return None
 
-    def predict(
-        self, texts: list[str], batch_size: int | None = None, timings: dict[str, float] | None = None
-    ) -> list[Prediction]:
+    def predict(self, texts: list[str], batch_size: int | None = None) -> list[Prediction]:
         """Label, score and every class's probability for each text, in input order."""
-        logits, truncated = self.logits(texts, batch_size, timings)
+        logits, truncated = self.logits(texts, batch_size)
         return self.predictions(logits, truncated)
 
     def predictions(
