@@ -96,7 +96,8 @@ def _time_gc(phase: str, info: dict[str, int]) -> None:
 
 
 def _observe(stats: BatchStats) -> None:
-    TOKENIZE_SECONDS.observe(stats.tokenize_s / max(1, stats.requests))
+    for seconds in stats.tokenize_s:
+        TOKENIZE_SECONDS.observe(seconds)
     INFER_SECONDS.observe(stats.infer_s)
     QUEUE_SECONDS.observe(stats.queue_wait_s)
     BATCH_SIZE.observe(stats.texts)

@@ -68,7 +68,7 @@ class BatchStats:
     tokens: int  # padded: texts × the longest text's tokens
     queue_wait_s: float  # the oldest text's wait between arrival and the engine taking it
     infer_s: float
-    tokenize_s: float  # of the requests completed by this call
+    tokenize_s: list[float]  # one per request this call completed
     failed: bool = False
 
 
@@ -295,7 +295,7 @@ class GreedyBatcher(Generic[E]):
                 tokens=len(texts) * max(t.length for t in texts),
                 queue_wait_s=taken - min(t.pending.enqueued_at for t in texts),
                 infer_s=finished - taken,
-                tokenize_s=sum(p.tokenize_s for p in done),
+                tokenize_s=[p.tokenize_s for p in done],
                 failed=error is not None,
             )
             try:

@@ -75,6 +75,7 @@ def test_a_request_at_an_idle_server_runs_at_once() -> None:
     assert logits.tolist() == [[3.0, 7.0]] and truncated == [False]
     assert len(engine.batches) == 1 and stats[0].requests == 1
     assert stats[0].queue_wait_s == 0.0  # the fake clock never moved: nothing waited for time to pass
+    assert stats[0].tokenize_s == [0.0]  # one completed request, one tokenization time
 
 
 def test_waiting_requests_merge_within_the_limits_and_keep_their_order() -> None:
