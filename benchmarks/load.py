@@ -200,6 +200,8 @@ def run(
             url = f"http://127.0.0.1:{port}"
             log = out_dir / "logs" / f"{name}.log"
             try:
+                if spec.prepare is not None:
+                    spec.prepare()
                 with running(command, url + spec.ready, env=spec.env, log=log, cwd=spec.cwd, cpus=cpus) as process:
                     record.results = _measure_server(spec, process, url, cfg, texts_file, work, cpus)
                 record.ran = True

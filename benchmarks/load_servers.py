@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class ServerSpec:
     has_engine_metrics: bool = False  # exposes textclf_infer_seconds on /metrics
     settings: dict[str, Any] = field(default_factory=dict)
     missing: str | None = None  # why it cannot run here
+    prepare: Callable[[], object] | None = None  # run just before the server starts (not for servers left out)
 
 
 def _bento(name: str, target: str, env: dict[str, str], workers: int, threads: int, variant: str) -> ServerSpec:
@@ -62,7 +64,15 @@ def peer_venv(cfg: Config) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def _infinity(name: str, cfg: Config, model_dir: Path, engine: str, what: str, work: Path) -> ServerSpec:
+def _infinity(
+    name: str,
+    cfg: Config,
+    model_dir: Path,
+    engine: str,
+    what: str,
+    work: Path,
+    prepare: Callable[[], object] | None = None,
+) -> ServerSpec:
     executable = peer_venv(cfg) / "bin" / "infinity_emb"
     # `--model-id .` from inside the folder: 0.0.78 does not find the ONNX file under an absolute path.
     command = [str(executable), "v2", "--model-id", ".", "--engine", engine, "--device", "cpu"]
@@ -87,16 +97,16 @@ def _infinity(name: str, cfg: Config, model_dir: Path, engine: str, what: str, w
         },
         cwd=model_dir,
         settings={"engine": engine, "batch_size": "infinity default"},
+        prepare=prepare,
         missing=None
         if executable.is_file()
         else f"infinity-emb is not installed in {executable.parent.parent}; `{PEER_SETUP}` installs it (not measured)",
     )
 
 
-def peer_model_dir(run_dir: Path, export: ExportSection, work: Path) -> Path:
+def copy_serving_variant(run_dir: Path, export: ExportSection, folder: Path) -> Path:
     """A copy of the serving variant's folder (model.onnx, config.json, tokenizer.json) for infinity's optimum
     engine: it loads the only `*.onnx` under `--model-id .`, and a copy keeps its files out of the artifacts."""
-    folder = work / "peer-model"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(run_dir / ONNX_DIR / str(export.serving_variant), folder)
     return folder
@@ -129,11 +139,12 @@ def server_specs(cfg: Config, run_dir: Path, export: ExportSection, bento: str |
         _infinity(
             "infinity-optimum",
             cfg,
-            peer_model_dir(run_dir, export, work),
+            work / "peer-model",
             "optimum",
             f"infinity-emb 0.0.78, optimum (ONNX Runtime) engine, serving the Bento's own {variant} model.onnx "
             "(its pipeline runs one text per ONNX call)",
             work,
+            prepare=lambda: copy_serving_variant(run_dir, export, work / "peer-model"),
         ),
         _infinity(
             "infinity-torch",
