@@ -4,8 +4,6 @@ JSON Schemas that `textclf schema` writes match the models and the files."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from tests.artifacts import export_section, train_section, validate_against_schema
+from tests.imports import assert_imports_without
 from textclf.cli import app
 from textclf.errors import ArtifactError
 from textclf.manifest import load_report, read_manifest, update_manifest
@@ -167,11 +166,7 @@ def test_committed_reports_validate_against_the_json_schemas(name: str) -> None:
 
 
 def test_schema_modules_import_without_torch_or_transformers() -> None:
-    code = (
-        "import sys\n"
-        "for name in ('torch', 'transformers', 'optimum', 'datasets'):\n"
-        "    sys.modules[name] = None  # any import of them raises ImportError\n"
-        "import textclf.schema, textclf.manifest, textclf.runtime, textclf.bento, textclf.cli\n"
+    assert_imports_without(
+        ["textclf.schema", "textclf.manifest", "textclf.runtime", "textclf.bento", "textclf.cli"],
+        ["torch", "transformers", "optimum", "datasets"],
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0, result.stderr
