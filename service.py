@@ -54,7 +54,15 @@ RawScores = Annotated[bool, Field(description="logits instead of probabilities i
 class Prediction(BaseModel):
     label: str = Field(description="the most probable class")
     score: float = Field(description="its probability (its logit with raw_scores)")
-    scores: dict[str, float] = Field(description="every class's probability (logit), or the top_k best, best first")
+    scores: dict[str, float] = Field(
+        description="every class's probability (logit), or the top_k best, best first; multi-label: each label's "
+        "own sigmoid, so they need not sum to 1"
+    )
+    labels: list[str] | None = Field(
+        None,
+        description="multi-label models only: every label whose probability is at or over the model's threshold, "
+        "best first (possibly empty); top_k and raw_scores do not change it",
+    )
     truncated: bool | None = Field(None, description="present (true) when the text was cut at max_seq_len tokens")
 
 
@@ -151,6 +159,8 @@ class TextClassifier:
                 "variant": self.classifier.variant,
                 "sha256": sha256,
                 "labels": self.classifier.labels,
+                "multi_label": self.classifier.multi_label,
+                "threshold": self.classifier.threshold,
                 "max_seq_len": self.classifier.max_seq_len,
                 "providers": self.classifier.providers,
                 "intra_op_threads": self.classifier.intra_op_threads,
@@ -181,7 +191,8 @@ class TextClassifier:
 
     @bentoml.api
     async def predict(self, texts: Texts, top_k: TopK = None, raw_scores: RawScores = False) -> list[Prediction]:
-        """One prediction per text, in order: label, score, every class's probability (+ truncated)."""
+        """One prediction per text, in order: label, score, every class's probability (+ the label set of a
+        multi-label model, + truncated)."""
         try:
             logits, truncated = await self.batcher.submit(texts)
         except RequestError as exc:  # a full queue (503) or, in error mode, a text over max_seq_len tokens (422)
@@ -194,6 +205,8 @@ class TextClassifier:
                 "score": prediction.score,
                 "scores": prediction.scores,
             }
+            if prediction.labels is not None:
+                item["labels"] = prediction.labels
             if prediction.truncated:
                 item["truncated"] = True
             out.append(item)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from export.gates import TestLabel
 from textclf.config import Config, DataConfig
 from textclf.errors import DataError
+from textclf.runtime import DEFAULT_THRESHOLD, MULTI_LABEL, THRESHOLD_KEY
 from textclf.schema import TrainSection
 
 logger = logging.getLogger(__name__)
@@ -18,15 +20,27 @@ logger = logging.getLogger(__name__)
 @dataclass
 class EvalData:
     test_texts: list[str]
-    test_labels: list[int]
+    test_labels: list[TestLabel]  # the checkpoint's class ids (multi-label: a list of them per text)
     calibration_texts: list[str]
     source: dict[str, Any]
 
 
+def _checkpoint_config(checkpoint: Path) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((checkpoint / "config.json").read_text())
+    return config
+
+
 def checkpoint_labels(checkpoint: Path) -> list[str]:
-    config = json.loads((checkpoint / "config.json").read_text())
-    id2label = config.get("id2label") or {}
+    id2label = _checkpoint_config(checkpoint).get("id2label") or {}
     return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def checkpoint_threshold(checkpoint: Path) -> float | None:
+    """A multi-label checkpoint's threshold (saved by train; 0.5 for an outside one), None for single-label."""
+    config = _checkpoint_config(checkpoint)
+    if config.get("problem_type") != MULTI_LABEL:
+        return None
+    return float(config.get(THRESHOLD_KEY, DEFAULT_THRESHOLD))
 
 
 def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path) -> EvalData:
@@ -45,6 +59,12 @@ def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path) ->
                 "and judged on (did the data file change?)"
             )
     model_labels = checkpoint_labels(checkpoint)
+    model_is_multi_label = checkpoint_threshold(checkpoint) is not None
+    if model_is_multi_label != data.multi_label:
+        raise DataError(
+            f"the checkpoint is a {'multi' if model_is_multi_label else 'single'}-label classifier but the data "
+            f"config says data.multi_label={str(data_cfg.multi_label).lower()}"
+        )
     if sorted(model_labels) != sorted(data.label_names):
         raise DataError(
             f"the data's labels {data.label_names} do not match the checkpoint's id2label {model_labels}; "
@@ -52,7 +72,11 @@ def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path) ->
         )
     to_model_id = {name: model_labels.index(name) for name in data.label_names}
     test = data.splits["test"]
-    labels = [to_model_id[data.label_names[i]] for i in test["label"]]
+    labels: list[TestLabel]
+    if data.multi_label:
+        labels = [sorted(to_model_id[data.label_names[i]] for i in ids) for ids in test["label"]]
+    else:
+        labels = [to_model_id[data.label_names[i]] for i in test["label"]]
     train_split = data.splits["train"].shuffle(seed=cfg.data.split_seed)
     calibration = train_split.select(range(min(cfg.export.calibration_samples, train_split.num_rows)))
     return EvalData(list(test["text"]), labels, list(calibration["text"]), data.source)

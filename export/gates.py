@@ -1,4 +1,8 @@
-"""The gates every variant must pass: parity with PyTorch, accuracy, batch invariance."""
+"""The gates every variant must pass: parity with PyTorch, the test metric, batch invariance.
+
+Single-label models are judged on accuracy and argmax flips; multi-label models on micro-F1 at the model's threshold
+and on label-set changes.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textclf.runtime import Classifier, softmax
+from textclf.runtime import Classifier, sigmoid
 from textclf.schema import BatchInvariance
+
+# A test text's truth: a class id, or for a multi-label model the ids of its labels.
+TestLabel = int | list[int]
+
+
+@dataclass(frozen=True)
+class TestScores:
+    """The test metrics of one set of logits (micro-F1 only for multi-label models)."""
+
+    accuracy: float
+    macro_f1: float
+    micro_f1: float | None = None
+
+    @property
+    def gated(self) -> float:
+        """What the metric gate compares: micro-F1 for multi-label, accuracy otherwise."""
+        return self.micro_f1 if self.micro_f1 is not None else self.accuracy
 
 
 def parity(classifier: Classifier, texts: list[str], reference: np.ndarray) -> float:
@@ -18,26 +39,54 @@ def parity(classifier: Classifier, texts: list[str], reference: np.ndarray) -> f
     return float(np.abs(logits - reference).max())
 
 
-def accuracy(classifier: Classifier, texts: list[str], labels: list[int]) -> tuple[float, float]:
-    """Test accuracy and macro-F1 (without scikit-learn: the runtime side stays light)."""
+def test_scores(classifier: Classifier, texts: list[str], labels: list[TestLabel]) -> TestScores:
+    """The variant's test metrics (numpy only: the runtime side stays free of scikit-learn)."""
     logits, _ = classifier.logits(texts, batch_size=32)
-    return accuracy_from_logits(logits, labels, len(classifier.labels))
+    return scores_from_logits(logits, labels, classifier.threshold)
 
 
-def accuracy_from_logits(logits: np.ndarray, labels: list[int], num_labels: int) -> tuple[float, float]:
-    preds = logits.argmax(axis=-1)
-    truth = np.asarray(labels)
-    f1s = []
-    for cls in range(num_labels):
-        tp = int(((preds == cls) & (truth == cls)).sum())
-        fp = int(((preds == cls) & (truth != cls)).sum())
-        fn = int(((preds != cls) & (truth == cls)).sum())
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float((preds == truth).mean()), float(np.mean(f1s))
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denominator = 2 * tp + fp + fn
+    result: np.ndarray = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+    return result
+
+
+def scores_from_logits(logits: np.ndarray, labels: list[TestLabel], threshold: float | None) -> TestScores:
+    """Accuracy and macro-F1 of argmax; with a `threshold` (multi-label), exact-match accuracy and macro/micro-F1
+    of the label sets sigmoid ≥ threshold."""
+    num_labels = logits.shape[1]
+    if threshold is None:
+        preds = np.eye(num_labels, dtype=bool)[logits.argmax(axis=-1)]
+        truth = np.eye(num_labels, dtype=bool)[np.asarray(labels, dtype=np.int64)]
+    else:
+        preds = predicted_sets(logits, threshold)
+        truth = multi_hot(labels, num_labels)
+    tp = (preds & truth).sum(axis=0)
+    fp = (preds & ~truth).sum(axis=0)
+    fn = (~preds & truth).sum(axis=0)
+    accuracy = float((preds == truth).all(axis=1).mean())
+    macro_f1 = float(_f1(tp, fp, fn).mean())
+    if threshold is None:
+        return TestScores(accuracy, macro_f1)
+    return TestScores(accuracy, macro_f1, float(_f1(tp.sum(), fp.sum(), fn.sum())))
+
+
+def multi_hot(labels: list[TestLabel], num_labels: int) -> np.ndarray:
+    rows = np.zeros((len(labels), num_labels), dtype=bool)
+    for row, ids in enumerate(labels):
+        rows[row, ids] = True
+    return rows
+
+
+def predicted_sets(logits: np.ndarray, threshold: float) -> np.ndarray:
+    """Multi-label: which labels have sigmoid(logit) ≥ threshold, as a boolean matrix."""
+    result: np.ndarray = sigmoid(logits) >= threshold  # the runtime's own comparison (Classifier.label_sets)
+    return result
 
 
 def batch_invariance(classifier: Classifier, texts: list[str], batch_size: int = 32, seed: int = 0) -> BatchInvariance:
-    """Label flips between each text run alone and run inside a padded batch of mixed lengths.
+    """Label flips (multi-label: label-set changes) between each text run alone and inside a padded batch of mixed
+    lengths.
 
     Batches are drawn in a shuffled order (not length-sorted) so most texts sit next to longer ones and
     carry padding, the case where per-batch activation scales (dynamic int8) can change a result.
@@ -50,8 +99,12 @@ def batch_invariance(classifier: Classifier, texts: list[str], batch_size: int =
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batched[chunk] = classifier.run_session(classifier.pad([encodings[i] for i in chunk]).inputs)
-    flips = int((alone.argmax(axis=-1) != batched.argmax(axis=-1)).sum())
-    max_prob_change = float(np.abs(softmax(alone) - softmax(batched)).max())
+    if classifier.threshold is None:
+        flips = int((alone.argmax(axis=-1) != batched.argmax(axis=-1)).sum())
+    else:
+        changed = predicted_sets(alone, classifier.threshold) != predicted_sets(batched, classifier.threshold)
+        flips = int(changed.any(axis=1).sum())
+    max_prob_change = float(np.abs(classifier.probabilities(alone) - classifier.probabilities(batched)).max())
     return BatchInvariance(texts=len(texts), batch_size=batch_size, flips=flips, max_prob_change=max_prob_change)
 
 

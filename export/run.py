@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from export.builders import export_fp32
-from export.evaldata import checkpoint_labels, load_eval_data
-from export.gates import accuracy_from_logits, time_variant
+from export.evaldata import checkpoint_labels, checkpoint_threshold, load_eval_data
+from export.gates import TestLabel, scores_from_logits, time_variant
 from export.reference import pytorch_logits
 from export.variants import BuildContext, Reference, build_and_judge
 from textclf.config import ALL_VARIANTS, CPU_VARIANTS, Config
@@ -91,7 +91,7 @@ def _reusable(previous: VariantRecord | None, key: str, folder: Path) -> bool:
     return True
 
 
-def write_eval_texts(run_dir: Path, texts: list[str], labels: list[int]) -> Path:
+def write_eval_texts(run_dir: Path, texts: list[str], labels: list[TestLabel]) -> Path:
     """The test texts and label ids the gates judged on, one JSON object per line (read by the benchmarks)."""
     path = run_dir / EVAL_TEXTS
     lines = (json.dumps({"text": text, "label": label}) for text, label in zip(texts, labels, strict=True))
@@ -141,8 +141,8 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
     eval_data = load_eval_data(cfg, manifest.train if manifest else None, checkpoint)
     logger.info("PyTorch reference on %d test texts", len(eval_data.test_texts))
     logits = pytorch_logits(checkpoint, eval_data.test_texts, max_seq_len)
-    num_labels = logits.shape[1]
-    reference = Reference(logits, *accuracy_from_logits(logits, eval_data.test_labels, num_labels))
+    threshold = checkpoint_threshold(checkpoint)
+    reference = Reference(logits, scores_from_logits(logits, eval_data.test_labels, threshold))
     test_sha = sha256_bytes("\n".join(eval_data.test_texts).encode())
 
     import torch
@@ -186,7 +186,14 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
         ),
         max_seq_len=max_seq_len,
         label_names=checkpoint_labels(checkpoint),
-        pytorch=PyTorchReference(test_accuracy=reference.accuracy, test_macro_f1=reference.macro_f1),
+        problem_type="single_label_classification" if threshold is None else "multi_label_classification",
+        threshold=threshold,
+        gate_metric="accuracy" if threshold is None else "micro_f1",
+        pytorch=PyTorchReference(
+            test_accuracy=reference.scores.accuracy,
+            test_macro_f1=reference.scores.macro_f1,
+            test_micro_f1=reference.scores.micro_f1,
+        ),
         test_texts=len(eval_data.test_texts),
         eval_texts=EvalTextsRecord(path=EVAL_TEXTS, sha256=sha256_file(eval_file)),
         machine=Machine.model_validate(machine_info()),

@@ -12,7 +12,7 @@ import numpy as np
 
 from export import builders
 from export.evaldata import EvalData
-from export.gates import accuracy, batch_invariance, parity
+from export.gates import TestScores, batch_invariance, parity, test_scores
 from textclf.config import ExportConfig
 from textclf.manifest import file_entries, now_iso, replace_dir
 from textclf.runtime import Classifier
@@ -40,8 +40,7 @@ class Reference:
     """PyTorch's logits on the test texts and the numbers each variant is compared with."""
 
     logits: np.ndarray
-    accuracy: float
-    macro_f1: float
+    scores: TestScores
 
 
 @dataclass
@@ -93,8 +92,9 @@ def _judge(name: str, ctx: BuildContext, folder: Path) -> Verdict:
     texts = ctx.eval_data.test_texts
     n_parity = min(ctx.cfg.parity_samples, len(texts))
     max_diff = parity(classifier, texts[:n_parity], ctx.reference.logits[:n_parity])
-    acc, f1 = accuracy(classifier, texts, ctx.eval_data.test_labels)
-    delta = acc - ctx.reference.accuracy
+    scores = test_scores(classifier, texts, ctx.eval_data.test_labels)
+    delta = scores.gated - ctx.reference.scores.gated
+    metric = "accuracy" if scores.micro_f1 is None else "micro-F1"
     n_invariance = min(ctx.cfg.invariance_samples or len(texts), len(texts))
     invariance = batch_invariance(classifier, texts[:n_invariance])
 
@@ -104,7 +104,7 @@ def _judge(name: str, ctx: BuildContext, folder: Path) -> Verdict:
         reasons.append(f"parity {max_diff:.2e} > {limit:.0e}")
     if delta < -ctx.cfg.max_accuracy_drop:
         reasons.append(
-            f"accuracy {acc:.4f} is {-delta * 100:.2f} pt below PyTorch "
+            f"{metric} {scores.gated:.4f} is {-delta * 100:.2f} pt below PyTorch "
             f"(limit {ctx.cfg.max_accuracy_drop * 100:.2f} pt)"
         )
     if invariance.flips > ctx.cfg.max_invariance_flips:
@@ -116,9 +116,11 @@ def _judge(name: str, ctx: BuildContext, folder: Path) -> Verdict:
         reason="; ".join(reasons) if reasons else "passed every gate",
         parity_max_abs_diff=max_diff,
         parity_samples=n_parity,
-        test_accuracy=acc,
-        test_macro_f1=f1,
-        accuracy_delta=delta,
+        test_accuracy=scores.accuracy,
+        test_macro_f1=scores.macro_f1,
+        accuracy_delta=scores.accuracy - ctx.reference.scores.accuracy,
+        test_micro_f1=scores.micro_f1,
+        metric_delta=delta,
         batch_invariance=invariance,
     )
 

@@ -35,9 +35,9 @@ def write_csv(path: Path, rows: list[tuple[object, object]], header: tuple[str, 
     return path
 
 
-def _write_vocab(folder: Path) -> Path:
+def _write_vocab(folder: Path, extra_words: tuple[str, ...] = ()) -> Path:
     letters = "abcdefghijklmnopqrstuvwxyz"
-    words = sorted(set(POSITIVE + NEGATIVE + FILLER) | set(letters))  # single letters: any word tokenizes
+    words = sorted(set(POSITIVE + NEGATIVE + FILLER) | set(extra_words) | set(letters))  # letters: any word tokenizes
     vocab = SPECIAL + words + [f"##{c}" for c in letters]
     path = folder / "vocab.txt"
     path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -64,13 +64,16 @@ def build_tiny_distilbert(folder: Path, num_labels: int = 2, seed: int = 0) -> P
     return folder
 
 
-def build_tiny_bert(folder: Path, num_labels: int | None = None, seed: int = 0) -> Path:
-    """Save a 2-layer random BERT (+ fast tokenizer) with `save_pretrained`; a classifier head if num_labels."""
+def build_tiny_bert(
+    folder: Path, num_labels: int | None = None, seed: int = 0, extra_words: tuple[str, ...] = ()
+) -> Path:
+    """Save a 2-layer random BERT (+ fast tokenizer) with `save_pretrained`; a classifier head if num_labels.
+    `extra_words` become whole tokens (other words are spelt out in single letters)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizerFast(vocab_file=str(_write_vocab(folder)), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab_file=str(_write_vocab(folder, extra_words)), do_lower_case=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

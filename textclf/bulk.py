@@ -27,12 +27,14 @@ SHOWN_ERROR_ROWS: Final = 5  # row numbers the summary names
 CALLS_PER_STEP: Final = 4  # ONNX calls between progress updates
 
 
-def prediction_columns(labels: list[str]) -> list[Column]:
-    """The columns appended to every row: label, score, scores (one probability a label), truncated, error."""
+def prediction_columns(labels: list[str], multi_label: bool = False) -> list[Column]:
+    """The columns appended to every row: label, score, scores (one probability a label), for a multi-label model
+    labels (the label set), truncated, error."""
     return [
         Column("label", "string"),
         Column("score", "float"),
         Column("scores", "map", tuple(labels)),
+        *([Column("labels", "strings")] if multi_label else []),
         Column("truncated", "bool"),
         Column("error", "string"),
     ]
@@ -146,10 +148,11 @@ def _predict_chunk(
     texts: list[str] = []
     where: list[int] = []
     added: list[dict[str, Any]] = []
+    names = [column.name for column in prediction_columns(classifier.labels, classifier.multi_label)]
     for offset, row in enumerate(chunk.rows):
         value: Any = row.get(text_column)
         problem = text_problem(value)
-        added.append({"label": None, "score": None, "scores": None, "truncated": None, "error": problem})
+        added.append(dict.fromkeys(names) | {"error": problem})
         if problem is None:
             texts.append(value)
             where.append(offset)
@@ -161,6 +164,8 @@ def _predict_chunk(
         added[offset].update(
             label=prediction.label, score=prediction.score, scores=prediction.scores, truncated=prediction.truncated
         )
+        if prediction.labels is not None:
+            added[offset]["labels"] = prediction.labels
         summary.truncated += prediction.truncated
     summary.rows += len(chunk.rows)
     return added
@@ -210,7 +215,7 @@ def predict_source(
     """Classify every row of an open source into `output` (written atomically)."""
     summary = BulkSummary(output=output, model=f"{classifier.variant} {classifier.model_sha256 or ''}".strip())
     meter = _Meter(summary, source.total, progress)
-    with open_sink(output, source, prediction_columns(classifier.labels)) as sink:
+    with open_sink(output, source, prediction_columns(classifier.labels, classifier.multi_label)) as sink:
         for chunk in source.chunks():
             meter.begin(chunk)
             sink.write(chunk, _predict_chunk(classifier, chunk, text_column, batch_size, summary, meter.step))

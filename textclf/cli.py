@@ -119,11 +119,15 @@ def _print_train_summary(cfg: Config, checkpoint: Path) -> None:
     if section is None:  # a non-zero torchrun rank: rank 0 reports
         return
     rows = [
-        (split, str(m.n), f"{m.accuracy:.4f}", f"{m.macro_f1:.4f}")
+        (split, str(m.n), f"{m.accuracy:.4f}", f"{m.macro_f1:.4f}", _fmt(m.micro_f1, ".4f"))
         for split, m in (("validation", section.metrics.validation), ("test", section.metrics.test))
     ]
+    headers = ("split", "rows", "accuracy", "macro-F1", "micro-F1")
+    title = f"train: run '{cfg.run}'"
+    if section.threshold is not None:
+        title += f" (multi-label at threshold {section.threshold}; accuracy = whole label set right)"
     out = _stdout()
-    out.print(metrics_table(f"train: run '{cfg.run}'", rows, ("split", "rows", "accuracy", "macro-F1")))
+    out.print(metrics_table(title, rows, headers))
     out.print(f"checkpoint: {checkpoint}\nmanifest:   {cfg.run_dir / MANIFEST_NAME}")
     out.print(f"wall time:  {section.wall_time_s:.0f} s ({section.trainer.epochs_run:.1f} epochs)")
 
@@ -156,6 +160,9 @@ def _print_export_table(cfg: Config) -> None:
     section = manifest.export if manifest else None
     if section is None:
         return
+    multi_label = section.gate_metric == "micro_f1"
+    metric = "micro-F1" if multi_label else "accuracy"
+    reference = section.pytorch.test_micro_f1 if multi_label else section.pytorch.test_accuracy
     rows = []
     for name, v in section.variants.items():
         rows.append(
@@ -163,15 +170,15 @@ def _print_export_table(cfg: Config) -> None:
                 name + (" *" if name == section.serving_variant else ""),
                 f"{v.bytes / 1e6:.1f}" if v.bytes else "-",
                 _fmt(v.parity_max_abs_diff, ".1e"),
-                _fmt(v.test_accuracy, ".4f"),
-                "-" if v.accuracy_delta is None else f"{v.accuracy_delta * 100:+.2f} pt",
+                _fmt(v.test_micro_f1 if multi_label else v.test_accuracy, ".4f"),
+                _delta_pt(v.metric_delta if multi_label else v.accuracy_delta),
                 f"{v.batch_invariance.flips} flips" if v.batch_invariance else "-",
                 "-" if v.latency_ms is None else f"{v.latency_ms:.2f} / {_fmt(v.batch32_ms_per_text, '.2f')}",
                 ("pass" if v.passed else "REFUSED: " + v.reason) + (" (unchanged)" if v.skipped else ""),
             )
         )
-    headers = ("variant", "MB", "parity", "accuracy", "Δ acc", "invariance", "ms b1 / b32 per text", "verdict")
-    title = f"export: run '{cfg.run}' (PyTorch test accuracy {section.pytorch.test_accuracy:.4f}; * = serving variant)"
+    headers = ("variant", "MB", "parity", metric, f"Δ {metric}", "invariance", "ms b1 / b32 per text", "verdict")
+    title = f"export: run '{cfg.run}' (PyTorch test {metric} {_fmt(reference, '.4f')}; * = serving variant)"
     out = _stdout()
     out.print(metrics_table(title, rows, headers))
     machine = section.machine
@@ -180,6 +187,10 @@ def _print_export_table(cfg: Config) -> None:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else f"{value:{spec}}"
+
+
+def _delta_pt(fraction: float | None) -> str:
+    return _fmt(None if fraction is None else fraction * 100, "+.2f") + (" pt" if fraction is not None else "")
 
 
 @app.command()
@@ -327,6 +338,24 @@ def schema(
         for name, document in json_schemas().items():
             atomic_write_text(out / name, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
             stdout.print(f"wrote {out / name}")
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="The JSONL file to write (text, labels).")],
+    rows: Annotated[int, typer.Option("--rows", min=10, help="How many texts.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the texts and their topics.")] = 0,
+) -> None:
+    """Write a generated multi-label data set: news-like texts tagged with any of three topics (no download).
+
+    Train on it with --set data.path=OUT --set data.multi_label=true --set data.label_column=labels.
+    """
+
+    with _stage():
+        from train.demo import write_multi_label_jsonl
+
+        write_multi_label_jsonl(out, rows, seed)
+        _stdout().print(f"wrote {rows:,} texts to {out}")
 
 
 @app.command("config")

@@ -58,6 +58,12 @@ class DataConfig(_Section):
     on_empty_text: Literal["drop", "fail"] = "drop"
     max_classes: int = Field(50, ge=2)
     max_rows: int | None = Field(None, ge=10, description="use a stratified sample of this many rows")
+    multi_label: bool = Field(
+        False, description="each text has a set of labels (a JSON list, or label_separator-joined text); sigmoid"
+    )
+    label_separator: str = Field(
+        ",", min_length=1, description="multi-label: splits a text label column (CSV/TSV) into the text's labels"
+    )
 
 
 class TrainConfig(_Section):
@@ -77,6 +83,9 @@ class TrainConfig(_Section):
     logging_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1)
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="multi-label: a label is predicted at or over this probability (saved with model)"
+    )
 
 
 class ExportConfig(_Section):
@@ -86,7 +95,9 @@ class ExportConfig(_Section):
     optimization_level: int = Field(2, ge=1, le=4, description="ORT graph optimization level O1..O4")
     max_fp32_parity: float = Field(1e-4, gt=0)
     max_optimized_parity: float = Field(1e-3, gt=0)
-    max_accuracy_drop: float = Field(0.005, ge=0, le=1)
+    max_accuracy_drop: float = Field(
+        0.005, ge=0, le=1, description="largest drop of the gated metric: accuracy, or micro-F1 for multi-label"
+    )
     max_invariance_flips: int = Field(0, ge=0, description="labels allowed to change between alone and batched")
     parity_samples: int = Field(128, ge=1)
     invariance_samples: int | None = Field(None, ge=1, description="test texts checked; default: all")
@@ -210,6 +221,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {dotted}: cannot parse value {raw!r}: {exc}") from exc
+    if value == "" and raw.strip():
+        value = raw.strip()  # "|" or ">" alone start a YAML block, not a value: --set data.label_separator=|
     return keys, value
 
 

@@ -32,6 +32,8 @@ _MODEL_INFO = {
         "variant": {"type": "string"},
         "sha256": {"type": "string"},
         "labels": {"type": "array", "items": {"type": "string"}},
+        "multi_label": {"type": "boolean", "description": "sigmoid per label; predictions carry `labels`"},
+        "threshold": {"type": "number", "nullable": True, "description": "multi-label: a label's probability cut-off"},
         "max_seq_len": {"type": "integer"},
         "providers": {"type": "array", "items": {"type": "string"}},
         "intra_op_threads": {"type": "integer"},

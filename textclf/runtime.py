@@ -1,4 +1,5 @@
-"""The one inference path: Rust tokenizer → dynamic padding → onnxruntime session → softmax → labels.
+"""The one inference path: Rust tokenizer → dynamic padding → onnxruntime session → softmax (multi-label: sigmoid
+and a threshold) → labels.
 
 Used by the service, the export gates and the benchmarks alike. Imports neither torch nor transformers.
 """
@@ -27,6 +28,9 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len and the variant's name
+MULTI_LABEL = "multi_label_classification"  # config.json's problem_type of a model trained with BCE-with-logits
+THRESHOLD_KEY = "textclf_threshold"  # config.json: train.threshold of a multi-label model
+DEFAULT_THRESHOLD = 0.5
 
 
 class OverlengthError(RequestError):
@@ -54,6 +58,7 @@ class Prediction:
     score: float
     scores: dict[str, float]
     truncated: bool = False
+    labels: list[str] | None = None  # multi-label: every label at or over the threshold, best first
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     exp = np.exp(shifted)
     result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
     return result
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function (each label's own probability in a multi-label model)."""
+    result: np.ndarray = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return result.astype(np.float32)
 
 
 def default_intra_op_threads(workers: int = 1) -> int:
@@ -128,6 +139,8 @@ class Classifier:
         self.labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
         if not self.labels:
             raise ArtifactError(f"{self.variant_dir / CONFIG_FILE}: no id2label; cannot name the classes")
+        self.multi_label = config.get("problem_type") == MULTI_LABEL
+        self.threshold = float(config.get(THRESHOLD_KEY, DEFAULT_THRESHOLD)) if self.multi_label else None
         self.variant = sidecar.get("variant", self.variant_dir.name)
         self.max_seq_len = int(max_seq_len or sidecar.get("max_seq_len") or config.get("max_position_embeddings", 512))
         if on_overlength not in ("truncate", "error"):
@@ -247,24 +260,41 @@ class Classifier:
         logits, truncated = self.logits(texts, batch_size)
         return self.predictions(logits, truncated)
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Softmax over the classes, or for a multi-label model each label's own sigmoid."""
+        return sigmoid(logits) if self.multi_label else softmax(logits)
+
+    def label_sets(self, probabilities: np.ndarray) -> list[list[str]]:
+        """Multi-label: each row's labels at or over the threshold, best first (possibly none)."""
+        threshold = self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
+        sets = []
+        for row in probabilities:
+            ranked = np.argsort(-row, kind="stable")
+            sets.append([self.labels[i] for i in ranked if row[i] >= threshold])
+        return sets
+
     def predictions(
         self, logits: np.ndarray, truncated: list[bool], *, top_k: int | None = None, raw_scores: bool = False
     ) -> list[Prediction]:
-        """Each row's best label and its classes' scores, named by the model's labels.
+        """Each row's best label and its classes' scores, named by the model's labels (multi-label: its label set).
 
         Args:
             top_k: keep only the k best classes in `scores` (best first); None keeps every class in label order.
-            raw_scores: scores are the logits themselves instead of softmax probabilities.
+            raw_scores: scores are the logits themselves instead of probabilities (the label set is unchanged).
         """
-        values = logits if raw_scores else softmax(logits)
+        probabilities = self.probabilities(logits)
+        values = logits if raw_scores else probabilities
+        label_sets: list[list[str] | None] = [None] * len(values)
+        if self.multi_label:
+            label_sets = list(self.label_sets(probabilities))
         k = None if top_k is None else min(top_k, len(self.labels))
         predictions = []
-        for row, was_truncated in zip(values, truncated, strict=True):
+        for row, was_truncated, labels in zip(values, truncated, label_sets, strict=True):
             best = int(row.argmax())
             if k is None:
                 scores = {label: float(v) for label, v in zip(self.labels, row, strict=True)}
             else:
                 ranked = np.argsort(-row, kind="stable")[:k]
                 scores = {self.labels[i]: float(row[i]) for i in ranked}
-            predictions.append(Prediction(self.labels[best], float(row[best]), scores, was_truncated))
+            predictions.append(Prediction(self.labels[best], float(row[best]), scores, was_truncated, labels))
         return predictions

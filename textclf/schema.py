@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from textclf.errors import ArtifactError
 
 SCHEMA_VERSION: Final = 1  # of every file below; bump it (and the Literal fields) when a reader would break
+# transformers' own names: a multi-label model is trained with BCE-with-logits and served through a sigmoid.
+ProblemType = Literal["single_label_classification", "multi_label_classification"]
 _MAX_LISTED_ERRORS = 5
 
 
@@ -87,11 +89,15 @@ class FolderRecord(_Record):
 
 
 class SplitMetrics(_Record):
-    accuracy: float = Field(ge=0, le=1)
+    accuracy: float = Field(ge=0, le=1, description="multi-label: exact match (the whole label set right)")
     macro_f1: float = Field(ge=0, le=1)
+    micro_f1: float | None = Field(None, ge=0, le=1, description="multi-label only")
+    threshold: float | None = Field(None, description="multi-label: the probability a label is predicted at")
     n: int
     per_class: dict[str, dict[str, Any]]
-    confusion_matrix: list[list[int]] = Field(description="rows = true label, columns = predicted")
+    confusion_matrix: list[list[int]] | None = Field(
+        None, description="single-label: rows = true label, columns = predicted"
+    )
 
 
 class TrainMetrics(_Record):
@@ -129,9 +135,11 @@ class TrainSection(_Record):
     data: DataRecord
     base_model: BaseModelRecord
     label_names: list[str]
+    problem_type: ProblemType = "single_label_classification"
+    threshold: float | None = Field(None, description="multi-label: saved in the checkpoint's config.json too")
     max_seq_len: int
     checkpoint: FolderRecord
-    confusion_matrix_png: str
+    confusion_matrix_png: str | None = Field(None, description="single-label only")
     metrics: TrainMetrics
     trainer: TrainerRecord
     hardware: TrainHardware
@@ -139,7 +147,8 @@ class TrainSection(_Record):
 
 # -- manifest: export section --------------------------------------------------------------------------------
 class BatchInvariance(_Record):
-    """Label flips between each text alone and inside a padded batch of mixed lengths."""
+    """Label flips (multi-label: label-set changes) between each text alone and inside a padded batch of mixed
+    lengths."""
 
     texts: int
     batch_size: int
@@ -157,6 +166,8 @@ class Verdict(_Record):
     test_accuracy: float | None = Field(None, ge=0, le=1)
     test_macro_f1: float | None = Field(None, ge=0, le=1)
     accuracy_delta: float | None = Field(None, description="variant − PyTorch test accuracy (fraction)")
+    test_micro_f1: float | None = Field(None, ge=0, le=1, description="multi-label only")
+    metric_delta: float | None = Field(None, description="variant − PyTorch on the export's gate_metric (fraction)")
     batch_invariance: BatchInvariance | None = None
 
 
@@ -190,6 +201,7 @@ class ExportCheckpoint(_Record):
 class PyTorchReference(_Record):
     test_accuracy: float = Field(ge=0, le=1)
     test_macro_f1: float = Field(ge=0, le=1)
+    test_micro_f1: float | None = Field(None, ge=0, le=1, description="multi-label only")
 
 
 class EvalTextsRecord(_Record):
@@ -203,6 +215,11 @@ class ExportSection(_Record):
     checkpoint: ExportCheckpoint
     max_seq_len: int
     label_names: list[str]
+    problem_type: ProblemType = "single_label_classification"
+    threshold: float | None = Field(None, description="multi-label: labels at or over this probability")
+    gate_metric: Literal["accuracy", "micro_f1"] = Field(
+        "accuracy", description="what the metric gate compares with PyTorch (micro-F1 at the threshold: multi-label)"
+    )
     pytorch: PyTorchReference
     test_texts: int
     eval_texts: EvalTextsRecord

@@ -261,7 +261,7 @@ class Column:
     """A column a writer appends to every row."""
 
     name: str
-    kind: Literal["string", "float", "bool", "map"]
+    kind: Literal["string", "float", "bool", "map", "strings"]
     keys: tuple[str, ...] = ()  # a map's keys, in order (a Parquet struct's fields)
 
 
@@ -380,6 +380,8 @@ class _ParquetSink(Sink):
         pa = self._pa
         if column.kind == "map":
             return pa.struct([(key, pa.float64()) for key in column.keys])
+        if column.kind == "strings":
+            return pa.list_(pa.string())
         return {"string": pa.string(), "float": pa.float64(), "bool": pa.bool_()}[column.kind]
 
     def _input_type(self, name: str, rows: list[dict[str, Any]]) -> Any:

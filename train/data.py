@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from textclf.config import DataConfig
@@ -31,13 +32,15 @@ _BUILDERS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".
 
 @dataclass
 class LabelledData:
-    """Validated splits with a `text` column and an integer `label` ClassLabel column."""
+    """Validated splits with a `text` column and a `label` column: a ClassLabel, or for multi-label data a list
+    of ClassLabel ids (possibly empty)."""
 
     splits: DatasetDict
     label_names: list[str]
     source: dict[str, Any]
     dropped_empty_texts: int = 0
     split_sha256: dict[str, str] = field(default_factory=dict)
+    multi_label: bool = False
 
 
 def _rotten_tomatoes_path() -> Path:
@@ -130,7 +133,7 @@ def _load_raw(cfg: DataConfig) -> tuple[DatasetDict, dict[str, Any], str, str]:
     return raw, source, cfg.text_column, cfg.label_column
 
 
-def _normalise_columns(raw: DatasetDict, text_col: str, label_col: str) -> DatasetDict:
+def _normalise_columns(raw: DatasetDict, text_col: str, label_col: str, cfg: DataConfig) -> DatasetDict:
     out = {}
     for name, split in raw.items():
         if split.num_rows == 0:
@@ -142,28 +145,61 @@ def _normalise_columns(raw: DatasetDict, text_col: str, label_col: str) -> Datas
                     f"(set data.{role}_column)"
                 )
         feature = split.features[label_col]
-        names = feature.names if isinstance(feature, ClassLabel) else None
+        # A list column's items may be a ClassLabel too (a hub data set's multi-label column).
+        names = _class_names(getattr(feature, "feature", feature))
         split = split.select_columns([text_col, label_col])
-        # Labels become strings so that integer, string and ClassLabel columns are handled alike.
+        # Labels become strings (multi-label: lists of strings) so integer, string and ClassLabel columns are
+        # handled alike.
+        label_feature: Any = datasets.Value("string")
+        if cfg.multi_label:
+            label_feature = datasets.Sequence(label_feature)
+
+        def convert(batch: dict[str, list[Any]], names: list[str] | None = names, split_name: str = name) -> Any:
+            labels: list[Any] = (
+                [_label_set(v, names, cfg.label_separator) for v in batch[label_col]]
+                if cfg.multi_label
+                else [_label_to_str(v, names, split_name) for v in batch[label_col]]
+            )
+            return {TEXT: batch[text_col], LABEL: labels}
+
         split = split.map(
-            lambda batch, names=names: {
-                TEXT: batch[text_col],
-                LABEL: [_label_to_str(v, names) for v in batch[label_col]],
-            },
+            convert,
             batched=True,
             remove_columns=split.column_names,
-            features=datasets.Features({TEXT: datasets.Value("string"), LABEL: datasets.Value("string")}),
+            features=datasets.Features({TEXT: datasets.Value("string"), LABEL: label_feature}),
         )
         out[name] = split
     return DatasetDict(out)
 
 
-def _label_to_str(value: Any, names: list[str] | None) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _class_names(feature: Any) -> list[str] | None:
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _label_to_str(value: Any, names: list[str] | None, split: str = "train") -> str | None:
+    if isinstance(value, list):
+        raise DataError(
+            f"split '{split}': the label column holds lists of labels; set data.multi_label=true for multi-label data"
+        )
+    if _is_missing(value):
         return None
     if names is not None and isinstance(value, int) and 0 <= value < len(names):
         return names[value]
     return str(value)
+
+
+def _label_set(value: Any, names: list[str] | None, separator: str) -> list[str]:
+    """A multi-label cell as its labels: a list as it is, a text split at `separator`, a missing cell as none."""
+    if _is_missing(value):
+        return []
+    items = value if isinstance(value, list) else str(value).split(separator)
+    labels = [_label_to_str(item, names) for item in items]
+    # Sorted and unique: "b,a,a" and ["a", "b"] are the same set (and the same split digest).
+    return sorted({label.strip() for label in labels if label is not None and label.strip()})
 
 
 def _is_empty(text: Any) -> bool:
@@ -175,6 +211,7 @@ def _handle_empty_texts(splits: DatasetDict, on_empty: str) -> tuple[DatasetDict
     cleaned = {}
     for name, split in splits.items():
         empty = sum(1 for text in split[TEXT] if _is_empty(text))
+        # Only single-label rows can lack a label: a multi-label row without labels is a negative example.
         missing_labels = sum(1 for label in split[LABEL] if label is None)
         if missing_labels:
             raise DataError(f"split '{name}': {missing_labels} rows have no label")
@@ -192,22 +229,45 @@ def _handle_empty_texts(splits: DatasetDict, on_empty: str) -> tuple[DatasetDict
     return DatasetDict(cleaned), total
 
 
-def _check_labels(splits: DatasetDict, max_classes: int) -> list[str]:
-    train_labels = set(splits["train"][LABEL])
+def _labels_of(split: Dataset, multi_label: bool) -> set[Any]:
+    column = split[LABEL]
+    return {label for labels in column for label in labels} if multi_label else set(column)
+
+
+def _check_labels(splits: DatasetDict, max_classes: int, multi_label: bool) -> list[str]:
+    train_labels = _labels_of(splits["train"], multi_label)
     if len(train_labels) < 2:
         raise DataError(f"the training data has a single class ({sorted(train_labels)}); need at least 2")
     if len(train_labels) > max_classes:
         raise DataError(f"the training data has {len(train_labels)} classes, more than data.max_classes={max_classes}")
     for name, split in splits.items():
-        unseen = set(split[LABEL]) - train_labels
+        unseen = _labels_of(split, multi_label) - train_labels
         if unseen:
             raise DataError(f"split '{name}' has labels never seen in train: {sorted(unseen)[:10]}")
     return sorted(train_labels)
 
 
+def _check_every_label_positive(train: Dataset, label_names: list[str]) -> None:
+    """Multi-label: after splitting, each label must still be on some train text and off some other."""
+    counts = np.zeros(len(label_names), dtype=np.int64)
+    for labels in train[LABEL]:
+        counts[labels] += 1
+    never = [label_names[i] for i in np.flatnonzero(counts == 0)]
+    if never:
+        raise DataError(
+            f"labels never positive in the train split after splitting: {never[:10]}; add texts with them "
+            "(or give the source its own validation/test files)"
+        )
+    always = [label_names[i] for i in np.flatnonzero(counts == train.num_rows)]
+    if always:
+        raise DataError(f"labels on every train text (nothing to learn from): {always[:10]}")
+
+
 def _stratified_split(dataset: Dataset, fraction: float, seed: int, what: str) -> tuple[Dataset, Dataset]:
+    # A label set has no single class to stratify by: multi-label splits are random (by seed).
+    stratify = LABEL if isinstance(dataset.features[LABEL], ClassLabel) else None
     try:
-        parts = dataset.train_test_split(test_size=fraction, stratify_by_column=LABEL, seed=seed)
+        parts = dataset.train_test_split(test_size=fraction, stratify_by_column=stratify, seed=seed)
     except ValueError as exc:
         raise DataError(f"cannot carve a stratified {what} split ({exc}); add rows for the rarest class") from exc
     return parts["train"], parts["test"]
@@ -248,14 +308,18 @@ def load_labelled_data(cfg: DataConfig) -> LabelledData:
         raw = DatasetDict({k: v for k, v in raw.items() if k in SPLITS})
     if "train" not in raw:
         raise DataError(f"the data source has no 'train' split (it has {sorted(raw)})")
-    splits = _normalise_columns(raw, text_col, label_col)
+    splits = _normalise_columns(raw, text_col, label_col, cfg)
     splits, dropped = _handle_empty_texts(splits, cfg.on_empty_text)
-    label_names = _check_labels(splits, cfg.max_classes)
+    label_names = _check_labels(splits, cfg.max_classes, cfg.multi_label)
     # A ClassLabel column is what stratified splitting needs, and what the Trainer reads as targets.
-    class_label = ClassLabel(names=label_names)
+    class_label: Any = ClassLabel(names=label_names)
+    if cfg.multi_label:
+        class_label = datasets.Sequence(class_label)
     splits = DatasetDict({name: split.cast_column(LABEL, class_label) for name, split in splits.items()})
     splits = _make_splits(splits, cfg)
+    if cfg.multi_label:
+        _check_every_label_positive(splits["train"], label_names)
     digests = {name: _split_digest(splits[name]) for name in SPLITS}
     for name in SPLITS:
         logger.info("%s: %d rows", name, splits[name].num_rows)
-    return LabelledData(splits, label_names, source, dropped, digests)
+    return LabelledData(splits, label_names, source, dropped, digests, cfg.multi_label)

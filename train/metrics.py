@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from textclf.manifest import atomic_write_bytes
+from textclf.runtime import sigmoid
 
 
 def trainer_metrics(eval_pred: Any) -> dict[str, float]:
@@ -21,11 +22,43 @@ def trainer_metrics(eval_pred: Any) -> dict[str, float]:
     }
 
 
-def full_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows = truth)."""
-    indices = list(range(len(label_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=indices, zero_division=0)
-    per_class = {
+def multi_label_trainer_metrics(threshold: float) -> Any:
+    """`compute_metrics` for a multi-label Trainer: exact-match accuracy, macro- and micro-F1 at `threshold`."""
+
+    def compute(eval_pred: Any) -> dict[str, float]:
+        logits, targets = eval_pred
+        preds = sigmoid(logits) >= threshold
+        truth = np.asarray(targets) >= 0.5
+        return {
+            "accuracy": float(accuracy_score(truth, preds)),
+            "macro_f1": float(f1_score(truth, preds, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(truth, preds, average="micro", zero_division=0)),
+        }
+
+    return compute
+
+
+def multi_label_metrics(
+    targets: np.ndarray, logits: np.ndarray, threshold: float, label_names: list[str]
+) -> dict[str, Any]:
+    """Exact-match accuracy, macro/micro-F1 and per-label precision/recall/F1/support at `threshold`."""
+    truth = np.asarray(targets) >= 0.5
+    preds = sigmoid(logits) >= threshold
+    precision, recall, f1, support = precision_recall_fscore_support(truth, preds, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(truth, preds)),
+        "macro_f1": float(f1_score(truth, preds, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(truth, preds, average="micro", zero_division=0)),
+        "threshold": threshold,
+        "n": len(truth),
+        "per_class": _per_class(label_names, precision, recall, f1, support),
+        "confusion_matrix": None,
+    }
+
+
+def _per_class(label_names: list[str], *columns: np.ndarray) -> dict[str, dict[str, Any]]:
+    precision, recall, f1, support = columns
+    return {
         name: {
             "precision": float(precision[i]),
             "recall": float(recall[i]),
@@ -34,11 +67,17 @@ def full_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[str]) 
         }
         for i, name in enumerate(label_names)
     }
+
+
+def full_metrics(labels: np.ndarray, preds: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows = truth)."""
+    indices = list(range(len(label_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=indices, zero_division=0)
     return {
         "accuracy": float(accuracy_score(labels, preds)),
         "macro_f1": float(f1_score(labels, preds, labels=indices, average="macro", zero_division=0)),
         "n": len(labels),
-        "per_class": per_class,
+        "per_class": _per_class(label_names, precision, recall, f1, support),
         "confusion_matrix": confusion_matrix(labels, preds, labels=indices).tolist(),
     }
 

@@ -25,8 +25,14 @@ from textclf.schema import (
     TrainMetrics,
     TrainSection,
 )
-from train.data import SPLITS, TEXT, LabelledData, load_labelled_data
-from train.metrics import full_metrics, plot_confusion_matrix, trainer_metrics
+from train.data import LABEL, SPLITS, TEXT, LabelledData, load_labelled_data
+from train.metrics import (
+    full_metrics,
+    multi_label_metrics,
+    multi_label_trainer_metrics,
+    plot_confusion_matrix,
+    trainer_metrics,
+)
 from train.model import resolve_base_model
 
 logger = logging.getLogger(__name__)
@@ -71,14 +77,36 @@ def _training_arguments(cfg: Config, output_dir: Path, world_size: int, use_cuda
 
 
 def _tokenize(data: LabelledData, tokenizer: Any, max_seq_len: int) -> Any:
-    # No padding here: the collator pads each batch to its own longest text (dynamic padding).
+    num_labels = len(data.label_names)
+
+    def encode(batch: dict[str, list[Any]]) -> Any:
+        # No padding here: the collator pads each batch to its own longest text (dynamic padding).
+        encoded = tokenizer(batch[TEXT], truncation=True, max_length=max_seq_len)
+        if data.multi_label:
+            # BCE-with-logits takes one float target per label: the label set as a multi-hot row.
+            encoded["labels"] = [_multi_hot(ids, num_labels) for ids in batch[LABEL]]
+        return encoded
+
     return data.splits.map(
-        lambda batch: tokenizer(batch[TEXT], truncation=True, max_length=max_seq_len),
+        encode,
         batched=True,
-        remove_columns=[TEXT],
+        remove_columns=[TEXT, LABEL] if data.multi_label else [TEXT],
         keep_in_memory=True,  # several torchrun processes must not race on one cache file
         desc="tokenizing",
     )
+
+
+def _multi_hot(ids: list[int], num_labels: int) -> list[float]:
+    row = [0.0] * num_labels
+    for i in ids:
+        row[i] = 1.0
+    return row
+
+
+def _split_metrics(data: LabelledData, threshold: float, logits: np.ndarray, label_ids: np.ndarray) -> SplitMetrics:
+    if data.multi_label:
+        return SplitMetrics(**multi_label_metrics(label_ids, logits, threshold, data.label_names))
+    return SplitMetrics(**full_metrics(label_ids, logits.argmax(axis=-1), data.label_names))
 
 
 def _resume_point(output_dir: Path, resume: bool, rank: int) -> str | None:
@@ -153,13 +181,19 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
     tokenizer = AutoTokenizer.from_pretrained(base.load_from, use_fast=True)
     if not tokenizer.is_fast:
         raise ValueError(f"{base.load_from}: a fast (Rust) tokenizer is needed for the torch-free runtime")
+    threshold = cfg.train.threshold
+    problem_type = "multi_label_classification" if data.multi_label else "single_label_classification"
     model = AutoModelForSequenceClassification.from_pretrained(
         base.load_from,
+        problem_type=problem_type,  # multi-label: transformers trains with BCE-with-logits
         num_labels=len(data.label_names),
         id2label=dict(enumerate(data.label_names)),
         label2id={name: i for i, name in enumerate(data.label_names)},
         ignore_mismatched_sizes=True,  # a base that already has a head of another size gets a new one
     )
+    if data.multi_label:
+        # Saved in config.json, so the exported variants and the runtime apply the threshold trained with.
+        model.config.textclf_threshold = threshold
     if base.record.kind == "hub":
         base.record.revision = getattr(model.config, "_commit_hash", None)
 
@@ -173,7 +207,7 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=trainer_metrics,
+        compute_metrics=multi_label_trainer_metrics(threshold) if data.multi_label else trainer_metrics,
         callbacks=[
             EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience),
             *(callbacks or []),
@@ -184,9 +218,9 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
     metrics = {}
     for split in ("validation", "test"):
         prediction = trainer.predict(encoded[split], metric_key_prefix=split)
-        preds = np.asarray(prediction.predictions).argmax(axis=-1)
         # label_ids, not the dataset's column: group_by_length also reorders evaluation batches.
-        metrics[split] = SplitMetrics(**full_metrics(np.asarray(prediction.label_ids), preds, data.label_names))
+        logits, label_ids = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
+        metrics[split] = _split_metrics(data, threshold, logits, label_ids)
 
     checkpoint = run_dir / CHECKPOINT_DIR
     if not trainer.is_world_process_zero():
@@ -195,7 +229,10 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
         trainer.model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
     test_metrics = metrics["test"]
-    plot_confusion_matrix(test_metrics.confusion_matrix, data.label_names, run_dir / CONFUSION_MATRIX_PNG, "test split")
+    if test_metrics.confusion_matrix is not None:
+        plot_confusion_matrix(
+            test_metrics.confusion_matrix, data.label_names, run_dir / CONFUSION_MATRIX_PNG, "test split"
+        )
     entries = file_entries(checkpoint)
     section = TrainSection(
         completed_at=now_iso(),
@@ -210,9 +247,11 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
         ),
         base_model=base.record,
         label_names=data.label_names,
+        problem_type=problem_type,
+        threshold=threshold if data.multi_label else None,
         max_seq_len=cfg.train.max_seq_len,
         checkpoint=FolderRecord(path=CHECKPOINT_DIR, sha256=folder_digest(entries), files=entries),
-        confusion_matrix_png=CONFUSION_MATRIX_PNG,
+        confusion_matrix_png=CONFUSION_MATRIX_PNG if test_metrics.confusion_matrix is not None else None,
         metrics=TrainMetrics(validation=metrics["validation"], test=test_metrics),
         trainer=_best_epoch(trainer.state, resume_from),
         hardware=TrainHardware(device="cuda" if use_cuda else "cpu", world_size=world_size, torch_threads=threads),

@@ -28,6 +28,12 @@ def _bad_sources(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:
     write_csv(splits / "train.csv", rows)
     write_csv(splits / "test.csv", [("a good film", "pos"), ("an odd film", "neutral")])
     (tmp / "empty.csv").write_text("")
+    topics = [(t, "sports,politics" if i % 2 else "science") for i, (t, _) in enumerate(rows)]
+    multi_splits = tmp / "multi-splits"
+    write_csv(multi_splits / "train.csv", topics)
+    write_csv(multi_splits / "test.csv", [("a vote", "politics"), ("a storm", "weather,science")])
+    rare = [*topics, ("the one rare text", "science,arts")]
+    always = [(t, "news," + label) for t, label in topics]
     (tmp / "header_only.csv").write_text("text,label\n")
     return {
         "missing file": (tmp / "nope.csv", [], "data file not found"),
@@ -49,7 +55,32 @@ def _bad_sources(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:
         "unseen label in test": (splits, [], r"split 'test' has labels never seen in train: \['neutral'\]"),
         "unsupported type": (write_csv(tmp / "data.xlsx", rows), [], "unsupported file type"),
         "unknown builtin": (Path("builtin:imdb"), [], "unknown built-in data set"),
+        "label lists without multi_label": (
+            _write_jsonl(tmp / "lists.jsonl", [{"text": t, "label": [label]} for t, label in rows]),
+            [],
+            "holds lists of labels; set data.multi_label=true",
+        ),
+        "multi-label: unseen label in test": (
+            multi_splits,
+            ["data.multi_label=true"],
+            r"split 'test' has labels never seen in train: \['weather'\]",
+        ),
+        "multi-label: label never positive in train": (
+            write_csv(tmp / "rare.csv", rare),
+            ["data.multi_label=true", "data.test_fraction=0.2"],
+            r"labels never positive in the train split after splitting: \['arts'\]",
+        ),
+        "multi-label: label on every text": (
+            write_csv(tmp / "always.csv", always),
+            ["data.multi_label=true"],
+            r"labels on every train text \(nothing to learn from\): \['news'\]",
+        ),
     }
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
 
 
 def _case_names() -> list[str]:
@@ -65,6 +96,10 @@ def _case_names() -> list[str]:
         "unseen label in test",
         "unsupported type",
         "unknown builtin",
+        "label lists without multi_label",
+        "multi-label: unseen label in test",
+        "multi-label: label never positive in train",
+        "multi-label: label on every text",
     ]
 
 
@@ -129,3 +164,27 @@ def test_jsonl_with_integer_labels_and_own_splits(tmp_path: Path) -> None:
 def test_max_rows_takes_a_stratified_sample(tmp_path: Path) -> None:
     data = load_labelled_data(_data_cfg(write_csv(tmp_path / "d.csv", tiny_texts(200)), "data.max_rows=100"))
     assert sum(split.num_rows for split in data.splits.values()) == 100
+
+
+def test_multi_label_sets_from_jsonl_lists_and_separated_csv_agree(tmp_path: Path) -> None:
+    from train.demo import multi_label_rows
+
+    rows = multi_label_rows(120, seed=3)
+    jsonl = _write_jsonl(tmp_path / "topics.jsonl", rows)
+    # The same sets as "a|b" text, reversed and with a repeat: still the same set.
+    csv_rows: list[tuple[object, object]] = []
+    for row in rows:
+        labels = list(row["labels"])  # type: ignore[call-overload]
+        csv_rows.append((row["text"], "|".join([*reversed(labels), *labels[:1]])))
+    csv = write_csv(tmp_path / "topics.csv", csv_rows)
+    from_jsonl = load_labelled_data(_data_cfg(jsonl, "data.multi_label=true", "data.label_column=labels"))
+    from_csv = load_labelled_data(_data_cfg(csv, "data.multi_label=true", "data.label_separator=|"))
+    assert from_jsonl.multi_label and from_jsonl.label_names == ["politics", "science", "sports"]
+    assert from_csv.label_names == from_jsonl.label_names
+    assert from_csv.split_sha256 == from_jsonl.split_sha256
+    assert sum(s.num_rows for s in from_jsonl.splits.values()) == 120
+    test = from_jsonl.splits["test"]
+    by_text = {str(row["text"]): row["labels"] for row in rows}
+    for text, ids in zip(test["text"], test["label"], strict=True):
+        assert [from_jsonl.label_names[i] for i in ids] == by_text[text]
+    assert any(not ids for ids in from_jsonl.splits["train"]["label"]), "texts without a label are kept"

@@ -57,7 +57,9 @@ function card(text, prediction) {
   quote.textContent = text;
   const label = document.createElement("p");
   label.innerHTML = '<span class="label"></span>';
-  label.firstChild.textContent = prediction.label;
+  // A multi-label model answers a label set (possibly empty): every label at or over its threshold.
+  label.firstChild.textContent = prediction.labels === undefined ? prediction.label
+    : prediction.labels.length ? prediction.labels.join(" · ") : "no label over the threshold";
   if (prediction.truncated) {
     const flag = document.createElement("span");
     flag.className = "flag";

@@ -1,0 +1,169 @@
+"""Multi-label end to end on a tiny BERT: generated 3-topic data → BCE training → gated export → served label sets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tests.conftest import tiny_config
+from tests.serving import serve_env, served
+from tests.tiny import build_tiny_bert
+from textclf.config import Config
+from textclf.manifest import require_export, require_train
+from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG
+from textclf.runtime import Classifier
+from train.demo import FILLER, TOPIC_CUES, multi_label_rows, write_multi_label_jsonl
+
+TOPICS = sorted(TOPIC_CUES)
+
+
+@pytest.fixture(scope="module")
+def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A tiny multi-label training (threshold 0.4, saved with the model), exported as fp32 (served) and
+    int8-static."""
+    from export.run import run as export_run
+    from train.run import run as train_run
+
+    root = tmp_path_factory.mktemp("multi-label")
+    data = write_multi_label_jsonl(root / "topics.jsonl", n=400, seed=1)
+    words = tuple(word for cues in TOPIC_CUES.values() for word in cues) + FILLER
+    base = build_tiny_bert(root / "base", extra_words=words)
+    cfg = tiny_config(
+        root,
+        base,
+        data,
+        "data.multi_label=true",
+        "data.label_column=labels",
+        "train.threshold=0.4",
+        "train.epochs=20",  # a random 2-layer BERT needs a few more epochs for BCE over three labels
+        "train.early_stopping_patience=20",
+        "export.variants=[fp32, int8-static]",
+        "export.serving_variant=fp32",  # served label sets are compared with PyTorch's exactly
+        "export.timing_seconds=0.4",
+    )
+    train_run(cfg, cfg.run_dir)
+    export_run(cfg, cfg.run_dir)
+    return cfg
+
+
+def _torch_label_sets(checkpoint: Path, texts: list[str], threshold: float) -> list[set[str]]:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    sets = []
+    with torch.inference_mode():
+        for text in texts:  # one at a time: no padding anywhere, the plainest reference
+            probabilities = torch.sigmoid(model(**tokenizer(text, return_tensors="pt")).logits[0])
+            sets.append({model.config.id2label[i] for i, p in enumerate(probabilities.tolist()) if p >= threshold})
+    return sets
+
+
+def test_training_saves_a_multi_label_checkpoint_with_its_threshold(multi_label_run: Config) -> None:
+    run_dir = multi_label_run.run_dir
+    config = json.loads((run_dir / CHECKPOINT_DIR / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    assert config["textclf_threshold"] == 0.4
+    assert sorted(config["id2label"].values()) == TOPICS
+
+    train = require_train(run_dir)
+    assert train.problem_type == "multi_label_classification" and train.threshold == 0.4
+    assert train.confusion_matrix_png is None and not (run_dir / CONFUSION_MATRIX_PNG).exists()
+    test = train.metrics.test
+    assert test.threshold == 0.4 and test.confusion_matrix is None
+    assert test.micro_f1 is not None and 0 <= test.micro_f1 <= 1
+    assert set(test.per_class) == set(TOPICS)
+    assert sum(c["support"] for c in test.per_class.values()) > 0
+    # The cue words make the topics easy: 20 short epochs of a random tiny BERT learn them (0.73 here).
+    assert test.micro_f1 > 0.6, test
+
+
+def test_export_judges_micro_f1_and_label_set_invariance(multi_label_run: Config) -> None:
+    export = require_export(multi_label_run.run_dir)
+    assert export.problem_type == "multi_label_classification" and export.threshold == 0.4
+    assert export.gate_metric == "micro_f1"
+    assert export.pytorch.test_micro_f1 == pytest.approx(require_train(multi_label_run.run_dir).metrics.test.micro_f1)
+    fp32 = export.variants["fp32"]
+    assert fp32.passed, fp32.reason
+    assert fp32.metric_delta == pytest.approx(0, abs=1e-9) and fp32.test_micro_f1 is not None
+    assert fp32.batch_invariance is not None and fp32.batch_invariance.flips == 0
+    static = export.variants["int8-static"]
+    assert static.metric_delta is not None and static.batch_invariance is not None
+    assert static.passed or "micro-F1" in static.reason or "flips" in static.reason, static.reason
+    assert export.serving_variant == "fp32"
+
+
+def test_runtime_label_sets_use_the_saved_threshold(multi_label_run: Config) -> None:
+    classifier = Classifier.from_run(multi_label_run.run_dir, variant="fp32")
+    assert classifier.multi_label and classifier.threshold == 0.4
+    texts = [str(row["text"]) for row in multi_label_rows(12, seed=5)]
+    logits, truncated = classifier.logits(texts)
+    probabilities = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    for prediction, row in zip(classifier.predictions(logits, truncated), probabilities, strict=True):
+        assert prediction.labels == [classifier.labels[i] for i in np.argsort(-row) if row[i] >= 0.4]
+        assert prediction.scores == pytest.approx(dict(zip(classifier.labels, row.tolist(), strict=True)), abs=1e-6)
+    raw = classifier.predictions(logits, truncated, raw_scores=True)
+    assert [p.labels for p in raw] == [p.labels for p in classifier.predictions(logits, truncated)]
+
+
+@pytest.fixture(scope="module")
+def server(multi_label_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("bentoml-home")
+    env = serve_env(multi_label_run.run_dir, home)
+    with served("service:TextClassifier", env, home / "serve.log") as url:
+        yield url
+
+
+def test_served_label_sets_equal_pytorch_sigmoid_over_threshold(server: str, multi_label_run: Config) -> None:
+    texts = [str(row["text"]) for row in multi_label_rows(24, seed=7)]
+    texts.append("the latest news from the city today")  # no cue words at all
+    response = requests.post(f"{server}/predict", json={"texts": texts}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = _torch_label_sets(multi_label_run.run_dir / CHECKPOINT_DIR, texts, 0.4)
+    assert [set(item["labels"]) for item in body] == expected
+    assert any(len(s) > 1 for s in expected) and len({frozenset(s) for s in expected}) > 2, expected
+    for item in body:
+        assert item["label"] == max(item["scores"], key=item["scores"].get)
+        assert item["labels"] == sorted(item["labels"], key=lambda name: -item["scores"][name])
+
+    model = requests.get(f"{server}/model", timeout=10).json()
+    assert model["multi_label"] is True and model["threshold"] == 0.4
+
+    top = requests.post(f"{server}/predict", json={"texts": texts[:3], "top_k": 1, "raw_scores": True}, timeout=30)
+    assert top.status_code == 200, top.text
+    for item, full in zip(top.json(), body[:3], strict=True):
+        assert list(item["scores"]) == [full["label"]] and item["labels"] == full["labels"]
+        assert (item["score"] >= 0) == (full["score"] >= 0.5)  # a logit's sign is its sigmoid's side of 0.5
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_bulk_prediction_writes_each_rows_label_set(multi_label_run: Config, tmp_path: Path, suffix: str) -> None:
+    from textclf import bulk
+
+    rows = multi_label_rows(50, seed=9)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": row["text"]}) + "\n" for row in rows), encoding="utf-8")
+    output = tmp_path / f"out.{suffix}"
+    summary = bulk.run(multi_label_run.run_dir, source, output, text_column="text", batch_size=8)
+    assert summary.predicted == 50
+    if suffix == "jsonl":
+        written = [json.loads(line) for line in output.read_text().splitlines()]
+    else:
+        import pyarrow.parquet as pq
+
+        written = pq.read_table(output).to_pylist()
+    expected = Classifier.from_run(multi_label_run.run_dir).predict([str(row["text"]) for row in rows])
+    assert [row["labels"] for row in written] == [p.labels for p in expected]
+
+
+def test_label_sets_may_be_empty(multi_label_run: Config) -> None:
+    classifier = Classifier.from_run(multi_label_run.run_dir)
+    probabilities = np.array([[0.1, 0.39, 0.2], [0.9, 0.4, 0.1]], dtype=np.float32)
+    assert classifier.label_sets(probabilities) == [[], [classifier.labels[0], classifier.labels[1]]]
