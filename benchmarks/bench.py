@@ -18,7 +18,7 @@ from textclf.errors import ArtifactError
 from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import now_iso, package_versions, require_export, sha256_file, write_report
 from textclf.paths import BENCH_JSON, EVAL_TEXTS, ONNX_DIR
-from textclf.runtime import Classifier
+from textclf.runtime import Classifier, providers_for
 from textclf.schema import (
     BenchEngine,
     BenchReport,
@@ -91,26 +91,49 @@ def _load_engines(
         )
 
     cuda = device == "cuda"
+    suffix = "-cuda" if cuda else ""
     max_seq_len = export.max_seq_len
-    add(lambda: TorchEngine(checkpoint, max_seq_len, device=device), torch_record("pytorch-fp32"))
+    add(lambda: TorchEngine(checkpoint, max_seq_len, device=device), torch_record(f"pytorch-fp32{suffix}"))
     if cuda:
         add(
             lambda: TorchEngine(checkpoint, max_seq_len, device=device, fp16=True),
             torch_record("pytorch-fp16-cuda", is_judged=False),
         )
-    elif cfg.bench.use_torch_compile:
-        add(lambda: TorchEngine(checkpoint, max_seq_len, compile=True), torch_record("pytorch-fp32-compile"))
+    if cfg.bench.use_torch_compile:
+        add(
+            lambda: TorchEngine(checkpoint, max_seq_len, device=device, compile=True),
+            torch_record(f"pytorch-fp32-compile{suffix}"),
+        )
+        if cuda:
+            add(
+                lambda: TorchEngine(checkpoint, max_seq_len, device=device, fp16=True, compile=True),
+                torch_record("pytorch-fp16-compile-cuda", is_judged=False),
+            )
     wanted = ("fp32", "fp16") if cuda else CPU_VARIANTS
+    if cuda:  # a GPU variant that will not run is reported with its reason, never silently missing
+        for gpu_variant in wanted:
+            record = export.variants.get(gpu_variant)
+            if record is None or not record.passed:
+                reason = "not exported (add it to export.variants)" if record is None else record.reason
+                records[f"ort-{gpu_variant}-cuda"] = BenchEngine(
+                    label=f"ort-{gpu_variant}-cuda",
+                    kind="onnxruntime",
+                    variant=gpu_variant,
+                    bytes=record.bytes if record else 0,
+                    loaded=False,
+                    reason=f"variant {gpu_variant}: {reason}",
+                )
     for name, variant in export.variants.items():
         if name not in wanted or not variant.passed:
             continue
         folder = run_dir / ONNX_DIR / name
-        label = f"ort-{name}" + ("-cuda" if cuda else "")
+        label = f"ort-{name}{suffix}"
 
         def make(folder: Path = folder, variant: VariantRecord = variant, label: str = label) -> Engine:
-            classifier = Classifier(folder, expected_files=variant.files, intra_op_threads=threads, use_cuda=cuda)
-            if cuda and classifier.providers[0] != "CUDAExecutionProvider":
+            # Checked before loading: without the provider the session would quietly run on the CPU.
+            if cuda and providers_for(use_cuda=True)[0] != "CUDAExecutionProvider":
                 raise RuntimeError("this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)")
+            classifier = Classifier(folder, expected_files=variant.files, intra_op_threads=threads, use_cuda=cuda)
             return OrtEngine(classifier, vocab, name=label, io_binding=cuda)
 
         add(

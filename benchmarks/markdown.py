@@ -6,6 +6,8 @@ from typing import Any
 
 from textclf.schema import NotRun, Results
 
+GPU_BASELINE_ENGINE = "pytorch-fp32-cuda"
+
 TARGET_NAMES = {
     "speedup_b1_real": "speed-up over PyTorch, batch 1, real test texts",
     "speedup_b32_s128": "speed-up over PyTorch, batch 32 × 128 tokens",
@@ -219,12 +221,29 @@ def _gpu(results: Results) -> list[str]:
     gpu = results.gpu
     if isinstance(gpu, NotRun) or not gpu.ran:
         return ["## GPU", "", f"Not measured: {gpu.reason}.", ""]
-    rows = [[r.case, r.mode, r.engine, _fmt(r.p50_ms), _fmt(r.seq_per_s, ".0f")] for r in gpu.rows]
-    return (
-        ["## GPU", "", f"On {gpu.machine.gpu}:", ""]
-        + _table(["case", "mode", "engine", "p50 ms", "seq/s"], rows)
-        + [""]
-    )
+    eager = {(r.case, r.mode): r.p50_ms for r in gpu.rows if r.engine == GPU_BASELINE_ENGINE}
+    rows = []
+    for r in gpu.rows:
+        base = eager.get((r.case, r.mode))
+        ratio = _fmt(base / r.p50_ms, ".2f", "×") if base and r.p50_ms > 0 else "n/a"
+        rows.append(
+            [r.case, r.mode, r.engine, _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.seq_per_s, ".0f"), ratio, str(r.iters)]
+        )
+    m, versions = gpu.machine, gpu.versions
+    stack = ", ".join(f"{name} {versions[name]}" for name in ("torch", "transformers") if name in versions)
+    lines = [
+        "## GPU",
+        "",
+        f"`textclf bench --device cuda`, measured {gpu.created_at} on {m.gpu} (host {m.cpu_model}, {m.cores} cores; "
+        f"Python {m.python}; {stack}). Same sweep as above; ratios are p50s over {GPU_BASELINE_ENGINE} in the "
+        "same run.",
+        "",
+    ]
+    lines += _table(["case", "mode", "engine", "p50 ms", "p99 ms", "seq/s", f"vs {GPU_BASELINE_ENGINE}", "iters"], rows)
+    not_run = [f"- {name}: {e.reason}" for name, e in gpu.engines.items() if not e.loaded]
+    if not_run:
+        lines += ["", "Not run:", ""] + not_run
+    return lines + [""]
 
 
 def _versions(results: Results) -> list[str]:

@@ -186,3 +186,58 @@ def test_report_text_names_missed_targets_plainly() -> None:
     assert "**missed**" in text and "**not measured**" in text
     assert "Not measured: no CUDA" in text
     assert "![speedup.png](speedup.png)" in text
+
+
+def test_report_gpu_section_gives_ratios_over_fp32_eager_and_why_an_engine_did_not_run() -> None:
+    bench = _bench()
+    assert bench.roofline is not None
+
+    def row(engine: str, p50: float) -> BenchRow:
+        return BenchRow(
+            engine=engine,
+            case="b32-s128",
+            mode="session",
+            batch=32,
+            seq_len=128,
+            iters=100,
+            p50_ms=p50,
+            p95_ms=p50,
+            p99_ms=p50,
+            mean_ms=p50,
+            seq_per_s=32_000 / p50,
+        )
+
+    gpu = BenchReport(
+        created_at="then",
+        run="r",
+        device="cuda",
+        machine=Machine.model_validate({**MACHINE, "gpu": "NVIDIA H200"}),
+        versions={"torch": "2.11.0"},
+        config={},
+        ran=True,
+        engines={
+            "pytorch-fp32-cuda": BenchEngine(label="pytorch-fp32-cuda", kind="pytorch", bytes=1, loaded=True),
+            "pytorch-fp16-cuda": BenchEngine(label="pytorch-fp16-cuda", kind="pytorch", bytes=1, loaded=True),
+            "ort-fp32-cuda": BenchEngine(
+                label="ort-fp32-cuda", kind="onnxruntime", bytes=1, loaded=False, reason="no CUDA execution provider"
+            ),
+        },
+        rows=[row("pytorch-fp32-cuda", 4.0), row("pytorch-fp16-cuda", 2.0)],
+    )
+    results = Results(
+        run="r",
+        created_at="now",
+        headline=headline(bench, None),
+        engines=bench.engines,
+        speedups=speedups(bench),
+        roofline=bench.roofline,
+        rows=bench.rows,
+        gpu=gpu,
+        plots=[],
+        versions={},
+        machine=Machine.model_validate(MACHINE),
+    )
+    section = render(results).split("## GPU")[1].split("## Versions")[0]
+    assert "NVIDIA H200" in section and "torch 2.11.0" in section
+    assert "| b32-s128 | session | pytorch-fp16-cuda | 2.00 | 2.00 | 16000 | 2.00× | 100 |" in section
+    assert "- ort-fp32-cuda: no CUDA execution provider" in section
