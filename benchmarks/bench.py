@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks.engines import Engine, OrtEngine, TorchEngine
 from benchmarks.roofline import bert_flops, gemm_rate
 from benchmarks.timing import summarize, time_interleaved
-from textclf.config import CPU_VARIANTS, Config
+from textclf.config import Config
 from textclf.errors import ArtifactError
 from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import now_iso, package_versions, require_export, sha256_file, write_report
@@ -30,6 +30,7 @@ from textclf.schema import (
     RooflineCase,
     VariantRecord,
 )
+from textclf.variants import variants_on
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _load_engines(
                 lambda: TorchEngine(checkpoint, max_seq_len, device=device, fp16=True, compile=True),
                 torch_record("pytorch-fp16-compile-cuda", is_judged=False),
             )
-    wanted = ("fp32", "fp16") if cuda else CPU_VARIANTS
+    wanted = ("fp32", *variants_on("cuda")) if cuda else variants_on("cpu")
     if cuda:  # a GPU variant that will not run is reported with its reason, never silently missing
         for gpu_variant in wanted:
             record = export.variants.get(gpu_variant)

@@ -1,8 +1,8 @@
 """Build each ONNX variant with Optimum's exporter and ONNX Runtime's optimizer and quantizer.
 
-Quantized variants start from the plain fp32 export: onnxruntime's quantizer cannot read the fused graph of the
-optimized variant. Every builder writes a complete variant folder (model + tokenizer + config + textclf.json)
-into `out`, which the caller commits only after the gates pass.
+Every variant builder named in the registry (`textclf.variants`) has the signature
+`(source: BuildSource, out: Path, **candidate) -> params` and writes a complete variant folder (model + tokenizer +
+config; the caller adds textclf.json) into `out`, which the caller commits only after the gates pass.
 """
 
 from __future__ import annotations
@@ -10,14 +10,27 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from textclf.config import ExportConfig
 from textclf.errors import ExportError
 from textclf.hardware import isa_preset
 from textclf.runtime import MODEL_FILE, SIDECAR_FILE
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSource:
+    """What every builder may start from: the plain fp32 export and the texts to calibrate on."""
+
+    fp32: Path
+    work_dir: Path  # scratch space (calibration's augmented model) inside the export's temporary folder
+    calibration_texts: list[str]
+    max_seq_len: int
+    cfg: ExportConfig
 
 
 def write_sidecar(folder: Path, variant: str, max_seq_len: int, params: dict[str, Any]) -> None:
@@ -52,8 +65,13 @@ def _copy_tokenizer(source: Path, out: Path) -> None:
             shutil.copy2(source / name, out / name)
 
 
-def build_optimized(fp32: Path, out: Path, level: int, for_gpu: bool = False, fp16: bool = False) -> dict[str, Any]:
-    """ORT graph optimization (attention / LayerNorm / GELU / embedding fusions)."""
+def build_fp32(source: BuildSource, out: Path) -> dict[str, Any]:
+    """The plain export itself."""
+    shutil.copytree(source.fp32, out, dirs_exist_ok=True)
+    return {"exporter": "optimum.exporters.onnx.main_export"}
+
+
+def _ort_optimize(fp32: Path, out: Path, level: int, for_gpu: bool, fp16: bool) -> dict[str, Any]:
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import OptimizationConfig
 
@@ -61,6 +79,16 @@ def build_optimized(fp32: Path, out: Path, level: int, for_gpu: bool = False, fp
     ORTOptimizer.from_pretrained(fp32).optimize(config, out, file_suffix=None)
     _copy_tokenizer(fp32, out)
     return {"optimization_level": level, "for_gpu": for_gpu, "fp16": fp16}
+
+
+def build_optimized(source: BuildSource, out: Path) -> dict[str, Any]:
+    """ORT graph optimization (attention / LayerNorm / GELU / embedding fusions) for the CPU."""
+    return _ort_optimize(source.fp32, out, source.cfg.optimization_level, for_gpu=False, fp16=False)
+
+
+def build_fp16(source: BuildSource, out: Path) -> dict[str, Any]:
+    """GPU graph optimization with fp16 weights and activations."""
+    return _ort_optimize(source.fp32, out, source.cfg.optimization_level, for_gpu=True, fp16=True)
 
 
 def _quantization_config(is_static: bool, per_channel: bool, reduce_range: bool, operators: list[str] | None) -> Any:
@@ -76,35 +104,27 @@ def _quantization_config(is_static: bool, per_channel: bool, reduce_range: bool,
     return factory(**kwargs), preset
 
 
-def build_int8_dynamic(fp32: Path, out: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
+def build_int8_dynamic(source: BuildSource, out: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
     """Dynamic int8: weights quantized offline, activation scales computed per batch at run time."""
     from optimum.onnxruntime import ORTQuantizer
 
     config, preset = _quantization_config(False, per_channel, reduce_range, None)
-    ORTQuantizer.from_pretrained(fp32).quantize(config, out, file_suffix=None)
-    _copy_tokenizer(fp32, out)
+    ORTQuantizer.from_pretrained(source.fp32).quantize(config, out, file_suffix=None)
+    _copy_tokenizer(source.fp32, out)
     return {"preset": preset, "per_channel": per_channel, "reduce_range": reduce_range}
 
 
-def build_int8_static(
-    fp32: Path,
-    out: Path,
-    calibration_texts: list[str],
-    max_seq_len: int,
-    method: str,
-    per_channel: bool,
-    operators: list[str],
-    work_dir: Path,
-) -> dict[str, Any]:
+def build_int8_static(source: BuildSource, out: Path, per_channel: bool, operators: list[str]) -> dict[str, Any]:
     """Static int8 with activation ranges calibrated on a sample of the train split."""
     from datasets import Dataset
     from optimum.onnxruntime import AutoCalibrationConfig, ORTQuantizer
     from tokenizers import Tokenizer
 
+    fp32, method = source.fp32, source.cfg.calibration_method
     tokenizer = Tokenizer.from_file(str(fp32 / "tokenizer.json"))
     tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_seq_len)
-    encodings = tokenizer.encode_batch(calibration_texts)
+    tokenizer.enable_truncation(max_length=source.max_seq_len)
+    encodings = tokenizer.encode_batch(source.calibration_texts)
     quantizer = ORTQuantizer.from_pretrained(fp32)
     input_names = _onnx_input_names(fp32 / MODEL_FILE)
     columns = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
@@ -119,7 +139,7 @@ def build_int8_static(
     ranges = quantizer.fit(
         dataset=dataset,
         calibration_config=calibration,
-        onnx_augmented_model_name=work_dir / "augmented_model.onnx",  # never into the current directory
+        onnx_augmented_model_name=source.work_dir / "augmented_model.onnx",  # never into the current directory
         operators_to_quantize=config.operators_to_quantize,
     )
     quantizer.quantize(config, out, file_suffix=None, calibration_tensors_range=ranges)
@@ -128,7 +148,7 @@ def build_int8_static(
         "preset": preset,
         "per_channel": per_channel,
         "calibration_method": method,
-        "calibration_samples": len(calibration_texts),
+        "calibration_samples": len(source.calibration_texts),
         "operators": operators,
     }
 

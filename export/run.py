@@ -9,12 +9,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from export.builders import export_fp32
+from export.builders import BuildSource, export_fp32
 from export.evaldata import checkpoint_labels, checkpoint_threshold, load_eval_data
 from export.gates import TestLabel, scores_from_logits, time_variant
 from export.reference import pytorch_logits
 from export.variants import BuildContext, Reference, build_and_judge
-from textclf.config import ALL_VARIANTS, CPU_VARIANTS, Config
+from textclf.config import Config
 from textclf.errors import ArtifactError, ExportError
 from textclf.hardware import isa_preset, machine_info
 from textclf.manifest import (
@@ -41,6 +41,7 @@ from textclf.schema import (
     PyTorchReference,
     VariantRecord,
 )
+from textclf.variants import VARIANTS, variants_on
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _choose_serving(variants: dict[str, VariantRecord], pinned: str | None) -> t
     timed = {
         n: (r.latency_ms, r.batch32_ms_per_text)
         for n, r in variants.items()
-        if r.passed and n in CPU_VARIANTS and r.latency_ms is not None and r.batch32_ms_per_text is not None
+        if r.passed and n in variants_on("cpu") and r.latency_ms is not None and r.batch32_ms_per_text is not None
     }
     if not timed:
         raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
@@ -152,7 +153,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
     onnx_dir = run_dir / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
     variants: dict[str, VariantRecord] = {}
-    ordered: list[str] = [name for name in ALL_VARIANTS if name in cfg.export.variants]
+    ordered: list[str] = [name for name in VARIANTS if name in cfg.export.variants]
     keys = {name: _input_key(checkpoint_sha, name, cfg, max_seq_len, test_sha) for name in ordered}
     for name in ordered:
         if _reusable(previous.get(name), keys[name], onnx_dir / name):
@@ -164,9 +165,10 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
             work_dir = Path(work)
             logger.info("exporting %s to ONNX", checkpoint)
             export_fp32(checkpoint, work_dir / "fp32-source")
-            ctx = BuildContext(
-                work_dir / "fp32-source", work_dir, onnx_dir, max_seq_len, eval_data, reference, cfg.export, has_cuda
+            source = BuildSource(
+                work_dir / "fp32-source", work_dir, eval_data.calibration_texts, max_seq_len, cfg.export
             )
+            ctx = BuildContext(source, onnx_dir, eval_data, reference, has_cuda)
             for name in to_build:
                 logger.info("%s: building and judging", name)
                 variants[name] = build_and_judge(name, ctx, keys[name])
@@ -174,7 +176,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
 
     for name, record in variants.items():
         update: dict[str, object] = {"bytes": sum(f.bytes for f in record.files.values())}
-        if record.passed and name in CPU_VARIANTS:
+        if record.passed and name in variants_on("cpu"):
             classifier = Classifier(onnx_dir / name, expected_files=record.files)
             update |= dataclasses.asdict(time_variant(classifier, eval_data.test_texts, cfg.export.timing_seconds))
         variants[name] = record.model_copy(update=update)

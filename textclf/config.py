@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from textclf.errors import ConfigError
 from textclf.paths import DEFAULT_CONFIG
+from textclf.variants import DEFAULT_VARIANTS, variant_spec
 
 logger = logging.getLogger(__name__)
 
-VariantName = Literal["fp32", "optimized", "int8-dynamic", "int8-static", "fp16"]
 LoadServer = Literal["bento", "bento-1x2", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch"]
 LOAD_SERVERS: tuple[LoadServer, ...] = (
     "bento",
@@ -32,8 +32,6 @@ LOAD_SERVERS: tuple[LoadServer, ...] = (
 )
 # The configured layout (`bento`, 2 workers × 1 thread by default) and the other one, the baseline and the peer.
 DEFAULT_LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch")
-CPU_VARIANTS: tuple[VariantName, ...] = ("fp32", "optimized", "int8-dynamic", "int8-static")
-ALL_VARIANTS: tuple[VariantName, ...] = (*CPU_VARIANTS, "fp16")
 
 
 class _Section(BaseModel):
@@ -91,7 +89,9 @@ class TrainConfig(_Section):
 class ExportConfig(_Section):
     """ONNX variants and the gates each must pass."""
 
-    variants: list[VariantName] = Field(default_factory=lambda: list(CPU_VARIANTS))
+    variants: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_VARIANTS), description="names from the registry in textclf.variants"
+    )
     optimization_level: int = Field(2, ge=1, le=4, description="ORT graph optimization level O1..O4")
     max_fp32_parity: float = Field(1e-4, gt=0)
     max_optimized_parity: float = Field(1e-3, gt=0)
@@ -104,15 +104,24 @@ class ExportConfig(_Section):
     calibration_samples: int = Field(256, ge=1)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     timing_seconds: float = Field(3.0, gt=0, description="time per variant for choosing serving_variant")
-    serving_variant: VariantName | None = Field(None, description="pin the served variant")
+    serving_variant: str | None = Field(None, description="pin the served variant")
 
     @field_validator("variants")
     @classmethod
-    def _variants_unique_and_nonempty(cls, value: list[str]) -> list[str]:
+    def _variants_known_unique_and_nonempty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one variant is needed")
         if len(set(value)) != len(value):
             raise ValueError(f"variants repeat: {value}")
+        for name in value:
+            variant_spec(name)
+        return value
+
+    @field_validator("serving_variant")
+    @classmethod
+    def _serving_variant_known(cls, value: str | None) -> str | None:
+        if value is not None:
+            variant_spec(value)
         return value
 
 

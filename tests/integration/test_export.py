@@ -13,11 +13,12 @@ from typer.testing import CliRunner
 from tests.artifacts import validate_against_schema
 from tests.tiny import build_tiny_bert, build_tiny_distilbert, tiny_texts, write_csv
 from textclf.cli import app
-from textclf.config import CPU_VARIANTS, Config
+from textclf.config import Config
 from textclf.errors import ArtifactError
 from textclf.manifest import Manifest, read_manifest, require_export, require_train
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
 from textclf.runtime import Classifier
+from textclf.variants import DEFAULT_VARIANTS, variants_on
 
 
 def _copy_run(cfg: Config, dest: Path, **export_updates: object) -> Config:
@@ -29,7 +30,7 @@ def _copy_run(cfg: Config, dest: Path, **export_updates: object) -> Config:
 
 def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) -> None:
     export = require_export(exported_run.run_dir)
-    assert list(export.variants) == list(CPU_VARIANTS)
+    assert list(export.variants) == list(DEFAULT_VARIANTS)
     texts = ["a really good film", "the plot was dull and the acting weak"]
     for name, record in export.variants.items():
         assert record.passed, (name, record.reason)
@@ -47,7 +48,7 @@ def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) ->
     optimized_diff = export.variants["optimized"].parity_max_abs_diff
     assert fp32_diff is not None and fp32_diff <= 1e-4
     assert optimized_diff is not None and optimized_diff <= 1e-3
-    assert export.serving_variant in CPU_VARIANTS
+    assert export.serving_variant in variants_on("cpu")
     assert export.pytorch.test_accuracy == require_train(exported_run.run_dir).metrics.test.accuracy
     assert export.machine.cores >= 1
     # int8 variants really are quantized: smaller weights than fp32 for the same graph.

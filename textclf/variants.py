@@ -1,0 +1,83 @@
+"""The variant registry: every ONNX variant export can build, in one place.
+
+A variant is a name, the builder in `export.builders` that makes its folder, the settings that builder tries in
+order until one passes the gates, the parity limit it must meet, and the device it is judged and timed on. Export,
+config validation and the benchmarks all read this table; adding a variant means one entry here and one builder.
+Torch-free and optimum-free: the builders are named, not imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    builder: str  # a function of export.builders: (source, out, **candidate) -> params recorded in the manifest
+    summary: str
+    device: Literal["cpu", "cuda"] = "cpu"  # where the gates judge it and where it can serve
+    candidates: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({},))
+    parity_field: str | None = None  # the ExportConfig field with its max |Δ logit| (None: recorded, not gated)
+    default: bool = True  # in export.variants unless the config says otherwise
+
+
+_SPECS = (
+    VariantSpec(
+        "fp32",
+        "build_fp32",
+        "the plain Optimum export: the parity reference of every other variant",
+        parity_field="max_fp32_parity",
+    ),
+    VariantSpec(
+        "optimized",
+        "build_optimized",
+        "ORT graph optimization at export.optimization_level (attention, LayerNorm, GELU fusions)",
+        parity_field="max_optimized_parity",
+    ),
+    VariantSpec(
+        "int8-dynamic",
+        "build_int8_dynamic",
+        "weights int8 offline, activation scales per batch at run time (batch-variant by construction)",
+        # The ISA preset's default first, then reduce_range (avoids u8s8 saturation without VNNI), then per-tensor.
+        candidates=(
+            {"per_channel": True, "reduce_range": False},
+            {"per_channel": True, "reduce_range": True},
+            {"per_channel": False, "reduce_range": False},
+        ),
+    ),
+    VariantSpec(
+        "int8-static",
+        "build_int8_static",
+        "weights and activation scales int8, calibrated on train texts (batch-invariant scales)",
+        # MatMuls only first (residual Adds feed LayerNorm and are the usual accuracy loss), then both.
+        candidates=(
+            {"per_channel": True, "operators": ["MatMul"]},
+            {"per_channel": False, "operators": ["MatMul"]},
+            {"per_channel": True, "operators": ["MatMul", "Add"]},
+        ),
+    ),
+    VariantSpec(
+        "fp16",
+        "build_fp16",
+        "fp16 weights and activations after GPU graph optimization, for the CUDA execution provider",
+        device="cuda",
+        default=False,
+    ),
+)
+VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in _SPECS}
+DEFAULT_VARIANTS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.default)
+
+
+def variant_spec(name: str) -> VariantSpec:
+    """The registry entry of `name`; a ValueError naming the known variants otherwise."""
+    spec = VARIANTS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown variant {name!r}; known variants: {', '.join(VARIANTS)}")
+    return spec
+
+
+def variants_on(device: str) -> tuple[str, ...]:
+    """The variants judged and served on `device` ("cpu" or "cuda"), in registry order."""
+    return tuple(spec.name for spec in _SPECS if spec.device == device)
