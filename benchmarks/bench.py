@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.engines import Engine, OrtEngine, TorchEngine
+from benchmarks.op_profile import profile_ops
 from benchmarks.roofline import bert_flops, gemm_rate
 from benchmarks.timing import summarize, time_interleaved
 from textclf.config import Config
@@ -26,6 +27,7 @@ from textclf.schema import (
     ExportSection,
     GemmRate,
     Machine,
+    OpProfile,
     Roofline,
     RooflineCase,
     VariantRecord,
@@ -204,10 +206,10 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
     from rich.progress import Progress
 
     cases = _cases(cfg, int(checkpoint_config.get("max_position_embeddings", 512)))
-    real_batches = [b for b in (1, 32) if b <= len(texts)]
+    real_cases = _real_cases(texts, run_dir / ONNX_DIR / (export.serving_variant or "fp32"))
     mean_words = round(sum(len(t.split()) for t in texts) / len(texts), 1)
     with Progress() as progress:
-        task = progress.add_task("benchmark cases", total=len(cases) + 2 * len(real_batches))
+        task = progress.add_task("benchmark cases", total=len(cases) + 2 * len(real_cases))
         for batch, seq_len in cases:
             calls: dict[str, Callable[[], None]] = {
                 e.name: partial(e.run_prepared, e.fixed(batch, seq_len)) for e in engines
@@ -219,8 +221,8 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
                 {"case": f"b{batch}-s{seq_len}", "mode": "session", "batch": batch, "seq_len": seq_len},
             )
             progress.advance(task)
-        for batch in real_batches:
-            chunks = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)]
+        for case, batch, ordered in real_cases:
+            chunks = [ordered[i : i + batch] for i in range(0, len(ordered) - batch + 1, batch)]
             for mode in ("serving", "session"):
                 calls = {}
                 for engine in engines:
@@ -234,7 +236,7 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
                     _runnable(calls),
                     bench,
                     {
-                        "case": f"real-b{batch}",
+                        "case": case,
                         "mode": mode,
                         "batch": batch,
                         "seq_len": None,
@@ -251,9 +253,34 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
         case=RooflineCase(batch=ROOFLINE_CASE[0], seq_len=ROOFLINE_CASE[1]),
         model_flops=bert_flops(checkpoint_config, *ROOFLINE_CASE),
     )
+    if device == "cpu":
+        report.op_profiles = _op_profiles(engines, {"fp32", export.serving_variant}, run_dir)
     report.real_texts = len(texts)
     report.wall_time_s = round(time.perf_counter() - started, 1)
     return write_report(path, report)
+
+
+def _real_cases(texts: list[str], tokenizer_dir: Path) -> list[tuple[str, int, list[str]]]:
+    """(case, batch, texts in order): one at a time, batches of 32 in the test set's order, and batches of 32 of
+    texts sorted by token length, the way the service and `textclf predict` group them (little padding)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    by_length = [texts[i] for i in sorted(range(len(texts)), key=lengths.__getitem__)]
+    cases = [("real-b1", 1, texts), ("real-b32", 32, texts), ("real-b32-sorted", 32, by_length)]
+    return [case for case in cases if case[1] <= len(texts)]
+
+
+def _op_profiles(engines: list[Engine], variants: set[str | None], run_dir: Path) -> dict[str, OpProfile]:
+    """ORT's per-op-type split at the roofline case for the given variants (the serving one next to fp32)."""
+    profiles = {}
+    for engine in engines:
+        if isinstance(engine, OrtEngine) and engine.variant in variants:
+            logger.info("profiling %s at b%d s%d", engine.name, *ROOFLINE_CASE)
+            inputs = engine.fixed(*ROOFLINE_CASE)
+            profiles[engine.name] = profile_ops(engine.classifier.variant_dir, inputs, usable_cores())
+    return profiles
 
 
 def _cycler(calls: list[Callable[[], None]]) -> Callable[[], None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from textclf.hardware import has_int8_dot_products
 from textclf.schema import NotRun, Results
 
 GPU_BASELINE_ENGINE = "pytorch-fp32-cuda"
@@ -83,8 +84,9 @@ def render(results: Results) -> str:
         goal = ("≤ " if target.at_most else "≥ ") + _fmt(target.target, "g")
         rows.append([TARGET_NAMES.get(key, key), goal, _fmt(target.value, ".2f"), verdict])
     lines += _table(["target", "goal", "measured", "verdict"], rows)
-    lines += ["", _limits_note(results), ""]
-    lines += _engines(results) + _sweep(results) + _real(results) + _roofline(results) + _http(results)
+    lines += ["", f"Engine targets: the row for a {h.engine_target_row or 'n/a'} applies. " + _limits_note(results), ""]
+    lines += _engines(results) + _sweep(results) + _real(results) + _roofline(results) + _op_profiles(results)
+    lines += _http(results)
     lines += _gpu(results) + _versions(results)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in results.plots] + [""]
     return "\n".join(lines)
@@ -92,7 +94,7 @@ def render(results: Results) -> str:
 
 def _limits_note(results: Results) -> str:
     m = results.machine
-    if m.isa.get("avx512_vnni") or m.isa.get("avx_vnni") or m.isa.get("amx_int8"):
+    if has_int8_dot_products(m.isa):
         return "This CPU has int8 dot-product instructions (VNNI/AMX): int8 variants can beat the fp32 GEMM ceiling."
     return (
         "This CPU has no VNNI/AMX int8 dot-product instructions (AVX2 only), where int8 GEMMs gain little over "
@@ -160,7 +162,9 @@ def _real(results: Results) -> list[str]:
         )
     note = (
         "`serving` = tokenize + pad + infer + softmax (for ORT, `textclf.runtime`, the service's own path; for "
-        "PyTorch, the HF tokenizer + model); `session` = the ONNX session alone on pre-tokenized inputs."
+        "PyTorch, the HF tokenizer + model); `session` = the ONNX session alone on pre-tokenized inputs. "
+        "`real-b32` takes the texts in test-set order (mixed lengths, much padding); `real-b32-sorted` sorts them by "
+        "token length first, as the service's batcher and `textclf predict` do."
     )
     header = ["case", "mode", "engine", "p50 ms", "p99 ms", "seq/s", "vs PyTorch"]
     return ["## Real test-set texts", "", note, ""] + _table(header, rows) + [""]
@@ -179,6 +183,41 @@ def _roofline(results: Results) -> list[str]:
         f"{_fmt(h.gemm_fraction_b32_s128, '.2f')} of the GEMM rate.",
         "",
     ]
+
+
+OP_ROWS = 10  # op types listed per engine; the rest are summed as "other"
+
+
+def _op_profiles(results: Results) -> list[str]:
+    profiles = results.op_profiles
+    if not profiles:
+        return []
+    names = list(profiles)
+    ranked: dict[str, float] = {}
+    for profile in profiles.values():
+        for op, share in profile.share.items():
+            ranked[op] = max(ranked.get(op, 0.0), share)
+    shown = sorted(ranked, key=lambda op: -ranked[op])[:OP_ROWS]
+    rows = [[op] + [_share(profiles[n].share.get(op), profiles[n].node_ms_per_run) for n in names] for op in shown]
+    other = [1 - sum(profiles[n].share.get(op, 0.0) for op in shown) for n in names]
+    rows.append(["other"] + [_share(share, profiles[n].node_ms_per_run) for share, n in zip(other, names, strict=True)])
+    rows.append(["total node time"] + [_fmt(profiles[n].node_ms_per_run, ".1f", " ms") for n in names])
+    roofline = results.roofline.case
+    return (
+        [
+            "## Where the time goes",
+            "",
+            f"ONNX Runtime's profiler at b{roofline.batch} s{roofline.seq_len}, node time per op type (share, ms per "
+            "run), for the serving variant next to fp32; op types are those of the graph ORT runs after its fusions.",
+            "",
+        ]
+        + _table(["op type", *names], rows)
+        + [""]
+    )
+
+
+def _share(share: float | None, total_ms: float) -> str:
+    return "-" if not share else f"{share * 100:.1f} % ({share * total_ms:.1f} ms)"
 
 
 def _http(results: Results) -> list[str]:

@@ -58,9 +58,10 @@ def latency_curves(rows: list[BenchRow], vary: Literal["batch", "seq_len"], fixe
 
 
 def _case_order(case: str) -> tuple[int, int, int]:
-    """b1-s16 < b1-s64 < ... < b32-s256 < real-b1 < real-b32."""
+    """b1-s16 < b1-s64 < ... < b32-s256 < real-b1 < real-b32 < real-b32-sorted."""
     if case.startswith("real-b"):
-        return (1, int(case[6:]), 0)
+        batch, _, sorted_ = case[6:].partition("-")
+        return (1, int(batch), int(bool(sorted_)))
     batch, seq = case[1:].split("-s")
     return (0, int(batch), int(seq))
 

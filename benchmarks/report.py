@@ -14,6 +14,7 @@ from benchmarks.load import AFTER_BURST_PREFIX
 from benchmarks.markdown import render
 from textclf.config import Config
 from textclf.errors import ArtifactError
+from textclf.hardware import has_int8_dot_products
 from textclf.manifest import atomic_write_text, load_report, now_iso, write_report
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
 from textclf.schema import (
@@ -32,12 +33,17 @@ logger = logging.getLogger(__name__)
 ReportT = TypeVar("ReportT", bound=BaseModel)
 
 BASELINE_ENGINE = "pytorch-fp32"
-# What users hold us to (see the benchmarks issue); the report says plainly which are met.
+# What users hold us to (see the benchmarks and engine issues); the report says plainly which are met.
+# The engine's goals depend on the CPU: int8 dot-product instructions (VNNI, AMX) make int8 GEMMs several times
+# faster than fp32 ones, so more is asked of a CPU that has them.
+VNNI_ROW = "CPU with VNNI (int8 dot products)"
+AVX2_ROW = "AVX2-only CPU (no VNNI)"
+ENGINE_TARGETS = {
+    VNNI_ROW: {"speedup_b1_real": 4.0, "speedup_b32_s128": 2.2, "gemm_fraction_b32_s128": 1.6},
+    AVX2_ROW: {"speedup_b1_real": 4.0, "speedup_b32_s128": 1.6, "gemm_fraction_b32_s128": 1.3},
+}
 # Goals a value must reach (at least) or stay under (at most).
 TARGETS = {
-    "speedup_b1_real": 4.0,
-    "speedup_b32_s128": 2.0,
-    "gemm_fraction_b32_s128": 1.3,
     "http_rps_ratio_32_users": 6.0,
     "http_rps_ratio_vs_peer_32_users": 1.3,
     "engine_busy_32_users": 0.9,
@@ -99,6 +105,7 @@ def _engine_figures(bench: BenchReport) -> dict[str, Any]:
         "speedup_b1_real": candidates[best]["real-b1"],
         "speedup_b32_s128": candidates[best]["b32-s128"],
         "speedup_b32_real": candidates[best].get("real-b32"),
+        "speedup_b32_real_sorted": candidates[best].get("real-b32-sorted"),
         "gemm_fraction_b32_s128": _ratio(achieved, roofline.gemm.flops_per_s),
         "achieved_gflops_b32_s128": achieved / 1e9 if achieved else None,
         "gemm_gflops": roofline.gemm.flops_per_s / 1e9,
@@ -155,7 +162,8 @@ def _phase(servers: dict[str, ServerRecord], server: str, phase: str) -> LoadPha
 def headline(bench: BenchReport, load: LoadReport | None) -> Headline:
     """The figures a newcomer reads first, all from this run's own measurements."""
     result = Headline(**_engine_figures(bench), **_http_figures(load))
-    for key, goal in TARGETS.items():
+    result.engine_target_row = VNNI_ROW if has_int8_dot_products(bench.machine.isa) else AVX2_ROW
+    for key, goal in (ENGINE_TARGETS[result.engine_target_row] | TARGETS).items():
         value = getattr(result, key)
         result.targets[key] = Target(target=goal, value=value, met=value is not None and value >= goal)
     for key, ceiling in CEILINGS.items():
@@ -197,6 +205,7 @@ def run(cfg: Config, run_dir: Path, *, out_dir: Path | None = None) -> Path:
         speedups=speedups(bench),
         roofline=bench.roofline,
         rows=bench.rows,
+        op_profiles=bench.op_profiles,
         http=load,
         gpu=gpu or NotRun(ran=False, reason="`textclf bench --device cuda` was not run for this report"),
         plots=[name for name, made in figures.items() if made],

@@ -45,6 +45,14 @@ def isa_preset() -> str:
     return "avx2"
 
 
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def has_int8_dot_products(isa: dict[str, bool]) -> bool:
+    """VNNI or AMX: int8 GEMMs several times faster than fp32 ones (given `Machine.isa`)."""
+    return any(isa.get(flag) for flag in INT8_DOT_PRODUCT_FLAGS)
+
+
 def usable_cores() -> int:
     """Cores this process may run on (respects taskset / cgroup CPU sets)."""
     try:

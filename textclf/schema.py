@@ -299,6 +299,15 @@ class Roofline(_Record):
     model_flops: float
 
 
+class OpProfile(_Record):
+    """ONNX Runtime's profiler on one variant at the roofline case: node time split by operator type."""
+
+    runs: int
+    ms_per_run: float = Field(description="the profiled session's own time per run (profiling adds a little)")
+    node_ms_per_run: float
+    share: dict[str, float] = Field(description="op type -> fraction of node time, largest first")
+
+
 class BenchReport(_Record):
     """`reports/<run>/bench.json` (and `bench-cuda.json`): the engine sweep."""
 
@@ -314,6 +323,9 @@ class BenchReport(_Record):
     engines: dict[str, BenchEngine] = Field(default_factory=dict)
     rows: list[BenchRow] = Field(default_factory=list)
     roofline: Roofline | None = None
+    op_profiles: dict[str, OpProfile] = Field(
+        default_factory=dict, description="engine label -> its op-type split at the roofline case (CPU runs)"
+    )
     real_texts: int | None = None
     wall_time_s: float | None = None
 
@@ -377,6 +389,7 @@ class Headline(_Record):
     accuracy_delta: float | None = None
     best_engine: str | None = None
     speedup_b32_real: float | None = None
+    speedup_b32_real_sorted: float | None = Field(None, description="batches of 32 texts sorted by token length")
     achieved_gflops_b32_s128: float | None = None
     gemm_gflops: float | None = None
     test_accuracy: float | None = None
@@ -393,6 +406,7 @@ class Headline(_Record):
     engine_busy_32_users: float | None = None
     http_errors_max: int | None = None
     targets: dict[str, Target] = Field(default_factory=dict)
+    engine_target_row: str | None = Field(None, description="which ISA row of the engine targets applies")
 
 
 class NotRun(_Record):
@@ -413,6 +427,7 @@ class Results(_Record):
     speedups: dict[str, dict[str, float]] = Field(description="engine → case → p50 speed-up over PyTorch fp32")
     roofline: Roofline
     rows: list[BenchRow]
+    op_profiles: dict[str, OpProfile] = Field(default_factory=dict)
     http: LoadReport | None = None
     gpu: BenchReport | NotRun
     plots: list[str]

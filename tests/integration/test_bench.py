@@ -71,6 +71,13 @@ def test_bench_measures_every_engine_on_every_case(bench_report: BenchReport) ->
             assert (engine, case, "session") in cases
         assert (engine, "real-b1", "serving") in cases and (engine, "real-b32", "serving") in cases
     assert ("ort-fp32", "real-b32", "session") in cases
+    assert all((engine, "real-b32-sorted", "serving") in cases for engine in engines)
+    profiled = bench_report.op_profiles
+    assert set(profiled) >= {"ort-fp32"} and len(profiled) <= 2
+    for profile in profiled.values():
+        assert profile.share and sum(profile.share.values()) == pytest.approx(1)
+        assert 0 < profile.node_ms_per_run <= profile.ms_per_run * 1.05
+    assert "MatMul" in profiled["ort-fp32"].share
     for row in bench_report.rows:
         assert row.iters >= 2 and 0 < row.p50_ms <= row.p99_ms + 1e-9
     roofline = bench_report.roofline
