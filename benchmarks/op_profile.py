@@ -13,22 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from textclf.runtime import MODEL_FILE
+from textclf.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, create_session, read_sidecar
 from textclf.schema import OpProfile
 
 
 def profile_ops(variant_dir: Path, inputs: dict[str, np.ndarray], threads: int, runs: int = 10) -> OpProfile:
     """Run `inputs` `runs` times (after one warm-up) with profiling on and split the node time by op type."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory(prefix="textclf-profile-") as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(variant_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        session = create_session(
+            variant_dir / MODEL_FILE,
+            intra_op_threads=threads,
+            disabled_optimizers=read_sidecar(variant_dir).get(DISABLED_OPTIMIZERS_KEY),
+            profile_prefix=str(Path(tmp) / "ort"),
+        )
         session.run(None, inputs)  # warm-up, excluded below by its run index
         for _ in range(runs):
             session.run(None, inputs)

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 _KEY_PACKAGES = ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "transformers")
 _NOT_IN_KEY = ("serving_variant", "timing_seconds", "variants")  # choosing/timing does not change a variant
+# Bumped whenever a builder or the session tuning changes what a variant folder holds: earlier folders rebuild.
+BUILD_VERSION = 2
 
 
 def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> tuple[Path, int, Manifest | None]:
@@ -75,7 +77,7 @@ def _input_key(checkpoint_sha: str, name: str, cfg: Config, max_seq_len: int, te
     """Everything a variant's folder and verdict depend on: unchanged key → the export can be skipped."""
     export_cfg = {k: v for k, v in cfg.export.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
     versions = {k: v for k, v in package_versions().items() if k in _KEY_PACKAGES}
-    payload = [checkpoint_sha, name, max_seq_len, export_cfg, test_sha, versions, isa_preset()]
+    payload = [checkpoint_sha, name, max_seq_len, export_cfg, test_sha, versions, isa_preset(), BUILD_VERSION]
     return sha256_bytes(json.dumps(payload, sort_keys=True).encode())
 
 

@@ -14,8 +14,9 @@ import numpy as np
 from export import builders
 from export.evaldata import EvalData
 from export.gates import TestScores, batch_invariance, parity, test_scores
+from export.tuning import tune_session
 from textclf.manifest import file_entries, now_iso, replace_dir
-from textclf.runtime import Classifier
+from textclf.runtime import Classifier, default_intra_op_threads
 from textclf.schema import Attempt, VariantRecord, Verdict
 from textclf.variants import VariantSpec, variant_spec
 
@@ -99,7 +100,12 @@ def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> VariantReco
         staging = ctx.source.work_dir / f"{name}-{index}"
         try:
             params = _build(spec, ctx, staging, candidate)
-            builders.write_sidecar(staging, name, ctx.source.max_seq_len, params)
+            disabled: list[str] = []
+            if spec.device == "cpu":
+                disabled, params["session_tuning"] = tune_session(
+                    staging, ctx.eval_data.calibration_texts, default_intra_op_threads()
+                )
+            builders.write_sidecar(staging, name, ctx.source.max_seq_len, params, disabled)
             verdict = _judge(spec, ctx, staging)
         except Exception as exc:  # a failed build refuses this candidate; the others still get their chance
             logger.warning("%s %s: build failed: %s", name, candidate, exc)

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
-SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len and the variant's name
+SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len, the variant's name, session settings
+DISABLED_OPTIMIZERS_KEY = "disabled_optimizers"  # sidecar: ORT graph fusions export measured as slower here
 MULTI_LABEL = "multi_label_classification"  # config.json's problem_type of a model trained with BCE-with-logits
 THRESHOLD_KEY = "textclf_threshold"  # config.json: train.threshold of a multi-label model
 DEFAULT_THRESHOLD = 0.5
@@ -100,6 +101,44 @@ def providers_for(use_cuda: bool) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def read_sidecar(variant_dir: Path) -> dict[str, Any]:
+    """The variant's textclf.json (empty for a folder export did not write)."""
+    path = Path(variant_dir) / SIDECAR_FILE
+    sidecar: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    return sidecar
+
+
+def create_session(
+    model: Path,
+    *,
+    intra_op_threads: int,
+    inter_op_threads: int = 1,
+    allow_spinning: bool = True,
+    providers: list[str] | None = None,
+    disabled_optimizers: list[str] | None = None,
+    profile_prefix: str | None = None,
+) -> Any:
+    """An ONNX Runtime session built the one way the runtime, export's tuning and the profiler all use."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning pool threads win when ORT owns the cores (benchmarks); in a server they steal the CPU the
+    # event loop needs to parse the next requests, so the service may turn them off (serve.ort_spinning).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(
+        str(model),
+        sess_options=options,
+        providers=providers or ["CPUExecutionProvider"],
+        disabled_optimizers=disabled_optimizers or None,
+    )
+
+
 class Classifier:
     """A loaded ONNX variant folder (model.onnx, tokenizer.json, config.json, textclf.json)."""
 
@@ -120,7 +159,6 @@ class Classifier:
         Raises:
             ArtifactError: a file is missing or differs from its recorded sha256.
         """
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.variant_dir = Path(variant_dir)
@@ -133,8 +171,7 @@ class Classifier:
             if not (self.variant_dir / name).is_file():
                 raise ArtifactError(f"{self.variant_dir / name}: missing; not an exported variant folder")
         config = json.loads((self.variant_dir / CONFIG_FILE).read_text())
-        sidecar_path = self.variant_dir / SIDECAR_FILE
-        sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+        sidecar = read_sidecar(self.variant_dir)
         id2label = config.get("id2label") or {}
         self.labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
         if not self.labels:
@@ -152,19 +189,19 @@ class Classifier:
         self.tokenizer.enable_truncation(max_length=self.max_seq_len)
         self.pad_id = int(config.get("pad_token_id") or 0)
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads or default_intra_op_threads()
-        options.inter_op_num_threads = inter_op_threads
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning pool threads win when ORT owns the cores (benchmarks); in a server they steal the CPU the
-        # event loop needs to parse the next requests, so the service may turn them off (serve.ort_spinning).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.providers = providers_for(use_cuda)
-        self.session = ort.InferenceSession(
-            str(self.variant_dir / MODEL_FILE), sess_options=options, providers=self.providers
+        self.intra_op_threads = intra_op_threads or default_intra_op_threads()
+        # Fusions export timed as slower on its machine for this graph (e.g. SkipLayerNorm next to int8 MatMuls).
+        self.disabled_optimizers: list[str] = list(sidecar.get(DISABLED_OPTIMIZERS_KEY) or [])
+        self.session = create_session(
+            self.variant_dir / MODEL_FILE,
+            intra_op_threads=self.intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            allow_spinning=allow_spinning,
+            providers=self.providers,
+            disabled_optimizers=self.disabled_optimizers,
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.intra_op_threads = options.intra_op_num_threads
         logger.info(
             "loaded %s (%s, %d labels, max_seq_len %d, %d intra-op threads, %s)",
             self.variant_dir,

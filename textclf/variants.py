@@ -59,6 +59,12 @@ _SPECS = (
         ),
     ),
     VariantSpec(
+        "int8-qdq",
+        "build_int8_qdq",
+        "static int8 of every MatMul in QDQ form with float outputs (MatMulIntegerToFloat; batch-invariant scales)",
+        candidates=({"per_channel": True}, {"per_channel": False}),
+    ),
+    VariantSpec(
         "fp16",
         "build_fp16",
         "fp16 weights and activations after GPU graph optimization, for the CUDA execution provider",
