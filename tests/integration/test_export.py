@@ -52,7 +52,28 @@ def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) ->
     assert export.pytorch.test_accuracy == require_train(exported_run.run_dir).metrics.test.accuracy
     assert export.machine.cores >= 1
     # int8 variants really are quantized: smaller weights than fp32 for the same graph.
-    assert export.variants["int8-dynamic"].files["model.onnx"].bytes < export.variants["fp32"].files["model.onnx"].bytes
+    fp32_bytes = export.variants["fp32"].files["model.onnx"].bytes
+    for name in ("int8-dynamic", "int8-qdq"):
+        assert export.variants[name].files["model.onnx"].bytes < fp32_bytes, name
+
+
+def test_session_tuning_is_recorded_and_applied(exported_run: Config) -> None:
+    import onnx
+
+    export = require_export(exported_run.run_dir)
+    for name, record in export.variants.items():
+        tuning = record.params["session_tuning"]
+        assert set(tuning["timings"]) == {"default", "off: SkipLayerNormFusion"}, name
+        assert all(t["b1_ms"] > 0 and t["b32_ms"] > 0 for t in tuning["timings"].values())
+        classifier = Classifier.from_run(exported_run.run_dir, name)
+        assert classifier.disabled_optimizers == tuning["disabled_optimizers"], name
+    # int8-qdq: every MatMul reads dequantized int8 inputs and none of their outputs is quantized again.
+    graph = onnx.load(str(exported_run.run_dir / ONNX_DIR / "int8-qdq" / "model.onnx")).graph
+    produced_by = {output: node.op_type for node in graph.node for output in node.output}
+    matmuls = [node for node in graph.node if node.op_type == "MatMul"]
+    assert matmuls and all(produced_by.get(i) == "DequantizeLinear" for m in matmuls for i in m.input)
+    consumers = {i: node.op_type for node in graph.node for i in node.input}
+    assert not any(consumers.get(m.output[0]) == "QuantizeLinear" for m in matmuls)
 
 
 def test_manifest_matches_its_schema_and_round_trips(exported_run: Config) -> None:
