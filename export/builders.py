@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from export.fusions import fold_bias_into_matmul_integer_to_float
 from textclf.config import ExportConfig
 from textclf.errors import ExportError
 from textclf.hardware import isa_preset
@@ -99,6 +100,19 @@ def build_optimized(source: BuildSource, out: Path) -> dict[str, Any]:
 def build_fp16(source: BuildSource, out: Path) -> dict[str, Any]:
     """GPU graph optimization with fp16 weights and activations."""
     return _ort_optimize(source.fp32, out, source.cfg.optimization_level, for_gpu=True, fp16=True)
+
+
+def build_fp16_cpu(source: BuildSource, out: Path) -> dict[str, Any]:
+    """The fp32 graph converted to fp16 (inputs and outputs stay as they are), for the CPU provider."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(source.fp32 / MODEL_FILE)))
+    model.convert_float_to_float16(keep_io_types=True)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_model_to_file(str(out / MODEL_FILE))
+    _copy_tokenizer(source.fp32, out)
+    return {"converter": "onnxruntime.transformers OnnxModel.convert_float_to_float16", "keep_io_types": True}
 
 
 def _quantization_config(is_static: bool, per_channel: bool, reduce_range: bool, operators: list[str] | None) -> Any:
@@ -188,12 +202,14 @@ def build_int8_qdq(source: BuildSource, out: Path, per_channel: bool) -> dict[st
         calibrate_method=oq.CalibrationMethod[_ORT_CALIBRATION[source.cfg.calibration_method]],
         extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
     )
+    folded = fold_bias_into_matmul_integer_to_float(out / MODEL_FILE)
     _copy_tokenizer(source.fp32, out)
     return {
         "quantizer": "onnxruntime.quantization.quantize_static",
         "format": "QDQ",
         "per_channel": per_channel,
         "matmul_output": "float (MatMulIntegerToFloat)",
+        "biases_folded": folded,
         "calibration_method": source.cfg.calibration_method,
         "calibration_samples": len(source.calibration_texts),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -41,14 +42,14 @@ from textclf.schema import (
     PyTorchReference,
     VariantRecord,
 )
-from textclf.variants import VARIANTS, variants_on
+from textclf.variants import VARIANTS, variant_spec, variants_on
 
 logger = logging.getLogger(__name__)
 
 _KEY_PACKAGES = ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "transformers")
 _NOT_IN_KEY = ("serving_variant", "timing_seconds", "variants")  # choosing/timing does not change a variant
 # Bumped whenever a builder or the session tuning changes what a variant folder holds: earlier folders rebuild.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 
 
 def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> tuple[Path, int, Manifest | None]:
@@ -102,6 +103,31 @@ def write_eval_texts(run_dir: Path, texts: list[str], labels: list[TestLabel]) -
     return path
 
 
+def _serving_cost(record: VariantRecord) -> float | None:
+    """Geometric mean of single-text latency and per-text time in a batch of 32: the server sees both."""
+    if record.latency_ms is None or record.batch32_ms_per_text is None:
+        return None
+    return float((record.latency_ms * record.batch32_ms_per_text) ** 0.5)
+
+
+def _speed_gate(variants: dict[str, VariantRecord], onnx_dir: Path) -> None:
+    """Refuse a passing `must_beat_fp32` variant that runs no faster than fp32 here (its folder goes)."""
+    fp32 = variants.get("fp32")
+    baseline = _serving_cost(fp32) if fp32 else None
+    for name, record in variants.items():
+        cost = _serving_cost(record)
+        if not (variant_spec(name).must_beat_fp32 and record.passed) or cost is None or baseline is None:
+            continue
+        if cost >= baseline:
+            reason = (
+                f"no faster than fp32 on this CPU ({cost:.2f} vs {baseline:.2f} ms, geometric mean of b1 and b32 "
+                "per-text time): ONNX Runtime's CPU provider has no fast kernels for it here"
+            )
+            logger.info("%s: refused: %s", name, reason)
+            shutil.rmtree(onnx_dir / name, ignore_errors=True)
+            variants[name] = record.model_copy(update={"passed": False, "reason": reason, "files": {}, "bytes": 0})
+
+
 def _choose_serving(variants: dict[str, VariantRecord], pinned: str | None) -> tuple[str, str]:
     if pinned is not None:
         record = variants[pinned]
@@ -109,18 +135,13 @@ def _choose_serving(variants: dict[str, VariantRecord], pinned: str | None) -> t
             raise ExportError(f"export.serving_variant={pinned} was refused: {record.reason}")
         return pinned, "pinned by export.serving_variant"
     timed = {
-        n: (r.latency_ms, r.batch32_ms_per_text)
+        n: cost
         for n, r in variants.items()
-        if r.passed and n in variants_on("cpu") and r.latency_ms is not None and r.batch32_ms_per_text is not None
+        if r.passed and n in variants_on("cpu") and (cost := _serving_cost(r)) is not None
     }
     if not timed:
         raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
-
-    def cost(timing: tuple[float, float]) -> float:
-        # Geometric mean of single-text latency and per-text time in a batch of 32: the server sees both.
-        return float((timing[0] * timing[1]) ** 0.5)
-
-    best = min(timed, key=lambda n: cost(timed[n]))
+    best = min(timed, key=timed.__getitem__)
     return best, "fastest passing CPU variant (geometric mean of b1 latency and b32 per-text time)"
 
 
@@ -182,6 +203,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
             classifier = Classifier(onnx_dir / name, expected_files=record.files)
             update |= dataclasses.asdict(time_variant(classifier, eval_data.test_texts, cfg.export.timing_seconds))
         variants[name] = record.model_copy(update=update)
+    _speed_gate(variants, onnx_dir)
 
     eval_file = write_eval_texts(run_dir, eval_data.test_texts, eval_data.test_labels)
     section = ExportSection(

@@ -21,6 +21,9 @@ class VariantSpec:
     candidates: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({},))
     parity_field: str | None = None  # the ExportConfig field with its max |Δ logit| (None: recorded, not gated)
     default: bool = True  # in export.variants unless the config says otherwise
+    # Kept only when export's timing beats fp32's on this machine: a reduced-precision float graph is worth its
+    # accuracy risk only where ONNX Runtime's CPU provider has fast kernels for it (AVX512-FP16, AMX).
+    must_beat_fp32: bool = False
 
 
 _SPECS = (
@@ -61,8 +64,14 @@ _SPECS = (
     VariantSpec(
         "int8-qdq",
         "build_int8_qdq",
-        "static int8 of every MatMul in QDQ form with float outputs (MatMulIntegerToFloat; batch-invariant scales)",
+        "static int8 of every MatMul in QDQ form with float outputs and biases folded in (MatMulIntegerToFloat)",
         candidates=({"per_channel": True}, {"per_channel": False}),
+    ),
+    VariantSpec(
+        "fp16-cpu",
+        "build_fp16_cpu",
+        "fp16 weights and activations (float32 inputs and outputs) for the CPU provider",
+        must_beat_fp32=True,
     ),
     VariantSpec(
         "fp16",

@@ -17,6 +17,7 @@ from textclf.schema import (
     LoadReport,
     Machine,
     NotRun,
+    OpProfile,
     Results,
     Roofline,
     RooflineCase,
@@ -241,3 +242,47 @@ def test_report_gpu_section_gives_ratios_over_fp32_eager_and_why_an_engine_did_n
     assert "NVIDIA H200" in section and "torch 2.11.0" in section
     assert "| b32-s128 | session | pytorch-fp16-cuda | 2.00 | 2.00 | 16000 | 2.00× | 100 |" in section
     assert "- ort-fp32-cuda: no CUDA execution provider" in section
+
+
+@pytest.mark.parametrize(
+    ("flags", "row", "gemm_goal"),
+    [({"avx2": True, "avx512_vnni": True}, "VNNI", 1.6), ({"avx2": True, "avx512_vnni": False}, "AVX2-only", 1.3)],
+)
+def test_engine_targets_follow_the_cpus_int8_instructions(flags: dict[str, bool], row: str, gemm_goal: float) -> None:
+    bench = _bench()
+    bench.machine = bench.machine.model_copy(update={"isa": flags})
+    h = headline(bench, None)
+    assert h.engine_target_row is not None and row in h.engine_target_row
+    assert h.targets["gemm_fraction_b32_s128"].target == gemm_goal
+    assert h.targets["speedup_b32_s128"].target == (2.2 if row == "VNNI" else 1.6)
+
+
+def test_report_shows_where_the_time_goes() -> None:
+    bench = _bench()
+    assert bench.roofline is not None
+    profiles = {
+        "ort-fp32": OpProfile(runs=3, ms_per_run=100, node_ms_per_run=98, share={"MatMul": 0.8, "Add": 0.2}),
+        "ort-int8-qdq": OpProfile(
+            runs=3, ms_per_run=50, node_ms_per_run=48, share={"MatMulIntegerToFloat": 0.5, "Add": 0.3, "Gelu": 0.2}
+        ),
+    }
+    results = Results(
+        run="r",
+        created_at="now",
+        headline=headline(bench, None),
+        engines=bench.engines,
+        speedups=speedups(bench),
+        roofline=bench.roofline,
+        rows=bench.rows,
+        op_profiles=profiles,
+        gpu=NotRun(ran=False, reason="no CUDA"),
+        plots=[],
+        versions={},
+        machine=Machine.model_validate(MACHINE),
+    )
+    text = render(results)
+    section = text[text.index("## Where the time goes") :]
+    assert "| op type | ort-fp32 | ort-int8-qdq |" in section
+    assert "| MatMul | 80.0 % (78.4 ms) | - |" in section
+    assert "| MatMulIntegerToFloat | - | 50.0 % (24.0 ms) |" in section
+    assert "| total node time | 98.0 ms | 48.0 ms |" in section
