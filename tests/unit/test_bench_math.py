@@ -162,27 +162,33 @@ def test_headline_without_load_results() -> None:
     assert h.targets["http_rps_ratio_32_users"].met is False
 
 
+def _results(bench: BenchReport, **fields: object) -> Results:
+    """The report of `bench` alone (no load test, no GPU run), with `fields` set on top."""
+    assert bench.roofline is not None
+    return Results.model_validate(
+        {
+            "run": "r",
+            "created_at": "now",
+            "headline": headline(bench, None),
+            "engines": bench.engines,
+            "speedups": speedups(bench),
+            "roofline": bench.roofline,
+            "rows": bench.rows,
+            "gpu": NotRun(ran=False, reason="no CUDA"),
+            "plots": [],
+            "versions": {"onnxruntime": "x"},
+            "machine": Machine.model_validate(MACHINE),
+        }
+        | fields
+    )
+
+
 def test_report_text_names_missed_targets_plainly() -> None:
     slow = _bench()
     slow.rows = [
         row if row.engine == "pytorch-fp32" else row.model_copy(update={"p50_ms": row.p50_ms * 3}) for row in slow.rows
     ]
-    assert slow.roofline is not None
-    results = Results(
-        run="r",
-        created_at="now",
-        headline=headline(slow, None),
-        engines=slow.engines,
-        speedups=speedups(slow),
-        roofline=slow.roofline,
-        rows=slow.rows,
-        http=None,
-        gpu=NotRun(ran=False, reason="no CUDA"),
-        plots=["speedup.png"],
-        versions={"onnxruntime": "x"},
-        machine=Machine.model_validate(MACHINE),
-    )
-    text = render(results)
+    text = render(_results(slow, plots=["speedup.png"]))
     assert text.index("## At a glance") < text.index("## Targets") < text.index("## Engines")
     assert "**missed**" in text and "**not measured**" in text
     assert "Not measured: no CUDA" in text
@@ -258,29 +264,13 @@ def test_engine_targets_follow_the_cpus_int8_instructions(flags: dict[str, bool]
 
 
 def test_report_shows_where_the_time_goes() -> None:
-    bench = _bench()
-    assert bench.roofline is not None
     profiles = {
         "ort-fp32": OpProfile(runs=3, ms_per_run=100, node_ms_per_run=98, share={"MatMul": 0.8, "Add": 0.2}),
         "ort-int8-qdq": OpProfile(
             runs=3, ms_per_run=50, node_ms_per_run=48, share={"MatMulIntegerToFloat": 0.5, "Add": 0.3, "Gelu": 0.2}
         ),
     }
-    results = Results(
-        run="r",
-        created_at="now",
-        headline=headline(bench, None),
-        engines=bench.engines,
-        speedups=speedups(bench),
-        roofline=bench.roofline,
-        rows=bench.rows,
-        op_profiles=profiles,
-        gpu=NotRun(ran=False, reason="no CUDA"),
-        plots=[],
-        versions={},
-        machine=Machine.model_validate(MACHINE),
-    )
-    text = render(results)
+    text = render(_results(_bench(), op_profiles=profiles))
     section = text[text.index("## Where the time goes") :]
     assert "| op type | ort-fp32 | ort-int8-qdq |" in section
     assert "| MatMul | 80.0 % (78.4 ms) | - |" in section
