@@ -20,7 +20,7 @@ TestLabel = int | list[int]
 
 
 @dataclass(frozen=True)
-class TestScores:
+class MetricScores:
     """The test metrics of one set of logits (micro-F1 only for multi-label models)."""
 
     accuracy: float
@@ -39,7 +39,7 @@ def parity(classifier: Classifier, texts: list[str], reference: np.ndarray) -> f
     return float(np.abs(logits - reference).max())
 
 
-def test_scores(classifier: Classifier, texts: list[str], labels: list[TestLabel]) -> TestScores:
+def metric_scores(classifier: Classifier, texts: list[str], labels: list[TestLabel]) -> MetricScores:
     """The variant's test metrics (numpy only: the runtime side stays free of scikit-learn)."""
     logits, _ = classifier.logits(texts, batch_size=32)
     return scores_from_logits(logits, labels, classifier.threshold)
@@ -51,7 +51,7 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return result
 
 
-def scores_from_logits(logits: np.ndarray, labels: list[TestLabel], threshold: float | None) -> TestScores:
+def scores_from_logits(logits: np.ndarray, labels: list[TestLabel], threshold: float | None) -> MetricScores:
     """Accuracy and macro-F1 of argmax; with a `threshold` (multi-label), exact-match accuracy and macro/micro-F1
     of the label sets sigmoid ≥ threshold."""
     num_labels = logits.shape[1]
@@ -67,8 +67,8 @@ def scores_from_logits(logits: np.ndarray, labels: list[TestLabel], threshold: f
     accuracy = float((preds == truth).all(axis=1).mean())
     macro_f1 = float(_f1(tp, fp, fn).mean())
     if threshold is None:
-        return TestScores(accuracy, macro_f1)
-    return TestScores(accuracy, macro_f1, float(_f1(tp.sum(), fp.sum(), fn.sum())))
+        return MetricScores(accuracy, macro_f1)
+    return MetricScores(accuracy, macro_f1, float(_f1(tp.sum(), fp.sum(), fn.sum())))
 
 
 def multi_hot(labels: list[TestLabel], num_labels: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from export import builders
 from export.evaldata import EvalData
-from export.gates import TestScores, batch_invariance, parity, test_scores
+from export.gates import MetricScores, batch_invariance, metric_scores, parity
 from export.tuning import tune_session
 from textclf.manifest import file_entries, now_iso, replace_dir
 from textclf.runtime import Classifier, default_intra_op_threads
@@ -28,7 +28,7 @@ class Reference:
     """PyTorch's logits on the test texts and the numbers each variant is compared with."""
 
     logits: np.ndarray
-    scores: TestScores
+    scores: MetricScores
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _judge(spec: VariantSpec, ctx: BuildContext, folder: Path) -> Verdict:
     texts = ctx.eval_data.test_texts
     n_parity = min(cfg.parity_samples, len(texts))
     max_diff = parity(classifier, texts[:n_parity], ctx.reference.logits[:n_parity])
-    scores = test_scores(classifier, texts, ctx.eval_data.test_labels)
+    scores = metric_scores(classifier, texts, ctx.eval_data.test_labels)
     delta = scores.gated - ctx.reference.scores.gated
     metric = "accuracy" if scores.micro_f1 is None else "micro-F1"
     n_invariance = min(cfg.invariance_samples or len(texts), len(texts))
