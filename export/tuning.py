@@ -27,18 +27,22 @@ MIN_GAIN = 0.03  # a setting must beat the default by 3 % to be kept: smaller di
 ROUNDS = 7
 
 
-def _timed_ms(session: Any, inputs: dict[str, np.ndarray]) -> float:
+def _timed_ms(session: Any, inputs: dict[str, np.ndarray], repeats: int = 3) -> float:
+    """Median of a few back-to-back runs: one run alone jumps with the host's noise (seen: 4.6 vs 7.3 ms)."""
     session.run(None, inputs)  # the other settings' sessions ran in between: warm this one's caches again
-    started = time.perf_counter()
-    session.run(None, inputs)
-    return (time.perf_counter() - started) * 1000
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, inputs)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
 
 
 def tune_session(folder: Path, texts: list[str], threads: int) -> tuple[list[str], dict[str, Any]]:
     """The optimizers to switch off for `folder`'s model, and the timings that chose them.
 
     Each setting runs one text alone and a batch of 32 texts (padded to the longest), interleaved over several
-    rounds; the cost is the geometric mean of the two medians, as in the serving-variant choice.
+    rounds of a few runs each; the cost is the geometric mean of the two medians, as in the serving-variant choice.
     """
     probe = Classifier(folder, intra_op_threads=threads)
     batch = probe.pad(probe.encode(texts[:32])).inputs
