@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textclf.runtime import Classifier, sigmoid
+from textclf.runtime import Classifier, over_threshold, sigmoid
 from textclf.schema import BatchInvariance
 
 # A test text's truth: a class id, or for a multi-label model the ids of its labels.
@@ -80,8 +80,7 @@ def multi_hot(labels: list[TestLabel], num_labels: int) -> np.ndarray:
 
 def predicted_sets(logits: np.ndarray, threshold: float) -> np.ndarray:
     """Multi-label: which labels have sigmoid(logit) ≥ threshold, as a boolean matrix."""
-    result: np.ndarray = sigmoid(logits) >= threshold  # the runtime's own comparison (Classifier.label_sets)
-    return result
+    return over_threshold(sigmoid(logits), threshold)
 
 
 def batch_invariance(classifier: Classifier, texts: list[str], batch_size: int = 32, seed: int = 0) -> BatchInvariance:

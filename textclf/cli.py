@@ -190,7 +190,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _delta_pt(fraction: float | None) -> str:
-    return _fmt(None if fraction is None else fraction * 100, "+.2f") + (" pt" if fraction is not None else "")
+    return "-" if fraction is None else f"{fraction * 100:+.2f} pt"
 
 
 @app.command()

@@ -85,6 +85,13 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return result.astype(np.float32)
 
 
+def over_threshold(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Multi-label: which labels a row predicts, as a boolean matrix (the one comparison train, export's gates and
+    the service all use)."""
+    result: np.ndarray = probabilities >= threshold
+    return result
+
+
 def default_intra_op_threads(workers: int = 1) -> int:
     """Cores divided by worker processes: one ORT pool per process, never oversubscribed."""
     return max(1, usable_cores() // max(1, workers))
@@ -305,9 +312,9 @@ class Classifier:
         """Multi-label: each row's labels at or over the threshold, best first (possibly none)."""
         threshold = self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
         sets = []
-        for row in probabilities:
+        for row, chosen in zip(probabilities, over_threshold(probabilities, threshold), strict=True):
             ranked = np.argsort(-row, kind="stable")
-            sets.append([self.labels[i] for i in ranked if row[i] >= threshold])
+            sets.append([self.labels[i] for i in ranked if chosen[i]])
         return sets
 
     def predictions(

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from textclf.manifest import atomic_write_bytes
-from textclf.runtime import sigmoid
+from textclf.runtime import over_threshold, sigmoid
 
 
 def trainer_metrics(eval_pred: Any) -> dict[str, float]:
@@ -27,28 +27,31 @@ def multi_label_trainer_metrics(threshold: float) -> Any:
 
     def compute(eval_pred: Any) -> dict[str, float]:
         logits, targets = eval_pred
-        preds = sigmoid(logits) >= threshold
-        truth = np.asarray(targets) >= 0.5
-        return {
-            "accuracy": float(accuracy_score(truth, preds)),
-            "macro_f1": float(f1_score(truth, preds, average="macro", zero_division=0)),
-            "micro_f1": float(f1_score(truth, preds, average="micro", zero_division=0)),
-        }
+        return _multi_label_scores(*_multi_label_sets(targets, logits, threshold))
 
     return compute
+
+
+def _multi_label_sets(targets: Any, logits: Any, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) label sets as boolean matrices: multi-hot targets, and the runtime's sigmoid ≥ threshold."""
+    return np.asarray(targets) >= 0.5, over_threshold(sigmoid(np.asarray(logits)), threshold)
+
+
+def _multi_label_scores(truth: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    return {
+        "accuracy": float(accuracy_score(truth, preds)),
+        "macro_f1": float(f1_score(truth, preds, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(truth, preds, average="micro", zero_division=0)),
+    }
 
 
 def multi_label_metrics(
     targets: np.ndarray, logits: np.ndarray, threshold: float, label_names: list[str]
 ) -> dict[str, Any]:
     """Exact-match accuracy, macro/micro-F1 and per-label precision/recall/F1/support at `threshold`."""
-    truth = np.asarray(targets) >= 0.5
-    preds = sigmoid(logits) >= threshold
+    truth, preds = _multi_label_sets(targets, logits, threshold)
     precision, recall, f1, support = precision_recall_fscore_support(truth, preds, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(truth, preds)),
-        "macro_f1": float(f1_score(truth, preds, average="macro", zero_division=0)),
-        "micro_f1": float(f1_score(truth, preds, average="micro", zero_division=0)),
+    return _multi_label_scores(truth, preds) | {
         "threshold": threshold,
         "n": len(truth),
         "per_class": _per_class(label_names, precision, recall, f1, support),
