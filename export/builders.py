@@ -142,18 +142,10 @@ def build_int8_static(source: BuildSource, out: Path, per_channel: bool, operato
     """Static int8 with activation ranges calibrated on a sample of the train split."""
     from datasets import Dataset
     from optimum.onnxruntime import AutoCalibrationConfig, ORTQuantizer
-    from tokenizers import Tokenizer
 
     fp32, method = source.fp32, source.cfg.calibration_method
-    tokenizer = Tokenizer.from_file(str(fp32 / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=source.max_seq_len)
-    encodings = tokenizer.encode_batch(source.calibration_texts)
     quantizer = ORTQuantizer.from_pretrained(fp32)
-    input_names = _onnx_input_names(fp32 / MODEL_FILE)
-    columns = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
-    columns["token_type_ids"] = [e.type_ids for e in encodings]
-    dataset = Dataset.from_dict({name: columns[name] for name in input_names})
+    dataset = Dataset.from_list(_calibration_inputs(source, pad=False))
     calibration = {
         "minmax": AutoCalibrationConfig.minmax,
         "entropy": AutoCalibrationConfig.entropy,
@@ -224,21 +216,8 @@ class _CalibrationFeeds(CalibrationDataReader):
     to max_seq_len."""
 
     def __init__(self, source: BuildSource) -> None:
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(source.fp32 / "tokenizer.json"))
-        tokenizer.enable_truncation(max_length=source.max_seq_len)
-        if source.cfg.calibration_method != "minmax":
-            tokenizer.enable_padding(length=source.max_seq_len)
-        names = _onnx_input_names(source.fp32 / MODEL_FILE)
-        self._feeds = []
-        for encoding in tokenizer.encode_batch(source.calibration_texts):
-            columns = {
-                "input_ids": encoding.ids,
-                "attention_mask": encoding.attention_mask,
-                "token_type_ids": encoding.type_ids,
-            }
-            self._feeds.append({name: np.asarray([columns[name]], dtype=np.int64) for name in names})
+        inputs = _calibration_inputs(source, pad=source.cfg.calibration_method != "minmax")
+        self._feeds = [{name: np.asarray([ids], dtype=np.int64) for name, ids in text.items()} for text in inputs]
         self._next = iter(self._feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -246,6 +225,28 @@ class _CalibrationFeeds(CalibrationDataReader):
 
     def rewind(self) -> None:
         self._next = iter(self._feeds)
+
+
+def _calibration_inputs(source: BuildSource, pad: bool) -> list[dict[str, list[int]]]:
+    """Each calibration text's model inputs, by the graph's input names, truncated at max_seq_len (and padded to it
+    with `pad`)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(source.fp32 / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=source.max_seq_len)
+    if pad:
+        tokenizer.enable_padding(length=source.max_seq_len)
+    names = _onnx_input_names(source.fp32 / MODEL_FILE)
+    inputs = []
+    for encoding in tokenizer.encode_batch(source.calibration_texts):
+        columns = {
+            "input_ids": encoding.ids,
+            "attention_mask": encoding.attention_mask,
+            "token_type_ids": encoding.type_ids,
+        }
+        inputs.append({name: columns[name] for name in names})
+    return inputs
 
 
 def _onnx_input_names(model: Path) -> list[str]:

@@ -44,12 +44,13 @@ def tune_session(folder: Path, texts: list[str], threads: int) -> tuple[list[str
     Each setting runs one text alone and a batch of 32 texts (padded to the longest), interleaved over several
     rounds of a few runs each; the cost is the geometric mean of the two medians, as in the serving-variant choice.
     """
+    # The folder has no textclf.json yet, so the probe's own session runs ORT's defaults: the first candidate.
     probe = Classifier(folder, intra_op_threads=threads)
     batch = probe.pad(probe.encode(texts[:32])).inputs
     single = probe.pad(probe.encode(texts[:1])).inputs
-    sessions = [
+    sessions = [probe.session] + [
         create_session(folder / MODEL_FILE, intra_op_threads=threads, disabled_optimizers=list(off))
-        for off in SESSION_CANDIDATES
+        for off in SESSION_CANDIDATES[1:]
     ]
     samples: list[tuple[list[float], list[float]]] = [([], []) for _ in sessions]
     for _ in range(ROUNDS):
