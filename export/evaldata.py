@@ -11,7 +11,7 @@ from typing import Any
 from export.gates import TestLabel
 from textclf.config import Config, DataConfig
 from textclf.errors import DataError
-from textclf.runtime import DEFAULT_THRESHOLD, MULTI_LABEL, THRESHOLD_KEY
+from textclf.runtime import multi_label_threshold
 from textclf.schema import TrainSection
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,7 @@ def checkpoint_labels(checkpoint: Path) -> list[str]:
 
 def checkpoint_threshold(checkpoint: Path) -> float | None:
     """A multi-label checkpoint's threshold (saved by train; 0.5 for an outside one), None for single-label."""
-    config = _checkpoint_config(checkpoint)
-    if config.get("problem_type") != MULTI_LABEL:
-        return None
-    return float(config.get(THRESHOLD_KEY, DEFAULT_THRESHOLD))
+    return multi_label_threshold(_checkpoint_config(checkpoint))
 
 
 def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path) -> EvalData:

@@ -85,6 +85,14 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return result.astype(np.float32)
 
 
+def multi_label_threshold(config: Mapping[str, Any]) -> float | None:
+    """A model config.json's threshold: train.threshold for a multi-label model (0.5 when an outside one has
+    none), None for a single-label model."""
+    if config.get("problem_type") != MULTI_LABEL:
+        return None
+    return float(config.get(THRESHOLD_KEY, DEFAULT_THRESHOLD))
+
+
 def over_threshold(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     """Multi-label: which labels a row predicts, as a boolean matrix (the one comparison train, export's gates and
     the service all use)."""
@@ -183,8 +191,8 @@ class Classifier:
         self.labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
         if not self.labels:
             raise ArtifactError(f"{self.variant_dir / CONFIG_FILE}: no id2label; cannot name the classes")
-        self.multi_label = config.get("problem_type") == MULTI_LABEL
-        self.threshold = float(config.get(THRESHOLD_KEY, DEFAULT_THRESHOLD)) if self.multi_label else None
+        self.threshold = multi_label_threshold(config)
+        self.multi_label = self.threshold is not None
         self.variant = sidecar.get("variant", self.variant_dir.name)
         self.max_seq_len = int(max_seq_len or sidecar.get("max_seq_len") or config.get("max_position_embeddings", 512))
         if on_overlength not in ("truncate", "error"):
