@@ -254,7 +254,7 @@ def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None
         model_flops=bert_flops(checkpoint_config, *ROOFLINE_CASE),
     )
     if device == "cpu":
-        report.op_profiles = _op_profiles(engines, {"fp32", export.serving_variant}, run_dir)
+        report.op_profiles = _op_profiles(engines, {"fp32", export.serving_variant})
     report.real_texts = len(texts)
     report.wall_time_s = round(time.perf_counter() - started, 1)
     return write_report(path, report)
@@ -272,7 +272,7 @@ def _real_cases(texts: list[str], tokenizer_dir: Path) -> list[tuple[str, int, l
     return [case for case in cases if case[1] <= len(texts)]
 
 
-def _op_profiles(engines: list[Engine], variants: set[str | None], run_dir: Path) -> dict[str, OpProfile]:
+def _op_profiles(engines: list[Engine], variants: set[str | None]) -> dict[str, OpProfile]:
     """ORT's per-op-type split at the roofline case for the given variants (the serving one next to fp32)."""
     profiles = {}
     for engine in engines:
