@@ -68,6 +68,12 @@ _SPECS = (
         candidates=({"per_channel": True}, {"per_channel": False}),
     ),
     VariantSpec(
+        "int8-qdq-mha",
+        "build_int8_qdq",
+        "int8-qdq's projections around ORT's fused fp32 MultiHeadAttention (mask, softmax, head transposes in one op)",
+        candidates=({"per_channel": True, "fused_attention": True}, {"per_channel": False, "fused_attention": True}),
+    ),
+    VariantSpec(
         "fp16-cpu",
         "build_fp16_cpu",
         "fp16 weights and activations (float32 inputs and outputs) for the CPU provider",

@@ -86,6 +86,29 @@ def test_session_tuning_is_recorded_and_applied(exported_run: Config) -> None:
     assert export.variants["int8-qdq"].params["biases_folded"] == len(folded)
 
 
+def test_int8_qdq_graphs_read_floats_and_fuse_attention(exported_run: Config) -> None:
+    import onnx
+
+    export = require_export(exported_run.run_dir)
+    for name in ("int8-qdq", "int8-qdq-mha"):
+        record = export.variants[name]
+        graph = onnx.load(str(exported_run.run_dir / ONNX_DIR / name / "model.onnx")).graph
+        produced_by = {output: node.op_type for node in graph.node for output in node.output}
+        # Only the int8 MatMuls read dequantized tensors; the residual Adds read the float originals.
+        readers = {node.op_type for node in graph.node for i in node.input if produced_by.get(i) == "DequantizeLinear"}
+        assert readers <= {"MatMul"}, (name, readers)
+        assert record.params["float_reads"] > 0, name
+        attention = [node for node in graph.node if node.op_type == "MultiHeadAttention"]
+        if name == "int8-qdq":
+            assert not attention and record.params["attention"] == "int8 MatMuls"
+            continue
+        # One fused fp32 attention per layer; the projections around it stay int8.
+        layers = json.loads((exported_run.run_dir / ONNX_DIR / name / "config.json").read_text())["num_hidden_layers"]
+        assert len(attention) == layers == record.params["attention_fused"]
+        assert not any(node.op_type == "Softmax" for node in graph.node)
+        assert all(produced_by.get(node.input[0]) == "MatMul" for node in attention)
+
+
 def test_manifest_matches_its_schema_and_round_trips(exported_run: Config) -> None:
     text = (exported_run.run_dir / MANIFEST_NAME).read_text()
     manifest = Manifest.model_validate_json(text)
