@@ -169,9 +169,7 @@ def build_int8_static(source: BuildSource, out: Path, per_channel: bool, operato
     }
 
 
-def build_int8_qdq(
-    source: BuildSource, out: Path, per_channel: bool, fused_attention: bool = False
-) -> dict[str, Any]:
+def build_int8_qdq(source: BuildSource, out: Path, per_channel: bool, fused_attention: bool = False) -> dict[str, Any]:
     """Static int8 of every MatMul in QDQ form, with each MatMul's output left in float: ORT then runs
     MatMulIntegerToFloat (int8 GEMM, float result with its scale) instead of QLinearMatMul followed by
     DequantizeLinear, which took 12-15 % of int8-static's time at b32 s128.
