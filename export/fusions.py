@@ -1,7 +1,7 @@
 """Graph rewrites ONNX Runtime does not do by itself for the QDQ int8 graph.
 
 Measured on the default model (AMD EPYC Zen 5, 2 threads, onnxruntime 1.32, SkipLayerNormFusion off), b32 × 128
-tokens, each with the same test accuracy and zero batch-invariance flips:
+tokens, each with zero batch-invariance flips:
 
 - Bias folding: ORT turns `DequantizeLinear(x) · DequantizeLinear(W) → MatMul` into its contrib op
   MatMulIntegerToFloat when it loads the graph, but leaves the bias `Add` after it as a separate pass over the whole
@@ -9,7 +9,8 @@ tokens, each with the same test accuracy and zero batch-invariance flips:
 - Float reads: QDQ puts one QuantizeLinear → DequantizeLinear pair on each quantized MatMul's input `x`, and every
   other reader of `x` (the residual Add before each LayerNorm, Shape) gets DequantizeLinear(QuantizeLinear(x)) too:
   a pass over the tensor that only adds rounding error to the residual stream. Those readers take `x` itself:
-  125.3 → 118.8 ms (median of 4 interleaved rounds), 12 DequantizeLinear passes gone.
+  125.3 → 118.8 ms (median of 4 interleaved rounds), 12 DequantizeLinear passes gone, and the logits closer to
+  fp32's (mean |Δ logit| on the test texts 0.081 → 0.071).
 """
 
 from __future__ import annotations
