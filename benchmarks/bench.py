@@ -70,7 +70,7 @@ def _load_engines(
     engines: list[Engine] = []
     records: dict[str, BenchEngine] = {}
 
-    def add(make: Callable[[], Engine], record: BenchEngine) -> None:
+    def add(make: Callable[[], Engine], record: BenchEngine, engine_threads: int = threads) -> None:
         before = _rss_mb()
         try:
             engine = make()
@@ -79,7 +79,9 @@ def _load_engines(
             records[record.label] = record.model_copy(update={"loaded": False, "reason": str(exc)[:300]})
             return
         engines.append(engine)
-        records[engine.name] = record.model_copy(update={"loaded": True, "rss_load_mb": round(_rss_mb() - before, 1)})
+        records[engine.name] = record.model_copy(
+            update={"loaded": True, "rss_load_mb": round(_rss_mb() - before, 1), "threads": engine_threads}
+        )
 
     def torch_record(label: str, *, is_judged: bool = True) -> BenchEngine:
         # fp16 PyTorch is not judged on the test set; eager and compiled fp32 are the reference itself.
@@ -126,31 +128,37 @@ def _load_engines(
                     loaded=False,
                     reason=f"variant {gpu_variant}: {reason}",
                 )
-    for name, variant in export.variants.items():
-        if name not in wanted or not variant.passed:
+    ort_engines = [(name, f"ort-{name}{suffix}", threads) for name in export.variants if name in wanted]
+    if not cuda and threads > 1 and export.serving_variant:
+        # The serving variant once more on one intra-op thread: what a worker of a multi-worker Bento gets.
+        ort_engines.append((export.serving_variant, f"ort-{export.serving_variant}-1thread", 1))
+    for name, label, engine_threads in ort_engines:
+        variant = export.variants[name]
+        if not variant.passed:
             continue
-        folder = run_dir / ONNX_DIR / name
-        label = f"ort-{name}{suffix}"
 
-        def make(folder: Path = folder, variant: VariantRecord = variant, label: str = label) -> Engine:
+        def make(
+            folder: Path = run_dir / ONNX_DIR / name,
+            variant: VariantRecord = variant,
+            label: str = label,
+            n: int = engine_threads,
+        ) -> Engine:
             # Checked before loading: without the provider the session would quietly run on the CPU.
             if cuda and providers_for(use_cuda=True)[0] != "CUDAExecutionProvider":
                 raise RuntimeError("this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)")
-            classifier = Classifier(folder, expected_files=variant.files, intra_op_threads=threads, use_cuda=cuda)
+            classifier = Classifier(folder, expected_files=variant.files, intra_op_threads=n, use_cuda=cuda)
             return OrtEngine(classifier, vocab, name=label, io_binding=cuda)
 
-        add(
-            make,
-            BenchEngine(
-                label=label,
-                kind="onnxruntime",
-                variant=name,
-                bytes=variant.bytes,
-                test_accuracy=variant.test_accuracy,
-                accuracy_delta=variant.accuracy_delta,
-                loaded=False,
-            ),
+        engine_record = BenchEngine(
+            label=label,
+            kind="onnxruntime",
+            variant=name,
+            bytes=variant.bytes,
+            test_accuracy=variant.test_accuracy,
+            accuracy_delta=variant.accuracy_delta,
+            loaded=False,
         )
+        add(make, engine_record, engine_threads)
     return engines, records
 
 
@@ -276,7 +284,7 @@ def _op_profiles(engines: list[Engine], variants: set[str | None]) -> dict[str, 
     """ORT's per-op-type split at the roofline case for the given variants (the serving one next to fp32)."""
     profiles = {}
     for engine in engines:
-        if isinstance(engine, OrtEngine) and engine.variant in variants:
+        if isinstance(engine, OrtEngine) and engine.variant in variants and engine.name == f"ort-{engine.variant}":
             logger.info("profiling %s at b%d s%d", engine.name, *ROOFLINE_CASE)
             inputs = engine.fixed(*ROOFLINE_CASE)
             profiles[engine.name] = profile_ops(engine.classifier.variant_dir, inputs, usable_cores())

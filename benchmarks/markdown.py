@@ -106,15 +106,38 @@ def _limits_note(results: Results) -> str:
 def _engines(results: Results) -> list[str]:
     rows = []
     for name, e in results.engines.items():
+        threads = str(e.threads) if e.threads is not None else "-"
         if not e.loaded:
-            rows.append([name, e.kind, "-", "-", "-", f"not run: {e.reason}"])
+            rows.append([name, e.kind, threads, "-", "-", "-", f"not run: {e.reason}"])
             continue
-        rows.append(
-            [name, e.kind, _fmt(e.bytes / 1e6, ".1f"), _fmt(e.test_accuracy, ".4f"), _fmt(e.rss_load_mb, ".0f"), "ran"]
-        )
+        size, accuracy, rss = _fmt(e.bytes / 1e6, ".1f"), _fmt(e.test_accuracy, ".4f"), _fmt(e.rss_load_mb, ".0f")
+        rows.append([name, e.kind, threads, size, accuracy, rss, "ran"])
+    headers = ["engine", "kind", "threads", "size MB", "test accuracy", "RSS at load MB", "status"]
+    return ["## Engines", ""] + _table(headers, rows) + [""] + _thread_scaling(results)
+
+
+def _thread_scaling(results: Results) -> list[str]:
+    """The serving variant on one intra-op thread against the sweep's thread count, case by case."""
+    single = [name for name, e in results.engines.items() if name.endswith("-1thread") and e.loaded]
+    if not single:
+        return []
+    one = single[0]
+    full = one.removesuffix("-1thread")
+    full_threads = results.engines[full].threads if full in results.engines else None
+    p50 = {(r.engine, r.case, r.mode): r.p50_ms for r in results.rows}
+    rows = []
+    for (engine, case, mode), ms in p50.items():
+        if engine != one or (full, case, mode) not in p50:
+            continue
+        many = p50[(full, case, mode)]
+        rows.append([case, mode, _fmt(many), _fmt(ms), _fmt(ms / many if many else None, ".2f", "×")])
     return (
-        ["## Engines", ""]
-        + _table(["engine", "kind", "size MB", "test accuracy", "RSS at load MB", "status"], rows)
+        [
+            f"`{one}` is `{full}` on 1 intra-op thread instead of {full_threads}: the engine each worker of a "
+            "multi-worker Bento runs. p50 ms per call:",
+            "",
+        ]
+        + _table(["case", "mode", f"{full_threads} threads", "1 thread", "1 thread ÷ many"], rows)
         + [""]
     )
 

@@ -83,13 +83,23 @@ def speedups(bench: BenchReport) -> dict[str, dict[str, float]]:
     return out
 
 
+def _fewer_threads(bench: BenchReport, engine: str) -> bool:
+    """Whether `engine` ran on fewer threads than the sweep's own (the serving variant's one-thread row)."""
+    threads = bench.engines[engine].threads
+    most = max((e.threads or 0 for e in bench.engines.values()), default=0)
+    return threads is not None and threads < most
+
+
 def _engine_figures(bench: BenchReport) -> dict[str, Any]:
     """The best passing ONNX engine's figures (best = geometric mean of its b1 real and b32 s128 speed-ups)."""
     by_engine = speedups(bench)
     candidates = {
         name: values
         for name, values in by_engine.items()
-        if bench.engines[name].kind == "onnxruntime" and "real-b1" in values and "b32-s128" in values
+        if bench.engines[name].kind == "onnxruntime"
+        and "real-b1" in values
+        and "b32-s128" in values
+        and not _fewer_threads(bench, name)
     }
     if not candidates or bench.roofline is None:
         return {}

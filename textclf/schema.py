@@ -262,6 +262,7 @@ class BenchEngine(_Record):
     loaded: bool
     rss_load_mb: float | None = None
     reason: str | None = None
+    threads: int | None = None  # intra-op threads (ORT) or torch threads it ran with; None in older reports
 
 
 class BenchRow(_Record):

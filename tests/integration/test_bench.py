@@ -10,6 +10,7 @@ import pytest
 
 from tests.artifacts import validate_against_schema
 from textclf.config import Config
+from textclf.hardware import usable_cores
 from textclf.manifest import load_report, require_export
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
 from textclf.schema import BenchReport, LoadReport, Results
@@ -67,7 +68,12 @@ def test_bench_measures_every_engine_on_every_case(bench_cfg: Config, bench_repo
     export = require_export(bench_cfg.run_dir)
     passed = {f"ort-{name}" for name, record in export.variants.items() if record.passed}
     assert {"ort-fp32", "ort-int8-qdq"} <= passed
-    assert engines == {"pytorch-fp32"} | passed  # every variant that passed its gates, from the registry's CPU list
+    # Every variant that passed its gates, from the registry's CPU list, and the serving one again on one thread.
+    one_thread = {f"ort-{export.serving_variant}-1thread"} if usable_cores() > 1 else set()
+    assert engines == {"pytorch-fp32"} | one_thread | passed
+    threads = {name: bench_report.engines[name].threads for name in engines - one_thread}
+    assert set(threads.values()) == {usable_cores()}
+    assert all(bench_report.engines[name].threads == 1 for name in one_thread)
     cases = {(row.engine, row.case, row.mode) for row in bench_report.rows}
     for engine in engines:
         for case in ("b1-s16", "b1-s128", "b32-s16", "b32-s128"):
@@ -129,7 +135,7 @@ def test_load_and_report(bench_cfg: Config, bench_report: BenchReport) -> None:
             assert stats.rps > 0 and 0 < stats.p50_ms <= stats.p95_ms <= stats.p99_ms
             assert stats.cpu_s_per_request is not None and stats.cpu_s_per_request > 0
     busy = [phase.engine_busy for phase in load.servers["bento"].results.values()]
-    assert all(b is not None and 0 < b <= 1.5 for b in busy)  # from the service's own ORT histogram
+    assert all(b is not None and 0 < b <= 1.5 for b in busy), busy  # from the service's own ORT histogram
     assert load.servers["baseline"].results["32"].engine_busy is None  # no such metric there
     peer = load.servers["infinity-optimum"]
     assert not peer.ran and peer.reason and "make peer" in peer.reason
@@ -151,6 +157,9 @@ def test_load_and_report(bench_cfg: Config, bench_report: BenchReport) -> None:
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     text = (out / REPORT_MD).read_text()
     assert "## At a glance" in text and "## HTTP load" in text and "baseline" in text
+    assert not (results.headline.best_engine or "").endswith("-1thread")  # the headline compares full engines
+    if usable_cores() > 1:
+        assert "1 thread ÷ many" in text
 
 
 def test_report_without_bench_names_the_missing_step(tmp_path: Path, bench_cfg: Config) -> None:
