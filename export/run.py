@@ -50,7 +50,7 @@ _KEY_PACKAGES = ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-
 _NOT_IN_KEY = ("serving_variant", "timing_seconds", "variants")  # choosing/timing does not change a variant
 # Bumped whenever a builder or the session tuning changes what a variant folder holds (or how it is chosen):
 # earlier folders rebuild.
-BUILD_VERSION = 5
+BUILD_VERSION = 6
 
 
 def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> tuple[Path, int, Manifest | None]:
