@@ -7,6 +7,8 @@ config; the caller adds textclf.json) into `out`, which the caller commits only 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shutil
@@ -178,7 +180,6 @@ def build_int8_qdq(source: BuildSource, out: Path, per_channel: bool, fused_atte
     optimizer first fuses each attention block into one fp32 MultiHeadAttention op (scale, mask, softmax and the
     head transposes in one kernel) and only the projections around it are quantized."""
     import onnx
-    import onnxruntime.quantization as oq
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = source.fp32 / MODEL_FILE
@@ -191,23 +192,9 @@ def build_int8_qdq(source: BuildSource, out: Path, per_channel: bool, fused_atte
     # the exporter left unnamed (without it the inference stops short and those MatMuls stay float).
     quant_pre_process(str(model), str(inferred), auto_merge=True)
     out.mkdir(parents=True, exist_ok=True)
-    oq.quantize_static(
-        str(inferred),
-        str(out / MODEL_FILE),
-        _CalibrationFeeds(source),
-        quant_format=oq.QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"],
-        per_channel=per_channel,
-        reduce_range=False,
-        activation_type=oq.QuantType.QUInt8,
-        weight_type=oq.QuantType.QInt8,
-        calibrate_method=oq.CalibrationMethod[_ORT_CALIBRATION[source.cfg.calibration_method]],
-        extra_options={
-            "OpTypesToExcludeOutputQuantization": ["MatMul"],
-            # Despite its name it strides any calibrator: one collect per text (see _CalibrationFeeds).
-            "CalibStridedMinMax": 1,
-        },
-    )
+    # Entropy and Percentile print a line per collect, one per calibration text: kept out of the export's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        _quantize_qdq(inferred, out, source, per_channel)
     quantized = onnx.load(str(out / MODEL_FILE))
     params["biases_folded"] = fold_bias_into_matmul_integer_to_float(quantized)
     params["float_reads"] = read_floats_before_quantization(quantized)
@@ -223,6 +210,29 @@ def build_int8_qdq(source: BuildSource, out: Path, per_channel: bool, fused_atte
         "calibration_method": source.cfg.calibration_method,
         "calibration_samples": len(source.calibration_texts),
     }
+
+
+def _quantize_qdq(model: Path, out: Path, source: BuildSource, per_channel: bool) -> None:
+    """ORT's static quantizer over every MatMul, QDQ form, float MatMul outputs, calibrated one text at a time."""
+    import onnxruntime.quantization as oq
+
+    oq.quantize_static(
+        str(model),
+        str(out / MODEL_FILE),
+        _CalibrationFeeds(source),
+        quant_format=oq.QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        per_channel=per_channel,
+        reduce_range=False,
+        activation_type=oq.QuantType.QUInt8,
+        weight_type=oq.QuantType.QInt8,
+        calibrate_method=oq.CalibrationMethod[_ORT_CALIBRATION[source.cfg.calibration_method]],
+        extra_options={
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            # Despite its name it strides any calibrator: one collect per text (see _CalibrationFeeds).
+            "CalibStridedMinMax": 1,
+        },
+    )
 
 
 def _fuse_attention(fp32_model: Path, out: Path) -> int:
