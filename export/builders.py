@@ -147,19 +147,26 @@ def build_int8_static(source: BuildSource, out: Path, per_channel: bool, operato
 
     fp32, method = source.fp32, source.cfg.calibration_method
     quantizer = ORTQuantizer.from_pretrained(fp32)
-    dataset = Dataset.from_list(_calibration_inputs(source))
     calibration = {
         "minmax": AutoCalibrationConfig.minmax,
         "entropy": AutoCalibrationConfig.entropy,
         "percentile": AutoCalibrationConfig.percentiles,
-    }[method](dataset)
+    }[method](Dataset.from_list(_calibration_inputs(source)))
     config, preset = _quantization_config(True, per_channel, False, operators)
-    ranges = quantizer.fit(
-        dataset=dataset,
-        calibration_config=calibration,
-        onnx_augmented_model_name=source.work_dir / "augmented_model.onnx",  # never into the current directory
+    # Optimum's fit collects every text in one call, which Entropy and Percentile cannot do with texts of different
+    # lengths, and its partial_fit makes a new calibrator per call: so its calibrator is fed one text per collect,
+    # as int8-qdq's is (see _CalibrationFeeds).
+    calibrator = calibration.create_calibrator(
+        onnx_model_path=quantizer.onnx_model_path,
         operators_to_quantize=config.operators_to_quantize,
+        augmented_model_name=str(source.work_dir / "augmented_model.onnx"),  # never into the current directory
     )
+    feeds = _CalibrationFeeds(source)
+    with contextlib.redirect_stdout(io.StringIO()):  # a histogram line per collect
+        for index in range(len(feeds)):
+            feeds.set_range(index, index + 1)
+            calibrator.collect_data(feeds)
+        ranges = calibrator.compute_data()
     quantizer.quantize(config, out, file_suffix=None, calibration_tensors_range=ranges)
     _copy_tokenizer(fp32, out)
     return {

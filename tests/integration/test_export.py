@@ -109,21 +109,24 @@ def test_int8_qdq_graphs_read_floats_and_fuse_attention(exported_run: Config) ->
         assert all(produced_by.get(node.input[0]) == "MatMul" for node in attention)
 
 
+@pytest.mark.parametrize("builder", ["build_int8_qdq", "build_int8_static"])
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_calibration_takes_unpadded_texts_of_mixed_lengths(
-    tmp_path: Path, exported_run: Config, method: str
+    tmp_path: Path, exported_run: Config, method: str, builder: str
 ) -> None:
-    from export.builders import BuildSource, build_int8_qdq
+    from export import builders
 
     texts = [text for text, _ in tiny_texts(12, seed=5)]
     assert len({len(text.split()) for text in texts}) > 1, "the texts must differ in length"
     cfg = exported_run.export.model_copy(update={"calibration_method": method})
-    source = BuildSource(exported_run.run_dir / ONNX_DIR / "fp32", tmp_path, texts, 32, cfg)
-    params = build_int8_qdq(source, tmp_path / "int8", per_channel=True)
+    fp32 = exported_run.run_dir / ONNX_DIR / "fp32"
+    source = builders.BuildSource(fp32, tmp_path, texts, 32, cfg)
+    settings = {"operators": ["MatMul"]} if builder == "build_int8_static" else {}
+    params = getattr(builders, builder)(source, tmp_path / "int8", per_channel=True, **settings)
     assert params["calibration_method"] == method and params["calibration_samples"] == len(texts)
-    shutil.copy(exported_run.run_dir / ONNX_DIR / "fp32" / "textclf.json", tmp_path / "int8")
+    shutil.copy(fp32 / "textclf.json", tmp_path / "int8")
     logits, _ = Classifier(tmp_path / "int8").logits(texts)
-    reference, _ = Classifier(exported_run.run_dir / ONNX_DIR / "fp32").logits(texts)
+    reference, _ = Classifier(fp32).logits(texts)
     assert logits.shape == reference.shape and np.isfinite(logits).all()
     assert float(np.abs(logits - reference).max()) < 1.0, "int8 strays far from fp32"
 
