@@ -102,7 +102,7 @@ class ExportConfig(_Section):
     parity_samples: int = Field(128, ge=1)
     invariance_samples: int | None = Field(None, ge=1, description="test texts checked; default: all")
     calibration_samples: int = Field(256, ge=1)
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "entropy"
     timing_seconds: float = Field(3.0, gt=0, description="time per variant for choosing serving_variant")
     serving_variant: str | None = Field(None, description="pin the served variant")
 
