@@ -147,11 +147,12 @@ def build_int8_static(source: BuildSource, out: Path, per_channel: bool, operato
 
     fp32, method = source.fp32, source.cfg.calibration_method
     quantizer = ORTQuantizer.from_pretrained(fp32)
+    feeds = _CalibrationFeeds(source)
     calibration = {
         "minmax": AutoCalibrationConfig.minmax,
         "entropy": AutoCalibrationConfig.entropy,
         "percentile": AutoCalibrationConfig.percentiles,
-    }[method](Dataset.from_list(_calibration_inputs(source)))
+    }[method](Dataset.from_list(feeds.inputs))  # optimum records the dataset's name and size from it
     config, preset = _quantization_config(True, per_channel, False, operators)
     # Optimum's fit collects every text in one call, which Entropy and Percentile cannot do with texts of different
     # lengths, and its partial_fit makes a new calibrator per call: so its calibrator is fed one text per collect,
@@ -161,7 +162,6 @@ def build_int8_static(source: BuildSource, out: Path, per_channel: bool, operato
         operators_to_quantize=config.operators_to_quantize,
         augmented_model_name=str(source.work_dir / "augmented_model.onnx"),  # never into the current directory
     )
-    feeds = _CalibrationFeeds(source)
     with contextlib.redirect_stdout(io.StringIO()):  # a histogram line per collect
         for index in range(len(feeds)):
             feeds.set_range(index, index + 1)
@@ -284,8 +284,8 @@ class _CalibrationFeeds(CalibrationDataReader):
     24 GiB here."""
 
     def __init__(self, source: BuildSource) -> None:
-        inputs = _calibration_inputs(source)
-        self._feeds = [{name: np.asarray([ids], dtype=np.int64) for name, ids in text.items()} for text in inputs]
+        self.inputs = _calibration_inputs(source)
+        self._feeds = [{name: np.asarray([ids], dtype=np.int64) for name, ids in text.items()} for text in self.inputs]
         self._next = iter(self._feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
