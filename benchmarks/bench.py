@@ -10,29 +10,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.engines import Engine, OrtEngine, TorchEngine
-from benchmarks.op_profile import profile_ops
-from benchmarks.roofline import bert_flops, gemm_rate
-from benchmarks.timing import summarize, time_interleaved
-from textclf.config import Config
 from textclf.errors import ArtifactError
+from textclf.files import now_iso, sha256_file
 from textclf.hardware import machine_info, usable_cores
-from textclf.manifest import now_iso, package_versions, require_export, sha256_file, write_report
+from textclf.manifest import package_versions, require_export
 from textclf.paths import BENCH_JSON, EVAL_TEXTS, ONNX_DIR
+from textclf.records import Machine, write_report
 from textclf.runtime import Classifier, providers_for
-from textclf.schema import (
-    BenchEngine,
-    BenchReport,
-    BenchRow,
-    ExportSection,
-    GemmRate,
-    Machine,
-    OpProfile,
-    Roofline,
-    RooflineCase,
-    VariantRecord,
-)
+from textclf.schema import ExportSection, VariantRecord
 from textclf.variants import variants_on
+from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.engines import Engine, OrtEngine, TorchEngine
+from textclf_benchmarks.op_profile import profile_ops
+from textclf_benchmarks.roofline import bert_flops, gemm_rate
+from textclf_benchmarks.schema import BenchEngine, BenchReport, BenchRow, GemmRate, OpProfile, Roofline, RooflineCase
+from textclf_benchmarks.timing import summarize, time_interleaved
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +48,7 @@ def _rss_mb() -> float:
 
 
 def _load_engines(
-    cfg: Config, run_dir: Path, export: ExportSection, device: str
+    cfg: BenchmarkConfig, run_dir: Path, export: ExportSection, device: str
 ) -> tuple[list[Engine], dict[str, BenchEngine]]:
     """Engines that load here, and a record per engine (size, accuracy, memory) or why it was left out."""
     import torch
@@ -176,11 +168,11 @@ def _runnable(calls: Mapping[str, Callable[[], None]]) -> dict[str, Callable[[],
     return working
 
 
-def _cases(cfg: Config, max_positions: int) -> list[tuple[int, int]]:
+def _cases(cfg: BenchmarkConfig, max_positions: int) -> list[tuple[int, int]]:
     return [(b, s) for b in cfg.bench.batch_sizes for s in cfg.bench.seq_lens if s <= max_positions]
 
 
-def run(cfg: Config, run_dir: Path, *, device: str = "cpu", out_dir: Path | None = None) -> Path:
+def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Path | None = None) -> Path:
     """Measure every engine and write `reports/<run>/bench.json`.
 
     Returns:

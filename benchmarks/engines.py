@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from textclf.runtime import Classifier, accepted_inputs
+from textclf.model_inputs import accepted_inputs
+from textclf.runtime import Classifier
 
 logger = logging.getLogger(__name__)
 

@@ -23,15 +23,17 @@ import numpy as np
 import psutil
 import requests
 
-from benchmarks.bench import read_eval_texts
-from benchmarks.load_servers import BIN, ServerSpec, server_specs
-from benchmarks.servers import free_port, running
-from textclf.config import Config
 from textclf.errors import ConfigError
+from textclf.files import now_iso
 from textclf.hardware import machine_info, usable_cores
-from textclf.manifest import now_iso, package_versions, require_export, write_report
+from textclf.manifest import package_versions, require_export
 from textclf.paths import LOAD_JSON
-from textclf.schema import LoadPhase, LoadReport, Machine, ServerRecord
+from textclf.records import Machine, write_report
+from textclf_benchmarks.bench import read_eval_texts
+from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.load_servers import BIN, ServerSpec, server_specs
+from textclf_benchmarks.schema import LoadPhase, LoadReport, ServerRecord
+from textclf_benchmarks.servers import free_port, running
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ def _measure_server(
     spec: ServerSpec,
     process: subprocess.Popen[bytes],
     url: str,
-    cfg: Config,
+    cfg: BenchmarkConfig,
     texts_file: Path,
     work: Path,
     cpus: set[int],
@@ -151,7 +153,7 @@ def _measure_server(
 
 
 def run(
-    cfg: Config,
+    cfg: BenchmarkConfig,
     run_dir: Path,
     *,
     bento: str | None = None,

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textclf.config import Config
 from textclf.paths import ONNX_DIR
 from textclf.runtime import default_intra_op_threads
 from textclf.schema import ExportSection
+from textclf_benchmarks.config import BenchmarkConfig
 
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,14 +59,14 @@ def _bento(name: str, target: str, env: dict[str, str], workers: int, threads: i
     )
 
 
-def peer_venv(cfg: Config) -> Path:
+def peer_venv(cfg: BenchmarkConfig) -> Path:
     path = Path(cfg.bench.peer_venv)
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def _infinity(
     name: str,
-    cfg: Config,
+    cfg: BenchmarkConfig,
     model_dir: Path,
     engine: str,
     what: str,
@@ -112,8 +112,10 @@ def copy_serving_variant(run_dir: Path, export: ExportSection, folder: Path) -> 
     return folder
 
 
-def server_specs(cfg: Config, run_dir: Path, export: ExportSection, bento: str | None, work: Path) -> list[ServerSpec]:
-    """Every server `textclf load` knows (`textclf.config.LOAD_SERVERS`), in that order."""
+def server_specs(
+    cfg: BenchmarkConfig, run_dir: Path, export: ExportSection, bento: str | None, work: Path
+) -> list[ServerSpec]:
+    """Every server `textclf load` knows (`textclf_benchmarks.config.LOAD_SERVERS`), in that order."""
     checkpoint = Path(export.checkpoint.path)
     if not checkpoint.is_absolute():
         checkpoint = run_dir / checkpoint if (run_dir / checkpoint).exists() else checkpoint.resolve()
@@ -123,7 +125,7 @@ def server_specs(cfg: Config, run_dir: Path, export: ExportSection, bento: str |
     baseline = ServerSpec(
         name="baseline",
         what="FastAPI + transformers pipeline on PyTorch (eager fp32), one text per request",
-        command=[str(BIN / "python"), "-m", "uvicorn", "benchmarks.baseline_server:app"]
+        command=[str(BIN / "python"), "-m", "uvicorn", "textclf_benchmarks.baseline_server:app"]
         + ["--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"],
         ready="/healthz",
         api="baseline",

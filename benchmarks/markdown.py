@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from textclf.hardware import has_int8_dot_products
-from textclf.schema import NotRun, Results
+from textclf_benchmarks.schema import NotRun, Results
 
 GPU_BASELINE_ENGINE = "pytorch-fp32-cuda"
 

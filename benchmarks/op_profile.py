@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from textclf.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, create_session, read_sidecar
-from textclf.schema import OpProfile
+from textclf_benchmarks.schema import OpProfile
 
 
 def profile_ops(variant_dir: Path, inputs: dict[str, np.ndarray], threads: int, runs: int = 10) -> OpProfile:

@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 from typing import Any, Literal
 
-from textclf.manifest import atomic_write_bytes
-from textclf.schema import BenchRow, ServerRecord
+from textclf.files import atomic_write_bytes
+from textclf_benchmarks.schema import BenchRow, ServerRecord
 
 
 def _save(fig: Any, path: Path) -> None:

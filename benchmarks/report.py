@@ -9,15 +9,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from benchmarks import plots
-from benchmarks.load import AFTER_BURST_PREFIX
-from benchmarks.markdown import render
-from textclf.config import Config
 from textclf.errors import ArtifactError
+from textclf.files import atomic_write_text, now_iso
 from textclf.hardware import has_int8_dot_products
-from textclf.manifest import atomic_write_text, load_report, now_iso, write_report
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
-from textclf.schema import (
+from textclf.records import load_report, write_report
+from textclf_benchmarks import plots
+from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.load import AFTER_BURST_PREFIX
+from textclf_benchmarks.markdown import render
+from textclf_benchmarks.schema import (
     BenchReport,
     BenchRow,
     Headline,
@@ -191,7 +192,7 @@ def _read(path: Path, model: type[ReportT]) -> ReportT | None:
     return load_report(path, model) if path.is_file() else None
 
 
-def run(cfg: Config, run_dir: Path, *, out_dir: Path | None = None) -> Path:
+def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> Path:
     """Write results.json, report.md and the plots under `reports/<run>/` from bench.json (+ load.json)."""
     out_dir = out_dir or cfg.reports_root / cfg.run
     bench = _read(out_dir / BENCH_JSON, BenchReport)

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from export.fusions import fold_bias_into_matmul_integer_to_float, read_floats_before_quantization
 from textclf.config import ExportConfig
 from textclf.errors import ExportError
 from textclf.hardware import isa_preset
 from textclf.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, SIDECAR_FILE
+from textclf_export.fusions import fold_bias_into_matmul_integer_to_float, read_floats_before_quantization
 
 logger = logging.getLogger(__name__)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from export.gates import TestLabel
 from textclf.config import Config, DataConfig
 from textclf.errors import DataError
 from textclf.runtime import multi_label_threshold
 from textclf.schema import TrainSection
+from textclf_export.gates import TestLabel
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +41,25 @@ def checkpoint_threshold(checkpoint: Path) -> float | None:
     return multi_label_threshold(_checkpoint_config(checkpoint))
 
 
-def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path) -> EvalData:
+class LabelledSplits(Protocol):
+    """What export reads of the train stage's loaded data (`textclf_train.data.LabelledData`)."""
+
+    splits: Any  # a datasets.DatasetDict with `text` and `label` columns
+    label_names: list[str]
+    source: dict[str, Any]
+    split_sha256: dict[str, str]
+    multi_label: bool
+
+
+DataLoader = Callable[[DataConfig], LabelledSplits]
+
+
+def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path, load_data: DataLoader) -> EvalData:
     """Rebuild the train stage's splits (from the data config it recorded in `train`) or read `cfg.data` for an
     outside checkpoint (`train` None), and check the labels match the checkpoint's `id2label`.
     """
-    from train.data import load_labelled_data
-
     data_cfg = DataConfig.model_validate(train.data.config) if train else cfg.data
-    data = load_labelled_data(data_cfg)
+    data = load_data(data_cfg)
     if train:
         recorded = train.data.splits.get("test")
         if recorded is None or data.split_sha256["test"] != recorded.sha256:

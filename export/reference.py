@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textclf.runtime import accepted_inputs
+from textclf.model_inputs import accepted_inputs
 
 
 def pytorch_logits(checkpoint: Path, texts: list[str], max_seq_len: int, batch_size: int = 32) -> np.ndarray:

@@ -10,39 +10,31 @@ import tempfile
 import time
 from pathlib import Path
 
-from export.builders import BuildSource, export_fp32
-from export.evaldata import checkpoint_labels, checkpoint_threshold, load_eval_data
-from export.gates import TestLabel, scores_from_logits, time_variant
-from export.reference import pytorch_logits
-from export.variants import BuildContext, Reference, build_and_judge
 from textclf.config import Config
 from textclf.errors import ArtifactError, ExportError
+from textclf.files import atomic_write_text, sha256_bytes, sha256_file
 from textclf.hardware import isa_preset, machine_info
 from textclf.manifest import (
     Manifest,
-    atomic_write_text,
     file_entries,
     folder_digest,
     package_versions,
     read_manifest,
     require_manifest,
     require_section,
-    sha256_bytes,
-    sha256_file,
     update_manifest,
     verify_files,
 )
 from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
+from textclf.records import Machine
 from textclf.runtime import Classifier
-from textclf.schema import (
-    EvalTextsRecord,
-    ExportCheckpoint,
-    ExportSection,
-    Machine,
-    PyTorchReference,
-    VariantRecord,
-)
+from textclf.schema import EvalTextsRecord, ExportCheckpoint, ExportSection, PyTorchReference, VariantRecord
 from textclf.variants import VARIANTS, variant_spec, variants_on
+from textclf_export.builders import BuildSource, export_fp32
+from textclf_export.evaldata import DataLoader, checkpoint_labels, checkpoint_threshold, load_eval_data
+from textclf_export.gates import TestLabel, scores_from_logits, time_variant
+from textclf_export.judging import BuildContext, Reference, build_and_judge
+from textclf_export.reference import pytorch_logits
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +138,14 @@ def _choose_serving(variants: dict[str, VariantRecord], pinned: str | None) -> t
     return best, "fastest passing CPU variant (geometric mean of b1 latency and b32 per-text time)"
 
 
-def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
+def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path | None = None) -> Path:
     """Export, judge and record every configured variant under `run_dir/onnx/`.
 
     Args:
         cfg: the whole config; `export` (and `data` for an outside checkpoint) is read.
         run_dir: `artifacts/<run>`.
+        load_data: reads a data config into labelled splits (the train stage's `load_labelled_data`, passed in by
+            the CLI: stages never import each other), so export judges on the very test split train held out.
         checkpoint: an outside `save_pretrained` classifier folder instead of the run's own checkpoint.
 
     Returns:
@@ -163,7 +157,7 @@ def run(cfg: Config, run_dir: Path, *, checkpoint: Path | None = None) -> Path:
     started = time.perf_counter()
     checkpoint, max_seq_len, manifest = _resolve_checkpoint(run_dir, checkpoint, cfg)
     checkpoint_sha = folder_digest(file_entries(checkpoint))
-    eval_data = load_eval_data(cfg, manifest.train if manifest else None, checkpoint)
+    eval_data = load_eval_data(cfg, manifest.train if manifest else None, checkpoint, load_data)
     logger.info("PyTorch reference on %d test texts", len(eval_data.test_texts))
     logits = pytorch_logits(checkpoint, eval_data.test_texts, max_seq_len)
     threshold = checkpoint_threshold(checkpoint)

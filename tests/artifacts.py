@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 
 from textclf.paths import SCHEMAS_DIR
+from textclf.records import FileEntry, Machine
 from textclf.schema import (
     BaseModelRecord,
     BatchInvariance,
@@ -17,9 +18,7 @@ from textclf.schema import (
     EvalTextsRecord,
     ExportCheckpoint,
     ExportSection,
-    FileEntry,
     FolderRecord,
-    Machine,
     PyTorchReference,
     SplitMetrics,
     SplitRecord,

@@ -51,7 +51,7 @@ def tiny_config(tmp_path: Path, base: Path, data: Path, *extra: str) -> Config:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_csv: Path) -> Config:
     """One tiny training shared by the tests that only read its outputs."""
-    from train.run import run
+    from textclf_train.run import run
 
     cfg = tiny_config(tmp_path_factory.mktemp("trained"), tiny_base, tiny_csv)
     run(cfg, cfg.run_dir)
@@ -63,7 +63,8 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory, trained_run: Config) 
     """The tiny trained run, copied and exported with every CPU variant (short timing)."""
     import shutil
 
-    from export.run import run
+    from textclf_export.run import run
+    from textclf_train.data import load_labelled_data
 
     root = tmp_path_factory.mktemp("exported")
     shutil.copytree(trained_run.artifacts_root, root / "artifacts")
@@ -73,5 +74,5 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory, trained_run: Config) 
             "export": trained_run.export.model_copy(update={"timing_seconds": 0.4}),
         }
     )
-    run(cfg, cfg.run_dir)
+    run(cfg, cfg.run_dir, load_data=load_labelled_data)
     return cfg

@@ -1,16 +1,30 @@
-"""Start a real `bentoml serve` process on a free loopback port for a test (stopped by its process group)."""
+"""Start a real `bentoml serve` process on a free loopback port for a test (stopped by its process group).
+
+The tests keep their own small launcher rather than borrow the benchmarks' (a test helper never imports a stage).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from benchmarks.servers import free_port, running
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def loopback_port() -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def serve_env(run_dir: Path, home: Path, **serve: str) -> dict[str, str]:
@@ -26,6 +40,28 @@ def served(target: str, env: dict[str, str], log: Path, ready_timeout_s: float =
         yield url
 
 
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):  # not listening yet, or not ready
+        return False
+
+
+def stop_group(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `grace_s`."""
+    if process.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @contextmanager
 def served_process(
     target: str, env: dict[str, str], log: Path, ready_timeout_s: float = 90
@@ -34,12 +70,28 @@ def served_process(
 
     One worker unless `env` asks for more: the tests need the behaviour, not the throughput, and start faster.
     """
-    env = {"TEXTCLF_WORKERS": "1", **env}
-    port = free_port()
+    port = loopback_port()
+    url = f"http://127.0.0.1:{port}"
     bentoml = str(Path(sys.executable).parent / "bentoml")
     command = [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    with running(
-        command, f"{url}/readyz", env=env, log=log, cwd=PROJECT_ROOT, ready_timeout_s=ready_timeout_s
-    ) as process:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "TEXTCLF_WORKERS": "1", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while not _answers_200(f"{url}/readyz"):
+            if process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bentoml serve not ready after {ready_timeout_s} s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.3)
         yield url, process
+    finally:
+        stop_group(process)

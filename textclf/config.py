@@ -10,36 +10,25 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from textclf.errors import ConfigError
 from textclf.paths import DEFAULT_CONFIG
+from textclf.records import describe_validation_error
 from textclf.variants import DEFAULT_VARIANTS, variant_spec
 
 logger = logging.getLogger(__name__)
 
-LoadServer = Literal["bento", "bento-1x2", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch"]
-LOAD_SERVERS: tuple[LoadServer, ...] = (
-    "bento",
-    "bento-1x2",
-    "bento-2x1",
-    "baseline",
-    "infinity-optimum",
-    "infinity-torch",
-)
-# The configured layout (`bento`, 2 workers × 1 thread by default) and the other one, the baseline and the peer.
-DEFAULT_LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch")
 
-
-class _Section(BaseModel):
+class Section(BaseModel):
     # Unknown keys are errors, and values are checked again when a field is assigned after loading.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the labelled texts come from and how they are split."""
 
     path: str = Field(
@@ -64,7 +53,7 @@ class DataConfig(_Section):
     )
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Fine-tuning with the Hugging Face Trainer."""
 
     base_model: str = Field("builtin:minilm", description="builtin:minilm, a local folder, or a hub id")
@@ -86,7 +75,7 @@ class TrainConfig(_Section):
     )
 
 
-class ExportConfig(_Section):
+class ExportConfig(Section):
     """ONNX variants and the gates each must pass."""
 
     variants: list[str] = Field(
@@ -125,7 +114,7 @@ class ExportConfig(_Section):
         return value
 
 
-class ServeConfig(_Section):
+class ServeConfig(Section):
     """The BentoML service; every key can also be set with TEXTCLF_<KEY> in the environment."""
 
     model_name: str = "textclf"
@@ -166,29 +155,6 @@ class ServeConfig(_Section):
         return self
 
 
-class BenchConfig(_Section):
-    """Engine sweeps and HTTP load tests."""
-
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
-    seq_lens: list[int] = Field(default_factory=lambda: [16, 64, 128, 256])
-    warmup_iters: int = Field(3, ge=0)
-    min_iters: int = Field(10, ge=1)
-    max_seconds_per_case: float = Field(2.0, gt=0)
-    real_texts: int = Field(256, ge=1, description="test-split texts used for the real-length cases")
-    use_torch_compile: bool = True
-    load_users: list[int] = Field(
-        default_factory=lambda: [1, 8, 32, 64], description="closed-loop users per phase; 1 user again follows"
-    )
-    load_seconds: int = Field(20, ge=1)
-    load_warmup_seconds: int = Field(5, ge=0, description="one user, not recorded, before a server's phases")
-    load_servers: list[LoadServer] = Field(
-        default_factory=lambda: list(DEFAULT_LOAD_SERVERS),
-        description="servers `textclf load` measures, in order",
-    )
-    peer_venv: str = Field(".venv-peer", description="infinity-emb's own venv (`make peer`)")
-    server_cpus: list[int] | None = Field(None, description="CPUs the servers and locust are pinned to; default all")
-
-
 class Config(BaseModel):
     """The whole configuration: one section per stage plus the run's name and folders."""
 
@@ -201,7 +167,9 @@ class Config(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
-    bench: BenchConfig = Field(default_factory=BenchConfig)
+    # The benchmarks' section is theirs to type (`textclf_benchmarks.config.BenchmarkConfig`): the core the Bento
+    # ships knows nothing of load servers or sweeps, and passes the section through as it was written.
+    bench: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _pinned_variant_is_built(self) -> Config:
@@ -217,6 +185,9 @@ class Config(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form, as recorded in the manifest."""
         return self.model_dump(mode="json")
+
+
+ConfigT = TypeVar("ConfigT", bound=Config)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -259,15 +230,20 @@ def _env_overrides(environ: dict[str, str]) -> list[str]:
     return overrides
 
 
-def _format_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"{where}: unknown key")
-        else:
-            parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)
+@overload
+def load_config(
+    path: Path | str | None = None, overrides: list[str] | None = None, *, environ: dict[str, str] | None = None
+) -> Config: ...
+
+
+@overload
+def load_config(
+    path: Path | str | None = None,
+    overrides: list[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    model: type[ConfigT],
+) -> ConfigT: ...
 
 
 def load_config(
@@ -275,6 +251,7 @@ def load_config(
     overrides: list[str] | None = None,
     *,
     environ: dict[str, str] | None = None,
+    model: type[Config] = Config,
 ) -> Config:
     """Read the YAML file, apply environment then ``--set`` overrides, and validate.
 
@@ -282,6 +259,7 @@ def load_config(
         path: YAML file; defaults to ``configs/default.yaml`` of this checkout (built-in defaults if absent).
         overrides: ``section.key=value`` strings; values are parsed as YAML scalars or lists.
         environ: environment to read ``TEXTCLF_*`` from; defaults to ``os.environ``.
+        model: the config class to validate into; a stage that owns a section types it in a subclass of `Config`.
 
     Raises:
         ConfigError: the file is missing or malformed, or a key is unknown or has a wrong type.
@@ -304,6 +282,6 @@ def load_config(
         keys, value = _parse_override(item)
         _apply_override(raw, keys, value)
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config: {_format_validation_error(exc)}") from exc
+        raise ConfigError(f"invalid config: {describe_validation_error(exc, show_input=True)}") from exc

@@ -1,30 +1,23 @@
 """The run manifest (`artifacts/<run>/manifest.json`): read, update one stage's section, write atomically.
 
-The manifest's schema lives in `textclf.schema` (`Manifest` is re-exported here as its public name); this module
-does the IO: typed reads with clear errors, atomic writes, and the sha256 helpers every stage uses to record and
-verify files.
+The manifest's schema lives in `textclf.schema`; this module does its IO (typed reads with errors that say which
+stage to run, atomic writes) and records and verifies the files of a stage's folders by sha256.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel
-
 from textclf.errors import ArtifactError
+from textclf.files import atomic_write_text, git_sha, now_iso, sha256_bytes, sha256_file
 from textclf.paths import MANIFEST_NAME
-from textclf.schema import SCHEMA_VERSION, ExportSection, FileEntry, Manifest, TrainSection, parse_artifact
+from textclf.records import SCHEMA_VERSION, FileEntry, load_report
+from textclf.schema import ExportSection, Manifest, TrainSection
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +39,6 @@ TRACKED_PACKAGES = (
     "numpy",
     "scikit-learn",
 )
-_CHUNK_BYTES = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def file_entries(folder: Path) -> dict[str, FileEntry]:
@@ -105,47 +84,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_sha() -> str | None:
-    """The commit of the code that produced an artifact, or None outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 SectionT = TypeVar("SectionT", TrainSection, ExportSection)
-
-
-def load_report(path: Path, model: type[ModelT]) -> ModelT:
-    """Read and validate one typed file (the manifest or a report).
-
-    Raises:
-        ArtifactError: the file is missing, not JSON, of another schema_version, or does not match `model`
-            (the message names the field).
-    """
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing")
-    return parse_artifact(path.read_text(encoding="utf-8"), model, str(path))
-
-
-def write_report(path: Path, report: BaseModel) -> Path:
-    """Write a typed file atomically, in the key order of its model."""
-    atomic_write_text(path, report.model_dump_json(indent=2) + "\n")
-    logger.info("wrote %s", path)
-    return path
 
 
 def read_manifest(run_dir: Path) -> Manifest | None:
@@ -187,27 +126,6 @@ def require_export(run_dir: Path) -> ExportSection:
     """The manifest's `export` section; an error names `textclf export` when it has not run."""
     manifest = read_manifest(run_dir)
     return require_section(manifest.export if manifest else None, run_dir, "export")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename it over the target."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 def write_manifest(run_dir: Path, manifest: Manifest) -> Path:
@@ -256,31 +174,3 @@ def update_manifest(
     write_manifest(run_dir, manifest)
     logger.info("manifest section '%s' written to %s", name, run_dir / MANIFEST_NAME)
     return manifest
-
-
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `target`, on failure it is removed.
-
-    A reader never sees a half-written folder: the final rename is the only moment `target` changes.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield staging
-        replace_dir(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def replace_dir(staging: Path, target: Path) -> None:
-    """Move a complete folder into place, replacing `target`; each rename is atomic on one filesystem."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)

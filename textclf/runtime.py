@@ -6,10 +6,9 @@ Used by the service, the export gates and the benchmarks alike. Imports neither 
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from textclf.errors import ArtifactError, RequestError
 from textclf.hardware import usable_cores
 from textclf.manifest import require_export, verify_files
 from textclf.paths import ONNX_DIR
-from textclf.schema import FileEntry
+from textclf.records import FileEntry
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +38,6 @@ class OverlengthError(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__("text_too_long", message)
-
-
-def accepted_inputs(forward: Callable[..., Any], batch: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of a tokenizer's output that a model's `forward` takes (all of them if it takes **kwargs).
-
-    A DistilBERT-style model has no `token_type_ids`, while its tokenizer may still emit them; the ONNX path does
-    the same by the graph's input names.
-    """
-    parameters = inspect.signature(forward).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return dict(batch)
-    return {name: value for name, value in batch.items() if name in parameters}
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from datasets import ClassLabel, Dataset, DatasetDict
 
 from textclf.config import DataConfig
 from textclf.errors import DataError
-from textclf.manifest import sha256_bytes, sha256_file
-from train.packaged import packaged_file
+from textclf.files import sha256_bytes, sha256_file
+from textclf_train.packaged import packaged_file
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _stratified_split(dataset: Dataset, fraction: float, seed: int, what: str) -
 
 
 def _make_splits(splits: DatasetDict, cfg: DataConfig) -> DatasetDict:
-    """Keep the source's own validation/test splits; carve the missing ones from train by seed."""
+    """Keep the source's own validation/test splits; carve the missing ones from textclf_train by seed."""
     train = splits["train"]
     if cfg.max_rows is not None and train.num_rows > cfg.max_rows:
         train, _ = _stratified_split(train, 1 - cfg.max_rows / train.num_rows, cfg.split_seed, "max_rows sample")

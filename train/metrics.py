@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from textclf.manifest import atomic_write_bytes
+from textclf.files import atomic_write_bytes
 from textclf.runtime import over_threshold, sigmoid
 
 

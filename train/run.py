@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from textclf.config import Config
-from textclf.manifest import atomic_dir, file_entries, folder_digest, now_iso, update_manifest
+from textclf.files import atomic_dir, now_iso
+from textclf.manifest import file_entries, folder_digest, update_manifest
 from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG, TRAINER_STATE_DIR
 from textclf.schema import (
     DataRecord,
@@ -25,15 +26,15 @@ from textclf.schema import (
     TrainMetrics,
     TrainSection,
 )
-from train.data import LABEL, SPLITS, TEXT, LabelledData, load_labelled_data
-from train.metrics import (
+from textclf_train.data import LABEL, SPLITS, TEXT, LabelledData, load_labelled_data
+from textclf_train.metrics import (
     full_metrics,
     multi_label_metrics,
     multi_label_trainer_metrics,
     plot_confusion_matrix,
     trainer_metrics,
 )
-from train.model import resolve_base_model
+from textclf_train.model import resolve_base_model
 
 logger = logging.getLogger(__name__)
 

@@ -81,7 +81,7 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, gpu,
       "| onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers(),
       "| pydantic", pydantic.__version__, "| typer", typer.__version__)
 EOF
-    local textclf=("$python" -c 'import sys; from textclf.cli import app; sys.argv[0] = "textclf"; app()')
+    local textclf=("$python" -c 'import sys; from textclf_cli.app import app; sys.argv[0] = "textclf"; app()')
     local report="reports/$run/bench-cuda.json"
     rm -f "$report"
     if timeout "${COMPILE_TIMEOUT:-330}" "${textclf[@]}" bench --run "$run" --device cuda 2>&1 | tee "$out/bench.log" \

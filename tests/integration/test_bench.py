@@ -11,9 +11,11 @@ import pytest
 from tests.artifacts import validate_against_schema
 from textclf.config import Config
 from textclf.hardware import usable_cores
-from textclf.manifest import load_report, require_export
+from textclf.manifest import require_export
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
-from textclf.schema import BenchReport, LoadReport, Results
+from textclf.records import load_report
+from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.schema import BenchReport, LoadReport, Results
 
 HEADLINE_KEYS = {
     "speedup_b1_real",
@@ -28,7 +30,7 @@ HEADLINE_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) -> BenchmarkConfig:
     root = tmp_path_factory.mktemp("bench")
     shutil.copytree(exported_run.artifacts_root, root / "artifacts")
     tiny_sweep = {
@@ -44,18 +46,15 @@ def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) ->
         "load_warmup_seconds": 1,
         "peer_venv": str(root / "no-peer-venv"),  # the peer is reported as not installed, never run here
     }
-    return exported_run.model_copy(
-        update={
-            "artifacts_root": root / "artifacts",
-            "reports_root": root / "reports",
-            "bench": exported_run.bench.model_copy(update=tiny_sweep),
-        }
+    return BenchmarkConfig.model_validate(
+        exported_run.to_dict()
+        | {"artifacts_root": str(root / "artifacts"), "reports_root": str(root / "reports"), "bench": tiny_sweep}
     )
 
 
 @pytest.fixture(scope="module")
-def bench_report(bench_cfg: Config) -> BenchReport:
-    from benchmarks.bench import run
+def bench_report(bench_cfg: BenchmarkConfig) -> BenchReport:
+    from textclf_benchmarks.bench import run
 
     path = run(bench_cfg, bench_cfg.run_dir)
     assert path == bench_cfg.reports_root / "default" / BENCH_JSON
@@ -63,7 +62,7 @@ def bench_report(bench_cfg: Config) -> BenchReport:
     return load_report(path, BenchReport)
 
 
-def test_bench_measures_every_engine_on_every_case(bench_cfg: Config, bench_report: BenchReport) -> None:
+def test_bench_measures_every_engine_on_every_case(bench_cfg: BenchmarkConfig, bench_report: BenchReport) -> None:
     engines = {name for name, record in bench_report.engines.items() if record.loaded}
     export = require_export(bench_cfg.run_dir)
     passed = {f"ort-{name}" for name, record in export.variants.items() if record.passed}
@@ -95,10 +94,10 @@ def test_bench_measures_every_engine_on_every_case(bench_cfg: Config, bench_repo
     assert all(record.bytes > 0 for record in bench_report.engines.values())
 
 
-def test_cuda_bench_skips_cleanly_without_a_gpu(bench_cfg: Config) -> None:
+def test_cuda_bench_skips_cleanly_without_a_gpu(bench_cfg: BenchmarkConfig) -> None:
     import torch
 
-    from benchmarks.bench import run
+    from textclf_benchmarks.bench import run
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the gpu-marked test covers it")
@@ -107,10 +106,10 @@ def test_cuda_bench_skips_cleanly_without_a_gpu(bench_cfg: Config) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_engines_run(bench_cfg: Config) -> None:
+def test_cuda_engines_run(bench_cfg: BenchmarkConfig) -> None:
     import torch
 
-    from benchmarks.bench import run
+    from textclf_benchmarks.bench import run
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
@@ -118,9 +117,9 @@ def test_cuda_engines_run(bench_cfg: Config) -> None:
     assert result.ran and any(row.engine.endswith("-cuda") for row in result.rows)
 
 
-def test_load_and_report(bench_cfg: Config, bench_report: BenchReport) -> None:
-    from benchmarks.load import run as load_run
-    from benchmarks.report import run as report_run
+def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) -> None:
+    from textclf_benchmarks.load import run as load_run
+    from textclf_benchmarks.report import run as report_run
 
     load_path = load_run(bench_cfg, bench_cfg.run_dir, servers=["bento", "baseline", "infinity-optimum"])
     assert load_path == bench_cfg.reports_root / "default" / LOAD_JSON
@@ -162,9 +161,9 @@ def test_load_and_report(bench_cfg: Config, bench_report: BenchReport) -> None:
         assert "1 thread ÷ many" in text
 
 
-def test_report_without_bench_names_the_missing_step(tmp_path: Path, bench_cfg: Config) -> None:
-    from benchmarks.report import run as report_run
+def test_report_without_bench_names_the_missing_step(tmp_path: Path, bench_cfg: BenchmarkConfig) -> None:
     from textclf.errors import ArtifactError
+    from textclf_benchmarks.report import run as report_run
 
     cfg = bench_cfg.model_copy(update={"reports_root": tmp_path})
     with pytest.raises(ArtifactError, match="textclf bench"):

@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.serving import served
-from textclf.cli import app
 from textclf.config import Config
+from textclf_cli.app import app
 
 FORBIDDEN = ("torch", "transformers", "optimum", "datasets", "accelerate")
 

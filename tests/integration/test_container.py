@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from benchmarks.servers import free_port
+from tests.serving import loopback_port
 from textclf.config import Config
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ def test_container_builds_small_runs_and_answers(exported_run: Config, tmp_path:
     subprocess.run([str(BIN / "bentoml"), "containerize", "textclf:latest", "--backend", engine, "-t", tag],
                    env={**env, "BENTOML_HOME": str(home)}, check=True, capture_output=True, timeout=900)  # fmt: skip
     name = tag.replace(":", "-")
-    port = free_port()
+    port = loopback_port()
     try:
         size = int(subprocess.run([engine, "image", "inspect", tag, "--format", "{{.Size}}"], env=env,
                                   capture_output=True, text=True, check=True).stdout)  # fmt: skip

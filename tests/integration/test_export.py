@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 from tests.artifacts import validate_against_schema
 from tests.tiny import build_tiny_bert, build_tiny_distilbert, tiny_texts, write_csv
-from textclf.cli import app
 from textclf.config import Config
 from textclf.errors import ArtifactError
 from textclf.manifest import Manifest, read_manifest, require_export, require_train
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
 from textclf.runtime import Classifier
 from textclf.variants import DEFAULT_VARIANTS, variant_spec, variants_on
+from textclf_cli.app import app
 
 
 def _copy_run(cfg: Config, dest: Path, **export_updates: object) -> Config:
@@ -114,7 +114,7 @@ def test_int8_qdq_graphs_read_floats_and_fuse_attention(exported_run: Config) ->
 def test_histogram_calibration_takes_unpadded_texts_of_mixed_lengths(
     tmp_path: Path, exported_run: Config, method: str, builder: str
 ) -> None:
-    from export import builders
+    from textclf_export import builders
 
     texts = [text for text, _ in tiny_texts(12, seed=5)]
     assert len({len(text.split()) for text in texts}) > 1, "the texts must differ in length"
@@ -139,8 +139,8 @@ def test_manifest_matches_its_schema_and_round_trips(exported_run: Config) -> No
 
 
 def test_fp32_matches_pytorch_logits(exported_run: Config) -> None:
-    from export.reference import pytorch_logits
     from textclf.paths import CHECKPOINT_DIR
+    from textclf_export.reference import pytorch_logits
 
     texts = [t for t, _ in tiny_texts(20, seed=5)]
     expected = pytorch_logits(exported_run.run_dir / CHECKPOINT_DIR, texts, 32)
@@ -149,12 +149,13 @@ def test_fp32_matches_pytorch_logits(exported_run: Config) -> None:
 
 
 def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: Config) -> None:
-    from export.run import run
+    from textclf_export.run import run
+    from textclf_train.data import load_labelled_data
 
     cfg = _copy_run(exported_run, tmp_path)
     model = cfg.run_dir / ONNX_DIR / "fp32" / "model.onnx"
     before = model.stat().st_mtime_ns
-    run(cfg, cfg.run_dir)
+    run(cfg, cfg.run_dir, load_data=load_labelled_data)
     variants = require_export(cfg.run_dir).variants
     assert all(record.skipped for record in variants.values())
     assert model.stat().st_mtime_ns == before
@@ -166,24 +167,26 @@ def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: 
 
 
 def test_tampered_file_is_detected_and_rebuilt(tmp_path: Path, exported_run: Config) -> None:
-    from export.run import run
+    from textclf_export.run import run
+    from textclf_train.data import load_labelled_data
 
     cfg = _copy_run(exported_run, tmp_path)
     model = cfg.run_dir / ONNX_DIR / "int8-dynamic" / "model.onnx"
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match=r"int8-dynamic/model\.onnx: sha256"):
         Classifier.from_run(cfg.run_dir, "int8-dynamic")
-    run(cfg, cfg.run_dir)
+    run(cfg, cfg.run_dir, load_data=load_labelled_data)
     variants = require_export(cfg.run_dir).variants
     assert variants["int8-dynamic"].skipped is False and variants["fp32"].skipped is True
     Classifier.from_run(cfg.run_dir, "int8-dynamic")  # verified again
 
 
 def test_impossible_gate_refuses_with_reason_and_leaves_no_folder(tmp_path: Path, exported_run: Config) -> None:
-    from export.run import run
+    from textclf_export.run import run
+    from textclf_train.data import load_labelled_data
 
     cfg = _copy_run(exported_run, tmp_path, max_fp32_parity=1e-15, variants=["fp32", "int8-dynamic"])
-    run(cfg, cfg.run_dir)
+    run(cfg, cfg.run_dir, load_data=load_labelled_data)
     export = require_export(cfg.run_dir)
     fp32 = export.variants["fp32"]
     assert fp32.passed is False

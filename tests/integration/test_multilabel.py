@@ -17,7 +17,7 @@ from textclf.config import Config
 from textclf.manifest import require_export, require_train
 from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG
 from textclf.runtime import Classifier
-from train.demo import FILLER, TOPIC_CUES, multi_label_rows
+from textclf_train.demo import FILLER, TOPIC_CUES, multi_label_rows
 
 TOPICS = sorted(TOPIC_CUES)
 
@@ -26,8 +26,9 @@ TOPICS = sorted(TOPIC_CUES)
 def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """A tiny multi-label training (threshold 0.4, saved with the model), exported as fp32 (served) and
     int8-static."""
-    from export.run import run as export_run
-    from train.run import run as train_run
+    from textclf_export.run import run as export_run
+    from textclf_train.data import load_labelled_data
+    from textclf_train.run import run as train_run
 
     root = tmp_path_factory.mktemp("multi-label")
     # Without passing mentions: the tiny model only has to learn cue words (the plumbing is under test here).
@@ -50,7 +51,7 @@ def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
         "export.timing_seconds=0.4",
     )
     train_run(cfg, cfg.run_dir)
-    export_run(cfg, cfg.run_dir)
+    export_run(cfg, cfg.run_dir, load_data=load_labelled_data)
     return cfg
 
 

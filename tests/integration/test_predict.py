@@ -14,10 +14,10 @@ from typer.testing import CliRunner, Result
 
 from tests.imports import assert_imports_without
 from tests.tiny import tiny_texts
-from textclf.cli import app
 from textclf.config import Config
 from textclf.runtime import Classifier, Prediction
 from textclf.tables import CHUNK_ROWS
+from textclf_cli.app import app
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -251,5 +251,5 @@ def test_bento_tag_not_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_bulk_modules_import_without_torch_pandas_or_pyarrow() -> None:
     assert_imports_without(
-        ["textclf.bulk", "textclf.tables", "textclf.cli"], ["torch", "transformers", "pandas", "pyarrow"]
+        ["textclf.bulk", "textclf.tables", "textclf_cli.app"], ["torch", "transformers", "pandas", "pyarrow"]
     )

@@ -109,7 +109,7 @@ def test_a_killed_worker_comes_back(exported_run: Config, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_a_minute_of_load_has_no_failures(exported_run: Config, tmp_path: Path) -> None:
-    from benchmarks.load import run_locust
+    from textclf_benchmarks.load import run_locust
 
     texts_file = tmp_path / "texts.json"
     texts_file.write_text(json.dumps(TEXTS))

@@ -61,7 +61,7 @@ def test_tiny_model_learns_the_cue_words(trained_run: Config) -> None:
 
 
 def test_same_seed_gives_same_metrics(tmp_path: Path, tiny_base: Path, tiny_csv: Path, trained_run: Config) -> None:
-    from train.run import run
+    from textclf_train.run import run
 
     cfg = tiny_config(tmp_path, tiny_base, tiny_csv)
     run(cfg, cfg.run_dir)
@@ -74,7 +74,7 @@ def test_same_seed_gives_same_metrics(tmp_path: Path, tiny_base: Path, tiny_csv:
 def test_resume_continues_an_interrupted_run(tmp_path: Path, tiny_base: Path, tiny_csv: Path) -> None:
     from transformers import TrainerCallback
 
-    from train.run import run
+    from textclf_train.run import run
 
     class InterruptAfterFirstSave(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
@@ -98,7 +98,7 @@ def test_resume_continues_an_interrupted_run(tmp_path: Path, tiny_base: Path, ti
 
 def test_retraining_drops_a_stale_export_section(tmp_path: Path, trained_run: Config) -> None:
     from textclf.manifest import update_manifest
-    from train.run import run
+    from textclf_train.run import run
 
     run_dir = tmp_path / "copy"
     shutil.copytree(trained_run.run_dir, run_dir)

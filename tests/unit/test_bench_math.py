@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.markdown import render
-from benchmarks.report import TARGETS, headline, speedups
-from benchmarks.roofline import bert_flops
-from benchmarks.timing import summarize, time_interleaved
-from textclf.schema import (
+from textclf.records import Machine
+from textclf_benchmarks.markdown import render
+from textclf_benchmarks.report import TARGETS, headline, speedups
+from textclf_benchmarks.roofline import bert_flops
+from textclf_benchmarks.schema import (
     BenchEngine,
     BenchReport,
     BenchRow,
     GemmRate,
     LoadPhase,
     LoadReport,
-    Machine,
     NotRun,
     OpProfile,
     Results,
@@ -23,6 +22,7 @@ from textclf.schema import (
     RooflineCase,
     ServerRecord,
 )
+from textclf_benchmarks.timing import summarize, time_interleaved
 
 MINILM = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6}
 

@@ -9,16 +9,26 @@ import yaml
 from textclf.config import Config, load_config
 from textclf.errors import ConfigError
 from textclf.paths import DEFAULT_CONFIG
+from textclf_benchmarks.config import BenchmarkConfig
 
 
 def test_default_yaml_matches_builtin_defaults() -> None:
     # configs/default.yaml is the documented source of every default: it must not drift from the models.
-    from_file = load_config(DEFAULT_CONFIG, environ={})
-    assert from_file == Config()
+    from_file = load_config(DEFAULT_CONFIG, environ={}, model=BenchmarkConfig)
+    assert from_file == BenchmarkConfig()
     listed = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    for section, values in Config().to_dict().items():
+    for section, values in BenchmarkConfig().to_dict().items():
         if isinstance(values, dict):
             assert set(listed[section]) == set(values), f"default.yaml section {section} misses keys"
+
+
+def test_the_core_passes_the_bench_section_through_and_the_benchmarks_type_it() -> None:
+    # The core (what the Bento ships) does not know the benchmarks' keys; the CLI's config names their typos.
+    assert load_config(DEFAULT_CONFIG, environ={}).bench["load_seconds"] == 20
+    with pytest.raises(ConfigError, match=r"bench\.load_secondz: unknown key"):
+        load_config(overrides=["bench.load_secondz=3"], environ={}, model=BenchmarkConfig)
+    with pytest.raises(ConfigError, match=r"bench\.load_servers\.0"):
+        load_config(overrides=["bench.load_servers=[nginx]"], environ={}, model=BenchmarkConfig)
 
 
 def test_set_overrides_parse_yaml_types() -> None:

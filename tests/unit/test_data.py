@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.tiny import tiny_texts, write_csv
-from textclf.cli import app
 from textclf.config import load_config
 from textclf.errors import DataError
-from train.data import load_labelled_data
+from textclf_cli.app import app
+from textclf_train.data import load_labelled_data
 
 
 def _data_cfg(path: Path, *extra: str):
@@ -167,7 +167,7 @@ def test_max_rows_takes_a_stratified_sample(tmp_path: Path) -> None:
 
 
 def test_multi_label_sets_from_jsonl_lists_and_separated_csv_agree(tmp_path: Path) -> None:
-    from train.demo import multi_label_rows
+    from textclf_train.demo import multi_label_rows
 
     rows = multi_label_rows(120, seed=3)
     jsonl = _write_jsonl(tmp_path / "topics.jsonl", rows)

@@ -10,7 +10,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from export.fusions import read_floats_before_quantization  # noqa: E402
+from textclf_export.fusions import read_floats_before_quantization  # noqa: E402
 
 
 def _residual_block() -> object:
@@ -76,8 +76,8 @@ def test_a_round_trip_only_floats_read_is_dropped_and_mismatched_scales_are_left
 
 
 def test_attention_fusion_refuses_a_model_without_attention(tmp_path: Path) -> None:
-    from export.builders import _fuse_attention
     from textclf.errors import ExportError
+    from textclf_export.builders import _fuse_attention
 
     source = tmp_path / "block.onnx"
     onnx.save(_residual_block(), str(source))

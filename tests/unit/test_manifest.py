@@ -7,9 +7,9 @@ import pytest
 
 from tests.artifacts import export_section, train_section
 from textclf.errors import ArtifactError
+from textclf.files import atomic_dir
 from textclf.manifest import (
     SCHEMA_VERSION,
-    atomic_dir,
     file_entries,
     folder_digest,
     read_manifest,

@@ -12,7 +12,7 @@ from textclf.variants import DEFAULT_VARIANTS, VARIANTS, variant_spec, variants_
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_each_variant_names_a_builder_that_takes_its_candidates(name: str) -> None:
-    from export import builders
+    from textclf_export import builders
 
     spec = VARIANTS[name]
     builder = getattr(builders, spec.builder)

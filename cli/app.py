@@ -9,32 +9,27 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from textclf.config import LOAD_SERVERS, Config, load_config
+from textclf.config import load_config
 from textclf.errors import ConfigError, TextclfError
+from textclf.files import atomic_write_text
 from textclf.log import setup_logging
-from textclf.manifest import atomic_write_text
-from textclf.paths import MANIFEST_NAME, SCHEMAS_DIR
-from textclf.schema import json_schemas
+from textclf.paths import SCHEMAS_DIR
+from textclf_benchmarks.config import LOAD_SERVERS, BenchmarkConfig
+from textclf_cli.schemas import json_schemas
+from textclf_cli.summaries import print_export_table, print_train_summary, stdout_console
 
 if TYPE_CHECKING:
     from textclf.bulk import BulkProgress
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
-
-
-def _stdout() -> Console:
-    # Tables stay readable when the output is a file or a CI log (rich would assume 80 columns).
-    probe = Console()
-    return probe if probe.is_terminal else Console(width=160)
 
 
 app = typer.Typer(
@@ -54,11 +49,12 @@ SetOption = Annotated[
 RunOption = Annotated[str | None, typer.Option("--run", help="Run name (artifacts/<run>); same as --set run=NAME.")]
 
 
-def _load(config: Path | None, overrides: list[str] | None, run: str | None) -> Config:
+def _load(config: Path | None, overrides: list[str] | None, run: str | None) -> BenchmarkConfig:
     items = list(overrides or [])
     if run is not None:
         items.append(f"run={run}")
-    return load_config(config, items)
+    # Every command validates every section, `bench` included: a typo anywhere is named before any work starts.
+    return load_config(config, items, model=BenchmarkConfig)
 
 
 def _fail(exc: BaseException) -> None:
@@ -76,15 +72,6 @@ def _stage() -> Iterator[None]:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]; completed artifacts and the manifest are unchanged")
         raise typer.Exit(code=130) from None
-
-
-def metrics_table(title: str, rows: Sequence[Sequence[str]], headers: Sequence[str]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for header in headers:
-        table.add_column(header)
-    for row in rows:
-        table.add_row(*row)
-    return table
 
 
 @app.callback()
@@ -105,31 +92,10 @@ def train(
 
     with _stage():
         cfg = _load(config, set_, run)
-        from train.run import run as train_run
+        from textclf_train.run import run as train_run
 
         checkpoint = train_run(cfg, cfg.run_dir, resume=resume)
-        _print_train_summary(cfg, checkpoint)
-
-
-def _print_train_summary(cfg: Config, checkpoint: Path) -> None:
-    from textclf.manifest import read_manifest
-
-    manifest = read_manifest(cfg.run_dir)
-    section = manifest.train if manifest else None
-    if section is None:  # a non-zero torchrun rank: rank 0 reports
-        return
-    rows = [
-        (split, str(m.n), f"{m.accuracy:.4f}", f"{m.macro_f1:.4f}", _fmt(m.micro_f1, ".4f"))
-        for split, m in (("validation", section.metrics.validation), ("test", section.metrics.test))
-    ]
-    headers = ("split", "rows", "accuracy", "macro-F1", "micro-F1")
-    title = f"train: run '{cfg.run}'"
-    if section.threshold is not None:
-        title += f" (multi-label at threshold {section.threshold}; accuracy = whole label set right)"
-    out = _stdout()
-    out.print(metrics_table(title, rows, headers))
-    out.print(f"checkpoint: {checkpoint}\nmanifest:   {cfg.run_dir / MANIFEST_NAME}")
-    out.print(f"wall time:  {section.wall_time_s:.0f} s ({section.trainer.epochs_run:.1f} epochs)")
+        print_train_summary(cfg, checkpoint)
 
 
 @app.command()
@@ -145,52 +111,13 @@ def export(
 
     with _stage():
         cfg = _load(config, set_, run)
-        from export.run import run as export_run
+        from textclf_export.run import run as export_run
+        from textclf_train.data import load_labelled_data
 
         try:
-            export_run(cfg, cfg.run_dir, checkpoint=checkpoint)
+            export_run(cfg, cfg.run_dir, load_data=load_labelled_data, checkpoint=checkpoint)
         finally:
-            _print_export_table(cfg)
-
-
-def _print_export_table(cfg: Config) -> None:
-    from textclf.manifest import read_manifest
-
-    manifest = read_manifest(cfg.run_dir)
-    section = manifest.export if manifest else None
-    if section is None:
-        return
-    multi_label = section.gate_metric == "micro_f1"
-    metric = "micro-F1" if multi_label else "accuracy"
-    reference = section.pytorch.test_micro_f1 if multi_label else section.pytorch.test_accuracy
-    rows = []
-    for name, v in section.variants.items():
-        rows.append(
-            (
-                name + (" *" if name == section.serving_variant else ""),
-                f"{v.bytes / 1e6:.1f}" if v.bytes else "-",
-                _fmt(v.parity_max_abs_diff, ".1e"),
-                _fmt(v.test_micro_f1 if multi_label else v.test_accuracy, ".4f"),
-                _delta_pt(v.metric_delta if multi_label else v.accuracy_delta),
-                f"{v.batch_invariance.flips} flips" if v.batch_invariance else "-",
-                "-" if v.latency_ms is None else f"{v.latency_ms:.2f} / {_fmt(v.batch32_ms_per_text, '.2f')}",
-                ("pass" if v.passed else "REFUSED: " + v.reason) + (" (unchanged)" if v.skipped else ""),
-            )
-        )
-    headers = ("variant", "MB", "parity", metric, f"Δ {metric}", "invariance", "ms b1 / b32 per text", "verdict")
-    title = f"export: run '{cfg.run}' (PyTorch test {metric} {_fmt(reference, '.4f')}; * = serving variant)"
-    out = _stdout()
-    out.print(metrics_table(title, rows, headers))
-    machine = section.machine
-    out.print(f"timed on {machine.cpu_model}, {machine.cores} cores, preset {machine.quantization_preset}")
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else f"{value:{spec}}"
-
-
-def _delta_pt(fraction: float | None) -> str:
-    return "-" if fraction is None else f"{fraction * 100:+.2f} pt"
+            print_export_table(cfg)
 
 
 @app.command()
@@ -210,7 +137,7 @@ def build(
 
         cfg = _load(config, set_, run)
         tag = import_model(cfg.run_dir, cfg.serve.model_name)
-        out = _stdout()
+        out = stdout_console()
         out.print(f"model: {tag}")
         if not skip_bento:
             out.print(f"bento: {build_bento(bentofile.resolve())}")
@@ -229,10 +156,10 @@ def bench(
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, not {device!r}")
         cfg = _load(config, set_, run)
-        from benchmarks.bench import run as bench_run
+        from textclf_benchmarks.bench import run as bench_run
 
         path = bench_run(cfg, cfg.run_dir, device=device)
-        _stdout().print(f"engine results: {path}")
+        stdout_console().print(f"engine results: {path}")
 
 
 @app.command()
@@ -255,10 +182,10 @@ def load(
         unknown = set(server or []) - set(LOAD_SERVERS)
         if unknown:
             raise ConfigError(f"--server: unknown server(s) {sorted(unknown)}; use {', '.join(LOAD_SERVERS)}")
-        from benchmarks.load import run as load_run
+        from textclf_benchmarks.load import run as load_run
 
         path = load_run(cfg, cfg.run_dir, bento=bento, servers=server)
-        _stdout().print(f"load results: {path}")
+        stdout_console().print(f"load results: {path}")
 
 
 @app.command()
@@ -296,7 +223,7 @@ def predict(
                 bento=bento,
                 progress=progress,
             )
-        _stdout().print(summary.line(), highlight=False, soft_wrap=True)
+        stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -321,10 +248,10 @@ def report(config: ConfigOption = None, set_: SetOption = None, run: RunOption =
 
     with _stage():
         cfg = _load(config, set_, run)
-        from benchmarks.report import run as report_run
+        from textclf_benchmarks.report import run as report_run
 
         path = report_run(cfg, cfg.run_dir)
-        _stdout().print(f"report: {path}")
+        stdout_console().print(f"report: {path}")
 
 
 @app.command()
@@ -334,7 +261,7 @@ def schema(
     """Write the JSON Schemas of manifest.json, bench.json, load.json and results.json."""
 
     with _stage():
-        stdout = _stdout()
+        stdout = stdout_console()
         for name, document in json_schemas().items():
             atomic_write_text(out / name, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
             stdout.print(f"wrote {out / name}")
@@ -352,10 +279,10 @@ def demo_data(
     """
 
     with _stage():
-        from train.demo import write_multi_label_jsonl
+        from textclf_train.demo import write_multi_label_jsonl
 
         write_multi_label_jsonl(out, rows, seed)
-        _stdout().print(f"wrote {rows:,} texts to {out}")
+        stdout_console().print(f"wrote {rows:,} texts to {out}")
 
 
 @app.command("config")

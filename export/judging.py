@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from export import builders
-from export.evaldata import EvalData
-from export.gates import MetricScores, batch_invariance, metric_scores, parity
-from export.tuning import tune_session
-from textclf.manifest import file_entries, now_iso, replace_dir
+from textclf.files import now_iso, replace_dir
+from textclf.manifest import file_entries
 from textclf.runtime import Classifier, default_intra_op_threads
 from textclf.schema import Attempt, VariantRecord, Verdict
 from textclf.variants import VariantSpec, variant_spec
+from textclf_export import builders
+from textclf_export.evaldata import EvalData
+from textclf_export.gates import MetricScores, batch_invariance, metric_scores, parity
+from textclf_export.tuning import tune_session
 
 logger = logging.getLogger(__name__)
 

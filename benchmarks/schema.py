@@ -1,0 +1,196 @@
+"""The benchmark reports' schema: `reports/<run>/{bench,load,results}.json` (bench / load → report), declared once
+as pydantic models on the same strict record base as the manifest (`textclf.records`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from textclf.records import SCHEMA_VERSION, Machine, Record
+
+
+# -- reports/<run>/bench.json --------------------------------------------------------------------------------
+class BenchEngine(Record):
+    """One engine of the sweep: what it is, its size and accuracy, or why it was left out."""
+
+    label: str
+    kind: Literal["pytorch", "onnxruntime"]
+    variant: str | None = None
+    bytes: int
+    test_accuracy: float | None = None
+    accuracy_delta: float | None = None
+    loaded: bool
+    rss_load_mb: float | None = None
+    reason: str | None = None
+    threads: int | None = None  # intra-op threads (ORT) or torch threads it ran with; None in older reports
+
+
+class BenchRow(Record):
+    """One engine on one case: synthetic (`b8-s128`, seq_len set) or real texts (`real-b32`, seq_len None)."""
+
+    engine: str
+    case: str
+    mode: Literal["session", "serving"]
+    batch: int
+    seq_len: int | None
+    mean_words: float | None = None
+    iters: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    seq_per_s: float
+
+
+class GemmRate(Record):
+    size: int
+    threads: int
+    median_s: float
+    flops_per_s: float
+
+
+class RooflineCase(Record):
+    batch: int
+    seq_len: int
+
+
+class Roofline(Record):
+    gemm: GemmRate
+    case: RooflineCase
+    model_flops: float
+
+
+class OpProfile(Record):
+    """ONNX Runtime's profiler on one variant at the roofline case: node time split by operator type."""
+
+    runs: int
+    ms_per_run: float = Field(description="the profiled session's own time per run (profiling adds a little)")
+    node_ms_per_run: float
+    share: dict[str, float] = Field(description="op type -> fraction of node time, largest first")
+
+
+class BenchReport(Record):
+    """`reports/<run>/bench.json` (and `bench-cuda.json`): the engine sweep."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str
+    run: str
+    device: str
+    machine: Machine
+    versions: dict[str, str]
+    config: dict[str, Any]
+    ran: bool
+    reason: str | None = None
+    engines: dict[str, BenchEngine] = Field(default_factory=dict)
+    rows: list[BenchRow] = Field(default_factory=list)
+    roofline: Roofline | None = None
+    op_profiles: dict[str, OpProfile] = Field(
+        default_factory=dict, description="engine label -> its op-type split at the roofline case (CPU runs)"
+    )
+    real_texts: int | None = None
+    wall_time_s: float | None = None
+
+
+# -- reports/<run>/load.json ---------------------------------------------------------------------------------
+class LoadPhase(Record):
+    """One locust phase against one server (closed loop, `users` concurrent users)."""
+
+    users: int
+    seconds: float
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    cpu_s_per_request: float | None = Field(None, description="server CPU seconds per request")
+    engine_busy: float | None = Field(None, description="fraction of the phase the engine was running")
+
+
+class ServerRecord(Record):
+    """One server under load; `results` is keyed by phase: "1", "8", "32", "1-after-32", ..."""
+
+    what: str
+    results: dict[str, LoadPhase] = Field(default_factory=dict)
+    ran: bool
+    reason: str | None = None
+    settings: dict[str, Any] | None = None
+
+
+class LoadReport(Record):
+    """`reports/<run>/load.json`: HTTP load on each server."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str
+    run: str
+    machine: Machine
+    versions: dict[str, str]
+    pinning: str
+    request: str
+    servers: dict[str, ServerRecord]
+    wall_time_s: float | None = None
+
+
+# -- reports/<run>/results.json ------------------------------------------------------------------------------
+class Target(Record):
+    target: float
+    value: float | None
+    met: bool
+    at_most: bool = Field(False, description="the value must stay at or under the target (else reach it)")
+
+
+class Headline(Record):
+    """The figures a newcomer reads first, all ratios of this run's own measurements (None: not measured)."""
+
+    speedup_b1_real: float | None = None
+    speedup_b32_s128: float | None = None
+    gemm_fraction_b32_s128: float | None = None
+    http_rps_ratio_32_users: float | None = None
+    best_variant: str | None = None
+    accuracy_delta: float | None = None
+    best_engine: str | None = None
+    speedup_b32_real: float | None = None
+    speedup_b32_real_sorted: float | None = Field(None, description="batches of 32 texts sorted by token length")
+    achieved_gflops_b32_s128: float | None = None
+    gemm_gflops: float | None = None
+    test_accuracy: float | None = None
+    size_mb: float | None = None
+    pytorch_size_mb: float | None = None
+    http_rps_32_users: float | None = None
+    http_p99_ms_32_users: float | None = None
+    http_errors_32_users: int | None = None
+    baseline_rps_32_users: float | None = None
+    baseline_p99_ms_32_users: float | None = None
+    http_rps_ratio_vs_peer_32_users: float | None = None
+    http_p99_ratio_vs_peer_32_users: float | None = None
+    after_burst_p50_ratio: float | None = None
+    engine_busy_32_users: float | None = None
+    http_errors_max: int | None = None
+    targets: dict[str, Target] = Field(default_factory=dict)
+    engine_target_row: str | None = Field(None, description="which ISA row of the engine targets applies")
+
+
+class NotRun(Record):
+    ran: Literal[False]
+    reason: str
+
+
+class Results(Record):
+    """`reports/<run>/results.json`: the headline, and every number behind it."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str
+    run: str
+    headline: Headline
+    machine: Machine
+    versions: dict[str, str]
+    engines: dict[str, BenchEngine]
+    speedups: dict[str, dict[str, float]] = Field(description="engine → case → p50 speed-up over PyTorch fp32")
+    roofline: Roofline
+    rows: list[BenchRow]
+    op_profiles: dict[str, OpProfile] = Field(default_factory=dict)
+    http: LoadReport | None = None
+    gpu: BenchReport | NotRun
+    plots: list[str]
