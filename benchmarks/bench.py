@@ -16,7 +16,7 @@ from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import package_versions, require_export
 from textclf.paths import BENCH_JSON, EVAL_TEXTS, ONNX_DIR
 from textclf.records import Machine, write_report
-from textclf.runtime import Classifier, providers_for
+from textclf.runtime import Classifier, length_order, providers_for
 from textclf.schema import ExportSection, VariantRecord
 from textclf.variants import variants_on
 from textclf_benchmarks.config import BenchmarkConfig
@@ -267,7 +267,7 @@ def _real_cases(texts: list[str], tokenizer_dir: Path) -> list[tuple[str, int, l
 
     tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
-    by_length = [texts[i] for i in sorted(range(len(texts)), key=lengths.__getitem__)]
+    by_length = [texts[i] for i in length_order(lengths)]
     cases = [("real-b1", 1, texts), ("real-b32", 32, texts), ("real-b32-sorted", 32, by_length)]
     return [case for case in cases if case[1] <= len(texts)]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from textclf.model_inputs import accepted_inputs
+from textclf.runtime import length_order
 
 
 def pytorch_logits(checkpoint: Path, texts: list[str], max_seq_len: int, batch_size: int = 32) -> np.ndarray:
@@ -17,7 +18,7 @@ def pytorch_logits(checkpoint: Path, texts: list[str], max_seq_len: int, batch_s
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_seq_len)["input_ids"]]
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    order = length_order(lengths)
     out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):

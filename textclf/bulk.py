@@ -18,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 
 from textclf.errors import ArtifactError, InputError
-from textclf.runtime import Classifier, Prediction
+from textclf.runtime import Classifier, Prediction, length_order
 from textclf.tables import CHUNK_ROWS, Chunk, Column, Source, check_output, open_sink, open_source
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def classify(
     """`Classifier.predict(texts, batch_size)` (sorted by token length, calls of `batch_size` texts, input order
     restored), telling `on_step` how many texts each few calls finished, so a long chunk shows progress."""
     encodings = classifier.encode(texts) if texts else []
-    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    order = length_order([classifier.token_count(encoding) for encoding in encodings])
     logits = np.empty((len(texts), len(classifier.labels)), dtype=np.float32)
     truncated = [False] * len(texts)
     step = batch_size * CALLS_PER_STEP  # a multiple of batch_size: the same calls as one pass over `order`
@@ -161,11 +161,7 @@ def _predict_chunk(
             if len(summary.first_error_rows) < SHOWN_ERROR_ROWS:
                 summary.first_error_rows.append(chunk.first_row + offset)
     for offset, prediction in zip(where, classify(classifier, texts, batch_size, on_step), strict=True):
-        added[offset].update(
-            label=prediction.label, score=prediction.score, scores=prediction.scores, truncated=prediction.truncated
-        )
-        if prediction.labels is not None:
-            added[offset]["labels"] = prediction.labels
+        added[offset].update(prediction.as_dict(), truncated=prediction.truncated)  # a column: false too
         summary.truncated += prediction.truncated
     summary.rows += len(chunk.rows)
     return added

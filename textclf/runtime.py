@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,22 @@ class Prediction:
     scores: dict[str, float]
     truncated: bool = False
     labels: list[str] | None = None  # multi-label: every label at or over the threshold, best first
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of one prediction, the service's and bulk output's alike: `labels` only for a multi-label
+        model, `truncated` only where the text was cut."""
+        out: dict[str, Any] = {"label": self.label, "score": self.score, "scores": self.scores}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        if self.truncated:
+            out["truncated"] = True
+        return out
+
+
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Positions sorted by length (stable): texts batched in this order pad little. The runtime, bulk prediction,
+    export's PyTorch reference and the benchmarks' sorted case all group texts this way."""
+    return sorted(range(len(lengths)), key=lengths.__getitem__)
 
 
 @dataclass(frozen=True)
@@ -273,7 +289,7 @@ class Classifier:
         truncated = [False] * len(encodings)
         if not encodings:
             return logits, truncated
-        order = sorted(range(len(encodings)), key=lambda i: self.token_count(encodings[i]))
+        order = length_order([self.token_count(encoding) for encoding in encodings])
         step = batch_size or len(encodings)
         for start in range(0, len(order), step):
             chunk = order[start : start + step]

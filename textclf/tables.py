@@ -23,11 +23,14 @@ from textclf.errors import InputError
 
 logger = logging.getLogger(__name__)
 
+# The one table of file types textclf reads, for training data and bulk prediction alike (`.json` is read as JSON
+# Lines, one object per line, as the `datasets` JSON builder training used to read it).
 FORMATS: Final[dict[str, str]] = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".json": "jsonl",
     ".parquet": "parquet",
 }
 CHUNK_ROWS: Final = 4096

@@ -18,6 +18,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from textclf.config import DataConfig
 from textclf.errors import DataError
 from textclf.files import sha256_bytes, sha256_file
+from textclf.tables import FORMATS
 from textclf_train.packaged import packaged_file
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ HUB_PREFIX = "hf:"
 TEXT = "text"  # column names after loading, whatever the source calls them
 LABEL = "label"
 SPLITS = ("train", "validation", "test")
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# The `datasets` builder of each of the core's file formats (textclf.tables.FORMATS, shared with bulk prediction).
+_BUILDERS = {"csv": "csv", "tsv": "csv", "jsonl": "json", "parquet": "parquet"}
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _split_files(folder: Path) -> dict[str, Path]:
     """A folder holding its own splits: train.<ext>, and optionally validation.<ext> and test.<ext>."""
     found = {}
     for split in SPLITS:
-        matches = sorted(p for p in folder.iterdir() if p.stem == split and p.suffix.lower() in _BUILDERS)
+        matches = sorted(p for p in folder.iterdir() if p.stem == split and p.suffix.lower() in FORMATS)
         if len(matches) > 1:
             raise DataError(f"{folder}: more than one file for split '{split}': {[m.name for m in matches]}")
         if matches:
@@ -80,12 +82,13 @@ def _split_files(folder: Path) -> dict[str, Path]:
 
 
 def _read_one(path: Path) -> Dataset:
-    builder = _BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet")
+    if path.suffix.lower() not in FORMATS:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FORMATS)}")
+    fmt = FORMATS[path.suffix.lower()]
+    builder = _BUILDERS[fmt]
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
-    kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if fmt == "tsv" else {}
     try:
         return datasets.load_dataset(builder, data_files={"train": str(path)}, split="train", **kwargs)
     except Exception as exc:  # datasets wraps parser errors in several exception types

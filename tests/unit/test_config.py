@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textclf.config import Config, load_config
+from textclf.config import load_config
 from textclf.errors import ConfigError
 from textclf.paths import DEFAULT_CONFIG
 from textclf_benchmarks.config import BenchmarkConfig
