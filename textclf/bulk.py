@@ -19,7 +19,8 @@ import numpy as np
 
 from textclf.errors import ArtifactError, InputError
 from textclf.runtime import Classifier, Prediction, length_order
-from textclf.tables import CHUNK_ROWS, Chunk, Column, Source, check_output, open_sink, open_source
+from textclf.table_sinks import Column, check_output, open_sink
+from textclf.tables import CHUNK_ROWS, Chunk, Source, open_source
 
 logger = logging.getLogger(__name__)
 
