@@ -1,7 +1,7 @@
 """What a valid `POST /predict` body is: the limits, and the checks that name the field at fault.
 
-Checked in the guard before BentoML's batcher merges requests, so one bad request never fails a batch holding
-other clients' texts. The OpenAPI document states the same limits (`textclf.openapi`).
+Checked in the guard before the project's batcher (`textclf.batcher`) queues a request's texts, so one bad request never
+fails an engine call holding other clients' texts. The OpenAPI document states the same limits (`textclf.openapi`).
 """
 
 from __future__ import annotations
