@@ -10,13 +10,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from textclf.engines import providers_for
 from textclf.errors import ArtifactError
 from textclf.files import now_iso, sha256_file
 from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import package_versions, require_export
 from textclf.paths import BENCH_JSON, EVAL_TEXTS, ONNX_DIR
 from textclf.records import Machine, write_report
-from textclf.runtime import Classifier, length_order, providers_for
+from textclf.runtime import Classifier, length_order
 from textclf.schema import ExportSection, VariantRecord
 from textclf.variants import variants_on
 from textclf_benchmarks.config import BenchmarkConfig

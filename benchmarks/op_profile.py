@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from textclf.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, create_session, read_sidecar
+from textclf.engines import create_session
+from textclf.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, read_sidecar
 from textclf_benchmarks.schema import OpProfile
 
 

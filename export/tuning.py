@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from textclf.runtime import MODEL_FILE, Classifier, create_session
+from textclf.engines import create_session
+from textclf.runtime import MODEL_FILE, Classifier
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from textclf.engines import (
+    ENGINE_KEY,
+    MODEL_FILES,
+    OPENVINO_LENGTH_STEP,
+    Engine,
+    EngineName,
+    OpenVinoEngine,
+    OrtEngine,
+    RoutedEngine,
+)
 from textclf.errors import ArtifactError, RequestError
 from textclf.hardware import usable_cores
 from textclf.manifest import require_export, verify_files
@@ -23,11 +33,15 @@ from textclf.records import FileEntry
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = MODEL_FILES["onnxruntime"]  # what the ORT builders write and read
+# The file whose sha256 names a variant's model (X-Model-Sha256): an OpenVINO IR's weights are in its .bin.
+IDENTITY_FILES: dict[EngineName, str] = {"onnxruntime": "model.onnx", "openvino": "model.bin"}
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len, the variant's name, session settings
 DISABLED_OPTIMIZERS_KEY = "disabled_optimizers"  # sidecar: ORT graph fusions export measured as slower here
+OPENVINO_HINT_KEY = "openvino_hint"  # sidecar: the PERFORMANCE_HINT export chose
+OPENVINO_STEP_KEY = "openvino_length_step"  # sidecar: the sequence-length step OpenVINO calls are padded to
 MULTI_LABEL = "multi_label_classification"  # config.json's problem_type of a model trained with BCE-with-logits
 THRESHOLD_KEY = "textclf_threshold"  # config.json: train.threshold of a multi-label model
 DEFAULT_THRESHOLD = 0.5
@@ -108,15 +122,44 @@ def default_intra_op_threads(workers: int = 1) -> int:
     return max(1, usable_cores() // max(1, workers))
 
 
-def providers_for(use_cuda: bool) -> list[str]:
-    """CUDA first when asked and present in this onnxruntime build, CPU always."""
-    import onnxruntime as ort
+def engine_of(sidecar: Mapping[str, Any]) -> EngineName:
+    """The engine a variant's sidecar names (ONNX Runtime for a folder written before there was a choice)."""
+    name = sidecar.get(ENGINE_KEY, "onnxruntime")
+    if name not in MODEL_FILES:
+        raise ArtifactError(f"unknown engine {name!r} in a variant's {SIDECAR_FILE}; known: {', '.join(MODEL_FILES)}")
+    return name
 
-    if use_cuda:
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        logger.warning("CUDA was asked for but this onnxruntime build has no CUDAExecutionProvider; using the CPU")
-    return ["CPUExecutionProvider"]
+
+def load_engine(
+    variant_dir: Path,
+    sidecar: Mapping[str, Any],
+    *,
+    threads: int,
+    inter_op_threads: int = 1,
+    use_cuda: bool = False,
+    allow_spinning: bool = True,
+    pad_id: int = 0,
+) -> Engine:
+    """The engine of one variant folder, with the settings export recorded in its sidecar."""
+    name = engine_of(sidecar)
+    model = Path(variant_dir) / MODEL_FILES[name]
+    if name == "openvino":
+        return OpenVinoEngine(
+            model,
+            threads=threads,
+            hint=sidecar.get(OPENVINO_HINT_KEY, "LATENCY"),
+            length_step=int(sidecar.get(OPENVINO_STEP_KEY, OPENVINO_LENGTH_STEP)),
+            pad_id=pad_id,
+        )
+    return OrtEngine(
+        model,
+        threads=threads,
+        inter_op_threads=inter_op_threads,
+        use_cuda=use_cuda,
+        allow_spinning=allow_spinning,
+        # Fusions export timed as slower on its machine for this graph (e.g. SkipLayerNorm next to int8 MatMuls).
+        disabled_optimizers=list(sidecar.get(DISABLED_OPTIMIZERS_KEY) or []),
+    )
 
 
 def read_sidecar(variant_dir: Path) -> dict[str, Any]:
@@ -124,37 +167,6 @@ def read_sidecar(variant_dir: Path) -> dict[str, Any]:
     path = Path(variant_dir) / SIDECAR_FILE
     sidecar: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     return sidecar
-
-
-def create_session(
-    model: Path,
-    *,
-    intra_op_threads: int,
-    inter_op_threads: int = 1,
-    allow_spinning: bool = True,
-    providers: list[str] | None = None,
-    disabled_optimizers: list[str] | None = None,
-    profile_prefix: str | None = None,
-) -> Any:
-    """An ONNX Runtime session built the one way the runtime, export's tuning and the profiler all use."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = inter_op_threads
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning pool threads win when ORT owns the cores (benchmarks); in a server they steal the CPU the
-    # event loop needs to parse the next requests, so the service may turn them off (serve.ort_spinning).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(
-        str(model),
-        sess_options=options,
-        providers=providers or ["CPUExecutionProvider"],
-        disabled_optimizers=disabled_optimizers or None,
-    )
 
 
 class Classifier:
@@ -183,13 +195,15 @@ class Classifier:
         self.files = dict(expected_files) if expected_files is not None else None
         if self.files is not None:
             verify_files(self.variant_dir, self.files)
-        model_entry = (self.files or {}).get(MODEL_FILE)
-        self.model_sha256 = model_entry.sha256 if model_entry else None
-        for name in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE):
+        sidecar = read_sidecar(self.variant_dir)
+        engine_name = engine_of(sidecar)
+        model_file = MODEL_FILES[engine_name]
+        identity = (self.files or {}).get(IDENTITY_FILES[engine_name])
+        self.model_sha256 = identity.sha256 if identity else None
+        for name in (model_file, TOKENIZER_FILE, CONFIG_FILE):
             if not (self.variant_dir / name).is_file():
                 raise ArtifactError(f"{self.variant_dir / name}: missing; not an exported variant folder")
         config = json.loads((self.variant_dir / CONFIG_FILE).read_text())
-        sidecar = read_sidecar(self.variant_dir)
         id2label = config.get("id2label") or {}
         self.labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
         if not self.labels:
@@ -207,28 +221,45 @@ class Classifier:
         self.tokenizer.enable_truncation(max_length=self.max_seq_len)
         self.pad_id = int(config.get("pad_token_id") or 0)
 
-        self.providers = providers_for(use_cuda)
         self.intra_op_threads = intra_op_threads or default_intra_op_threads()
-        # Fusions export timed as slower on its machine for this graph (e.g. SkipLayerNorm next to int8 MatMuls).
-        self.disabled_optimizers: list[str] = list(sidecar.get(DISABLED_OPTIMIZERS_KEY) or [])
-        self.session = create_session(
-            self.variant_dir / MODEL_FILE,
-            intra_op_threads=self.intra_op_threads,
+        self.engine: Engine = load_engine(
+            self.variant_dir,
+            sidecar,
+            threads=self.intra_op_threads,
             inter_op_threads=inter_op_threads,
+            use_cuda=use_cuda,
             allow_spinning=allow_spinning,
-            providers=self.providers,
-            disabled_optimizers=self.disabled_optimizers,
+            pad_id=self.pad_id,
         )
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_names = self.engine.input_names
         logger.info(
-            "loaded %s (%s, %d labels, max_seq_len %d, %d intra-op threads, %s)",
+            "loaded %s (%s, %d labels, max_seq_len %d, %s)",
             self.variant_dir,
             self.variant,
             len(self.labels),
             self.max_seq_len,
-            self.intra_op_threads,
-            self.providers[0],
+            self.engine.describe(),
         )
+
+    @property
+    def providers(self) -> list[str]:
+        """ONNX Runtime's execution providers, or the OpenVINO device, of the engine that runs short calls."""
+        engine = self.engine.short if isinstance(self.engine, RoutedEngine) else self.engine
+        return list(engine.providers) if isinstance(engine, OrtEngine) else ["OpenVINO CPU"]
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session (benchmarks bind CUDA inputs to it); an error for an OpenVINO variant."""
+        if not isinstance(self.engine, OrtEngine):
+            raise ArtifactError(f"{self.variant_dir}: not an ONNX Runtime variant ({self.engine.describe()})")
+        return self.engine.session
+
+    def route_long_calls(self, long: Classifier, max_short_tokens: int) -> None:
+        """Run calls over `max_short_tokens` padded tokens on `long`'s engine (the same model, another engine)."""
+        if long.labels != self.labels or long.max_seq_len != self.max_seq_len:
+            raise ArtifactError(f"{long.variant_dir} is not the same model as {self.variant_dir}; cannot route to it")
+        self.engine = RoutedEngine(self.engine, long.engine, max_short_tokens)
+        logger.info("routing: %s", self.engine.describe())
 
     @classmethod
     def from_run(cls, run_dir: Path, variant: str | None = None, **kwargs: Any) -> Classifier:
@@ -271,9 +302,8 @@ class Classifier:
 
     # -- inference ------------------------------------------------------------------------------------------
     def run_session(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The ONNX session alone: padded inputs in, float32 logits out."""
-        logits = self.session.run(None, inputs)[0]
-        return np.asarray(logits, dtype=np.float32)
+        """The engine alone: padded inputs in, float32 logits out."""
+        return self.engine.run(inputs)
 
     def token_count(self, encoding: Any) -> int:
         """Real (non-padding) tokens of one encoded text, after truncation."""

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 RENAME_PREFIX: Final = "input_"  # an input column whose name an added column takes is kept under this prefix
 
+
 @dataclass(frozen=True)
 class Column:
     """A column a writer appends to every row."""

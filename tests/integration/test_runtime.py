@@ -7,7 +7,8 @@ import pytest
 
 from tests.tiny import tiny_texts
 from textclf.config import Config
-from textclf.runtime import Classifier, OverlengthError, default_intra_op_threads, providers_for, softmax
+from textclf.engines import providers_for
+from textclf.runtime import Classifier, OverlengthError, default_intra_op_threads, softmax
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,201 @@
+"""The inference engines behind the runtime's one narrow interface: padded int64 inputs in, float32 logits out.
+
+Two engines run an exported variant: ONNX Runtime (`model.onnx`, every ORT variant) and OpenVINO's CPU plugin
+(`model.xml` + `model.bin`, the NNCF int8 and fp32 IR variants). A variant's sidecar (`textclf.json`) names its
+engine; a folder without one is an ORT folder, as export wrote them before OpenVINO. `RoutedEngine` runs each
+call on one of two loaded engines by the call's padded token count (export measures where one overtakes the other).
+Each engine's package is imported when a variant needs it, so a Bento ships only the engines it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from textclf.errors import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+EngineName = Literal["onnxruntime", "openvino"]
+ENGINE_KEY = "engine"  # sidecar: which engine runs the folder
+MODEL_FILES: dict[EngineName, str] = {"onnxruntime": "model.onnx", "openvino": "model.xml"}
+# OpenVINO pads each call's sequence length up to a multiple of this (see OpenVinoEngine.run for why).
+OPENVINO_LENGTH_STEP = 16
+
+
+class Engine(Protocol):
+    """What the runtime needs of an engine."""
+
+    name: EngineName
+    input_names: list[str]
+    threads: int
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Padded inputs (one row per text, `input_names` as keys) → float32 logits, one row per text."""
+        ...
+
+    def describe(self) -> str:
+        """One line for logs and `GET /model`: engine, device, threads."""
+        ...
+
+
+def create_session(
+    model: Path,
+    *,
+    intra_op_threads: int,
+    inter_op_threads: int = 1,
+    allow_spinning: bool = True,
+    providers: list[str] | None = None,
+    disabled_optimizers: list[str] | None = None,
+    profile_prefix: str | None = None,
+) -> Any:
+    """An ONNX Runtime session built the one way the runtime, export's tuning and the profiler all use."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning pool threads win when ORT owns the cores (benchmarks); in a server they steal the CPU the
+    # event loop needs to parse the next requests, so the service may turn them off (serve.ort_spinning).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(
+        str(model),
+        sess_options=options,
+        providers=providers or ["CPUExecutionProvider"],
+        disabled_optimizers=disabled_optimizers or None,
+    )
+
+
+def providers_for(use_cuda: bool) -> list[str]:
+    """CUDA first when asked and present in this onnxruntime build, CPU always."""
+    import onnxruntime as ort
+
+    if use_cuda:
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        logger.warning("CUDA was asked for but this onnxruntime build has no CUDAExecutionProvider; using the CPU")
+    return ["CPUExecutionProvider"]
+
+
+class OrtEngine:
+    """An ONNX Runtime session on the CPU (or CUDA) provider."""
+
+    name: EngineName = "onnxruntime"
+
+    def __init__(
+        self,
+        model: Path,
+        *,
+        threads: int,
+        inter_op_threads: int = 1,
+        use_cuda: bool = False,
+        allow_spinning: bool = True,
+        disabled_optimizers: list[str] | None = None,
+    ) -> None:
+        self.threads = threads
+        self.providers = providers_for(use_cuda)
+        self.session = create_session(
+            model,
+            intra_op_threads=threads,
+            inter_op_threads=inter_op_threads,
+            allow_spinning=allow_spinning,
+            providers=self.providers,
+            disabled_optimizers=disabled_optimizers,
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.session.run(None, inputs)[0], dtype=np.float32)
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.providers[0]}, {self.threads} intra-op threads"
+
+
+class OpenVinoEngine:
+    """An OpenVINO IR compiled for the CPU plugin, with one reused infer request (the caller's thread owns it).
+
+    Sequence lengths are padded up to a multiple of `length_step` (attention-masked padding does not change a
+    BERT's logits; the batch-invariance gate checks it): the CPU plugin prepares its kernels for each new input
+    shape, and with texts of every length nearly every call would be a new shape; with steps the shapes repeat.
+    """
+
+    name: EngineName = "openvino"
+
+    def __init__(
+        self,
+        model: Path,
+        *,
+        threads: int,
+        hint: str = "LATENCY",
+        length_step: int = OPENVINO_LENGTH_STEP,
+        pad_id: int = 0,
+    ) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ArtifactError(
+                f"{model}: an OpenVINO variant, but openvino is not installed (pip install 'textclf[openvino]')"
+            ) from exc
+        self.threads = threads
+        self.hint = hint
+        self.length_step = max(1, length_step)
+        self.pad_id = pad_id
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "NUM_STREAMS": 1}
+        self.compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self._output = self.compiled.output(0)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        length = next(iter(inputs.values())).shape[1]
+        target = -(-length // self.length_step) * self.length_step
+        if target != length:
+            inputs = {
+                name: _pad_columns(array, target, self.pad_id if name == "input_ids" else 0)
+                for name, array in inputs.items()
+            }
+        result = self.request.infer(inputs, share_inputs=True)
+        return np.array(result[self._output], dtype=np.float32)
+
+    def describe(self) -> str:
+        return f"openvino CPU, {self.threads} threads, {self.hint}, lengths in steps of {self.length_step}"
+
+
+def _pad_columns(array: np.ndarray, width: int, value: int) -> np.ndarray:
+    out = np.full((array.shape[0], width), value, dtype=array.dtype)
+    out[:, : array.shape[1]] = array
+    return out
+
+
+class RoutedEngine:
+    """Two engines over one model: calls up to `max_short_tokens` padded tokens run on `short`, longer on `long`."""
+
+    def __init__(self, short: Engine, long: Engine, max_short_tokens: int) -> None:
+        if short.input_names != long.input_names and set(short.input_names) != set(long.input_names):
+            raise ArtifactError(f"routed engines take different inputs: {short.input_names} vs {long.input_names}")
+        self.short = short
+        self.long = long
+        self.max_short_tokens = max_short_tokens
+        self.name = short.name
+        self.input_names = short.input_names
+        self.threads = short.threads
+
+    def engine_for(self, tokens: int) -> Engine:
+        return self.short if tokens <= self.max_short_tokens else self.long
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.engine_for(next(iter(inputs.values())).size).run(inputs)
+
+    def describe(self) -> str:
+        return (
+            f"calls up to {self.max_short_tokens} padded tokens: {self.short.describe()}; "
+            f"longer: {self.long.describe()}"
+        )
