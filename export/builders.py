@@ -20,9 +20,10 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from textclf.config import ExportConfig
+from textclf.engines import ENGINE_KEY
 from textclf.errors import ExportError
 from textclf.hardware import isa_preset
-from textclf.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, SIDECAR_FILE
+from textclf.runtime import MODEL_FILE, SIDECAR_FILE
 from textclf_export.fusions import fold_bias_into_matmul_integer_to_float, read_floats_before_quantization
 
 logger = logging.getLogger(__name__)
@@ -40,14 +41,10 @@ class BuildSource:
 
 
 def write_sidecar(
-    folder: Path, variant: str, max_seq_len: int, params: dict[str, Any], disabled_optimizers: list[str]
+    folder: Path, variant: str, max_seq_len: int, params: dict[str, Any], engine: str, settings: dict[str, Any]
 ) -> None:
-    sidecar = {
-        "variant": variant,
-        "max_seq_len": max_seq_len,
-        "params": params,
-        DISABLED_OPTIMIZERS_KEY: disabled_optimizers,
-    }
+    """The variant's textclf.json: its name, engine, window, build params and the engine settings export tuned."""
+    sidecar = {"variant": variant, ENGINE_KEY: engine, "max_seq_len": max_seq_len, "params": params, **settings}
     (folder / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
 
 
@@ -71,7 +68,7 @@ def export_fp32(checkpoint: Path, out: Path, opset: int | None = None) -> dict[s
     return {"exporter": "optimum.exporters.onnx.main_export", "opset": opset or "default"}
 
 
-def _copy_tokenizer(source: Path, out: Path) -> None:
+def copy_tokenizer(source: Path, out: Path) -> None:
     # Optimum copies preprocessors along; make sure what the runtime reads is there whatever it does.
     for name in ("tokenizer.json", "config.json"):
         if not (out / name).exists():
@@ -90,7 +87,7 @@ def _ort_optimize(fp32: Path, out: Path, level: int, for_gpu: bool, fp16: bool) 
 
     config = OptimizationConfig(optimization_level=level, optimize_for_gpu=for_gpu, fp16=fp16)
     ORTOptimizer.from_pretrained(fp32).optimize(config, out, file_suffix=None)
-    _copy_tokenizer(fp32, out)
+    copy_tokenizer(fp32, out)
     return {"optimization_level": level, "for_gpu": for_gpu, "fp16": fp16}
 
 
@@ -113,7 +110,7 @@ def build_fp16_cpu(source: BuildSource, out: Path) -> dict[str, Any]:
     model.convert_float_to_float16(keep_io_types=True)
     out.mkdir(parents=True, exist_ok=True)
     model.save_model_to_file(str(out / MODEL_FILE))
-    _copy_tokenizer(source.fp32, out)
+    copy_tokenizer(source.fp32, out)
     return {"converter": "onnxruntime.transformers OnnxModel.convert_float_to_float16", "keep_io_types": True}
 
 
@@ -136,7 +133,7 @@ def build_int8_dynamic(source: BuildSource, out: Path, per_channel: bool, reduce
 
     config, preset = _quantization_config(False, per_channel, reduce_range, None)
     ORTQuantizer.from_pretrained(source.fp32).quantize(config, out, file_suffix=None)
-    _copy_tokenizer(source.fp32, out)
+    copy_tokenizer(source.fp32, out)
     return {"preset": preset, "per_channel": per_channel, "reduce_range": reduce_range}
 
 
@@ -168,7 +165,7 @@ def build_int8_static(source: BuildSource, out: Path, per_channel: bool, operato
             calibrator.collect_data(feeds)
         ranges = calibrator.compute_data()
     quantizer.quantize(config, out, file_suffix=None, calibration_tensors_range=ranges)
-    _copy_tokenizer(fp32, out)
+    copy_tokenizer(fp32, out)
     return {
         "preset": preset,
         "per_channel": per_channel,
@@ -206,7 +203,7 @@ def build_int8_qdq(source: BuildSource, out: Path, per_channel: bool, fused_atte
     params["biases_folded"] = fold_bias_into_matmul_integer_to_float(quantized)
     params["float_reads"] = read_floats_before_quantization(quantized)
     onnx.save(quantized, str(out / MODEL_FILE))
-    _copy_tokenizer(source.fp32, out)
+    copy_tokenizer(source.fp32, out)
     return {
         "quantizer": "onnxruntime.quantization.quantize_static",
         "format": "QDQ",
@@ -284,7 +281,7 @@ class _CalibrationFeeds(CalibrationDataReader):
     24 GiB here."""
 
     def __init__(self, source: BuildSource) -> None:
-        self.inputs = _calibration_inputs(source)
+        self.inputs = calibration_inputs(source)
         self._feeds = [{name: np.asarray([ids], dtype=np.int64) for name, ids in text.items()} for text in self.inputs]
         self._next = iter(self._feeds)
 
@@ -301,7 +298,7 @@ class _CalibrationFeeds(CalibrationDataReader):
         self._next = iter(self._feeds[start_index:end_index])
 
 
-def _calibration_inputs(source: BuildSource) -> list[dict[str, list[int]]]:
+def calibration_inputs(source: BuildSource) -> list[dict[str, list[int]]]:
     """Each calibration text's model inputs, by the graph's input names, truncated at max_seq_len, unpadded."""
     from tokenizers import Tokenizer
 

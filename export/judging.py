@@ -13,13 +13,13 @@ import numpy as np
 
 from textclf.files import now_iso, replace_dir
 from textclf.manifest import file_entries
-from textclf.runtime import Classifier, default_intra_op_threads
+from textclf.runtime import DISABLED_OPTIMIZERS_KEY, OPENVINO_PRECISION_KEY, Classifier, default_intra_op_threads
 from textclf.schema import Attempt, VariantRecord, Verdict
 from textclf.variants import VariantSpec, variant_spec
-from textclf_export import builders
+from textclf_export import builders, openvino_ir
 from textclf_export.evaldata import EvalData
 from textclf_export.gates import MetricScores, batch_invariance, metric_scores, parity
-from textclf_export.tuning import tune_session
+from textclf_export.tuning import tune_openvino, tune_session
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,23 @@ class BuildContext:
 
 
 def _build(spec: VariantSpec, ctx: BuildContext, out: Path, candidate: dict[str, Any]) -> dict[str, Any]:
-    builder: Callable[..., dict[str, Any]] = getattr(builders, spec.builder)
+    module = openvino_ir if spec.engine == "openvino" else builders
+    builder: Callable[..., dict[str, Any]] = getattr(module, spec.builder)
     return builder(ctx.source, out, **candidate)
+
+
+def _tune(spec: VariantSpec, ctx: BuildContext, folder: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The engine settings of a CPU variant, timed on this machine (recorded in params, applied via textclf.json)."""
+    if spec.device != "cpu":
+        return {}
+    threads = default_intra_op_threads()
+    texts = ctx.eval_data.calibration_texts
+    if spec.engine == "openvino":
+        precision = params.get("inference_precision", "f32")
+        settings, params["session_tuning"] = tune_openvino(folder, texts, threads, precision)
+        return settings
+    disabled, params["session_tuning"] = tune_session(folder, texts, threads)
+    return {DISABLED_OPTIMIZERS_KEY: disabled}
 
 
 def _judge(spec: VariantSpec, ctx: BuildContext, folder: Path) -> Verdict:
@@ -101,12 +116,11 @@ def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> VariantReco
         staging = ctx.source.work_dir / f"{name}-{index}"
         try:
             params = _build(spec, ctx, staging, candidate)
-            disabled: list[str] = []
-            if spec.device == "cpu":
-                disabled, params["session_tuning"] = tune_session(
-                    staging, ctx.eval_data.calibration_texts, default_intra_op_threads()
-                )
-            builders.write_sidecar(staging, name, ctx.source.max_seq_len, params, disabled)
+            # A first sidecar with the engine's defaults (and the build's precision), so tuning's probe loads right.
+            first = {OPENVINO_PRECISION_KEY: params["inference_precision"]} if spec.engine == "openvino" else {}
+            builders.write_sidecar(staging, name, ctx.source.max_seq_len, params, spec.engine, first)
+            settings = _tune(spec, ctx, staging, params)
+            builders.write_sidecar(staging, name, ctx.source.max_seq_len, params, spec.engine, settings)
             verdict = _judge(spec, ctx, staging)
         except Exception as exc:  # a failed build refuses this candidate; the others still get their chance
             logger.warning("%s %s: build failed: %s", name, candidate, exc)

@@ -1,4 +1,5 @@
-"""Session tuning: which of ONNX Runtime's own graph fusions to switch off for a variant, by timing on this machine.
+"""Engine tuning, by timing on this machine: which of ONNX Runtime's own graph fusions to switch off for a variant,
+and for an OpenVINO variant the length step its calls are padded to (`tune_openvino`).
 
 ORT fuses Add + LayerNormalization into SkipLayerNormalization when it loads a graph. Next to int8 MatMuls its
 kernel measured ~3 ms per call on a 32 × 128 × 384 tensor against ~0.3 ms for the unfused pair (AMD EPYC Zen 5,
@@ -17,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from textclf.engines import create_session
-from textclf.runtime import MODEL_FILE, Classifier
+from textclf.engines import MODEL_FILES, OpenVinoEngine, create_session
+from textclf.runtime import MODEL_FILE, OPENVINO_PRECISION_KEY, OPENVINO_STEP_KEY, Classifier
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +73,63 @@ def tune_session(folder: Path, texts: list[str], threads: int) -> tuple[list[str
     chosen = list(SESSION_CANDIDATES[best])
     logger.info("%s: session tuning %s -> %s", folder.name, timings, chosen or "ORT defaults")
     return chosen, {"timings": timings, "disabled_optimizers": chosen, "texts": len(texts[:32])}
+
+
+# OpenVINO settings export tries, first the plain one: every call at its own length, or lengths padded up to steps
+# of 16 or 32 tokens so that calls repeat shapes the CPU plugin has already prepared.
+OPENVINO_CANDIDATES: tuple[dict[str, Any], ...] = (
+    {OPENVINO_STEP_KEY: 1},
+    {OPENVINO_STEP_KEY: 16},
+    {OPENVINO_STEP_KEY: 32},
+)
+
+
+def _settings_name(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def tune_openvino(
+    folder: Path, texts: list[str], threads: int, precision: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenVINO settings for `folder`'s IR, and the timings that chose them.
+
+    Each setting runs 16 texts one at a time (each call a different length, as a server sees them) and a batch of
+    32 texts, interleaved over rounds; the cost is the geometric mean of the per-text b1 median and the b32 median.
+    """
+    probe = Classifier(folder, intra_op_threads=threads)  # its sidecar holds the build's precision
+    singles = [probe.pad(probe.encode([text])).inputs for text in texts[:16]]
+    batch = probe.pad(probe.encode(texts[:32])).inputs
+    engines = [
+        OpenVinoEngine(
+            folder / MODEL_FILES["openvino"],
+            threads=threads,
+            length_step=settings[OPENVINO_STEP_KEY],
+            pad_id=probe.pad_id,
+        )
+        for settings in OPENVINO_CANDIDATES
+    ]
+    samples: list[tuple[list[float], list[float]]] = [([], []) for _ in engines]
+    for _ in range(ROUNDS):
+        for engine, (b1, b32) in zip(engines, samples, strict=True):
+            b1.append(statistics.median(_run_ms(engine, inputs) for inputs in singles))
+            b32.append(_run_ms(engine, batch))
+    costs = [float(np.sqrt(statistics.median(b1) * statistics.median(b32))) for b1, b32 in samples]
+    best = min(range(len(costs)), key=costs.__getitem__)
+    if costs[best] > costs[0] * (1 - MIN_GAIN):
+        best = 0
+    timings = {
+        _settings_name(settings): {
+            "b1_ms": round(statistics.median(b1), 3),
+            "b32_ms": round(statistics.median(b32), 3),
+        }
+        for settings, (b1, b32) in zip(OPENVINO_CANDIDATES, samples, strict=True)
+    }
+    chosen = dict(OPENVINO_CANDIDATES[best]) | {OPENVINO_PRECISION_KEY: precision}
+    logger.info("%s: OpenVINO tuning %s -> %s", folder.name, timings, _settings_name(chosen))
+    return chosen, {"timings": timings, "chosen": chosen, "texts": len(singles)}
+
+
+def _run_ms(engine: OpenVinoEngine, inputs: dict[str, np.ndarray]) -> float:
+    started = time.perf_counter()
+    engine.run(inputs)
+    return (time.perf_counter() - started) * 1000

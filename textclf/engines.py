@@ -26,6 +26,13 @@ MODEL_FILES: dict[EngineName, str] = {"onnxruntime": "model.onnx", "openvino": "
 OPENVINO_LENGTH_STEP = 16
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin has bf16 kernels here (AVX512-BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 class Engine(Protocol):
     """What the runtime needs of an engine."""
 
@@ -101,6 +108,7 @@ class OrtEngine:
     ) -> None:
         self.threads = threads
         self.providers = providers_for(use_cuda)
+        self.disabled_optimizers = list(disabled_optimizers or [])
         self.session = create_session(
             model,
             intra_op_threads=threads,
@@ -135,6 +143,7 @@ class OpenVinoEngine:
         threads: int,
         hint: str = "LATENCY",
         length_step: int = OPENVINO_LENGTH_STEP,
+        precision: str = "f32",
         pad_id: int = 0,
     ) -> None:
         try:
@@ -146,9 +155,17 @@ class OpenVinoEngine:
         self.threads = threads
         self.hint = hint
         self.length_step = max(1, length_step)
+        self.precision = precision
         self.pad_id = pad_id
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "NUM_STREAMS": 1}
+        # The precision is always explicit: on a CPU with native bf16 the plugin's default is bf16, not the graph's
+        # own fp32 (seen: 1.6e-3 |Δ logit| on an fp32 IR), and export's gates judge exactly what will run.
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": hint,
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": precision,
+        }
         self.compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
@@ -166,7 +183,8 @@ class OpenVinoEngine:
         return np.array(result[self._output], dtype=np.float32)
 
     def describe(self) -> str:
-        return f"openvino CPU, {self.threads} threads, {self.hint}, lengths in steps of {self.length_step}"
+        steps = f"lengths in steps of {self.length_step}"
+        return f"openvino CPU {self.precision}, {self.threads} threads, {self.hint}, {steps}"
 
 
 def _pad_columns(array: np.ndarray, width: int, value: int) -> np.ndarray:

@@ -42,6 +42,7 @@ SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len, the variant's n
 DISABLED_OPTIMIZERS_KEY = "disabled_optimizers"  # sidecar: ORT graph fusions export measured as slower here
 OPENVINO_HINT_KEY = "openvino_hint"  # sidecar: the PERFORMANCE_HINT export chose
 OPENVINO_STEP_KEY = "openvino_length_step"  # sidecar: the sequence-length step OpenVINO calls are padded to
+OPENVINO_PRECISION_KEY = "openvino_precision"  # sidecar: OpenVINO's inference precision (f32, or bf16 where native)
 MULTI_LABEL = "multi_label_classification"  # config.json's problem_type of a model trained with BCE-with-logits
 THRESHOLD_KEY = "textclf_threshold"  # config.json: train.threshold of a multi-label model
 DEFAULT_THRESHOLD = 0.5
@@ -149,6 +150,7 @@ def load_engine(
             threads=threads,
             hint=sidecar.get(OPENVINO_HINT_KEY, "LATENCY"),
             length_step=int(sidecar.get(OPENVINO_STEP_KEY, OPENVINO_LENGTH_STEP)),
+            precision=sidecar.get(OPENVINO_PRECISION_KEY, "f32"),
             pad_id=pad_id,
         )
     return OrtEngine(

@@ -1,9 +1,9 @@
-"""The variant registry: every ONNX variant export can build, in one place.
+"""The variant registry: every variant export can build, in one place.
 
-A variant is a name, the builder in `export.builders` that makes its folder, the settings that builder tries in
-order until one passes the gates, the parity limit it must meet, and the device it is judged and timed on. Export,
-config validation and the benchmarks all read this table; adding a variant means one entry here and one builder.
-Torch-free and optimum-free: the builders are named, not imported.
+A variant is a name, the builder in the export stage that makes its folder, the engine that runs it, the settings
+that builder tries in order until one passes the gates, the parity limit it must meet, and the device it is judged
+and timed on. Export, config validation and the benchmarks all read this table; adding a variant means one entry
+here and one builder. Torch-free and optimum-free: the builders are named, not imported.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any, Literal
 @dataclass(frozen=True)
 class VariantSpec:
     name: str
-    builder: str  # a function of export.builders: (source, out, **candidate) -> params recorded in the manifest
+    builder: str  # a builder function of the export stage: (source, out, **candidate) -> params in the manifest
     summary: str
     device: Literal["cpu", "cuda"] = "cpu"  # where the gates judge it and where it can serve
+    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"  # what runs it (textclf.engines)
     candidates: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({},))
     parity_field: str | None = None  # the ExportConfig field with its max |Δ logit| (None: recorded, not gated)
     default: bool = True  # in export.variants unless the config says otherwise
@@ -78,6 +79,27 @@ _SPECS = (
         "build_fp16_cpu",
         "fp16 weights and activations (float32 inputs and outputs) for the CPU provider",
         must_beat_fp32=True,
+    ),
+    VariantSpec(
+        "openvino-fp32",
+        "build_openvino_fp32",
+        "the fp32 export as OpenVINO IR on OpenVINO's CPU plugin: the reference for openvino-int8",
+        engine="openvino",
+        parity_field="max_optimized_parity",
+    ),
+    VariantSpec(
+        "openvino-int8",
+        "build_openvino_int8",
+        "NNCF post-training static int8 (transformer scheme, SmoothQuant) of the fp32 graph, on OpenVINO's CPU plugin",
+        engine="openvino",
+        # bf16 for the float parts first where the CPU has it natively (refused elsewhere), then f32; then the
+        # asymmetric preset and no SmoothQuant as accuracy fallbacks.
+        candidates=(
+            {"preset": "performance", "inference_precision": "bf16"},
+            {"preset": "performance", "inference_precision": "f32"},
+            {"preset": "mixed", "inference_precision": "f32"},
+            {"preset": "performance", "inference_precision": "f32", "smooth_quant": False},
+        ),
     ),
     VariantSpec(
         "fp16",

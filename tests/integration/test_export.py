@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from tests.artifacts import validate_against_schema
 from tests.tiny import build_tiny_bert, build_tiny_distilbert, tiny_texts, write_csv
 from textclf.config import Config
+from textclf.engines import OpenVinoEngine, OrtEngine
 from textclf.errors import ArtifactError
 from textclf.manifest import Manifest, read_manifest, require_export, require_train
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.runtime import Classifier
+from textclf.runtime import IDENTITY_FILES, Classifier
 from textclf.variants import DEFAULT_VARIANTS, variant_spec, variants_on
 from textclf_cli.app import app
 
@@ -44,7 +45,7 @@ def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) ->
         assert record.bytes == sum(f.bytes for f in record.files.values())
         assert all(len(f.sha256) == 64 for f in record.files.values())
         classifier = Classifier.from_run(exported_run.run_dir, name)
-        assert classifier.model_sha256 == record.files["model.onnx"].sha256
+        assert classifier.model_sha256 == record.files[IDENTITY_FILES[variant_spec(name).engine]].sha256
         predictions = classifier.predict(texts)
         assert [p.label in ("neg", "pos") for p in predictions] == [True, True]
         assert all(abs(sum(p.scores.values()) - 1) < 1e-5 for p in predictions)
@@ -59,6 +60,8 @@ def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) ->
     fp32_bytes = export.variants["fp32"].files["model.onnx"].bytes
     for name in ("int8-dynamic", "int8-qdq"):
         assert export.variants[name].files["model.onnx"].bytes < fp32_bytes, name
+    ov_fp32, ov_int8 = (export.variants[name].files["model.bin"].bytes for name in ("openvino-fp32", "openvino-int8"))
+    assert ov_int8 < ov_fp32
 
 
 def test_session_tuning_is_recorded_and_applied(exported_run: Config) -> None:
@@ -69,10 +72,20 @@ def test_session_tuning_is_recorded_and_applied(exported_run: Config) -> None:
         if not record.passed:
             continue
         tuning = record.params["session_tuning"]
-        assert set(tuning["timings"]) == {"default", "off: SkipLayerNormFusion"}, name
         assert all(t["b1_ms"] > 0 and t["b32_ms"] > 0 for t in tuning["timings"].values())
         classifier = Classifier.from_run(exported_run.run_dir, name)
-        assert classifier.disabled_optimizers == tuning["disabled_optimizers"], name
+        if variant_spec(name).engine == "openvino":
+            assert set(tuning["timings"]) == {
+                "openvino_length_step=1",
+                "openvino_length_step=16",
+                "openvino_length_step=32",
+            }
+            assert isinstance(classifier.engine, OpenVinoEngine)
+            assert classifier.engine.length_step == tuning["chosen"]["openvino_length_step"], name
+            continue
+        assert set(tuning["timings"]) == {"default", "off: SkipLayerNormFusion"}, name
+        assert isinstance(classifier.engine, OrtEngine)
+        assert classifier.engine.disabled_optimizers == tuning["disabled_optimizers"], name
     # int8-qdq: every MatMul reads dequantized int8 inputs and none of their outputs is quantized again.
     graph = onnx.load(str(exported_run.run_dir / ONNX_DIR / "int8-qdq" / "model.onnx")).graph
     produced_by = {output: node.op_type for node in graph.node for output in node.output}
@@ -162,7 +175,7 @@ def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: 
 
     # A changed gate is a changed input: that variant is judged again.
     changed = cfg.model_copy(update={"export": cfg.export.model_copy(update={"max_accuracy_drop": 0.01})})
-    run(changed, changed.run_dir)
+    run(changed, changed.run_dir, load_data=load_labelled_data)
     assert not any(r.skipped for r in require_export(cfg.run_dir).variants.values())
 
 
