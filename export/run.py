@@ -28,18 +28,42 @@ from textclf.manifest import (
 from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
 from textclf.records import Machine
 from textclf.runtime import Classifier
-from textclf.schema import EvalTextsRecord, ExportCheckpoint, ExportSection, PyTorchReference, VariantRecord
+from textclf.schema import (
+    EvalTextsRecord,
+    ExportCheckpoint,
+    ExportSection,
+    PyTorchReference,
+    ShapeTiming,
+    VariantRecord,
+)
 from textclf.variants import VARIANTS, variant_spec, variants_on
 from textclf_export.builders import BuildSource, export_fp32
 from textclf_export.evaldata import DataLoader, checkpoint_labels, checkpoint_threshold, load_eval_data
 from textclf_export.gates import TestLabel, scores_from_logits, time_variant
 from textclf_export.judging import BuildContext, Reference, build_and_judge
 from textclf_export.reference import pytorch_logits
+from textclf_export.routing import choose_route, time_shapes
 
 logger = logging.getLogger(__name__)
 
-_KEY_PACKAGES = ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "transformers")
-_NOT_IN_KEY = ("serving_variant", "timing_seconds", "variants")  # choosing/timing does not change a variant
+_KEY_PACKAGES = (
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "nncf",
+    "torch",
+    "transformers",
+)
+_NOT_IN_KEY = (
+    "serving_variant",
+    "timing_seconds",
+    "variants",
+    "route_long_calls",
+    "shape_timing_seconds",
+)  # choosing/timing does not change a variant
 # Bumped whenever a builder or the session tuning changes what a variant folder holds (or how it is chosen):
 # earlier folders rebuild.
 BUILD_VERSION = 6
@@ -119,6 +143,18 @@ def _speed_gate(variants: dict[str, VariantRecord], onnx_dir: Path) -> None:
             logger.info("%s: refused: %s", name, reason)
             shutil.rmtree(onnx_dir / name, ignore_errors=True)
             variants[name] = record.model_copy(update={"passed": False, "reason": reason, "files": {}, "bytes": 0})
+
+
+def _time_shapes(
+    variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config
+) -> list[ShapeTiming]:
+    """Every passing CPU variant timed across call shapes (the engine alone), for the long-call route."""
+    passing = [n for n, r in variants.items() if r.passed and n in variants_on("cpu")]
+    if len(passing) < 2:
+        return []
+    classifiers = {n: Classifier(onnx_dir / n, expected_files=variants[n].files) for n in passing}
+    logger.info("timing %d variants across call shapes", len(classifiers))
+    return time_shapes(classifiers, texts, cfg.export.shape_timing_seconds)
 
 
 def _choose_serving(variants: dict[str, VariantRecord], pinned: str | None) -> tuple[str, str]:
@@ -223,6 +259,9 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
     try:
         serving, section.serving_reason = _choose_serving(variants, cfg.export.serving_variant)
         section.serving_variant = serving
+        if cfg.export.route_long_calls:
+            section.shape_timings = _time_shapes(variants, onnx_dir, eval_data.test_texts, cfg)
+            section.serving_route = choose_route(section.shape_timings, serving)
     finally:
         section.wall_time_s = round(time.perf_counter() - started, 1)
         update_manifest(run_dir, section, config=cfg.to_dict())

@@ -94,6 +94,10 @@ class ExportConfig(Section):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "entropy"
     timing_seconds: float = Field(3.0, gt=0, description="time per variant for choosing serving_variant")
     serving_variant: str | None = Field(None, description="pin the served variant")
+    route_long_calls: bool = Field(
+        True, description="time every passing CPU variant across call shapes; route long calls to a faster one"
+    )
+    shape_timing_seconds: float = Field(0.3, gt=0, description="time per call shape for the route")
 
     @field_validator("variants")
     @classmethod

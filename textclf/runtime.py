@@ -30,6 +30,7 @@ from textclf.hardware import usable_cores
 from textclf.manifest import require_export, verify_files
 from textclf.paths import ONNX_DIR
 from textclf.records import FileEntry
+from textclf.schema import ExportSection
 
 logger = logging.getLogger(__name__)
 
@@ -264,18 +265,31 @@ class Classifier:
         logger.info("routing: %s", self.engine.describe())
 
     @classmethod
-    def from_run(cls, run_dir: Path, variant: str | None = None, **kwargs: Any) -> Classifier:
-        """Load the manifest's serving variant (or `variant`) of a run folder, verified against its sha256s."""
+    def from_run(cls, run_dir: Path, variant: str | None = None, *, route: bool = True, **kwargs: Any) -> Classifier:
+        """Load the manifest's serving variant (or `variant`) of a run folder, verified against its sha256s.
+
+        The serving variant comes with export's long-call route when it recorded one (`route=False` leaves it out):
+        calls over the route's padded-token threshold run on the route variant's engine.
+        """
         export = require_export(Path(run_dir))
         name = variant or export.serving_variant
         if not name:
             raise ArtifactError(f"{run_dir}: the export chose no serving variant (none passed its gates)")
+        classifier = cls._load_variant(Path(run_dir), export, name, **kwargs)
+        plan = export.serving_route
+        if variant is None and route and plan is not None:
+            long = cls._load_variant(Path(run_dir), export, plan.variant, **kwargs)
+            classifier.route_long_calls(long, plan.max_short_tokens)
+        return classifier
+
+    @classmethod
+    def _load_variant(cls, run_dir: Path, export: ExportSection, name: str, **kwargs: Any) -> Classifier:
         record = export.variants.get(name)
         if record is None:
             raise ArtifactError(f"{run_dir}: variant {name!r} is not in the manifest")
         if not record.passed:
             raise ArtifactError(f"{run_dir}: variant {name!r} was refused at export: {record.reason}")
-        return cls(Path(run_dir) / ONNX_DIR / name, expected_files=record.files, **kwargs)
+        return cls(run_dir / ONNX_DIR / name, expected_files=record.files, **kwargs)
 
     # -- tokenization ---------------------------------------------------------------------------------------
     def encode(self, texts: list[str]) -> list[Any]:

@@ -172,6 +172,23 @@ class EvalTextsRecord(Record):
     sha256: str
 
 
+class ShapeTiming(Record):
+    """One call shape every passing CPU variant was timed at (engine alone, synthetic token ids of real text)."""
+
+    batch: int
+    seq_len: int
+    ms: dict[str, float] = Field(description="p50 per call, by variant")
+
+
+class ServingRoute(Record):
+    """Calls over `max_short_tokens` padded tokens (texts × longest) run on `variant` instead of the serving one."""
+
+    variant: str
+    max_short_tokens: int
+    envelope_min: float = Field(description="over the timed shapes: min(best variant's time ÷ the routed time)")
+    envelope_min_unrouted: float = Field(description="the same for the serving variant alone")
+
+
 class ExportSection(Record):
     """What `textclf export` did: every variant's verdict and the serving variant."""
 
@@ -190,6 +207,10 @@ class ExportSection(Record):
     variants: dict[str, VariantRecord]
     serving_variant: str | None = None
     serving_reason: str | None = None
+    shape_timings: list[ShapeTiming] = Field(default_factory=list)
+    serving_route: ServingRoute | None = Field(
+        None, description="long calls on another variant, where export's shape timings found one faster there"
+    )
     wall_time_s: float | None = None
 
 

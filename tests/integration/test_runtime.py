@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.tiny import tiny_texts
 from textclf.config import Config
-from textclf.engines import providers_for
+from textclf.engines import RoutedEngine, providers_for
 from textclf.runtime import Classifier, OverlengthError, default_intra_op_threads, softmax
 
 
@@ -87,3 +89,30 @@ def test_thread_settings(exported_run: Config) -> None:
     assert providers_for(use_cuda=False) == ["CPUExecutionProvider"]
     # Asking for CUDA where this onnxruntime build has none falls back to the CPU instead of failing.
     assert providers_for(use_cuda=True)[-1] == "CPUExecutionProvider"
+
+
+def test_the_serving_route_runs_long_calls_on_the_other_engine(exported_run: Config, tmp_path: Path) -> None:
+    import shutil
+
+    from textclf.manifest import read_manifest, write_manifest
+    from textclf.schema import ServingRoute
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run.run_dir, run_dir)
+    manifest = read_manifest(run_dir)
+    assert manifest is not None and manifest.export is not None
+    serving = "int8-qdq-mha" if manifest.export.variants["int8-qdq-mha"].passed else "fp32"
+    route = ServingRoute(variant="openvino-fp32", max_short_tokens=16, envelope_min=1.0, envelope_min_unrouted=0.8)
+    export = manifest.export.model_copy(update={"serving_variant": serving, "serving_route": route})
+    write_manifest(run_dir, manifest.model_copy(update={"export": export}))
+
+    routed = Classifier.from_run(run_dir, intra_op_threads=1)
+    assert isinstance(routed.engine, RoutedEngine)
+    assert "openvino" in routed.engine.describe()
+    alone = Classifier.from_run(run_dir, route=False, intra_op_threads=1)
+    assert not isinstance(alone.engine, RoutedEngine)
+    openvino = Classifier.from_run(run_dir, "openvino-fp32", intra_op_threads=1)
+    short, long = "good film", " ".join(["a long and rather dull film"] * 20)
+    assert len(routed.encode([long])[0].ids) > 16 >= len(routed.encode([short])[0].ids)
+    np.testing.assert_array_equal(routed.logits([short])[0], alone.logits([short])[0])
+    np.testing.assert_array_equal(routed.logits([long])[0], openvino.logits([long])[0])
