@@ -140,7 +140,7 @@ def build(
         out = stdout_console()
         out.print(f"model: {tag}")
         if not skip_bento:
-            out.print(f"bento: {build_bento(bentofile.resolve())}")
+            out.print(f"bento: {build_bento(cfg.run_dir, bentofile.resolve())}")
 
 
 @app.command()

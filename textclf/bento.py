@@ -1,4 +1,5 @@
-"""Package a run for BentoML: import its serving variant into the model store, then build the Bento."""
+"""Package a run for BentoML: import its served variants into the model store, then build the Bento with only
+the engines they run on."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from textclf.engines import EngineName
 from textclf.errors import ArtifactError
+from textclf.files import atomic_write_text, sha256_bytes
 from textclf.manifest import require_manifest, require_section, verify_files
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.runtime import MODEL_FILE
+from textclf.runtime import IDENTITY_FILES
+from textclf.schema import ExportSection, VariantRecord
+from textclf.variants import variant_spec
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +32,16 @@ def model_version(run: str, variant: str, sha256: str) -> str:
     return re.sub(r"[^a-z0-9_.-]", "-", raw)
 
 
+def served_variants(export: ExportSection) -> list[str]:
+    """The serving variant, then the long-call route's variant where export recorded one."""
+    if not export.serving_variant:
+        raise ArtifactError("the export chose no serving variant; nothing to package")
+    route = [export.serving_route.variant] if export.serving_route else []
+    return [export.serving_variant, *route]
+
+
 def import_model(run_dir: Path, model_name: str) -> str:
-    """Copy the manifest and the serving variant of `run_dir` into the BentoML model store.
+    """Copy the manifest and the served variants of `run_dir` into the BentoML model store.
 
     The model folder mirrors the run folder (`manifest.json` + `onnx/<variant>/`) so the service loads it with
     the same verified path as a local run. Importing the same artifacts twice is a no-op.
@@ -39,41 +54,85 @@ def import_model(run_dir: Path, model_name: str) -> str:
 
     manifest = require_manifest(run_dir, "export")
     export = require_section(manifest.export, run_dir, "export")
-    variant = export.serving_variant
-    if not variant:
-        raise ArtifactError(f"{run_dir}: the export chose no serving variant; nothing to package")
-    record = export.variants[variant]
-    verify_files(run_dir / ONNX_DIR / variant, record.files)
-    sha256 = record.files[MODEL_FILE].sha256
-    tag = f"{model_name}:{model_version(manifest.run, variant, sha256)}"
+    names = served_variants(export)
+    records = {name: export.variants[name] for name in names}
+    for name, record in records.items():
+        verify_files(run_dir / ONNX_DIR / name, record.files)
+    variant = names[0]
+    sha256 = model_sha256(records[variant], variant_engine(variant))
+    version_key = "+".join(names)
+    if len(names) > 1:  # the route's model is part of what is served: another route is another model version
+        sha256_route = model_sha256(records[names[1]], variant_engine(names[1]))
+        sha256 = sha256_bytes(f"{sha256}:{sha256_route}".encode())
+    tag = f"{model_name}:{model_version(manifest.run, version_key, sha256)}"
     try:
         bentoml.models.get(tag)
         logger.info("model %s is already in the store", tag)
         return tag
     except NotFound:
         pass
-    # Only the serving variant travels; the manifest keeps the other variants' verdicts for the record.
-    trimmed = manifest.model_copy(update={"export": export.model_copy(update={"variants": {variant: record}})})
+    # Only the served variants travel; the manifest keeps the other variants' verdicts out.
+    trimmed = manifest.model_copy(update={"export": export.model_copy(update={"variants": records})})
     metadata: dict[str, Any] = {
         "variant": variant,
+        **({"route": export.serving_route.model_dump()} if export.serving_route else {}),
+        "engines": sorted({variant_engine(name) for name in names}),
         "sha256": sha256,
-        "test_accuracy": record.test_accuracy,
-        "accuracy_delta": record.accuracy_delta,
+        "test_accuracy": records[variant].test_accuracy,
+        "accuracy_delta": records[variant].accuracy_delta,
         "max_seq_len": export.max_seq_len,
         "labels": export.label_names,
     }
     with bentoml.models.create(tag, labels={"run": manifest.run, "variant": variant}, metadata=metadata) as model:
         target = Path(model.path)
-        shutil.copytree(run_dir / ONNX_DIR / variant, target / ONNX_DIR / variant)
+        for name in names:
+            shutil.copytree(run_dir / ONNX_DIR / name, target / ONNX_DIR / name)
         (target / MANIFEST_NAME).write_text(trimmed.to_json())
     logger.info("imported %s into the BentoML model store", tag)
     return tag
 
 
-def build_bento(bentofile: Path = BENTOFILE) -> str:
-    """`bentoml build` of the project's bentofile; returns the Bento's tag."""
+def model_sha256(record: VariantRecord, engine: EngineName) -> str:
+    return record.files[IDENTITY_FILES[engine]].sha256
+
+
+def variant_engine(name: str) -> EngineName:
+    return variant_spec(name).engine
+
+
+# The pip package of each engine, as this environment has it installed (the Bento pins what was tested here).
+ENGINE_PACKAGES: dict[EngineName, str] = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def bentofile_for(engines: set[EngineName], bentofile: Path = BENTOFILE) -> dict[str, Any]:
+    """The bentofile with only the served engines' packages: a Bento that serves OpenVINO alone ships no
+    onnxruntime, and one that serves ONNX Runtime alone no openvino (each is ~80-180 MB installed)."""
+    from importlib import metadata
+
+    spec: dict[str, Any] = yaml.safe_load(bentofile.read_text())
+    engine_names = set(ENGINE_PACKAGES.values())
+    packages = [p for p in spec["python"]["packages"] if re.split(r"[=<>!~ ]", p, maxsplit=1)[0] not in engine_names]
+    # The GPU flavour names onnxruntime-gpu, which is not an engine name here and stays.
+    pinned = [f"{ENGINE_PACKAGES[e]}=={metadata.version(ENGINE_PACKAGES[e])}" for e in sorted(engines)]
+    if "onnxruntime" in engines and any(p.startswith("onnxruntime-gpu") for p in packages):
+        pinned = [p for p in pinned if not p.startswith("onnxruntime==")]
+    spec["python"]["packages"] = pinned + packages
+    return spec
+
+
+def build_bento(run_dir: Path, bentofile: Path = BENTOFILE) -> str:
+    """`bentoml build` of the project's bentofile with the run's served engines; returns the Bento's tag."""
     import bentoml
 
-    bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(bentofile.parent))
-    logger.info("built Bento %s", bento.tag)
+    export = require_section(require_manifest(run_dir, "export").export, run_dir, "export")
+    engines = {variant_engine(name) for name in served_variants(export)}
+    spec = bentofile_for(engines, bentofile)
+    # BentoML reads a bentofile from a path; a hidden one beside the original keeps its build context and includes.
+    generated = bentofile.with_name(f".{bentofile.stem}.generated.yaml")
+    atomic_write_text(generated, yaml.safe_dump(spec, sort_keys=False))
+    try:
+        bento = bentoml.bentos.build_bentofile(str(generated), build_ctx=str(bentofile.parent))
+    finally:
+        generated.unlink(missing_ok=True)
+    logger.info("built Bento %s (engines: %s)", bento.tag, ", ".join(sorted(engines)))
     return str(bento.tag)
