@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from textclf.config import Config, DataConfig
 from textclf.errors import DataError
-from textclf.runtime import multi_label_threshold
+from textclf.predictions import multi_label_threshold
 from textclf.schema import TrainSection
 from textclf_export.gates import TestLabel
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textclf.runtime import Classifier, over_threshold, sigmoid
+from textclf.predictions import over_threshold, sigmoid
+from textclf.runtime import Classifier
 from textclf.schema import BatchInvariance
 
 # A test text's truth: a class id, or for a multi-label model the ids of its labels.

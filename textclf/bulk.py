@@ -18,7 +18,8 @@ from typing import Any, Final
 import numpy as np
 
 from textclf.errors import ArtifactError, InputError
-from textclf.runtime import Classifier, Prediction, length_order
+from textclf.predictions import Prediction
+from textclf.runtime import Classifier, length_order
 from textclf.table_sinks import Column, check_output, open_sink
 from textclf.tables import CHUNK_ROWS, Chunk, Source, open_source
 

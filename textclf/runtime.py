@@ -29,6 +29,7 @@ from textclf.errors import ArtifactError, RequestError
 from textclf.hardware import usable_cores
 from textclf.manifest import require_export, verify_files
 from textclf.paths import ONNX_DIR
+from textclf.predictions import Prediction, multi_label_threshold, predictions, probabilities
 from textclf.records import FileEntry
 from textclf.schema import ExportSection
 
@@ -44,9 +45,6 @@ DISABLED_OPTIMIZERS_KEY = "disabled_optimizers"  # sidecar: ORT graph fusions ex
 OPENVINO_HINT_KEY = "openvino_hint"  # sidecar: the PERFORMANCE_HINT export chose
 OPENVINO_STEP_KEY = "openvino_length_step"  # sidecar: the sequence-length step OpenVINO calls are padded to
 OPENVINO_PRECISION_KEY = "openvino_precision"  # sidecar: OpenVINO's inference precision (f32, or bf16 where native)
-MULTI_LABEL = "multi_label_classification"  # config.json's problem_type of a model trained with BCE-with-logits
-THRESHOLD_KEY = "textclf_threshold"  # config.json: train.threshold of a multi-label model
-DEFAULT_THRESHOLD = 0.5
 
 
 class OverlengthError(RequestError):
@@ -54,25 +52,6 @@ class OverlengthError(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__("text_too_long", message)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    score: float
-    scores: dict[str, float]
-    truncated: bool = False
-    labels: list[str] | None = None  # multi-label: every label at or over the threshold, best first
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of one prediction, the service's and bulk output's alike: `labels` only for a multi-label
-        model, `truncated` only where the text was cut."""
-        out: dict[str, Any] = {"label": self.label, "score": self.score, "scores": self.scores}
-        if self.labels is not None:
-            out["labels"] = self.labels
-        if self.truncated:
-            out["truncated"] = True
-        return out
 
 
 def length_order(lengths: Sequence[int]) -> list[int]:
@@ -88,35 +67,6 @@ class Batch:
     inputs: dict[str, np.ndarray]
     truncated: list[bool]
     tokens: int  # real (non-padding) tokens in the batch
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
-    return result
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function (each label's own probability in a multi-label model)."""
-    result: np.ndarray = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-    return result.astype(np.float32)
-
-
-def multi_label_threshold(config: Mapping[str, Any]) -> float | None:
-    """A model config.json's threshold: train.threshold for a multi-label model (0.5 when an outside one has
-    none), None for a single-label model."""
-    if config.get("problem_type") != MULTI_LABEL:
-        return None
-    return float(config.get(THRESHOLD_KEY, DEFAULT_THRESHOLD))
-
-
-def over_threshold(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """Multi-label: which labels a row predicts, as a boolean matrix (the one comparison train, export's gates and
-    the service all use)."""
-    result: np.ndarray = probabilities >= threshold
-    return result
 
 
 def default_intra_op_threads(workers: int = 1) -> int:
@@ -363,16 +313,7 @@ class Classifier:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Softmax over the classes, or for a multi-label model each label's own sigmoid."""
-        return sigmoid(logits) if self.multi_label else softmax(logits)
-
-    def label_sets(self, probabilities: np.ndarray) -> list[list[str]]:
-        """Multi-label: each row's labels at or over the threshold, best first (possibly none)."""
-        threshold = self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
-        sets = []
-        for row, chosen in zip(probabilities, over_threshold(probabilities, threshold), strict=True):
-            ranked = np.argsort(-row, kind="stable")
-            sets.append([self.labels[i] for i in ranked if chosen[i]])
-        return sets
+        return probabilities(logits, self.multi_label)
 
     def predictions(
         self, logits: np.ndarray, truncated: list[bool], *, top_k: int | None = None, raw_scores: bool = False
@@ -383,19 +324,4 @@ class Classifier:
             top_k: keep only the k best classes in `scores` (best first); None keeps every class in label order.
             raw_scores: scores are the logits themselves instead of probabilities (the label set is unchanged).
         """
-        probabilities = self.probabilities(logits)
-        values = logits if raw_scores else probabilities
-        label_sets: list[list[str] | None] = [None] * len(values)
-        if self.multi_label:
-            label_sets = list(self.label_sets(probabilities))
-        k = None if top_k is None else min(top_k, len(self.labels))
-        predictions = []
-        for row, was_truncated, labels in zip(values, truncated, label_sets, strict=True):
-            best = int(row.argmax())
-            if k is None:
-                scores = {label: float(v) for label, v in zip(self.labels, row, strict=True)}
-            else:
-                ranked = np.argsort(-row, kind="stable")[:k]
-                scores = {self.labels[i]: float(row[i]) for i in ranked}
-            predictions.append(Prediction(self.labels[best], float(row[best]), scores, was_truncated, labels))
-        return predictions
+        return predictions(logits, truncated, self.labels, self.threshold, top_k=top_k, raw_scores=raw_scores)

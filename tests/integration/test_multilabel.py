@@ -16,6 +16,7 @@ from tests.tiny import build_tiny_bert
 from textclf.config import Config
 from textclf.manifest import require_export, require_train
 from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG
+from textclf.predictions import label_sets
 from textclf.runtime import Classifier
 from textclf_train.demo import FILLER, TOPIC_CUES, multi_label_rows
 
@@ -170,4 +171,6 @@ def test_bulk_prediction_writes_each_rows_label_set(multi_label_run: Config, tmp
 def test_label_sets_may_be_empty(multi_label_run: Config) -> None:
     classifier = Classifier.from_run(multi_label_run.run_dir)
     probabilities = np.array([[0.1, 0.39, 0.2], [0.9, 0.4, 0.1]], dtype=np.float32)
-    assert classifier.label_sets(probabilities) == [[], [classifier.labels[0], classifier.labels[1]]]
+    assert classifier.threshold == 0.4
+    sets = label_sets(probabilities, classifier.labels, classifier.threshold)
+    assert sets == [[], [classifier.labels[0], classifier.labels[1]]]

@@ -15,7 +15,8 @@ from typer.testing import CliRunner, Result
 from tests.imports import assert_imports_without
 from tests.tiny import tiny_texts
 from textclf.config import Config
-from textclf.runtime import Classifier, Prediction
+from textclf.predictions import Prediction
+from textclf.runtime import Classifier
 from textclf.tables import CHUNK_ROWS
 from textclf_cli.app import app
 

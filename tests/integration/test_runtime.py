@@ -10,7 +10,8 @@ import pytest
 from tests.tiny import tiny_texts
 from textclf.config import Config
 from textclf.engines import RoutedEngine, providers_for
-from textclf.runtime import Classifier, OverlengthError, default_intra_op_threads, softmax
+from textclf.predictions import softmax
+from textclf.runtime import Classifier, OverlengthError, default_intra_op_threads
 
 
 @pytest.fixture(scope="module")
