@@ -18,8 +18,8 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from textclf.config import DataConfig
 from textclf.errors import DataError
 from textclf.files import sha256_bytes, sha256_file
+from textclf.packaged import packaged_file
 from textclf.tables import FORMATS
-from textclf_train.packaged import packaged_file
 
 logger = logging.getLogger(__name__)
 

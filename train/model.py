@@ -9,8 +9,8 @@ from typing import Literal
 
 from textclf.errors import ConfigError
 from textclf.manifest import file_entries, folder_digest
+from textclf.packaged import packaged_file
 from textclf.schema import BaseModelRecord
-from textclf_train.packaged import packaged_file
 
 logger = logging.getLogger(__name__)
 
