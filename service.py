@@ -6,21 +6,24 @@ the BentoML model store (`make bento`), or from `TEXTCLF_ARTIFACTS=artifacts/<ru
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
 from textclf.auth import parse_api_keys
-from textclf.batcher import BatchStats, GreedyBatcher
-from textclf.bentoml_patch import replace_bentoml_request_timer
+from textclf.batcher import BatchStats, Engine, GreedyBatcher
+from textclf.bentoml_patch import check_request_timer_replaced, replace_bentoml_request_timer
 from textclf.config import load_config
 from textclf.errors import RequestError
 from textclf.guard import Access, ModelState, RequestGuard, error_body
@@ -38,10 +41,18 @@ MODEL_STATE = ModelState()  # this worker's loaded model, shared with the guard 
 # install build-essential and git: every runtime package here ships as a wheel and nothing is compiled.
 BASE_IMAGE = os.environ.get("TEXTCLF_BASE_IMAGE", "python:3.11-slim")
 IMAGE = bentoml.images.Image(base_image=BASE_IMAGE, distro="prebuilt-wheels-only", lock_python_packages=False)
-# The guard answers past serve.timeout_s in our error shape; BentoML's own per-request timer leaked every request's
-# context for its whole timeout and is replaced by a pass-through (textclf.bentoml_patch, with the measurements).
-BENTOML_TIMEOUT_MARGIN_S = 30
+# BentoML's own per-request timer leaked every request's context for its whole timeout and is replaced by a
+# pass-through (textclf.bentoml_patch, with the measurements); the guard enforces serve.timeout_s.
 replace_bentoml_request_timer()
+# After its engine thread dies a worker answers 503 at once, fails /livez for this long (probes and logs see it),
+# then exits through uvicorn's graceful shutdown: BentoML's arbiter (circus) starts a fresh one. Nothing else would:
+# BentoML reports `__is_alive__` on /livez but never acts on it. (Inside a BentoML container the arbiter does not
+# respawn workers, BENTOML_CONTAINERIZED; the server exits with its last worker and the orchestrator restarts it.)
+ENGINE_DEATH_EXIT_DELAY_S = 2.0
+# Test-only hooks, off unless set (tests/integration/test_serving_load.py): an engine call sleeps this long first,
+# and a text equal to the marker kills the engine thread in a real `bentoml serve`.
+DEBUG_ENGINE_DELAY_S = float(os.environ.get("TEXTCLF_DEBUG_ENGINE_DELAY_S") or 0)
+DEBUG_KILL_ENGINE_TEXT = os.environ.get("TEXTCLF_DEBUG_KILL_ENGINE_TEXT") or None
 
 # The request and response as typed, constrained values: BentoML writes them into /docs.json. The guard checks the
 # same limits first (and what a schema cannot say) and answers in the project's error shape.
@@ -111,6 +122,43 @@ def _observe(stats: BatchStats) -> None:
     BATCH_SIZE.observe(stats.texts)
 
 
+class EngineKilled(BaseException):
+    """Raised by the test-only kill marker: a BaseException, so no `except Exception` in the engine thread stops it."""
+
+
+class _DebugEngine:
+    """The classifier behind the test-only hooks: a slow engine, and a text that kills the engine thread."""
+
+    _KILL = object()  # stands for the marker text's encoding
+
+    def __init__(self, classifier: Classifier, delay_s: float, kill_text: str | None) -> None:
+        self.classifier = classifier
+        self.delay_s = delay_s
+        self.kill_text = kill_text
+
+    def encode(self, texts: list[str]) -> list[Any]:
+        encodings = self.classifier.encode(texts)
+        return [self._KILL if text == self.kill_text else e for text, e in zip(texts, encodings, strict=True)]
+
+    def token_count(self, encoding: Any) -> int:
+        return 1 if encoding is self._KILL else self.classifier.token_count(encoding)
+
+    def infer_encoded(self, encodings: list[Any]) -> Any:
+        time.sleep(self.delay_s)
+        if any(e is self._KILL for e in encodings):
+            raise EngineKilled("TEXTCLF_DEBUG_KILL_ENGINE_TEXT reached the engine")
+        return self.classifier.infer_encoded(encodings)
+
+
+def _exit_after_engine_death(_error: BaseException | None) -> None:
+    """The engine thread is gone and this worker cannot serve again: leave, and let the arbiter replace us."""
+    logger.critical("this worker exits in %g s; BentoML's arbiter starts a fresh one", ENGINE_DEATH_EXIT_DELAY_S)
+    # SIGTERM, not os._exit: uvicorn's graceful shutdown still sends every answer already written (all 503s now).
+    timer = threading.Timer(ENGINE_DEATH_EXIT_DELAY_S, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
+
+
 def _route_logs_to_bentoml() -> None:
     """BentoML configures handlers for its own logger tree only; the guard's request log (sizes and latency,
     never texts) and the runtime's load message go to the same place."""
@@ -126,7 +174,8 @@ def _route_logs_to_bentoml() -> None:
     name="textclf",
     workers=SERVE.workers,
     # No traffic.max_concurrency here: the guard enforces it and answers 503 + Retry-After in our error shape.
-    traffic={"timeout": SERVE.timeout_s + BENTOML_TIMEOUT_MARGIN_S},
+    # BentoML's timeout middleware is a pass-through (textclf.bentoml_patch): the guard enforces this timeout.
+    traffic={"timeout": SERVE.timeout_s},
     image=IMAGE,
     metrics={"enabled": True},
     # BentoML's access line per request, next to the guard's own (status, texts, bytes, latency; never texts).
@@ -167,27 +216,35 @@ class TextClassifier:
                 "source": str(run_dir),
             },
         )
-        if SERVE.on_overlength == "error":
-            MODEL_STATE.count_overlength = self.classifier.first_overlength
-        self.batcher = GreedyBatcher(
-            self.classifier,
-            max_batch_texts=SERVE.max_batch_texts,
-            max_batch_tokens=SERVE.max_batch_tokens,
-            max_queued_texts=SERVE.max_queued_texts,
-            lookahead_texts=SERVE.lookahead_texts,
-            on_batch=_observe,
-        )
+        engine: Engine[Any] = self.classifier
+        if DEBUG_ENGINE_DELAY_S or DEBUG_KILL_ENGINE_TEXT:
+            logger.warning("test-only engine hooks are on (TEXTCLF_DEBUG_*): never in production")
+            engine = _DebugEngine(self.classifier, DEBUG_ENGINE_DELAY_S, DEBUG_KILL_ENGINE_TEXT)
+        self.batcher = GreedyBatcher.from_config(engine, SERVE, on_batch=_observe, on_death=_exit_after_engine_death)
         self.batcher.start()
+        check_request_timer_replaced()  # the app's middleware stack is built before its startup runs this
         # Everything loaded so far lives as long as the worker: freezing it keeps the collector from walking
         # those objects again in every full collection (each one a pause of the event loop and the engine).
         gc.collect()
         gc.freeze()
         gc.callbacks.append(_time_gc)
 
+    async def __is_alive__(self) -> bool:
+        """BentoML's /livez: false once the engine thread has ended (the worker then exits and is restarted)."""
+        return self.batcher.alive
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: a worker whose engine has ended takes no traffic."""
+        return self.batcher.alive
+
     @bentoml.on_shutdown
-    def _drain(self) -> None:
-        """Answer whatever is still queued before the worker exits (SIGTERM with requests in flight)."""
-        self.batcher.close()
+    async def _drain(self) -> None:
+        """Stop the engine thread, answering anything still queued; joined in a thread, off the event loop.
+
+        By the time BentoML runs this hook, uvicorn's graceful shutdown has already waited for every request in
+        flight (the engine thread serves them until then; tests/integration/test_serving_load.py): the drain is
+        the engine thread's orderly end, and a backstop for anything left."""
+        await asyncio.to_thread(self.batcher.close)
 
     @bentoml.api
     async def predict(self, texts: Texts, top_k: TopK = None, raw_scores: RawScores = False) -> list[Prediction]:
@@ -195,7 +252,7 @@ class TextClassifier:
         multi-label model, + truncated)."""
         try:
             logits, truncated = await self.batcher.submit(texts)
-        except RequestError as exc:  # a full queue (503) or, in error mode, a text over max_seq_len tokens (422)
+        except RequestError as exc:  # a full queue or a dead engine (503); in error mode a too-long text (422)
             # Our own error body: the guard passes it on as it is (with Retry-After on a 503).
             return Response(json.dumps(error_body(exc)), status_code=exc.status)  # type: ignore[return-value]
         out = []

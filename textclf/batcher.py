@@ -1,6 +1,6 @@
 """A continuous batcher that keeps one inference engine busy without ever holding a request at an idle server.
 
-Why not BentoML's adaptive batching: its dispatcher holds a batch while the expected wait stays under the mean
+Why not BentoML's batchable APIs: their dispatcher holds a batch while the expected wait stays under the mean
 wait of recent batches; that mean grows under load and never decays, so after a burst a lone request waits for
 the burst's latency (measured: p50 5 ms fresh, 45–87 ms after a 32-user phase, issue 10). Here there is no
 timer at all: one engine thread picks its next call the moment it frees, from the texts waiting *then*, so a
@@ -16,7 +16,13 @@ took 2.5× the median).
 
 Requests are tokenized on arrival (in the caller's thread, overlapping the engine's current call) and answered
 through their own asyncio future. A failing call fails only the requests with a text inside it. A bounded queue
-refuses new work with `QueueFull` (the service answers 503 + Retry-After).
+refuses new work with `QueueFull` (the service answers 503 + Retry-After), checked before tokenizing so a refused
+request costs nothing. If the engine thread ends for any reason but `close()` (a bug, a BaseException from the
+engine), every request it held or queued is answered `EngineUnavailable` (503) at once, later ones too, `alive`
+turns False and `on_death` runs: a dead engine must never leave clients waiting for their timeout.
+
+One module of ~390 lines on purpose: the queue, the choice of a call and the engine thread's life and death share
+one lock and one invariant (every text queued is answered exactly once); split, each half would need the other's.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from textclf.errors import RequestError
+
+if TYPE_CHECKING:
+    from textclf.config import ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +49,10 @@ E = TypeVar("E")  # one tokenized text (a `tokenizers.Encoding` in the service)
 # An engine call's fixed cost, in tokens of work: one text per call took 2.72 ms/text and length-sorted calls of
 # 32 took 2.03 ms/text on ~25-token texts (issue 10), so ~0.7 ms per call at ~0.08 ms per token.
 CALL_OVERHEAD_TOKENS = 9
+# Requests up to this many characters are tokenized on the event loop: cheaper than a thread hop (a few hundred
+# µs of Rust at most), while a long one would stall every other client on the loop.
+INLINE_TOKENIZE_CHARS = 8192
+ENGINE_GONE = "the inference engine of this worker stopped; it is being restarted, retry shortly"
 
 
 class QueueFull(RequestError):
@@ -47,6 +60,13 @@ class QueueFull(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__("overloaded", message)
+
+
+class EngineUnavailable(RequestError):
+    """The engine thread has ended: nothing queued or submitted can run in this worker any more (503)."""
+
+    def __init__(self, message: str = ENGINE_GONE) -> None:
+        super().__init__("engine_unavailable", message)
 
 
 class Engine(Protocol[E]):
@@ -132,7 +152,8 @@ def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | Non
 
 @dataclass
 class GreedyBatcher(Generic[E]):
-    """One engine thread serving a queue of tokenized texts.
+    """One engine thread serving a queue of tokenized texts. The service builds it with `from_config`, so its
+    limits have one home: `ServeConfig` (`serve.*` in configs/default.yaml).
 
     Args:
         engine: tokenizes and runs calls (`infer_encoded` pads a call to its own longest text).
@@ -144,21 +165,45 @@ class GreedyBatcher(Generic[E]):
             tail latency; a longer reach pads less.
         inline_tokenize_chars: requests up to this many characters are tokenized on the event loop itself.
         on_batch: called in the engine thread after every call (metrics).
+        on_death: called once in the engine thread when it ends other than by `close()`, after every waiting
+            request has been answered; gets what ended it (the service exits the worker so it is restarted).
         clock: a monotonic clock in seconds; tests pass a fake one.
     """
 
     engine: Engine[E]
-    max_batch_texts: int = 8
-    max_batch_tokens: int = 2048
-    max_queued_texts: int = 4096
-    lookahead_texts: int = 16
-    inline_tokenize_chars: int = 8192
+    max_batch_texts: int
+    max_batch_tokens: int
+    max_queued_texts: int
+    lookahead_texts: int
+    inline_tokenize_chars: int = INLINE_TOKENIZE_CHARS
     on_batch: Callable[[BatchStats], None] | None = None
+    on_death: Callable[[BaseException | None], None] | None = None
     clock: Callable[[], float] = time.perf_counter
     _waiting: deque[_Text] = field(default_factory=deque, init=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _closing: bool = field(default=False, init=False)
+    _ended: bool = field(default=False, init=False)  # the engine thread is gone (or going): nothing more runs
+
+    @classmethod
+    def from_config(
+        cls,
+        engine: Engine[E],
+        serve: ServeConfig,
+        *,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        on_death: Callable[[BaseException | None], None] | None = None,
+    ) -> GreedyBatcher[E]:
+        """The batcher with the limits of the `serve` config section."""
+        return cls(
+            engine,
+            max_batch_texts=serve.max_batch_texts,
+            max_batch_tokens=serve.max_batch_tokens,
+            max_queued_texts=serve.max_queued_texts,
+            lookahead_texts=serve.lookahead_texts,
+            on_batch=on_batch,
+            on_death=on_death,
+        )
 
     def start(self) -> None:
         # A daemon thread: a worker that is killed must not hang on it; a clean shutdown drains it first.
@@ -166,7 +211,7 @@ class GreedyBatcher(Generic[E]):
         self._thread.start()
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Answer everything queued, then stop the engine thread."""
+        """Answer everything queued, then stop the engine thread (blocks: call it off the event loop)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -174,24 +219,44 @@ class GreedyBatcher(Generic[E]):
             self._thread.join(timeout_s)
 
     @property
+    def alive(self) -> bool:
+        """The engine thread runs and takes work: False before `start`, after `close` and once it has died."""
+        return self._thread is not None and self._thread.is_alive() and not self._ended
+
+    @property
     def queued_texts(self) -> int:
         return len(self._waiting)
+
+    def _check_room(self, count: int) -> None:
+        """Raise if `count` more texts cannot be queued now; the caller holds `_cond`."""
+        if self._closing:
+            raise QueueFull("the server is shutting down")
+        if self._ended:
+            raise EngineUnavailable()
+        if len(self._waiting) + count > self.max_queued_texts:
+            raise QueueFull(f"{len(self._waiting)} texts are already queued (limit {self.max_queued_texts})")
 
     async def submit(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """Logits (rows in input order) and truncation flags for one request's texts.
 
         Raises:
             QueueFull: the queue is at `max_queued_texts`, or the batcher is shutting down.
+            EngineUnavailable: the engine thread has ended (before or while this request waited).
             Exception: whatever the engine raised for a call holding one of this request's texts.
         """
+        with self._cond:  # refused before any tokenizing: a request that cannot be queued costs nothing
+            self._check_room(len(texts))
         loop = asyncio.get_running_loop()
         started = self.clock()
         # Tokenizing overlaps the call the engine is running now. Short requests (the common case) are tokenized
         # right here, which costs less than a thread hop; long ones go to a thread so the event loop stays free.
+        # `encode` also refuses over-length texts in `on_overlength=error` mode: that check lives only there.
         if sum(len(text) for text in texts) <= self.inline_tokenize_chars:
             encodings = self.engine.encode(list(texts))
         else:
             encodings = await loop.run_in_executor(None, self.engine.encode, list(texts))
+        if not encodings:
+            return np.zeros((0, 0), dtype=np.float32), []
         enqueued = self.clock()
         pending = _Pending(
             encodings=encodings,
@@ -203,13 +268,8 @@ class GreedyBatcher(Generic[E]):
             truncated=[False] * len(encodings),
             remaining=len(encodings),
         )
-        if not encodings:
-            return np.zeros((0, 0), dtype=np.float32), []
         with self._cond:
-            if self._closing:
-                raise QueueFull("the server is shutting down")
-            if len(self._waiting) + len(encodings) > self.max_queued_texts:
-                raise QueueFull(f"{len(self._waiting)} texts are already queued (limit {self.max_queued_texts})")
+            self._check_room(len(encodings))  # again: others may have filled the queue while this one tokenized
             self._waiting.extend(_Text(pending, i) for i in range(len(encodings)))
             self._cond.notify()
         try:
@@ -240,14 +300,45 @@ class GreedyBatcher(Generic[E]):
             return texts
 
     def _serve(self) -> None:
-        while (texts := self._next_call()) is not None:
+        running: list[_Text] = []
+        ended_by: BaseException | None = None
+        try:
+            while (texts := self._next_call()) is not None:
+                running = texts
+                try:
+                    self.run_call(texts)
+                except Exception as exc:  # a bug after the engine call: fail this call's requests, keep the thread
+                    logger.exception("engine thread: answering a call failed")
+                    for pending in {id(t.pending): t.pending for t in texts}.values():
+                        if not pending.future.done():
+                            self._fail(pending, exc)
+                running = []
+        except BaseException as exc:  # anything that ends the thread: answered below, never left to a timeout
+            ended_by = exc
+        finally:
+            self._end(running, ended_by)
+
+    def _end(self, running: list[_Text], ended_by: BaseException | None) -> None:
+        """The engine thread is ending: every request it held or queued gets a 503 now, and so will later ones."""
+        with self._cond:
+            self._ended = True
+            expected = self._closing and ended_by is None
+            left = [*running, *self._waiting]
+            self._waiting.clear()
+        requests = {id(t.pending): t.pending for t in left if not t.pending.failed and t.pending.remaining > 0}
+        for pending in requests.values():
+            pending.failed = True
+            self._answer(pending, None, EngineUnavailable())
+        if expected:
+            return
+        logger.critical(
+            "the engine thread died; %d waiting requests were answered 503", len(requests), exc_info=ended_by
+        )
+        if self.on_death is not None:
             try:
-                self.run_call(texts)
-            except Exception as exc:  # a bug after the engine call: fail this call's requests, keep the thread
-                logger.exception("engine thread: answering a call failed")
-                for pending in {id(t.pending): t.pending for t in texts}.values():
-                    if not pending.future.done():
-                        self._fail(pending, exc)
+                self.on_death(ended_by)
+            except Exception:
+                logger.exception("on_death callback failed")
 
     def _fail(self, pending: _Pending[Any], error: BaseException) -> None:
         """Answer a request with an error and take its other texts, wherever they wait, out of the queue."""

@@ -13,7 +13,6 @@ from typing import Final
 ERROR_STATUS: Final[dict[str, int]] = {
     "invalid_json": 400,
     "unauthorized": 401,
-    "not_found": 404,
     "method_not_allowed": 405,
     "request_timeout": 408,
     "too_many_texts": 413,
@@ -23,6 +22,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "empty_text": 422,
     "text_too_long": 422,
     "overloaded": 503,
+    "engine_unavailable": 503,  # the worker's engine thread died; the worker is being restarted
     "timeout": 504,
     "internal": 500,
 }

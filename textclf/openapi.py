@@ -22,7 +22,7 @@ _DESCRIPTIONS = {
     413: "too many texts, a text or the body too large",
     422: "a field is missing, unknown, of the wrong type, or a text is empty",
     500: "the server failed to answer",
-    503: "overloaded: retry after the `Retry-After` delay",
+    503: "overloaded, or this worker's engine stopped and it is restarting: retry after the `Retry-After` delay",
     504: "the prediction took longer than the server's timeout",
 }
 _MODEL_INFO = {

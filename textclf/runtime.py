@@ -299,13 +299,6 @@ class Classifier:
         """Logits in input order, and per-text truncation flags (see `infer_encoded` for the batching)."""
         return self.infer_encoded(self.encode(texts) if texts else [], batch_size)
 
-    def first_overlength(self, texts: list[str]) -> int | None:
-        """Index of the first text longer than max_seq_len tokens, or None."""
-        for index, encoding in enumerate(self.tokenizer.encode_batch(texts)):
-            if encoding.overflowing:
-                return index
-        return None
-
     def predict(self, texts: list[str], batch_size: int | None = None) -> list[Prediction]:
         """Label, score and every class's probability for each text, in input order."""
         logits, truncated = self.logits(texts, batch_size)

@@ -298,3 +298,16 @@ def test_export_without_training_names_the_missing_stage(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["export", "--set", f"artifacts_root={tmp_path}"])
     assert result.exit_code == 2
     assert "textclf train" in result.output
+
+
+def test_every_passing_variant_is_timed_across_call_shapes_for_the_route(exported_run: Config) -> None:
+    from textclf_export.routing import choose_route, shapes, time_shapes
+
+    export = require_export(exported_run.run_dir)
+    passing = [n for n, r in export.variants.items() if r.passed and n in variants_on("cpu")]
+    classifiers = {n: Classifier.from_run(exported_run.run_dir, n) for n in passing[:3]}
+    timings = time_shapes(classifiers, ["a good film", "a dull and weak plot"], seconds_per_shape=0.01)
+    assert [(t.batch, t.seq_len) for t in timings] == shapes(export.max_seq_len)
+    assert all(set(t.ms) == set(classifiers) and min(t.ms.values()) > 0 for t in timings)
+    route = choose_route(timings, passing[0])
+    assert route is None or (route.variant in classifiers and route.envelope_min > route.envelope_min_unrouted)

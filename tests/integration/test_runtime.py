@@ -52,7 +52,6 @@ def test_truncation_at_max_seq_len_is_flagged(classifier: Classifier) -> None:
     predictions = classifier.predict([long_text, "good"])
     assert [p.truncated for p in predictions] == [True, False]
     assert len(classifier.encode([long_text])[0].ids) == classifier.max_seq_len == 32
-    assert classifier.first_overlength(["good", long_text]) == 1
 
 
 def test_overlength_error_mode(exported_run: Config) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.serving import served
+from tests.serving import serve_env, served
 from tests.tiny import tiny_texts
 from textclf.config import Config
 from textclf.paths import ONNX_DIR
@@ -105,7 +105,7 @@ def test_concurrent_single_requests_all_succeed_and_are_batched(server: str) -> 
     assert all(len(r.json()) == 1 for r in responses)
     texts_after, batches_after = _histogram(server, "textclf_batch_size")
     assert texts_after - texts_before == len(texts)
-    assert batches_after - batches_before < len(texts), "adaptive batching merged concurrent requests"
+    assert batches_after - batches_before < len(texts), "the batcher ran concurrent requests' texts together"
 
 
 BAD_INPUTS = [
@@ -177,3 +177,16 @@ def test_tampered_model_is_refused_at_start(tmp_path: Path, exported_run: Config
             pass  # pragma: no cover - the server must not become ready
     assert "does not match the manifest" in str(failure.value)
     assert f"{variant}/model.onnx" in str(failure.value)
+
+
+def test_overlength_error_mode_is_a_422_naming_the_text(exported_run: Config, tmp_path: Path) -> None:
+    # The one over-length check is the batcher's tokenizer (`Classifier.encode`), off the event loop for long
+    # requests; the guard does not tokenize. Both tokenizing paths are covered: inline and in a thread.
+    long_text = " ".join(["good film"] * 40)  # > 32 tokens, the tiny model's max_seq_len
+    env = serve_env(exported_run.run_dir, tmp_path / "home", on_overlength="error")
+    with served("service:TextClassifier", env, tmp_path / "log") as url:
+        for texts in (["a good film", long_text], ["a good film", "x " * 4500, "a dull plot"]):
+            response = _predict(url, {"texts": texts})
+            assert response.status_code == 422, response.text
+            assert response.json()["error_type"] == "text_too_long" and "texts[1]" in response.json()["error"]
+        assert _predict(url, {"texts": ["a good film", "a dull plot"]}).status_code == 200

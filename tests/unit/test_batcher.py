@@ -8,7 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from textclf.batcher import BatchStats, GreedyBatcher, QueueFull
+from textclf.batcher import BatchStats, EngineUnavailable, GreedyBatcher, QueueFull
+from textclf.config import ServeConfig
 
 
 class FakeClock:
@@ -46,13 +47,19 @@ class FakeEngine:
         return logits, [len(words) > 3 for words in encodings]
 
 
+LIMITS = ("max_batch_texts", "max_batch_tokens", "max_queued_texts", "lookahead_texts")
+
+
 def _batcher(engine: FakeEngine, **kwargs: object) -> tuple[GreedyBatcher[list[str]], list[BatchStats]]:
+    """A started batcher with the serve section's defaults, except what the test sets."""
     stats: list[BatchStats] = []
+    defaults = ServeConfig()
+    settings: dict[str, object] = {name: getattr(defaults, name) for name in LIMITS}
     batcher: GreedyBatcher[list[str]] = GreedyBatcher(
         engine,
         clock=FakeClock(),
         on_batch=stats.append,
-        **kwargs,  # type: ignore[arg-type]
+        **(settings | kwargs),  # type: ignore[arg-type]
     )
     batcher.start()
     return batcher, stats
@@ -297,3 +304,117 @@ def test_a_bug_after_the_engine_call_fails_its_requests_and_the_engine_goes_on()
 
     asyncio.run(main())
     batcher.close()
+
+
+def test_the_limits_come_from_the_serve_config_only() -> None:
+    serve = ServeConfig(max_batch_texts=3, max_batch_tokens=77, max_queued_texts=99, lookahead_texts=5)
+    batcher = GreedyBatcher.from_config(FakeEngine(), serve)
+    assert [getattr(batcher, name) for name in LIMITS] == [3, 77, 99, 5]
+    with pytest.raises(TypeError):  # no second set of defaults to drift from the config
+        GreedyBatcher(FakeEngine())  # type: ignore[call-arg]
+
+
+class Killed(BaseException):
+    """Not an Exception: what no `except Exception` in the engine thread catches."""
+
+
+def test_a_dead_engine_thread_answers_everything_waiting_at_once_and_refuses_more() -> None:
+    gate = threading.Event()
+
+    class Dying(FakeEngine):
+        def infer_encoded(self, encodings: list[list[str]]) -> tuple[np.ndarray, list[bool]]:
+            if any("die" in words for words in encodings):
+                self.started.set()
+                assert gate.wait(10)
+                raise Killed
+            return super().infer_encoded(encodings)
+
+    engine = Dying()
+    deaths: list[BaseException | None] = []
+    batcher, _ = _batcher(engine, max_batch_texts=1)
+    batcher.on_death = deaths.append
+    assert batcher.alive
+
+    async def main() -> list[object]:
+        killer = asyncio.ensure_future(batcher.submit(["t1 die"]))
+        await _wait_started(engine)
+        queued = [asyncio.ensure_future(batcher.submit([f"t{i} a", f"t{i} b"])) for i in range(2, 6)]
+        await asyncio.sleep(0.01)
+        assert batcher.queued_texts == 8
+        gate.set()
+        # No timeout to wait for: every request has its answer as soon as the thread is gone.
+        answers = await asyncio.wait_for(asyncio.gather(killer, *queued, return_exceptions=True), timeout=5)
+        with pytest.raises(EngineUnavailable):  # later requests are refused at once, before tokenizing
+            await asyncio.wait_for(batcher.submit(["t9 late"]), timeout=5)
+        return answers
+
+    answers = asyncio.run(main())
+    batcher.close(timeout_s=5)  # joins the thread: on_death runs right after the answers went out
+    assert all(isinstance(a, EngineUnavailable) and a.status == 503 for a in answers), answers
+    assert not batcher.alive and batcher.queued_texts == 0
+    assert len(deaths) == 1 and isinstance(deaths[0], Killed)
+    assert not any("late" in words for call in engine.batches for words in call)
+
+
+def test_a_failure_while_picking_the_next_call_also_ends_visibly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import textclf.batcher as batcher_module
+
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    deaths: list[BaseException | None] = []
+    batcher, _ = _batcher(engine, max_batch_texts=1)
+    batcher.on_death = deaths.append
+
+    def broken(*args: object) -> list[int]:
+        raise RuntimeError("a bug in choose_call")
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        queued = [asyncio.ensure_future(batcher.submit([f"t{i}"])) for i in range(2, 5)]
+        await asyncio.sleep(0.01)
+        monkeypatch.setattr(batcher_module, "choose_call", broken)  # the next pick fails
+        gate.set()
+        return list(await asyncio.wait_for(asyncio.gather(first, *queued, return_exceptions=True), timeout=5))
+
+    first, *queued = asyncio.run(main())
+    batcher.close(timeout_s=5)
+    assert not isinstance(first, BaseException)  # the call that was running was answered normally
+    assert all(isinstance(a, EngineUnavailable) for a in queued), queued
+    assert not batcher.alive and isinstance(deaths[0], RuntimeError)
+
+
+def test_close_is_no_death() -> None:
+    deaths: list[BaseException | None] = []
+    batcher, _ = _batcher(FakeEngine())
+    batcher.on_death = deaths.append
+    batcher.close()
+    assert not batcher.alive and deaths == []
+
+
+def test_a_full_queue_is_refused_before_tokenizing() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    encoded: list[list[str]] = []
+    encode = engine.encode
+
+    def recording_encode(texts: list[str]) -> list[list[str]]:
+        encoded.append(texts)
+        return encode(texts)
+
+    engine.encode = recording_encode  # type: ignore[method-assign]
+    batcher, _ = _batcher(engine, max_batch_tokens=100, max_queued_texts=2)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        held = asyncio.ensure_future(batcher.submit(["t2", "t3"]))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(["t4 refused"])
+        gate.set()
+        await asyncio.gather(first, held)
+
+    asyncio.run(main())
+    batcher.close()
+    assert ["t4 refused"] not in encoded

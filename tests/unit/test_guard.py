@@ -28,8 +28,8 @@ KEY = "a-long-enough-test-key-0001"
 
 def _client(
     inner_status: int = 200,
-    overlength_at: int | None = None,
     *,
+    inner_error: dict[str, str] | None = None,
     keys: tuple[bytes, ...] = (),
     inner_delay_s: float = 0.0,
     timeout_s: float = 60.0,
@@ -43,7 +43,7 @@ def _client(
         if inner_delay_s:
             await asyncio.sleep(inner_delay_s)
         if inner_status != 200:
-            return JSONResponse({"error": "An unexpected error"}, status_code=inner_status)
+            return JSONResponse(inner_error or {"error": "An unexpected error"}, status_code=inner_status)
         return JSONResponse([{"label": "x"} for _ in body["texts"]])
 
     async def docs(request: Request) -> Response:
@@ -52,8 +52,6 @@ def _client(
 
     state = ModelState()
     state.set_model("textclf", "fp32", "abc123", {"name": "textclf"})
-    if overlength_at is not None:
-        state.count_overlength = lambda texts: overlength_at if len(texts) > overlength_at else None
     routes = [Route("/predict", predict, methods=["POST"]), Route("/docs.json", docs), Route("/livez", docs)]
     app = Starlette(routes=routes)
     guarded = RequestGuard(app, limits=limits, state=state, access=Access(keys), timeout_s=timeout_s)
@@ -109,15 +107,15 @@ def test_inner_crash_is_an_opaque_500_in_our_shape() -> None:
     assert set(response.json()) == {"error", "error_type"} and "Traceback" not in response.text
 
 
-def test_overlength_error_mode_names_the_text() -> None:
-    client, seen = _client(overlength_at=1)
-    response = client.post("/predict", json={"texts": ["a", "b"]})
-    assert response.status_code == 422
-    assert response.json() == {
-        "error": "texts[1] is longer than the model's max_seq_len",
-        "error_type": "text_too_long",
-    }
-    assert seen == []
+def test_the_service_own_errors_pass_with_their_status() -> None:
+    # In `on_overlength=error` mode the batcher's tokenizer refuses a long text and the service answers it in our
+    # shape (the guard no longer tokenizes on the event loop); a worker whose engine died answers 503 the same way.
+    for error_type, status in (("text_too_long", 422), ("engine_unavailable", 503)):
+        body = {"error": "texts[1] is too long", "error_type": error_type}
+        client, _ = _client(inner_status=status, inner_error=body)
+        response = client.post("/predict", json={"texts": ["a", "b"]})
+        assert response.status_code == status and response.json() == body
+        assert ("retry-after" in response.headers) == (status == 503)
 
 
 def test_saturation_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,18 +166,20 @@ def test_deeply_nested_json_is_a_quick_400() -> None:
     assert time.perf_counter() - started < 10 and seen == []
 
 
-def test_an_exception_in_validation_is_a_500_json_answer() -> None:
+def test_an_exception_in_validation_is_a_500_json_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import textclf.guard
+
     client, _ = _client()
     guard: RequestGuard = client.app  # type: ignore[assignment]
 
-    def broken(texts: list[str]) -> int | None:
+    def broken(payload: object, limits: Limits) -> object:
         raise RuntimeError("a bug")
 
-    guard.state.count_overlength = broken
+    monkeypatch.setattr(textclf.guard, "validate_payload", broken)
     response = client.post("/predict", json={"texts": ["a"]})
     assert response.status_code == 500 and response.json()["error_type"] == "internal"
     assert "a bug" not in response.text and response.headers["x-request-id"]
-    guard.state.count_overlength = None
+    monkeypatch.undo()
     assert client.post("/predict", json={"texts": ["a"]}).status_code == 200  # and it still serves
     assert guard.in_flight == 0
 
