@@ -1,4 +1,9 @@
-"""`textclf bench`: every engine on the same inputs in one process run, interleaved, with a GEMM roofline."""
+"""`textclf bench`: every engine on the same inputs in one process run, interleaved, with a GEMM roofline.
+
+The engines: PyTorch (the reference), every exported variant that passed its gates (ONNX Runtime and OpenVINO), the
+serving variant once more on one thread, and `served`, what the service runs where export recorded a long-call
+route (the serving variant for short calls, the route's variant for long ones).
+"""
 
 from __future__ import annotations
 
@@ -11,20 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from textclf.engines import providers_for
-from textclf.errors import ArtifactError
-from textclf.files import now_iso, sha256_file
+from textclf.files import now_iso
 from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import package_versions, require_export
-from textclf.paths import BENCH_JSON, EVAL_TEXTS, ONNX_DIR
+from textclf.paths import BENCH_JSON, ONNX_DIR
 from textclf.records import Machine, write_report
-from textclf.runtime import Classifier, length_order
-from textclf.schema import ExportSection, VariantRecord
-from textclf.variants import variants_on
+from textclf.runtime import Classifier
+from textclf.schema import ExportSection, ServingRoute, VariantRecord
+from textclf.variants import VARIANTS, variants_on
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.engines import Engine, OrtEngine, TorchEngine
-from textclf_benchmarks.op_profile import profile_ops
+from textclf_benchmarks.engines import Engine, RuntimeEngine, TorchEngine
+from textclf_benchmarks.envelope import engine_label, served_label
+from textclf_benchmarks.op_profile import profile_engines
 from textclf_benchmarks.roofline import bert_flops, gemm_rate
-from textclf_benchmarks.schema import BenchEngine, BenchReport, BenchRow, GemmRate, OpProfile, Roofline, RooflineCase
+from textclf_benchmarks.schema import (
+    ONE_THREAD_SUFFIX,
+    SERVED_ENGINE,
+    BenchEngine,
+    BenchReport,
+    BenchRow,
+    GemmRate,
+    Roofline,
+    RooflineCase,
+)
+from textclf_benchmarks.texts import long_cases, read_eval_texts, real_cases
 from textclf_benchmarks.timing import summarize, time_interleaved
 
 logger = logging.getLogger(__name__)
@@ -32,14 +47,7 @@ logger = logging.getLogger(__name__)
 ROOFLINE_CASE = (32, 128)
 
 
-def read_eval_texts(run_dir: Path, export: ExportSection) -> list[str]:
-    """The test texts the export judged on, verified against the manifest."""
-    path = run_dir / EVAL_TEXTS
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing; run `textclf export` again")
-    if sha256_file(path) != export.eval_texts.sha256:
-        raise ArtifactError(f"{path}: does not match the manifest's sha256")
-    return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+__all__ = ["read_eval_texts", "run"]  # read_eval_texts: load.py imports it from here
 
 
 def _rss_mb() -> float:
@@ -121,11 +129,11 @@ def _load_engines(
                     loaded=False,
                     reason=f"variant {gpu_variant}: {reason}",
                 )
-    ort_engines = [(name, f"ort-{name}{suffix}", threads) for name in export.variants if name in wanted]
+    variant_engines = [(name, engine_label(name, suffix), threads) for name in export.variants if name in wanted]
     if not cuda and threads > 1 and export.serving_variant:
         # The serving variant once more on one intra-op thread: what a worker of a multi-worker Bento gets.
-        ort_engines.append((export.serving_variant, f"ort-{export.serving_variant}-1thread", 1))
-    for name, label, engine_threads in ort_engines:
+        variant_engines.append((export.serving_variant, engine_label(export.serving_variant, ONE_THREAD_SUFFIX), 1))
+    for name, label, engine_threads in variant_engines:
         variant = export.variants[name]
         if not variant.passed:
             continue
@@ -140,19 +148,50 @@ def _load_engines(
             if cuda and providers_for(use_cuda=True)[0] != "CUDAExecutionProvider":
                 raise RuntimeError("this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)")
             classifier = Classifier(folder, expected_files=variant.files, intra_op_threads=n, use_cuda=cuda)
-            return OrtEngine(classifier, vocab, name=label, io_binding=cuda)
+            return RuntimeEngine(classifier, vocab, name=label, io_binding=cuda)
 
-        engine_record = BenchEngine(
-            label=label,
-            kind="onnxruntime",
-            variant=name,
-            bytes=variant.bytes,
-            test_accuracy=variant.test_accuracy,
-            accuracy_delta=variant.accuracy_delta,
-            loaded=False,
+        add(make, _variant_record(label, name, variant), engine_threads)
+    route = export.serving_route
+    if not cuda and route is not None and export.serving_variant:
+        # What the service runs: Classifier.from_run with export's route, the very object the service builds.
+        add(
+            lambda: RuntimeEngine(Classifier.from_run(run_dir, intra_op_threads=threads), vocab, name=SERVED_ENGINE),
+            _served_record(export, export.serving_variant, route),
         )
-        add(make, engine_record, engine_threads)
     return engines, records
+
+
+def _variant_record(label: str, name: str, variant: VariantRecord) -> BenchEngine:
+    spec = VARIANTS.get(name)
+    return BenchEngine(
+        label=label,
+        kind=spec.engine if spec else "onnxruntime",
+        variant=name,
+        bytes=variant.bytes,
+        test_accuracy=variant.test_accuracy,
+        accuracy_delta=variant.accuracy_delta,
+        loaded=False,
+    )
+
+
+def _served_record(export: ExportSection, serving: str, route: ServingRoute) -> BenchEngine:
+    """The served pair's record: both variants' bytes, and the lower accuracy of the two (each passed its gates;
+    which one answers depends on the call's size)."""
+    short, long = export.variants[serving], export.variants.get(route.variant)
+    parts = [short] if long is None else [short, long]
+    worst = min(parts, key=lambda v: v.accuracy_delta if v.accuracy_delta is not None else 0.0)
+    spec = VARIANTS.get(serving)
+    return BenchEngine(
+        label=SERVED_ENGINE,
+        kind=spec.engine if spec else "onnxruntime",
+        variant=serving,
+        long_variant=route.variant,
+        max_short_tokens=route.max_short_tokens,
+        bytes=sum(v.bytes for v in parts),
+        test_accuracy=worst.test_accuracy,
+        accuracy_delta=worst.accuracy_delta,
+        loaded=False,
+    )
 
 
 def _runnable(calls: Mapping[str, Callable[[], None]]) -> dict[str, Callable[[], None]]:
@@ -207,10 +246,12 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
     from rich.progress import Progress
 
     cases = _cases(cfg, int(checkpoint_config.get("max_position_embeddings", 512)))
-    real_cases = _real_cases(texts, run_dir / ONNX_DIR / (export.serving_variant or "fp32"))
-    mean_words = round(sum(len(t.split()) for t in texts) / len(texts), 1)
+    tokenizer_dir = run_dir / ONNX_DIR / (export.serving_variant or "fp32")
+    text_cases = real_cases(texts, tokenizer_dir)
+    long_text_cases, report.long_texts = long_cases(tokenizer_dir, export.max_seq_len)
+    text_cases += long_text_cases
     with Progress() as progress:
-        task = progress.add_task("benchmark cases", total=len(cases) + 2 * len(real_cases))
+        task = progress.add_task("benchmark cases", total=len(cases) + 2 * len(text_cases))
         for batch, seq_len in cases:
             calls: dict[str, Callable[[], None]] = {
                 e.name: partial(e.run_prepared, e.fixed(batch, seq_len)) for e in engines
@@ -222,14 +263,14 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
                 {"case": f"b{batch}-s{seq_len}", "mode": "session", "batch": batch, "seq_len": seq_len},
             )
             progress.advance(task)
-        for case, batch, ordered in real_cases:
+        for case, batch, ordered, mean_words in text_cases:
             chunks = [ordered[i : i + batch] for i in range(0, len(ordered) - batch + 1, batch)]
             for mode in ("serving", "session"):
                 calls = {}
                 for engine in engines:
                     if mode == "serving":
                         calls[engine.name] = _cycler([partial(engine.run_texts, chunk) for chunk in chunks])
-                    elif engine.kind == "onnxruntime":  # PyTorch's real-text cost is its whole path only
+                    elif engine.kind != "pytorch":  # PyTorch's real-text cost is its whole path only
                         prepared = [engine.prepare_texts(chunk) for chunk in chunks]
                         calls[engine.name] = _cycler([partial(engine.run_prepared, p) for p in prepared])
                 _collect(
@@ -255,33 +296,21 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
         model_flops=bert_flops(checkpoint_config, *ROOFLINE_CASE),
     )
     if device == "cpu":
-        report.op_profiles = _op_profiles(engines, {"fp32", export.serving_variant})
+        report.op_profiles = profile_engines(engines, _profiled_variants(export), ROOFLINE_CASE)
+        report.served_engine = served_label(export)
+        report.serving_route = export.serving_route
+        report.shape_timings = export.shape_timings
     report.real_texts = len(texts)
     report.wall_time_s = round(time.perf_counter() - started, 1)
     return write_report(path, report)
 
 
-def _real_cases(texts: list[str], tokenizer_dir: Path) -> list[tuple[str, int, list[str]]]:
-    """(case, batch, texts in order): one at a time, batches of 32 in the test set's order, and batches of 32 of
-    texts sorted by token length, the way the service and `textclf predict` group them (little padding)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
-    by_length = [texts[i] for i in length_order(lengths)]
-    cases = [("real-b1", 1, texts), ("real-b32", 32, texts), ("real-b32-sorted", 32, by_length)]
-    return [case for case in cases if case[1] <= len(texts)]
-
-
-def _op_profiles(engines: list[Engine], variants: set[str | None]) -> dict[str, OpProfile]:
-    """ORT's per-op-type split at the roofline case for the given variants (the serving one next to fp32)."""
-    profiles = {}
-    for engine in engines:
-        if isinstance(engine, OrtEngine) and engine.variant in variants and engine.name == f"ort-{engine.variant}":
-            logger.info("profiling %s at b%d s%d", engine.name, *ROOFLINE_CASE)
-            inputs = engine.fixed(*ROOFLINE_CASE)
-            profiles[engine.name] = profile_ops(engine.classifier.variant_dir, inputs, usable_cores())
-    return profiles
+def _profiled_variants(export: ExportSection) -> set[str]:
+    """fp32 (the reference), the serving variant, the route's and OpenVINO's int8 where they passed."""
+    wanted = {"fp32", export.serving_variant, "openvino-int8"}
+    if export.serving_route is not None:
+        wanted.add(export.serving_route.variant)
+    return {name for name in wanted if name and name in export.variants and export.variants[name].passed}
 
 
 def _cycler(calls: list[Callable[[], None]]) -> Callable[[], None]:

@@ -25,7 +25,7 @@ class BenchConfig(Section):
     """Engine sweeps and HTTP load tests."""
 
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
-    seq_lens: list[int] = Field(default_factory=lambda: [16, 64, 128, 256])
+    seq_lens: list[int] = Field(default_factory=lambda: [16, 64, 128, 256, 512])
     warmup_iters: int = Field(3, ge=0)
     min_iters: int = Field(10, ge=1)
     max_seconds_per_case: float = Field(2.0, gt=0)

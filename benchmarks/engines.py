@@ -1,5 +1,6 @@
-"""The engines under test, behind one interface: PyTorch (eager, compiled, fp16 on CUDA) and ONNX Runtime
-variants through `textclf.runtime` (the serving path) or their session alone.
+"""The engines under test, behind one interface: PyTorch (eager, compiled, fp16 on CUDA) and the exported variants
+(ONNX Runtime or OpenVINO, alone or routed by call size as the service runs them) through `textclf.runtime` (the
+serving path) or their engine alone.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import numpy as np
 
 from textclf.model_inputs import accepted_inputs
 from textclf.runtime import Classifier
+from textclf_benchmarks.envelope import engine_label
 
 logger = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
     name: str
-    kind: str  # "pytorch" or "onnxruntime"
+    kind: str  # "pytorch", "onnxruntime" or "openvino"
     variant: str | None
 
     def fixed(self, batch: int, seq_len: int) -> Any:
@@ -45,19 +47,21 @@ def synthetic_ids(batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> n
 
 
 @dataclass
-class OrtEngine:
-    """An exported variant, loaded exactly as the service loads it."""
+class RuntimeEngine:
+    """An exported variant (or the service's routed pair), loaded exactly as the service loads it: `kind` is the
+    engine that runs it (a routed classifier's: that of its short calls)."""
 
     classifier: Classifier
     vocab_size: int
     name: str = ""
-    kind: str = "onnxruntime"
+    kind: str = field(init=False)
     variant: str | None = None
     io_binding: bool = False
 
     def __post_init__(self) -> None:
+        self.kind = self.classifier.engine.name
         self.variant = self.classifier.variant
-        self.name = self.name or f"ort-{self.variant}"
+        self.name = self.name or engine_label(self.classifier.variant)
 
     def fixed(self, batch: int, seq_len: int) -> dict[str, np.ndarray]:
         ids = synthetic_ids(batch, seq_len, self.vocab_size)

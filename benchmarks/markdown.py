@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from textclf.hardware import has_int8_dot_products
-from textclf_benchmarks.schema import NotRun, Results
+from textclf_benchmarks import markdown_engines
+from textclf_benchmarks.schema import ONE_THREAD_SUFFIX, NotRun, Results
 
 GPU_BASELINE_ENGINE = "pytorch-fp32-cuda"
 
@@ -20,6 +21,7 @@ TARGET_NAMES = {
     "after_burst_p50_ratio": "p50 of 1 user right after the burst ÷ p50 of 1 fresh user (Bento)",
     "engine_busy_32_users": "fraction of wall time the Bento's engine runs at 32 users",
     "http_errors_max": "most failed requests in any phase (Bento, every worker layout)",
+    "engine_envelope_min": "engine envelope: worst sweep case of (fastest engine's time ÷ the served engine's)",
 }
 
 
@@ -85,7 +87,8 @@ def render(results: Results) -> str:
         rows.append([TARGET_NAMES.get(key, key), goal, _fmt(target.value, ".2f"), verdict])
     lines += _table(["target", "goal", "measured", "verdict"], rows)
     lines += ["", f"Engine targets: the row for a {h.engine_target_row or 'n/a'} applies. " + _limits_note(results), ""]
-    lines += _engines(results) + _sweep(results) + _real(results) + _roofline(results) + _op_profiles(results)
+    lines += _engines(results) + _sweep(results) + _real(results) + markdown_engines.long_texts(results)
+    lines += markdown_engines.envelope(results) + _roofline(results) + markdown_engines.op_profiles(results)
     lines += _http(results)
     lines += _gpu(results) + _versions(results)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in results.plots] + [""]
@@ -113,16 +116,22 @@ def _engines(results: Results) -> list[str]:
         size, accuracy, rss = _fmt(e.bytes / 1e6, ".1f"), _fmt(e.test_accuracy, ".4f"), _fmt(e.rss_load_mb, ".0f")
         rows.append([name, e.kind, threads, size, accuracy, rss, "ran"])
     headers = ["engine", "kind", "threads", "size MB", "test accuracy", "RSS at load MB", "status"]
-    return ["## Engines", ""] + _table(headers, rows) + [""] + _thread_scaling(results)
+    return (
+        ["## Engines", ""]
+        + _table(headers, rows)
+        + [""]
+        + markdown_engines.served_note(results)
+        + _thread_scaling(results)
+    )
 
 
 def _thread_scaling(results: Results) -> list[str]:
     """The serving variant on one intra-op thread against the sweep's thread count, case by case."""
-    single = [name for name, e in results.engines.items() if name.endswith("-1thread") and e.loaded]
+    single = [name for name, e in results.engines.items() if name.endswith(ONE_THREAD_SUFFIX) and e.loaded]
     if not single:
         return []
     one = single[0]
-    full = one.removesuffix("-1thread")
+    full = one.removesuffix(ONE_THREAD_SUFFIX)
     full_threads = results.engines[full].threads if full in results.engines else None
     p50 = {(r.engine, r.case, r.mode): r.p50_ms for r in results.rows}
     rows = []
@@ -169,7 +178,7 @@ def _real(results: Results) -> list[str]:
     speedups = results.speedups
     rows = []
     for r in results.rows:
-        if r.seq_len is not None:
+        if not r.case.startswith("real-"):
             continue
         speedup = speedups.get(r.engine, {}).get(r.case) if r.mode == "serving" else None
         rows.append(
@@ -184,8 +193,9 @@ def _real(results: Results) -> list[str]:
             ]
         )
     note = (
-        "`serving` = tokenize + pad + infer + softmax (for ORT, `textclf.runtime`, the service's own path; for "
-        "PyTorch, the HF tokenizer + model); `session` = the ONNX session alone on pre-tokenized inputs. "
+        "`serving` = tokenize + pad + infer + softmax (for the exported engines, `textclf.runtime`, the service's own "
+        "path; for PyTorch, the HF tokenizer + model); `session` = the engine alone (ONNX Runtime session or OpenVINO "
+        "compiled model) on pre-tokenized inputs. "
         "`real-b32` takes the texts in test-set order (mixed lengths, much padding); `real-b32-sorted` sorts them by "
         "token length first, as the service's batcher and `textclf predict` do."
     )
@@ -206,41 +216,6 @@ def _roofline(results: Results) -> list[str]:
         f"{_fmt(h.gemm_fraction_b32_s128, '.2f')} of the GEMM rate.",
         "",
     ]
-
-
-OP_ROWS = 10  # op types listed per engine; the rest are summed as "other"
-
-
-def _op_profiles(results: Results) -> list[str]:
-    profiles = results.op_profiles
-    if not profiles:
-        return []
-    names = list(profiles)
-    ranked: dict[str, float] = {}
-    for profile in profiles.values():
-        for op, share in profile.share.items():
-            ranked[op] = max(ranked.get(op, 0.0), share)
-    shown = sorted(ranked, key=lambda op: -ranked[op])[:OP_ROWS]
-    rows = [[op] + [_share(profiles[n].share.get(op), profiles[n].node_ms_per_run) for n in names] for op in shown]
-    other = [1 - sum(profiles[n].share.get(op, 0.0) for op in shown) for n in names]
-    rows.append(["other"] + [_share(share, profiles[n].node_ms_per_run) for share, n in zip(other, names, strict=True)])
-    rows.append(["total node time"] + [_fmt(profiles[n].node_ms_per_run, ".1f", " ms") for n in names])
-    roofline = results.roofline.case
-    return (
-        [
-            "## Where the time goes",
-            "",
-            f"ONNX Runtime's profiler at b{roofline.batch} s{roofline.seq_len}, node time per op type (share, ms per "
-            "run), for the serving variant next to fp32; op types are those of the graph ORT runs after its fusions.",
-            "",
-        ]
-        + _table(["op type", *names], rows)
-        + [""]
-    )
-
-
-def _share(share: float | None, total_ms: float) -> str:
-    return "-" if not share else f"{share * 100:.1f} % ({share * total_ms:.1f} ms)"
 
 
 def _http(results: Results) -> list[str]:

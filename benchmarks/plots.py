@@ -58,10 +58,11 @@ def latency_curves(rows: list[BenchRow], vary: Literal["batch", "seq_len"], fixe
 
 
 def _case_order(case: str) -> tuple[int, int, int]:
-    """b1-s16 < b1-s64 < ... < b32-s256 < real-b1 < real-b32 < real-b32-sorted."""
-    if case.startswith("real-b"):
-        batch, _, sorted_ = case[6:].partition("-")
-        return (1, int(batch), int(bool(sorted_)))
+    """b1-s16 < b1-s64 < ... < b32-s512 < real-b1 < real-b32 < real-b32-sorted < long-b1 < long-b8."""
+    for group, prefix in ((1, "real-b"), (2, "long-b")):
+        if case.startswith(prefix):
+            batch, _, sorted_ = case[len(prefix) :].partition("-")
+            return (group, int(batch), int(bool(sorted_)))
     batch, seq = case[1:].split("-s")
     return (0, int(batch), int(seq))
 

@@ -16,9 +16,11 @@ from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
 from textclf.records import load_report, write_report
 from textclf_benchmarks import plots
 from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.envelope import envelope_cases, envelope_min
 from textclf_benchmarks.load import AFTER_BURST_PREFIX
 from textclf_benchmarks.markdown import render
 from textclf_benchmarks.schema import (
+    SERVED_ENGINE,
     BenchReport,
     BenchRow,
     Headline,
@@ -40,7 +42,8 @@ BASELINE_ENGINE = "pytorch-fp32"
 VNNI_ROW = "CPU with VNNI (int8 dot products)"
 AVX2_ROW = "AVX2-only CPU (no VNNI)"
 ENGINE_TARGETS = {
-    VNNI_ROW: {"speedup_b1_real": 4.0, "speedup_b32_s128": 2.2, "gemm_fraction_b32_s128": 1.6},
+    # Issue 20's row for a CPU with VNNI: the engine the service runs (with its long-call route) against PyTorch.
+    VNNI_ROW: {"speedup_b1_real": 5.0, "speedup_b32_s128": 6.0, "gemm_fraction_b32_s128": 2.2},
     AVX2_ROW: {"speedup_b1_real": 4.0, "speedup_b32_s128": 1.6, "gemm_fraction_b32_s128": 1.3},
 }
 # Goals a value must reach (at least) or stay under (at most).
@@ -48,6 +51,7 @@ TARGETS = {
     "http_rps_ratio_32_users": 6.0,
     "http_rps_ratio_vs_peer_32_users": 1.3,
     "engine_busy_32_users": 0.9,
+    "engine_envelope_min": 0.95,
 }
 CEILINGS = {
     "http_p99_ratio_vs_peer_32_users": 1.0,
@@ -92,12 +96,14 @@ def _fewer_threads(bench: BenchReport, engine: str) -> bool:
 
 
 def _engine_figures(bench: BenchReport) -> dict[str, Any]:
-    """The best passing ONNX engine's figures (best = geometric mean of its b1 real and b32 s128 speed-ups)."""
+    """The best engine's figures among the passing variants, ONNX Runtime or OpenVINO, and `served` (what the service
+    runs: its serving variant with the long-call route); best = geometric mean of its b1 real and b32 s128 speed-ups.
+    """
     by_engine = speedups(bench)
     candidates = {
         name: values
         for name, values in by_engine.items()
-        if bench.engines[name].kind == "onnxruntime"
+        if bench.engines[name].kind != "pytorch"
         and "real-b1" in values
         and "b32-s128" in values
         and not _fewer_threads(bench, name)
@@ -110,8 +116,11 @@ def _engine_figures(bench: BenchReport) -> dict[str, Any]:
     roofline = bench.roofline
     achieved = roofline.model_flops / (best_p50 / 1000) if best_p50 else None
     baseline = bench.engines.get(BASELINE_ENGINE)
+    variant = record.variant
+    if best == SERVED_ENGINE and record.long_variant:
+        variant = f"{record.variant} + {record.long_variant} over {record.max_short_tokens} tokens"
     return {
-        "best_variant": record.variant,
+        "best_variant": variant,
         "best_engine": best,
         "speedup_b1_real": candidates[best]["real-b1"],
         "speedup_b32_s128": candidates[best]["b32-s128"],
@@ -170,9 +179,14 @@ def _phase(servers: dict[str, ServerRecord], server: str, phase: str) -> LoadPha
     return record.results.get(phase) if record and record.ran else None
 
 
+def _envelope_figures(bench: BenchReport) -> dict[str, Any]:
+    value, case = envelope_min(envelope_cases(bench.rows, bench.engines, bench.served_engine))
+    return {"engine_envelope_min": value, "engine_envelope_case": case, "served_engine": bench.served_engine}
+
+
 def headline(bench: BenchReport, load: LoadReport | None) -> Headline:
     """The figures a newcomer reads first, all from this run's own measurements."""
-    result = Headline(**_engine_figures(bench), **_http_figures(load))
+    result = Headline(**_engine_figures(bench), **_envelope_figures(bench), **_http_figures(load))
     result.engine_target_row = VNNI_ROW if has_int8_dot_products(bench.machine.isa) else AVX2_ROW
     for key, goal in (ENGINE_TARGETS[result.engine_target_row] | TARGETS).items():
         value = getattr(result, key)
@@ -217,6 +231,10 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
         roofline=bench.roofline,
         rows=bench.rows,
         op_profiles=bench.op_profiles,
+        envelope=envelope_cases(bench.rows, bench.engines, bench.served_engine),
+        long_texts=bench.long_texts,
+        serving_route=bench.serving_route,
+        shape_timings=bench.shape_timings,
         http=load,
         gpu=gpu or NotRun(ran=False, reason="`textclf bench --device cuda` was not run for this report"),
         plots=[name for name, made in figures.items() if made],

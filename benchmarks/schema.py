@@ -9,6 +9,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from textclf.records import SCHEMA_VERSION, Machine, Record
+from textclf.schema import ServingRoute, ShapeTiming
+
+EngineKind = Literal["pytorch", "onnxruntime", "openvino"]
+Mode = Literal["session", "serving"]  # the engine alone on prepared inputs, or the whole path from texts
+SERVED_ENGINE = "served"  # the label of what the service runs, where export recorded a long-call route
+ONE_THREAD_SUFFIX = "-1thread"  # the serving variant once more on one thread (a multi-worker Bento's worker)
 
 
 # -- reports/<run>/bench.json --------------------------------------------------------------------------------
@@ -16,8 +22,14 @@ class BenchEngine(Record):
     """One engine of the sweep: what it is, its size and accuracy, or why it was left out."""
 
     label: str
-    kind: Literal["pytorch", "onnxruntime"]
+    kind: EngineKind = Field(description="what runs it; a routed engine: the engine of its short calls")
     variant: str | None = None
+    long_variant: str | None = Field(None, description="routed (`served`): the variant of the long calls")
+    max_short_tokens: int | None = Field(
+        None,
+        description="routed (`served`): calls up to this many padded tokens run on `variant`, longer ones on "
+        "`long_variant`",
+    )
     bytes: int
     test_accuracy: float | None = None
     accuracy_delta: float | None = None
@@ -32,7 +44,7 @@ class BenchRow(Record):
 
     engine: str
     case: str
-    mode: Literal["session", "serving"]
+    mode: Mode
     batch: int
     seq_len: int | None
     mean_words: float | None = None
@@ -63,12 +75,29 @@ class Roofline(Record):
 
 
 class OpProfile(Record):
-    """ONNX Runtime's profiler on one variant at the roofline case: node time split by operator type."""
+    """An engine's own profiler on one variant at the roofline case: node time split by operator type (ONNX
+    Runtime's op types after its fusions, or the node types OpenVINO's CPU plugin runs)."""
 
+    engine: Literal["onnxruntime", "openvino"] | None = Field(
+        None, description="whose profiler; None in files written before OpenVINO: onnxruntime"
+    )
     runs: int
-    ms_per_run: float = Field(description="the profiled session's own time per run (profiling adds a little)")
+    ms_per_run: float = Field(description="the profiled engine's own time per run (profiling adds a little)")
     node_ms_per_run: float
     share: dict[str, float] = Field(description="op type -> fraction of node time, largest first")
+
+
+class LongTexts(Record):
+    """The long-text cases' texts (`long-b1`, `long-b8`), or why they did not run."""
+
+    ran: bool
+    reason: str | None = None
+    source: str | None = None
+    texts: int | None = None
+    mean_words: float | None = None
+    max_seq_len: int | None = Field(None, description="tokens every engine cuts each text at")
+    mean_tokens: float | None = Field(None, description="after truncation")
+    truncated: int | None = Field(None, description="texts longer than max_seq_len tokens")
 
 
 class BenchReport(Record):
@@ -90,6 +119,12 @@ class BenchReport(Record):
         default_factory=dict, description="engine label -> its op-type split at the roofline case (CPU runs)"
     )
     real_texts: int | None = None
+    long_texts: LongTexts | None = None
+    served_engine: str | None = Field(None, description="the label of the engine the service runs (see `served`)")
+    serving_route: ServingRoute | None = Field(None, description="the manifest's long-call route, as benchmarked")
+    shape_timings: list[ShapeTiming] = Field(
+        default_factory=list, description="export's own timings the route was chosen from (the manifest's)"
+    )
     wall_time_s: float | None = None
 
 
@@ -141,6 +176,17 @@ class Target(Record):
     at_most: bool = Field(False, description="the value must stay at or under the target (else reach it)")
 
 
+class EnvelopeCase(Record):
+    """One sweep case: the fastest engine measured against what the service runs for that call."""
+
+    case: str
+    mode: Mode
+    best_engine: str
+    best_ms: float
+    served_ms: float
+    ratio: float = Field(description="best_ms ÷ served_ms: 1.0 = the service runs the fastest engine measured")
+
+
 class Headline(Record):
     """The figures a newcomer reads first, all ratios of this run's own measurements (None: not measured)."""
 
@@ -168,6 +214,11 @@ class Headline(Record):
     after_burst_p50_ratio: float | None = None
     engine_busy_32_users: float | None = None
     http_errors_max: int | None = None
+    engine_envelope_min: float | None = Field(
+        None, description="min over sweep cases of (best passing engine's time ÷ the served engine's time)"
+    )
+    engine_envelope_case: str | None = Field(None, description="where the min is: `case (mode)`")
+    served_engine: str | None = None
     targets: dict[str, Target] = Field(default_factory=dict)
     engine_target_row: str | None = Field(None, description="which ISA row of the engine targets applies")
 
@@ -191,6 +242,10 @@ class Results(Record):
     roofline: Roofline
     rows: list[BenchRow]
     op_profiles: dict[str, OpProfile] = Field(default_factory=dict)
+    envelope: list[EnvelopeCase] = Field(default_factory=list, description="per case: best engine vs served")
+    long_texts: LongTexts | None = None
+    serving_route: ServingRoute | None = None
+    shape_timings: list[ShapeTiming] = Field(default_factory=list)
     http: LoadReport | None = None
     gpu: BenchReport | NotRun
     plots: list[str]

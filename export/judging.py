@@ -41,10 +41,15 @@ class BuildContext:
     has_cuda: bool
 
 
-def _build(spec: VariantSpec, ctx: BuildContext, out: Path, candidate: dict[str, Any]) -> dict[str, Any]:
+def builder_of(spec: VariantSpec) -> Callable[..., dict[str, Any]]:
+    """The function a registry entry names: OpenVINO's builders in `openvino_ir`, ONNX Runtime's in `builders`."""
     module = openvino_ir if spec.engine == "openvino" else builders
     builder: Callable[..., dict[str, Any]] = getattr(module, spec.builder)
-    return builder(ctx.source, out, **candidate)
+    return builder
+
+
+def _build(spec: VariantSpec, ctx: BuildContext, out: Path, candidate: dict[str, Any]) -> dict[str, Any]:
+    return builder_of(spec)(ctx.source, out, **candidate)
 
 
 def _tune(spec: VariantSpec, ctx: BuildContext, folder: Path, params: dict[str, Any]) -> dict[str, Any]:

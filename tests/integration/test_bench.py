@@ -11,10 +11,13 @@ import pytest
 from tests.artifacts import validate_against_schema
 from textclf.config import Config
 from textclf.hardware import usable_cores
-from textclf.manifest import require_export
+from textclf.manifest import read_manifest, require_export, write_manifest
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
 from textclf.records import load_report
+from textclf.schema import ServingRoute
+from textclf.variants import variant_spec
 from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.envelope import engine_label
 from textclf_benchmarks.schema import BenchReport, LoadReport, Results
 
 HEADLINE_KEYS = {
@@ -26,7 +29,9 @@ HEADLINE_KEYS = {
     "http_errors_32_users",
     "best_variant",
     "accuracy_delta",
+    "engine_envelope_min",
 }
+ROUTE_TOKENS = 64  # the route the fixture records: b1-s16 calls stay on the serving variant, b32-s16 ones move
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +51,25 @@ def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) ->
         "load_warmup_seconds": 1,
         "peer_venv": str(root / "no-peer-venv"),  # the peer is reported as not installed, never run here
     }
-    return BenchmarkConfig.model_validate(
+    cfg = BenchmarkConfig.model_validate(
         exported_run.to_dict()
         | {"artifacts_root": str(root / "artifacts"), "reports_root": str(root / "reports"), "bench": tiny_sweep}
     )
+    _record_a_route(cfg.run_dir)
+    return cfg
+
+
+def _record_a_route(run_dir: Path) -> None:
+    """A long-call route in the copied manifest (export records one only where its timings find it faster), so the
+    sweep has a routed `served` engine: long calls on OpenVINO's int8 (or on ORT's fp32 where OpenVINO serves)."""
+    manifest = read_manifest(run_dir)
+    assert manifest is not None and manifest.export is not None
+    export = manifest.export
+    assert export.serving_variant is not None
+    long = "openvino-int8" if variant_spec(export.serving_variant).engine == "onnxruntime" else "fp32"
+    assert export.variants[long].passed, export.variants[long].reason
+    route = ServingRoute(variant=long, max_short_tokens=ROUTE_TOKENS, envelope_min=1.0, envelope_min_unrouted=0.9)
+    write_manifest(run_dir, manifest.model_copy(update={"export": export.model_copy(update={"serving_route": route})}))
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +85,22 @@ def bench_report(bench_cfg: BenchmarkConfig) -> BenchReport:
 def test_bench_measures_every_engine_on_every_case(bench_cfg: BenchmarkConfig, bench_report: BenchReport) -> None:
     engines = {name for name, record in bench_report.engines.items() if record.loaded}
     export = require_export(bench_cfg.run_dir)
-    passed = {f"ort-{name}" for name, record in export.variants.items() if record.passed}
-    assert {"ort-fp32", "ort-int8-qdq"} <= passed
-    # Every variant that passed its gates, from the registry's CPU list, and the serving one again on one thread.
-    one_thread = {f"ort-{export.serving_variant}-1thread"} if usable_cores() > 1 else set()
-    assert engines == {"pytorch-fp32"} | one_thread | passed
+    assert export.serving_variant is not None and export.serving_route is not None
+    passed = {engine_label(name) for name, record in export.variants.items() if record.passed}
+    assert {"ort-fp32", "ort-int8-qdq", "openvino-fp32", "openvino-int8"} <= passed
+    # Every variant that passed its gates (ONNX Runtime and OpenVINO, from the registry's CPU list), the serving one
+    # again on one thread, and what the service runs (here routed).
+    one_thread = {engine_label(export.serving_variant, "-1thread")} if usable_cores() > 1 else set()
+    assert engines == {"pytorch-fp32", "served"} | one_thread | passed
+    for name in ("openvino-fp32", "openvino-int8"):
+        record = bench_report.engines[name]
+        assert record.kind == "openvino" and record.variant == name and record.test_accuracy is not None
+    served = bench_report.engines["served"]
+    assert served.kind == variant_spec(export.serving_variant).engine and served.variant == export.serving_variant
+    assert (served.long_variant, served.max_short_tokens) == (export.serving_route.variant, ROUTE_TOKENS)
+    assert served.bytes == export.variants[export.serving_variant].bytes + export.variants[served.long_variant].bytes
+    assert bench_report.served_engine == "served" and bench_report.serving_route == export.serving_route
+    assert bench_report.shape_timings == export.shape_timings
     threads = {name: bench_report.engines[name].threads for name in engines - one_thread}
     assert set(threads.values()) == {usable_cores()}
     assert all(bench_report.engines[name].threads == 1 for name in one_thread)
@@ -77,15 +108,28 @@ def test_bench_measures_every_engine_on_every_case(bench_cfg: BenchmarkConfig, b
     for engine in engines:
         for case in ("b1-s16", "b1-s128", "b32-s16", "b32-s128"):
             assert (engine, case, "session") in cases
-        assert (engine, "real-b1", "serving") in cases and (engine, "real-b32", "serving") in cases
-    assert ("ort-fp32", "real-b32", "session") in cases
-    assert all((engine, "real-b32-sorted", "serving") in cases for engine in engines)
+        for case in ("real-b1", "real-b32", "real-b32-sorted", "long-b1", "long-b8"):
+            assert (engine, case, "serving") in cases, (engine, case)
+            if engine != "pytorch-fp32":  # PyTorch's real-text cost is its whole path only
+                assert (engine, case, "session") in cases, (engine, case)
+    long_texts = bench_report.long_texts
+    assert long_texts is not None and long_texts.ran, long_texts
+    assert long_texts.texts == 189 and long_texts.mean_words is not None and long_texts.mean_words > 500
+    assert long_texts.max_seq_len == export.max_seq_len and long_texts.truncated  # cut at a tiny model's 32 tokens
+    assert long_texts.mean_tokens is not None and long_texts.mean_tokens <= export.max_seq_len
+    assert {row.mean_words for row in bench_report.rows if row.case.startswith("long-")} == {long_texts.mean_words}
     profiled = bench_report.op_profiles
-    assert set(profiled) >= {"ort-fp32"} and len(profiled) <= 2
+    wanted = {"ort-fp32", engine_label(export.serving_variant), engine_label(export.serving_route.variant)}
+    wanted.add("openvino-int8")
+    assert set(profiled) == wanted
+    assert {name for name, profile in profiled.items() if profile.engine == "openvino"} == {
+        name for name in wanted if bench_report.engines[name].kind == "openvino"
+    }
     for profile in profiled.values():
         assert profile.share and sum(profile.share.values()) == pytest.approx(1)
         assert 0 < profile.node_ms_per_run <= profile.ms_per_run * 1.05
     assert "MatMul" in profiled["ort-fp32"].share
+    assert any(op.startswith("FullyConnected") for op in profiled["openvino-int8"].share)  # the plugin's own types
     for row in bench_report.rows:
         assert row.iters >= 2 and 0 < row.p50_ms <= row.p99_ms + 1e-9
     roofline = bench_report.roofline
@@ -145,7 +189,15 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
     validate_against_schema(raw, "results.schema.json")
     assert set(raw["headline"]) >= HEADLINE_KEYS  # the key names other tools read
     results = load_report(out / RESULTS_JSON, Results)
-    assert results.headline.best_variant in ("fp32", "optimized", "int8-dynamic", "int8-static")
+    export = require_export(bench_cfg.run_dir)
+    assert results.headline.best_variant in {name for name, record in export.variants.items() if record.passed}
+    envelope = results.headline.engine_envelope_min
+    assert envelope is not None and 0 < envelope <= 1.1, envelope  # above 1.0 only by timing noise
+    assert results.headline.served_engine == "served" and results.headline.engine_envelope_case
+    cases = {(c.case, c.mode) for c in results.envelope}
+    assert {("b1-s16", "session"), ("b32-s128", "session"), ("long-b8", "serving"), ("long-b8", "session")} <= cases
+    assert min(c.ratio for c in results.envelope) == envelope
+    assert results.long_texts == bench_report.long_texts and results.serving_route == export.serving_route
     assert results.headline.http_errors_32_users == 0 and results.headline.http_errors_max == 0
     assert results.headline.after_burst_p50_ratio is not None and results.headline.engine_busy_32_users is not None
     assert results.headline.http_rps_ratio_vs_peer_32_users is None  # the peer did not run
@@ -156,6 +208,8 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     text = (out / REPORT_MD).read_text()
     assert "## At a glance" in text and "## HTTP load" in text and "baseline" in text
+    assert "## Engine envelope" in text and "`engine_envelope_min` = **" in text and "## Real long texts" in text
+    assert f"calls over **{ROUTE_TOKENS}** padded tokens run on" in text
     assert not (results.headline.best_engine or "").endswith("-1thread")  # the headline compares full engines
     if usable_cores() > 1:
         assert "1 thread ÷ many" in text

@@ -12,10 +12,10 @@ from textclf.variants import DEFAULT_VARIANTS, VARIANTS, variant_spec, variants_
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_each_variant_names_a_builder_that_takes_its_candidates(name: str) -> None:
-    from textclf_export import builders
+    from textclf_export.judging import builder_of
 
     spec = VARIANTS[name]
-    builder = getattr(builders, spec.builder)
+    builder = builder_of(spec)
     parameters = list(inspect.signature(builder).parameters)
     assert parameters[:2] == ["source", "out"], f"{spec.builder} must take (source, out, **candidate)"
     assert spec.candidates, "at least one candidate (an empty dict: the builder's defaults)"

@@ -1,0 +1,167 @@
+"""report.md sections on the engine choice: what the service runs, the envelope against the fastest engine per case,
+export's route and its shape timings, the long-text cases, and where each profiled engine's time goes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textclf_benchmarks.schema import SERVED_ENGINE, OpProfile, Results
+
+OP_ROWS = 10  # op types listed per engine; the rest are summed as "other"
+PROFILERS = {
+    "onnxruntime": (
+        "ONNX Runtime's profiler",
+        "op types are those of the graph ORT runs after its fusions",
+    ),
+    "openvino": (
+        "OpenVINO's per-node counters (`PERF_COUNT`, the CPU plugin's own)",
+        "node types are those the CPU plugin runs after its own fusions (`FullyConnected…`: the projection and "
+        "feed-forward GEMMs, int8 ones included; `Subgraph`: fused element-wise chains)",
+    ),
+}
+
+
+def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def served_note(results: Results) -> list[str]:
+    """What `served` is, under the engine table (only where export recorded a route)."""
+    served = results.engines.get(SERVED_ENGINE)
+    if served is None:
+        return []
+    return [
+        f"`{SERVED_ENGINE}` is what the service runs (`Classifier.from_run` with the manifest's route): "
+        f"`{served.variant}` for calls up to {served.max_short_tokens} padded tokens (texts × longest text), "
+        f"`{served.long_variant}` for longer ones. Its size is both variants'; its accuracy the lower of the two.",
+        "",
+    ]
+
+
+def long_texts(results: Results) -> list[str]:
+    """The long-text cases: what the texts are, how they were cut, and every engine's p50."""
+    record = results.long_texts
+    lines = ["## Real long texts", ""]
+    if record is None or not record.ran:
+        reason = record.reason if record is not None else "not part of this sweep (an older bench.json)"
+        return [*lines, f"Not run: {reason}.", ""]
+    lines += [
+        f"{record.texts} political convention speeches ({record.source}), {record.mean_words:.0f} words on average, "
+        f"cut at {record.max_seq_len} tokens by every engine ({record.truncated} of them longer than that; "
+        f"{record.mean_tokens:.0f} tokens on average after the cut). `long-b1`: one speech per call; `long-b8`: 8 per "
+        "call in the file's order. Modes as for the test-set texts.",
+        "",
+    ]
+    speedups = results.speedups
+    rows = [
+        [
+            r.case,
+            r.mode,
+            r.engine,
+            _fmt(r.p50_ms),
+            _fmt(r.p99_ms),
+            _fmt(r.seq_per_s, ".1f"),
+            _fmt(speedups.get(r.engine, {}).get(r.case) if r.mode == "serving" else None, ".2f", "×"),
+        ]
+        for r in results.rows
+        if r.case.startswith("long-")
+    ]
+    return lines + _table(["case", "mode", "engine", "p50 ms", "p99 ms", "seq/s", "vs PyTorch"], rows) + [""]
+
+
+def envelope(results: Results) -> list[str]:
+    """The served engine against the fastest engine of each case, then export's route and its timings."""
+    h = results.headline
+    lines = ["## Engine envelope: what the service runs against the fastest engine", ""]
+    if not results.envelope:
+        lines += ["Not measured: this sweep has no rows of the engine the service runs.", ""]
+    else:
+        lines += [
+            f"`engine_envelope_min` = **{_fmt(h.engine_envelope_min, '.3f')}** at {h.engine_envelope_case}: over every "
+            "case of the sweep, the fastest passing exported engine's p50 (PyTorch and the one-thread row left out) "
+            f"÷ the p50 of `{h.served_engine}`, what the service runs. 1.0 = the service always runs the fastest "
+            "engine measured for that call; above 1.0 it beat them all (run-to-run noise).",
+            "",
+        ]
+        rows = [
+            [c.case, c.mode, c.best_engine, _fmt(c.best_ms), _fmt(c.served_ms), _fmt(c.ratio, ".3f")]
+            for c in results.envelope
+        ]
+        lines += _table(["case", "mode", "best engine", "its p50 ms", "served p50 ms", "ratio"], rows) + [""]
+    return lines + _route(results)
+
+
+def _route(results: Results) -> list[str]:
+    route, timings = results.serving_route, results.shape_timings
+    if not timings:
+        return ["Export recorded no shape timings (no route was considered).", ""]
+    served = results.engines.get(results.headline.served_engine or SERVED_ENGINE)
+    serving = served.variant if served else None
+    if route is None:
+        lines = [
+            "Export's route: none. Its shape timings found no variant that lifts the serving one's worst shape "
+            "enough, so one variant serves every call.",
+            "",
+        ]
+    else:
+        lines = [
+            f"Export's route: calls over **{route.max_short_tokens}** padded tokens run on `{route.variant}`"
+            + (f" instead of `{serving}`" if serving else "")
+            + f". Chosen from export's own timings below (engine alone, p50 ms per call): with the route the worst "
+            f"shape is {route.envelope_min:.3f} of the fastest variant, without it {route.envelope_min_unrouted:.3f}.",
+            "",
+        ]
+    variants = list(timings[0].ms)
+    rows = []
+    for t in timings:
+        tokens = t.batch * t.seq_len
+        runs = serving if route is None or tokens <= route.max_short_tokens else route.variant
+        fastest = min(t.ms, key=t.ms.__getitem__)
+        cells = [f"**{_fmt(t.ms.get(v))}**" if v == fastest else _fmt(t.ms.get(v)) for v in variants]
+        rows.append([str(t.batch), str(t.seq_len), str(tokens), *cells, f"`{runs}`" if runs else "serving variant"])
+    headers = ["batch", "seq_len", "padded tokens", *variants, "served by"]
+    return lines + _table(headers, rows) + ["", "Bold: the fastest variant at that shape.", ""]
+
+
+def op_profiles(results: Results) -> list[str]:
+    """One table per engine's profiler: node time per op type for each profiled variant."""
+    profiles = results.op_profiles
+    if not profiles:
+        return []
+    roofline = results.roofline.case
+    lines = [
+        "## Where the time goes",
+        "",
+        f"Each engine's own profiler at b{roofline.batch} s{roofline.seq_len}, node time per op type (share, ms per "
+        "run), for fp32, the variants the service runs and OpenVINO's int8.",
+        "",
+    ]
+    for kind, (profiler, note) in PROFILERS.items():
+        chosen = {name: p for name, p in profiles.items() if (p.engine or "onnxruntime") == kind}
+        if chosen:
+            lines += [f"{profiler}; {note}.", "", *_profile_table(chosen), ""]
+    return lines
+
+
+def _profile_table(profiles: dict[str, OpProfile]) -> list[str]:
+    names = list(profiles)
+    ranked: dict[str, float] = {}
+    for profile in profiles.values():
+        for op, share in profile.share.items():
+            ranked[op] = max(ranked.get(op, 0.0), share)
+    shown = sorted(ranked, key=lambda op: -ranked[op])[:OP_ROWS]
+    rows = [[op] + [_share(profiles[n].share.get(op), profiles[n].node_ms_per_run) for n in names] for op in shown]
+    other = [1 - sum(profiles[n].share.get(op, 0.0) for op in shown) for n in names]
+    rows.append(["other"] + [_share(share, profiles[n].node_ms_per_run) for share, n in zip(other, names, strict=True)])
+    rows.append(["total node time"] + [_fmt(profiles[n].node_ms_per_run, ".1f", " ms") for n in names])
+    return _table(["op type", *names], rows)
+
+
+def _share(share: float | None, total_ms: float) -> str:
+    return "-" if not share else f"{share * 100:.1f} % ({share * total_ms:.1f} ms)"
