@@ -9,7 +9,7 @@ RUN ?= default
 ARTIFACTS := artifacts/$(RUN)
 # The CPU build of torch lies on these machines; elsewhere set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= serve,openvino,train,export,bench,dev
+EXTRAS ?= serve,openvino,ray,train,export,bench,dev
 TEXTCLF := $(BIN)/textclf
 ARGS ?=
 MODEL_NAME ?= textclf

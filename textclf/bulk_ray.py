@@ -1,0 +1,309 @@
+"""Bulk prediction on Ray Data: the same rows in, the same columns out, across every node of a Ray cluster.
+
+Ray Data reads the input files in blocks, an actor pool classifies them (each actor loads the torch-free
+`Classifier` once, from model files shipped through Ray's object store and verified against the manifest's
+sha256), and Ray Data's writers write a folder of part files. Nothing here is a scheduler of our own: retries after
+a lost worker, backpressure and the progress bar are Ray's. The folder is written under a hidden name and renamed
+into place when every block is written, so a failed or interrupted job leaves no output that looks complete.
+
+Ray is imported only here, and only when `--engine ray` is asked for: the serve-only install and the Bento stay
+free of it. Each actor's engine runs `cpus_per_actor` intra-op threads, the CPUs Ray reserves for it, so actors
+sharing a node never oversubscribe its cores (onnxruntime issue #16793).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textclf.bulk import BulkSummary, classify, model_dir, prediction_columns, text_problem
+from textclf.errors import InputError
+from textclf.manifest import require_export
+from textclf.paths import MANIFEST_NAME, ONNX_DIR
+from textclf.runtime import Classifier
+from textclf.table_sinks import RENAME_PREFIX
+from textclf.tables import FORMATS, file_format, open_source
+
+logger = logging.getLogger(__name__)
+
+LINE = "_textclf_line"  # JSONL inputs are read as raw lines and parsed in the actor, as the local reader does
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # "auto", "ray://host:port", or None: RAY_ADDRESS, else a local cluster
+    actors: int = 1
+    cpus_per_actor: int = 1
+    batch_rows: int = 4096  # rows per Ray Data batch handed to an actor
+
+
+def input_files(spec: str) -> list[Path]:
+    """The files a `--input` names: one file, a folder (its files of known types), or a glob pattern.
+
+    Raises:
+        InputError: nothing matches, a file's type is unknown, or the files mix types.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+    if not files:
+        raise InputError(f"{spec}: no input file (a file, a folder of .csv/.tsv/.jsonl/.parquet files, or a glob)")
+    formats = {file_format(f) for f in files}
+    if len(formats) > 1:
+        raise InputError(f"{spec}: files of several types ({', '.join(sorted(formats))}); give one type")
+    return files
+
+
+def check_output_folder(path: Path) -> None:
+    """The output is a folder of part files whose type the name's extension gives (preds.parquet/part-*)."""
+    file_format(path)
+    if path.is_file():
+        raise InputError(f"{path}: is a file; --engine ray writes a folder of part files, give a new name")
+
+
+def _model_files(folder: Path) -> dict[str, bytes]:
+    """The manifest and the served variants' files, to ship to every actor (no shared filesystem needed)."""
+    export = require_export(folder)
+    names = [export.serving_variant] + ([export.serving_route.variant] if export.serving_route else [])
+    files = {MANIFEST_NAME: (folder / MANIFEST_NAME).read_bytes()}
+    for name in names:
+        for relative in export.variants[str(name)].files:
+            files[f"{ONNX_DIR}/{name}/{relative}"] = (folder / ONNX_DIR / str(name) / relative).read_bytes()
+    return files
+
+
+class Predictor:
+    """One actor of the pool: writes the shipped model to local disk, verifies and loads it once, then classifies
+    the batches Ray hands it (pandas frames, input columns as read)."""
+
+    def __init__(
+        self, model: Any, text_column: str, batch_size: int, threads: int, output_format: str, lines: bool
+    ) -> None:
+        import ray
+
+        files: dict[str, bytes] = ray.get(model) if isinstance(model, ray.ObjectRef) else model
+        self.folder = Path(tempfile.mkdtemp(prefix="textclf-model-"))
+        for relative, data in files.items():
+            (self.folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (self.folder / relative).write_bytes(data)
+        self.classifier = Classifier.from_run(self.folder, intra_op_threads=threads)  # sha256-verified
+        self.text_column = text_column
+        self.batch_size = batch_size
+        self.output_format = output_format
+        self.lines = lines
+        self.added = [c.name for c in prediction_columns(self.classifier.labels, self.classifier.multi_label)]
+
+    def __call__(self, batch: Any) -> Any:
+        import pandas as pd
+
+        rows = [_parse_line(line) for line in batch[LINE]] if self.lines else batch.to_dict("records")
+        texts, where = [], []
+        added = []
+        for offset, row in enumerate(rows):
+            value = row.get(self.text_column)
+            problem = text_problem(value)
+            added.append(dict.fromkeys(self.added) | {"error": problem})
+            if problem is None:
+                texts.append(value)
+                where.append(offset)
+        for offset, prediction in zip(where, classify(self.classifier, texts, self.batch_size), strict=True):
+            added[offset].update(prediction.as_dict(), truncated=prediction.truncated)
+        out = [_merge(row, extra, self.added) for row, extra in zip(rows, added, strict=True)]
+        frame = pd.DataFrame(out)
+        if self.output_format in ("csv", "tsv"):  # one text cell per value, as the local CSV writer does
+            for column in frame.columns:
+                frame[column] = frame[column].map(_csv_cell)
+        return frame
+
+
+def _parse_line(line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"a JSONL line is not valid JSON ({exc}): {line[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"a JSONL line is not a JSON object: {line[:80]!r}")
+    return value
+
+
+def _merge(row: dict[str, Any], extra: dict[str, Any], added: list[str]) -> dict[str, Any]:
+    """The input columns (one an added column would shadow is kept as input_<name>) and the added ones."""
+    out = {}
+    for name, value in row.items():
+        while name in added or name in out:
+            name = RENAME_PREFIX + name
+        out[name] = value
+    return out | extra
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # None and pandas' NaN for a missing cell
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _read(files: list[Path], text_column: str) -> Any:
+    """A Ray dataset of the input rows; CSV and TSV cells stay strings, as the local reader reads them."""
+    import ray.data
+
+    fmt = file_format(files[0])
+    paths = [str(f.resolve()) for f in files]
+    if fmt in ("csv", "tsv"):
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        with open_source(files[0], text_column) as first:
+            columns = list(first.columns)
+        delimiter = "\t" if fmt == "tsv" else ","
+        return ray.data.read_csv(
+            paths,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=False
+            ),
+        )
+    if fmt == "jsonl":
+        return ray.data.read_text(paths).rename_columns({"text": LINE})
+    return ray.data.read_parquet(paths)
+
+
+def _write(dataset: Any, folder: Path, fmt: str) -> None:
+    if fmt == "parquet":
+        dataset.write_parquet(str(folder))
+    elif fmt in ("csv", "tsv"):
+        import pyarrow.csv as pacsv
+
+        delimiter = "\t" if fmt == "tsv" else ","
+        options = {"write_options": pacsv.WriteOptions(delimiter=delimiter)}
+        dataset.write_csv(str(folder), arrow_csv_args_fn=lambda: options)
+    else:
+        dataset.write_json(str(folder), pandas_json_args_fn=lambda: {"force_ascii": False})
+
+
+def _counts(folder: Path, fmt: str) -> tuple[int, int, int]:
+    """(rows, rows without text, truncated) of the written folder, counted by Ray Data from the part files."""
+    import ray.data
+
+    paths = str(folder)
+    if fmt == "parquet":
+        written = ray.data.read_parquet(paths, columns=["error", "truncated"])
+    elif fmt in ("csv", "tsv"):
+        import pyarrow.csv as pacsv
+
+        delimiter = "\t" if fmt == "tsv" else ","
+        written = ray.data.read_csv(
+            paths,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(include_columns=["error", "truncated"], strings_can_be_null=True),
+        )
+    else:
+        written = ray.data.read_json(paths)
+
+    def count(batch: Any) -> dict[str, list[int]]:
+        errors = batch["error"]
+        truncated = batch["truncated"].astype(str).str.lower() == "true"
+        without_text = int((errors.notna() & (errors != "")).sum())
+        return {"rows": [len(batch)], "errors": [without_text], "truncated": [int(truncated.sum())]}
+
+    totals = written.map_batches(count, batch_format="pandas").sum(["rows", "errors", "truncated"])
+    return int(totals["sum(rows)"]), int(totals["sum(errors)"]), int(totals["sum(truncated)"])
+
+
+def run(
+    run_dir: Path,
+    input_spec: str,
+    output_path: Path,
+    *,
+    text_column: str,
+    batch_size: int = 32,
+    bento: str | None = None,
+    options: RayOptions | None = None,
+) -> BulkSummary:
+    """Classify every row of the input file(s) on Ray Data into the folder `output_path` (committed atomically).
+
+    Everything a user can get wrong (input paths, the text column, the output name, the model) is checked here,
+    before any cluster work starts.
+
+    Raises:
+        InputError: a file cannot be read or written as asked (named in the message).
+        ArtifactError: the model is missing or fails its sha256 check.
+    """
+    options = options or RayOptions()
+    if batch_size < 1 or options.actors < 1 or options.cpus_per_actor < 1:
+        raise InputError("--batch-size, --actors and --cpus-per-actor must be at least 1")
+    files = input_files(input_spec)
+    check_output_folder(output_path)
+    for file in files:  # the text column must be in every file: a clear error now, not a failed task later
+        with open_source(file, text_column):
+            pass
+    folder = model_dir(run_dir, bento)
+    model = _model_files(folder)
+    variant = Classifier.from_run(folder, intra_op_threads=1)  # verifies the model here first, names it
+    summary = BulkSummary(output=output_path, model=f"{variant.variant} {variant.model_sha256 or ''}".strip())
+    del variant
+
+    import ray
+
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    started_here = not ray.is_initialized()
+    if started_here:
+        # A cluster of our own (no address) listens on loopback only, and a driver joining a cluster on loopback
+        # must say it is on loopback too (Ray would take the machine's own address for it and not reach its raylet).
+        on_loopback = address is None or address.split("//")[-1].startswith(("127.0.0.1:", "localhost:"))
+        if on_loopback:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False, _node_ip_address="127.0.0.1")
+        else:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    fmt_in, fmt_out = file_format(files[0]), file_format(output_path)
+    staging = output_path.with_name(f".{output_path.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    started = time.perf_counter()
+    try:
+        dataset = _read(files, text_column).map_batches(
+            Predictor,
+            fn_constructor_kwargs={
+                "model": ray.put(model),
+                "text_column": text_column,
+                "batch_size": batch_size,
+                "threads": options.cpus_per_actor,
+                "output_format": fmt_out,
+                "lines": fmt_in == "jsonl",
+            },
+            batch_size=options.batch_rows,
+            batch_format="pandas",
+            concurrency=options.actors,
+            num_cpus=options.cpus_per_actor,
+        )
+        _write(dataset, staging, fmt_out)
+        summary.seconds = time.perf_counter() - started
+        summary.rows, summary.error_rows, summary.truncated = _counts(staging, fmt_out)
+        summary.predicted = summary.rows - summary.error_rows
+        if output_path.exists():
+            retired = output_path.with_name(f".{output_path.name}.old-{os.getpid()}")
+            os.replace(output_path, retired)
+            os.replace(staging, output_path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, output_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if started_here:
+            ray.shutdown()
+    logger.debug("bulk prediction on Ray: %s", summary.line())
+    return summary
