@@ -35,6 +35,10 @@ from textclf.tables import FORMATS, file_format, open_source
 logger = logging.getLogger(__name__)
 
 LINE = "_textclf_line"  # JSONL inputs are read as raw lines and parsed in the actor, as the local reader does
+# Reading and writing reserve no CPU: a pool of actors × cpus_per_actor that takes every CPU of the cluster (the
+# usual sizing) would otherwise leave the read tasks waiting for a CPU forever (seen: a 2-node × 1-CPU cluster with
+# 2 actors hung at "3/2 CPU"). They are light next to inference, and Ray Data's backpressure bounds them.
+IO_TASKS = {"num_cpus": 0}
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class RayOptions:
     address: str | None = None  # "auto", "ray://host:port", or None: RAY_ADDRESS, else a local cluster
     actors: int = 1
     cpus_per_actor: int = 1
-    batch_rows: int = 4096  # rows per Ray Data batch handed to an actor
+    batch_rows: int = 1024  # rows per Ray Data batch handed to an actor (a few seconds of work: retries stay cheap)
 
 
 def input_files(spec: str) -> list[Path]:
@@ -177,23 +181,24 @@ def _read(files: list[Path], text_column: str) -> Any:
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=False
             ),
+            ray_remote_args=IO_TASKS,
         )
     if fmt == "jsonl":
-        return ray.data.read_text(paths).rename_columns({"text": LINE})
-    return ray.data.read_parquet(paths)
+        return ray.data.read_text(paths, ray_remote_args=IO_TASKS).rename_columns({"text": LINE})
+    return ray.data.read_parquet(paths, ray_remote_args=IO_TASKS)
 
 
 def _write(dataset: Any, folder: Path, fmt: str) -> None:
     if fmt == "parquet":
-        dataset.write_parquet(str(folder))
+        dataset.write_parquet(str(folder), ray_remote_args=IO_TASKS)
     elif fmt in ("csv", "tsv"):
         import pyarrow.csv as pacsv
 
         delimiter = "\t" if fmt == "tsv" else ","
         options = {"write_options": pacsv.WriteOptions(delimiter=delimiter)}
-        dataset.write_csv(str(folder), arrow_csv_args_fn=lambda: options)
+        dataset.write_csv(str(folder), arrow_csv_args_fn=lambda: options, ray_remote_args=IO_TASKS)
     else:
-        dataset.write_json(str(folder), pandas_json_args_fn=lambda: {"force_ascii": False})
+        dataset.write_json(str(folder), pandas_json_args_fn=lambda: {"force_ascii": False}, ray_remote_args=IO_TASKS)
 
 
 def _counts(folder: Path, fmt: str) -> tuple[int, int, int]:

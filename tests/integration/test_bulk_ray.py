@@ -132,7 +132,7 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_two_nodes_two_actors_and_a_killed_actor_lose_and_repeat_no_row(
     exported_run: Config, two_node_cluster: str, tmp_path: Path
 ) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", rows_with_bad_ones(3000))
+    source = write_jsonl(tmp_path / "in.jsonl", rows_with_bad_ones(20000))
     local = predict(exported_run, "-i", source, "-o", tmp_path / "local.jsonl")
     assert local.exit_code == 0, local.output
     killed: list[int] = []
@@ -140,7 +140,9 @@ def test_two_nodes_two_actors_and_a_killed_actor_lose_and_repeat_no_row(
     def kill_one_actor() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            found = subprocess.run(["pgrep", "-f", "ray::Predictor"], capture_output=True, text=True).stdout.split()
+            found = subprocess.run(
+                ["pgrep", "-f", r"MapWorker.*Predictor.*submit"], capture_output=True, text=True
+            ).stdout.split()
             if found:
                 time.sleep(1.0)  # let it take a batch first
                 os.kill(int(found[0]), signal.SIGKILL)

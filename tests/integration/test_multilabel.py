@@ -174,3 +174,20 @@ def test_label_sets_may_be_empty(multi_label_run: Config) -> None:
     assert classifier.threshold == 0.4
     sets = label_sets(probabilities, classifier.labels, classifier.threshold)
     assert sets == [[], [classifier.labels[0], classifier.labels[1]]]
+
+
+@pytest.mark.slow
+def test_ray_bulk_prediction_gives_the_local_label_sets(multi_label_run: Config, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from tests.integration.test_bulk_ray import assert_same, predict, read_folder, read_local
+
+    rows = [{"id": i, "text": text} for i, text in enumerate(["sports and a match", "a vote in parliament", ""] * 20)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    local = predict(multi_label_run, "-i", source, "-o", tmp_path / "local.jsonl")
+    assert local.exit_code == 0, local.output
+    on_ray = predict(multi_label_run, "-i", source, "-o", tmp_path / "ray.jsonl", "--engine", "ray")
+    assert on_ray.exit_code == 0, on_ray.output
+    ray_rows, local_rows = read_folder(tmp_path / "ray.jsonl"), read_local(tmp_path / "local.jsonl")
+    assert any(row["labels"] for row in local_rows.values())  # a real label set compared, not only empty ones
+    assert_same(ray_rows, local_rows)
