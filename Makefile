@@ -12,6 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= serve,openvino,ray,train,export,bench,dev
 TEXTCLF := $(BIN)/textclf
 ARGS ?=
+SOAK_MINUTES ?= 10  # `make bench`: the Bento alone at 32 users after the load phases (0: no soak)
 MODEL_NAME ?= textclf
 HOST ?= 127.0.0.1
 PORT ?= 3000
@@ -64,7 +65,7 @@ bench: $(ARTIFACTS)/.exported ## engine benchmarks + HTTP load (Bento, baseline,
 	@# The peer is optional: where it cannot be installed, load.json says so and the rest still runs.
 	-bash benchmarks/peer/setup.sh
 	$(TEXTCLF) bench --run $(RUN) $(ARGS)
-	$(TEXTCLF) load --run $(RUN) $(ARGS)
+	$(TEXTCLF) load --run $(RUN) --soak-minutes $(SOAK_MINUTES) $(ARGS)
 	$(TEXTCLF) report --run $(RUN)
 
 peer: ## the peer server infinity-emb in its own venv (.venv-peer; it pins numpy<2 and an old FastAPI)

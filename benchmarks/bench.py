@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 ROOFLINE_CASE = (32, 128)
 
 
-__all__ = ["read_eval_texts", "run"]  # read_eval_texts: load.py imports it from here
 
 
 def _rss_mb() -> float:

@@ -2,9 +2,11 @@
 the peer server infinity-emb (ONNX Runtime and torch engines), all in one run on the same texts.
 
 Each server gets a short unrecorded warm-up, then the phases 1, 8, 32, 64 users and 1 user again right after
-the burst (`1-after-64`): a batcher that stays slow after load shows there. Per phase: req/s, exact latency
-percentiles, failures, the server's CPU seconds per request (its whole process tree) and, for the Bento, the
-engine's busy fraction (ONNX Runtime seconds from the service's own histogram ÷ wall seconds × workers).
+the burst (`1-after-64`): a batcher that stays slow after load shows there. Then the long-text phase (`32-long`,
+one 256–512-token speech excerpt per request, every server cutting at max_seq_len) on the configured Bento, the
+baseline and the peer's ONNX Runtime engine. Per phase: req/s, exact latency percentiles, failures, the server's CPU
+seconds per request (its whole process tree) and, for the Bento, the engine's busy fraction (engine seconds from
+the service's own histogram ÷ wall seconds × workers). Last, where asked, the soak (`textclf_benchmarks.soak`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +30,20 @@ from textclf.errors import ConfigError
 from textclf.files import now_iso
 from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import package_versions, require_export
-from textclf.paths import LOAD_JSON
+from textclf.paths import LOAD_JSON, ONNX_DIR
 from textclf.records import Machine, write_report
-from textclf_benchmarks.bench import read_eval_texts
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.load_servers import BIN, ServerSpec, server_specs
-from textclf_benchmarks.schema import LoadPhase, LoadReport, ServerRecord
-from textclf_benchmarks.servers import free_port, running
+from textclf_benchmarks.load_servers import BIN, ServerSpec, server_specs, started
+from textclf_benchmarks.load_texts import long_excerpts
+from textclf_benchmarks.schema import LONG_SUFFIX, LoadPhase, LoadReport, ServerRecord
+from textclf_benchmarks.soak import run_soak
+from textclf_benchmarks.texts import read_eval_texts
 
 logger = logging.getLogger(__name__)
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 AFTER_BURST_PREFIX = "1-after-"
+SOAK_SERVER = "bento"  # the configured layout
 _INFER_SUM = re.compile(r"^textclf_infer_seconds_sum(?:\{[^}]*\})? (\S+)$", re.M)
 
 
@@ -114,41 +119,62 @@ def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, w
     }
 
 
+def _measure_phase(
+    spec: ServerSpec,
+    process: subprocess.Popen[bytes],
+    url: str,
+    name: str,
+    users: int,
+    seconds: int,
+    texts_file: Path,
+    work: Path,
+    cpus: set[int],
+) -> LoadPhase:
+    logger.info("%s: phase %s (%d users, %d s)", spec.name, name, users, seconds)
+    cpu_before = tree_cpu_seconds(process.pid)
+    engine_before = engine_seconds(url) if spec.has_engine_metrics else None
+    phase = LoadPhase.model_validate(run_locust(url, users, seconds, texts_file, spec.api, work, cpus))
+    cpu_used = tree_cpu_seconds(process.pid) - cpu_before
+    engine_after = engine_seconds(url) if spec.has_engine_metrics else None
+    if phase.requests:
+        phase.cpu_s_per_request = cpu_used / phase.requests
+    if engine_before is not None and engine_after is not None:
+        phase.engine_busy = (engine_after - engine_before) / (seconds * spec.workers)
+    logger.info(
+        "%s @%s: %.1f req/s, p50 %.1f ms, p99 %.1f ms, %d failures, engine busy %s",
+        spec.name,
+        name,
+        phase.rps,
+        phase.p50_ms,
+        phase.p99_ms,
+        phase.failures,
+        "n/a" if phase.engine_busy is None else f"{phase.engine_busy:.2f}",
+    )
+    return phase
+
+
 def _measure_server(
     spec: ServerSpec,
     process: subprocess.Popen[bytes],
     url: str,
     cfg: BenchmarkConfig,
-    texts_file: Path,
+    texts: dict[str, Path],
     work: Path,
     cpus: set[int],
 ) -> dict[str, LoadPhase]:
+    """The short-text phases, then (where `texts` has them) the long-text phase after its own short warm-up."""
+    bench = cfg.bench
+    measure = partial(_measure_phase, spec, process, url, seconds=bench.load_seconds, work=work, cpus=cpus)
     results: dict[str, LoadPhase] = {}
-    if cfg.bench.load_warmup_seconds:
-        run_locust(url, 1, cfg.bench.load_warmup_seconds, texts_file, spec.api, work, cpus)
-    for name, users in phases(cfg.bench.load_users):
-        logger.info("%s: phase %s (%d users, %d s)", spec.name, name, users, cfg.bench.load_seconds)
-        cpu_before = tree_cpu_seconds(process.pid)
-        engine_before = engine_seconds(url) if spec.has_engine_metrics else None
-        stats = run_locust(url, users, cfg.bench.load_seconds, texts_file, spec.api, work, cpus)
-        cpu_used = tree_cpu_seconds(process.pid) - cpu_before
-        engine_after = engine_seconds(url) if spec.has_engine_metrics else None
-        phase = LoadPhase.model_validate(stats)
-        if phase.requests:
-            phase.cpu_s_per_request = cpu_used / phase.requests
-        if engine_before is not None and engine_after is not None:
-            phase.engine_busy = (engine_after - engine_before) / (cfg.bench.load_seconds * spec.workers)
-        results[name] = phase
-        logger.info(
-            "%s @%s: %.1f req/s, p50 %.1f ms, p99 %.1f ms, %d failures, engine busy %s",
-            spec.name,
-            name,
-            phase.rps,
-            phase.p50_ms,
-            phase.p99_ms,
-            phase.failures,
-            "n/a" if phase.engine_busy is None else f"{phase.engine_busy:.2f}",
-        )
+    if bench.load_warmup_seconds:
+        run_locust(url, 1, bench.load_warmup_seconds, texts["short"], spec.api, work, cpus)
+    for name, users in phases(bench.load_users):
+        results[name] = measure(name, users, texts_file=texts["short"])
+    if "long" in texts:
+        if bench.load_warmup_seconds:
+            run_locust(url, 1, bench.load_warmup_seconds, texts["long"], spec.api, work, cpus)
+        name = f"{bench.load_long_users}{LONG_SUFFIX}"
+        results[name] = measure(name, bench.load_long_users, texts_file=texts["long"])
     return results
 
 
@@ -159,17 +185,23 @@ def run(
     bento: str | None = None,
     servers: list[str] | None = None,
     out_dir: Path | None = None,
+    soak_minutes: float | None = None,
 ) -> Path:
-    """Load-test each server through every phase; write `reports/<run>/load.json`.
+    """Load-test each server through every phase, then soak the configured Bento; write `reports/<run>/load.json`.
 
     Every server is started here and stopped here, by its process group, whatever happens. A server that cannot
     start (a peer that is not installed) is recorded with its reason; the others still run.
+
+    Args:
+        soak_minutes: how long to soak the configured Bento alone (0: no soak); default `bench.soak_minutes`.
     """
-    started = time.perf_counter()
+    started_at = time.perf_counter()
     export = require_export(run_dir)
+    bench = cfg.bench
     out_dir = out_dir or cfg.reports_root / cfg.run
-    cpus = set(range(usable_cores())) if cfg.bench.server_cpus is None else set(cfg.bench.server_cpus)
-    chosen = servers or list(cfg.bench.load_servers)
+    cpus = set(range(usable_cores())) if bench.server_cpus is None else set(bench.server_cpus)
+    chosen = servers or list(bench.load_servers)
+    soak_minutes = bench.soak_minutes if soak_minutes is None else soak_minutes
     result = LoadReport(
         created_at=now_iso(),
         run=cfg.run,
@@ -178,7 +210,7 @@ def run(
         pinning=f"servers and the locust client all pinned to CPUs {sorted(cpus)} with sched_setaffinity "
         "(the client shares the servers' cores)",
         request="one test-split text per request, closed loop (no wait between requests); "
-        f"{cfg.bench.load_warmup_seconds} s of one user before each server's phases, not recorded",
+        f"{bench.load_warmup_seconds} s of one user before each server's phases, not recorded",
         servers={},
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,8 +219,15 @@ def run(
         unknown = sorted(set(chosen) - set(specs))
         if unknown:
             raise ConfigError(f"unknown server(s) {unknown}; known: {sorted(specs)}")
-        texts_file = work / "texts.json"
-        texts_file.write_text(json.dumps(read_eval_texts(run_dir, export)))
+        texts = {"short": work / "texts.json"}
+        texts["short"].write_text(json.dumps(read_eval_texts(run_dir, export)))
+        long_servers = set(chosen) & set(bench.load_long_servers) if bench.load_long_users else set()
+        if long_servers:
+            tokenizer_dir = run_dir / ONNX_DIR / str(export.serving_variant)
+            excerpts, result.long_texts = long_excerpts(tokenizer_dir, export.max_seq_len)
+            if excerpts:
+                texts["long"] = work / "long-texts.json"
+                texts["long"].write_text(json.dumps(excerpts))
         for name in chosen:
             spec = specs[name]
             record = ServerRecord(what=spec.what, ran=False, settings=spec.settings or None)
@@ -197,18 +236,27 @@ def run(
                 record.reason = spec.missing
                 logger.warning("%s: %s", name, spec.missing)
                 continue
-            port = free_port()
-            command = [part.replace("{port}", str(port)) for part in spec.command]
-            url = f"http://127.0.0.1:{port}"
-            log = out_dir / "logs" / f"{name}.log"
+            if name in long_servers and "long" in texts:
+                record.truncation = spec.truncation
+            server_texts = texts if name in long_servers else {"short": texts["short"]}
             try:
-                if spec.prepare is not None:
-                    spec.prepare()
-                with running(command, url + spec.ready, env=spec.env, log=log, cwd=spec.cwd, cpus=cpus) as process:
-                    record.results = _measure_server(spec, process, url, cfg, texts_file, work, cpus)
+                with started(spec, out_dir / "logs" / f"{name}.log", cpus) as (process, url):
+                    record.results = _measure_server(spec, process, url, cfg, server_texts, work, cpus)
                 record.ran = True
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                 record.ran, record.reason = False, str(exc)[-500:]
                 logger.warning("%s: %s", name, str(exc)[-300:])
-    result.wall_time_s = round(time.perf_counter() - started, 1)
+        if soak_minutes > 0:
+            result.soak = run_soak(
+                specs[SOAK_SERVER],
+                minutes=soak_minutes,
+                users=bench.soak_users,
+                sample_s=bench.soak_sample_s,
+                cpus=cpus,
+                log=out_dir / "logs" / "soak.log",
+                locust=lambda url, users, seconds: run_locust(
+                    url, users, seconds, texts["short"], "textclf", work, cpus
+                ),
+            )
+    result.wall_time_s = round(time.perf_counter() - started_at, 1)
     return write_report(out_dir / LOAD_JSON, result)

@@ -5,13 +5,18 @@
 - `baseline`: FastAPI + a transformers pipeline on PyTorch, the way most teams serve a classifier today;
 - `infinity-optimum` and `infinity-torch`: the peer server infinity-emb, from its own venv (`make peer`),
   serving the Bento's own `model.onnx` with its ONNX Runtime engine, and the checkpoint with its torch engine.
+
+Every server cuts a text at the export's max_seq_len tokens, so none wins by reading less: the Bento by its runtime's
+tokenizer, the baseline by its pipeline's `max_length`, infinity-emb through `peer_server.py` (see there).
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +25,12 @@ from textclf.paths import ONNX_DIR
 from textclf.runtime import default_intra_op_threads
 from textclf.schema import ExportSection
 from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.servers import free_port, running
 
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PEER_SETUP = "make peer (benchmarks/peer/setup.sh)"
+PEER_SERVER = Path(__file__).resolve().parent / "peer_server.py"  # infinity-emb's CLI, cutting at max_seq_len
 
 
 @dataclass
@@ -42,9 +49,24 @@ class ServerSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     missing: str | None = None  # why it cannot run here
     prepare: Callable[[], object] | None = None  # run just before the server starts (not for servers left out)
+    truncation: str | None = None  # where it cuts a long text, for the report
 
 
-def _bento(name: str, target: str, env: dict[str, str], workers: int, threads: int, variant: str) -> ServerSpec:
+@contextmanager
+def started(spec: ServerSpec, log: Path, cpus: set[int]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The server of `spec` on a free loopback port, ready, as (process, base URL); stopped when the block ends."""
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in spec.command]
+    url = f"http://127.0.0.1:{port}"
+    if spec.prepare is not None:
+        spec.prepare()
+    with running(command, url + spec.ready, env=spec.env, log=log, cwd=spec.cwd, cpus=cpus) as process:
+        yield process, url
+
+
+def _bento(
+    name: str, target: str, env: dict[str, str], workers: int, threads: int, variant: str, max_seq_len: int
+) -> ServerSpec:
     return ServerSpec(
         name=name,
         what=f"textclf Bento ({target}), {variant} variant, greedy batcher, {workers} worker(s) × {threads} ORT "
@@ -55,7 +77,8 @@ def _bento(name: str, target: str, env: dict[str, str], workers: int, threads: i
         env={**env, "TEXTCLF_WORKERS": str(workers), "TEXTCLF_INTRA_OP_THREADS": str(threads)},
         workers=workers,
         has_engine_metrics=True,
-        settings={"workers": workers, "intra_op_threads": threads},
+        settings={"workers": workers, "intra_op_threads": threads, "max_seq_len": max_seq_len},
+        truncation=f"{max_seq_len} tokens: its runtime's tokenizer truncation at the export's max_seq_len",
     )
 
 
@@ -71,15 +94,19 @@ def _infinity(
     engine: str,
     what: str,
     work: Path,
+    max_seq_len: int,
     prepare: Callable[[], object] | None = None,
 ) -> ServerSpec:
     executable = peer_venv(cfg) / "bin" / "infinity_emb"
+    # infinity-emb's own CLI through peer_server.py (which makes it cut at max_seq_len like the others); -P: the
+    # script's folder (benchmarks/, with modules such as `markdown.py`) stays off sys.path.
     # `--model-id .` from inside the folder: 0.0.78 does not find the ONNX file under an absolute path.
-    command = [str(executable), "v2", "--model-id", ".", "--engine", engine, "--device", "cpu"]
+    command = [str(peer_venv(cfg) / "bin" / "python"), "-P", str(PEER_SERVER), "v2", "--model-id", "."]
+    command += ["--engine", engine, "--device", "cpu"]
     command += ["--host", "127.0.0.1", "--port", "{port}", "--url-prefix", "", "--served-model-name", "textclf"]
     if engine == "optimum":
-        # Our file as it is (no re-optimized copy), and no warm-up: its 512-token warm-up text overflows a
-        # BERT's positions in this engine, which does not truncate. The load tool warms every server itself.
+        # Our file as it is (no re-optimized copy), and no warm-up (its warm-up sends texts of 512 tokens and more):
+        # the load tool warms every server itself.
         command += ["--onnx-disable-optimize", "--no-model-warmup"]
     home = work / f"{name}-home"  # its caches, outside the model folder and the user's HF cache
     return ServerSpec(
@@ -94,10 +121,18 @@ def _infinity(
             "DO_NOT_TRACK": "1",
             "INFINITY_HOME": str(home),
             "HF_HOME": str(home),
+            "TEXTCLF_MAX_SEQ_LEN": str(max_seq_len),
         },
         cwd=model_dir,
-        settings={"engine": engine, "batch_size": "infinity default"},
+        settings={"engine": engine, "batch_size": "infinity default", "max_seq_len": max_seq_len},
         prepare=prepare,
+        truncation=f"{max_seq_len} tokens: infinity-emb 0.0.78's {engine} classifier calls its transformers pipeline "
+        + (
+            "without truncation (a text over the model's positions fails)"
+            if engine == "optimum"
+            else "truncating at the tokenizer's model_max_length"
+        )
+        + f"; benchmarks/peer_server.py adds `truncation=True, max_length={max_seq_len}` to that call",
         missing=None
         if executable.is_file()
         else f"infinity-emb is not installed in {executable.parent.parent}; `{PEER_SETUP}` installs it (not measured)",
@@ -122,6 +157,7 @@ def server_specs(
     target = bento or "service:TextClassifier"
     env = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
     variant = str(export.serving_variant)
+    max_seq_len = export.max_seq_len
     baseline = ServerSpec(
         name="baseline",
         what="FastAPI + transformers pipeline on PyTorch (eager fp32), one text per request",
@@ -129,14 +165,16 @@ def server_specs(
         + ["--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"],
         ready="/healthz",
         api="baseline",
-        env={"TEXTCLF_CHECKPOINT": str(checkpoint)},
+        env={"TEXTCLF_CHECKPOINT": str(checkpoint), "TEXTCLF_MAX_SEQ_LEN": str(max_seq_len)},
+        settings={"max_seq_len": max_seq_len},
+        truncation=f"{max_seq_len} tokens: its pipeline's tokenizer with `truncation=True, max_length={max_seq_len}`",
     )
     workers = cfg.serve.workers
     threads = cfg.serve.intra_op_threads or default_intra_op_threads(workers)
     return [
-        _bento("bento", target, env, workers, threads, variant),
-        _bento("bento-1x2", target, env, 1, 2, variant),
-        _bento("bento-2x1", target, env, 2, 1, variant),
+        _bento("bento", target, env, workers, threads, variant, max_seq_len),
+        _bento("bento-1x2", target, env, 1, 2, variant, max_seq_len),
+        _bento("bento-2x1", target, env, 2, 1, variant, max_seq_len),
         baseline,
         _infinity(
             "infinity-optimum",
@@ -146,6 +184,7 @@ def server_specs(
             f"infinity-emb 0.0.78, optimum (ONNX Runtime) engine, serving the Bento's own {variant} model.onnx "
             "(its pipeline runs one text per ONNX call)",
             work,
+            max_seq_len,
             prepare=lambda: copy_serving_variant(run_dir, export, work / "peer-model"),
         ),
         _infinity(
@@ -155,5 +194,6 @@ def server_specs(
             "torch",
             "infinity-emb 0.0.78, torch engine, serving the same checkpoint (PyTorch fp32)",
             work,
+            max_seq_len,
         ),
     ]

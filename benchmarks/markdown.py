@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from textclf.hardware import has_int8_dot_products
-from textclf_benchmarks import markdown_engines
+from textclf_benchmarks import markdown_engines, markdown_load
 from textclf_benchmarks.schema import ONE_THREAD_SUFFIX, NotRun, Results
 
 GPU_BASELINE_ENGINE = "pytorch-fp32-cuda"
@@ -22,6 +22,11 @@ TARGET_NAMES = {
     "engine_busy_32_users": "fraction of wall time the Bento's engine runs at 32 users",
     "http_errors_max": "most failed requests in any phase (Bento, every worker layout)",
     "engine_envelope_min": "engine envelope: worst sweep case of (fastest engine's time ÷ the served engine's)",
+    "http_long_rps_ratio_vs_peer_32_users": "HTTP req/s, long texts at 32 users, Bento ÷ infinity-emb (optimum engine)",
+    "http_long_errors": "failed requests in the long-text phase (Bento)",
+    "soak_failures": "failed requests in the soak (Bento alone at 32 users)",
+    "soak_rss_growth_pct": "worker RSS growth after the soak's first minute, % (largest worker)",
+    "soak_worker_restarts": "workers restarted during the soak",
 }
 
 
@@ -89,7 +94,7 @@ def render(results: Results) -> str:
     lines += ["", f"Engine targets: the row for a {h.engine_target_row or 'n/a'} applies. " + _limits_note(results), ""]
     lines += _engines(results) + _sweep(results) + _real(results) + markdown_engines.long_texts(results)
     lines += markdown_engines.envelope(results) + _roofline(results) + markdown_engines.op_profiles(results)
-    lines += _http(results)
+    lines += markdown_load.http(results)
     lines += _gpu(results) + _versions(results)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in results.plots] + [""]
     return "\n".join(lines)
@@ -216,42 +221,6 @@ def _roofline(results: Results) -> list[str]:
         f"{_fmt(h.gemm_fraction_b32_s128, '.2f')} of the GEMM rate.",
         "",
     ]
-
-
-def _http(results: Results) -> list[str]:
-    load = results.http
-    if load is None:
-        return ["## HTTP load", "", "Not run for this report (`textclf load`).", ""]
-    rows = []
-    whats = []
-    for name, server in load.servers.items():
-        whats.append(f"- `{name}`: {server.what}")
-        if not server.ran:
-            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "-", f"not run: {(server.reason or '')[:300]}"])
-            continue
-        for phase, s in server.results.items():
-            rows.append(
-                [
-                    name,
-                    phase,
-                    _fmt(s.rps, ".1f"),
-                    _fmt(s.p50_ms, ".1f"),
-                    _fmt(s.p95_ms, ".0f"),
-                    _fmt(s.p99_ms, ".0f"),
-                    f"{s.failures} / {s.requests}",
-                    _fmt(None if s.cpu_s_per_request is None else s.cpu_s_per_request * 1000, ".2f"),
-                    _fmt(s.engine_busy, ".2f"),
-                    "ran",
-                ]
-            )
-    header = ["server", "phase (users)", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total"]
-    header += ["server CPU ms / request", "engine busy", "status"]
-    intro = (
-        f"{load.request}; {load.pinning}. Phase `1-after-N` is one user right after the N-user burst. "
-        "Latency percentiles come from every request's exact time; server CPU is the whole process tree's; "
-        "engine busy = ONNX Runtime seconds (the service's histogram) ÷ wall seconds × workers."
-    )
-    return ["## HTTP load", "", intro, ""] + _table(header, rows) + ["", *whats, ""]
 
 
 def _gpu(results: Results) -> list[str]:

@@ -99,7 +99,7 @@ def envelope(results: Results) -> list[str]:
 
 def _route(results: Results) -> list[str]:
     route, timings = results.serving_route, results.shape_timings
-    if not timings:
+    if route is None and not timings:
         return ["Export recorded no shape timings (no route was considered).", ""]
     served = results.engines.get(results.headline.served_engine or SERVED_ENGINE)
     serving = served.variant if served else None
@@ -110,13 +110,16 @@ def _route(results: Results) -> list[str]:
             "",
         ]
     else:
+        source = "export's own timings below (engine alone, p50 ms per call)" if timings else "export's timings"
         lines = [
             f"Export's route: calls over **{route.max_short_tokens}** padded tokens run on `{route.variant}`"
             + (f" instead of `{serving}`" if serving else "")
-            + f". Chosen from export's own timings below (engine alone, p50 ms per call): with the route the worst "
+            + f". Chosen from {source}: with the route the worst "
             f"shape is {route.envelope_min:.3f} of the fastest variant, without it {route.envelope_min_unrouted:.3f}.",
             "",
         ]
+    if not timings:  # a manifest that records the route without the timings it came from
+        return [*lines, "The manifest holds no shape timings for it.", ""]
     variants = list(timings[0].ms)
     rows = []
     for t in timings:

@@ -50,6 +50,7 @@ ENGINE_TARGETS = {
 TARGETS = {
     "http_rps_ratio_32_users": 6.0,
     "http_rps_ratio_vs_peer_32_users": 1.3,
+    "http_long_rps_ratio_vs_peer_32_users": 1.3,
     "engine_busy_32_users": 0.9,
     "engine_envelope_min": 0.95,
 }
@@ -57,6 +58,10 @@ CEILINGS = {
     "http_p99_ratio_vs_peer_32_users": 1.0,
     "after_burst_p50_ratio": 1.2,
     "http_errors_max": 0,
+    "http_long_errors": 0,
+    "soak_failures": 0,
+    "soak_rss_growth_pct": 5.0,
+    "soak_worker_restarts": 0,
 }
 PEER = "infinity-optimum"
 
@@ -179,6 +184,41 @@ def _phase(servers: dict[str, ServerRecord], server: str, phase: str) -> LoadPha
     return record.results.get(phase) if record and record.ran else None
 
 
+def _long(servers: dict[str, ServerRecord], server: str) -> LoadPhase | None:
+    record = servers.get(server)
+    found = record.long_phase() if record else None
+    return found[1] if found else None
+
+
+def _long_figures(load: LoadReport | None) -> dict[str, Any]:
+    """The Bento in the long-text phase, and its req/s over the peer's and the baseline's there."""
+    servers = load.servers if load else {}
+    phase = _long(servers, "bento")
+    if phase is None:
+        return {}
+    figures: dict[str, Any] = {
+        "http_long_rps_32_users": phase.rps,
+        "http_long_p99_ms_32_users": phase.p99_ms,
+        "http_long_errors": phase.failures,
+    }
+    for key, server in (("http_long_rps_ratio_vs_peer_32_users", PEER), ("http_long_rps_ratio_32_users", "baseline")):
+        other = _long(servers, server)
+        if other is not None:
+            figures[key] = _ratio(phase.rps, other.rps)
+    return figures
+
+
+def _soak_figures(load: LoadReport | None) -> dict[str, Any]:
+    soak = load.soak if load else None
+    if soak is None or not soak.ran or soak.phase is None:
+        return {}
+    return {
+        "soak_failures": soak.phase.failures,
+        "soak_rss_growth_pct": soak.rss_growth_pct,
+        "soak_worker_restarts": soak.worker_restarts,
+    }
+
+
 def _envelope_figures(bench: BenchReport) -> dict[str, Any]:
     value, case = envelope_min(envelope_cases(bench.rows, bench.engines, bench.served_engine))
     return {"engine_envelope_min": value, "engine_envelope_case": case, "served_engine": bench.served_engine}
@@ -186,7 +226,8 @@ def _envelope_figures(bench: BenchReport) -> dict[str, Any]:
 
 def headline(bench: BenchReport, load: LoadReport | None) -> Headline:
     """The figures a newcomer reads first, all from this run's own measurements."""
-    result = Headline(**_engine_figures(bench), **_envelope_figures(bench), **_http_figures(load))
+    figures = _http_figures(load) | _long_figures(load) | _soak_figures(load)
+    result = Headline(**_engine_figures(bench), **_envelope_figures(bench), **figures)
     result.engine_target_row = VNNI_ROW if has_int8_dot_products(bench.machine.isa) else AVX2_ROW
     for key, goal in (ENGINE_TARGETS[result.engine_target_row] | TARGETS).items():
         value = getattr(result, key)

@@ -15,6 +15,7 @@ EngineKind = Literal["pytorch", "onnxruntime", "openvino"]
 Mode = Literal["session", "serving"]  # the engine alone on prepared inputs, or the whole path from texts
 SERVED_ENGINE = "served"  # the label of what the service runs, where export recorded a long-call route
 ONE_THREAD_SUFFIX = "-1thread"  # the serving variant once more on one thread (a multi-worker Bento's worker)
+LONG_SUFFIX = "-long"  # the long-text load phase: "32-long"
 
 
 # -- reports/<run>/bench.json --------------------------------------------------------------------------------
@@ -145,13 +146,76 @@ class LoadPhase(Record):
 
 
 class ServerRecord(Record):
-    """One server under load; `results` is keyed by phase: "1", "8", "32", "1-after-32", ..."""
+    """One server under load; `results` is keyed by phase: "1", "8", "32", "1-after-32", ..., "32-long"."""
 
     what: str
     results: dict[str, LoadPhase] = Field(default_factory=dict)
     ran: bool
     reason: str | None = None
     settings: dict[str, Any] | None = None
+    truncation: str | None = Field(None, description="where and how this server cuts a text over max_seq_len tokens")
+
+    def long_phase(self) -> tuple[str, LoadPhase] | None:
+        """The long-text phase (`32-long`) and its name, where this server ran one."""
+        if not self.ran:
+            return None
+        return next(((name, p) for name, p in self.results.items() if name.endswith(LONG_SUFFIX)), None)
+
+
+class LoadLongTexts(Record):
+    """The long-text phase's texts: one convention-speech excerpt per request, the same excerpts for every server."""
+
+    ran: bool
+    reason: str | None = None
+    source: str | None = None
+    texts: int | None = None
+    mean_words: float | None = None
+    min_tokens: int | None = Field(None, description="the model's tokenizer, [CLS] and [SEP] included, before any cut")
+    max_tokens: int | None = None
+    mean_tokens: float | None = None
+    max_seq_len: int | None = Field(None, description="tokens every server cuts each text at")
+    truncated: int | None = Field(None, description="excerpts longer than max_seq_len tokens")
+
+
+class RssSample(Record):
+    """The BentoML workers' resident memory at one moment of the soak."""
+
+    t_s: float = Field(description="seconds since the soak's load started")
+    rss_mb: dict[str, float] = Field(description="worker PID -> RSS in MiB")
+
+
+class PidChange(Record):
+    """Workers that appeared or went between two samples (a restarted worker starts its RSS afresh)."""
+
+    t_s: float
+    started: list[int]
+    gone: list[int]
+
+
+class SoakWorker(Record):
+    pid: int
+    rss_mb_settled: float | None = Field(None, description="at the settled sample (after the first minute)")
+    rss_mb_end: float | None = Field(None, description="at the last sample; None: the worker was gone by then")
+    growth_pct: float | None = Field(None, description="end over settled; None where the worker did not live through")
+
+
+class Soak(Record):
+    """The configured Bento alone under a long closed-loop load, its workers' RSS sampled throughout."""
+
+    ran: bool
+    reason: str | None = None
+    server: str
+    what: str | None = None
+    users: int
+    minutes: float
+    sample_interval_s: float
+    settle_s: float = Field(description="growth counts from the first sample at or after this many seconds")
+    phase: LoadPhase | None = Field(None, description="requests, failures, req/s and latency over the whole soak")
+    workers: list[SoakWorker] = Field(default_factory=list)
+    rss_growth_pct: float | None = Field(None, description="the largest growth of any worker after the settle time")
+    worker_restarts: int | None = Field(None, description="workers that started after the soak's first sample")
+    pid_changes: list[PidChange] = Field(default_factory=list)
+    samples: list[RssSample] = Field(default_factory=list)
 
 
 class LoadReport(Record):
@@ -165,6 +229,8 @@ class LoadReport(Record):
     pinning: str
     request: str
     servers: dict[str, ServerRecord]
+    long_texts: LoadLongTexts | None = Field(None, description="the long-text phase's texts (None: no such phase)")
+    soak: Soak | None = Field(None, description="None: no soak in this run (`bench.soak_minutes`)")
     wall_time_s: float | None = None
 
 
@@ -214,6 +280,16 @@ class Headline(Record):
     after_burst_p50_ratio: float | None = None
     engine_busy_32_users: float | None = None
     http_errors_max: int | None = None
+    http_long_rps_ratio_vs_peer_32_users: float | None = Field(
+        None, description="long-text phase: Bento req/s ÷ infinity-emb (optimum engine) req/s"
+    )
+    http_long_rps_ratio_32_users: float | None = Field(None, description="long-text phase: Bento ÷ baseline req/s")
+    http_long_rps_32_users: float | None = None
+    http_long_p99_ms_32_users: float | None = None
+    http_long_errors: int | None = Field(None, description="failed requests of the Bento in the long-text phase")
+    soak_failures: int | None = None
+    soak_rss_growth_pct: float | None = Field(None, description="largest worker RSS growth after the first minute")
+    soak_worker_restarts: int | None = None
     engine_envelope_min: float | None = Field(
         None, description="min over sweep cases of (best passing engine's time ÷ the served engine's time)"
     )

@@ -174,6 +174,15 @@ def load(
         list[str] | None,
         typer.Option(help=f"Only these servers (repeatable): {', '.join(LOAD_SERVERS)}; default: bench.load_servers."),
     ] = None,
+    soak_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--soak-minutes",
+            min=0,
+            help="Then soak the configured Bento alone this long at bench.soak_users (RSS of every worker every "
+            "bench.soak_sample_s); default bench.soak_minutes (0: none).",
+        ),
+    ] = None,
 ) -> None:
     """HTTP load tests with locust: the Bento vs a FastAPI + PyTorch baseline and the peer infinity-emb."""
 
@@ -184,7 +193,7 @@ def load(
             raise ConfigError(f"--server: unknown server(s) {sorted(unknown)}; use {', '.join(LOAD_SERVERS)}")
         from textclf_benchmarks.load import run as load_run
 
-        path = load_run(cfg, cfg.run_dir, bento=bento, servers=server)
+        path = load_run(cfg, cfg.run_dir, bento=bento, servers=server, soak_minutes=soak_minutes)
         stdout_console().print(f"load results: {path}")
 
 
@@ -278,6 +287,22 @@ def _bulk_progress() -> Iterator[Callable[[BulkProgress], None]]:
             bar.update(task, completed=step.done, total=step.total or None, rate=rate)
 
         yield update
+
+
+@app.command("bench-bulk")
+def bench_bulk(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    rows: Annotated[int, typer.Option(min=1, help="Rows of the generated file (test texts repeated).")] = 100_000,
+) -> None:
+    """Bulk prediction locally and on Ray Data (1 × 2 CPUs; 1 node × 1 vs 2 nodes × 1) into bulk.json."""
+
+    with _stage():
+        cfg = _load(config, set_, run)
+        from textclf_benchmarks.bulk import run as bulk_bench
+
+        stdout_console().print(f"bulk results: {bulk_bench(cfg, cfg.run_dir, rows=rows)}")
 
 
 @app.command()

@@ -49,6 +49,7 @@ def bench_cfg(exported_run: Config, tmp_path_factory: pytest.TempPathFactory) ->
         "load_users": [1, 32],
         "load_seconds": 3,
         "load_warmup_seconds": 1,
+        "soak_sample_s": 1,  # a soak of a few seconds still samples every worker several times
         "peer_venv": str(root / "no-peer-venv"),  # the peer is reported as not installed, never run here
     }
     cfg = BenchmarkConfig.model_validate(
@@ -165,23 +166,39 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
     from textclf_benchmarks.load import run as load_run
     from textclf_benchmarks.report import run as report_run
 
-    load_path = load_run(bench_cfg, bench_cfg.run_dir, servers=["bento", "baseline", "infinity-optimum"])
+    servers = ["bento", "baseline", "infinity-optimum"]
+    load_path = load_run(bench_cfg, bench_cfg.run_dir, servers=servers, soak_minutes=0.1)
     assert load_path == bench_cfg.reports_root / "default" / LOAD_JSON
     validate_against_schema(json.loads(load_path.read_text()), "load.schema.json")
     load = load_report(load_path, LoadReport)
+    export = require_export(bench_cfg.run_dir)
     for server in ("bento", "baseline"):
         record = load.servers[server]
         assert record.ran, record.reason
-        assert list(record.results) == ["1", "32", "1-after-32"]  # one user again right after the burst
+        # One user again right after the burst, then the long texts.
+        assert list(record.results) == ["1", "32", "1-after-32", "32-long"]
         for stats in record.results.values():
             assert stats.requests > 0 and stats.failures == 0
             assert stats.rps > 0 and 0 < stats.p50_ms <= stats.p95_ms <= stats.p99_ms
             assert stats.cpu_s_per_request is not None and stats.cpu_s_per_request > 0
+        assert record.truncation and record.truncation.startswith(f"{export.max_seq_len} tokens")
     busy = [phase.engine_busy for phase in load.servers["bento"].results.values()]
-    assert all(b is not None and 0 < b <= 1.5 for b in busy), busy  # from the service's own ORT histogram
+    assert all(b is not None and 0 < b <= 1.5 for b in busy), busy  # from the service's own engine histogram
     assert load.servers["baseline"].results["32"].engine_busy is None  # no such metric there
     peer = load.servers["infinity-optimum"]
     assert not peer.ran and peer.reason and "make peer" in peer.reason
+    long_texts = load.long_texts  # speech excerpts longer than the tiny model's 32 tokens: every one is cut
+    assert long_texts is not None and long_texts.ran, long_texts
+    assert long_texts.texts is not None and long_texts.texts > 150 and long_texts.truncated == long_texts.texts
+    assert long_texts.min_tokens is not None and long_texts.max_tokens is not None
+    assert 256 <= long_texts.min_tokens <= long_texts.max_tokens <= 512 and long_texts.max_seq_len == export.max_seq_len
+    soak = load.soak
+    assert soak is not None and soak.ran and soak.phase is not None, soak
+    assert soak.server == "bento" and soak.users == 32 and soak.phase.requests > 0 and soak.phase.failures == 0
+    assert len(soak.samples) >= 3 and soak.worker_restarts == 0 and soak.pid_changes == []
+    assert len(soak.workers) == bench_cfg.serve.workers
+    assert all(w.rss_mb_settled and w.rss_mb_end and w.growth_pct is not None for w in soak.workers), soak.workers
+    assert soak.rss_growth_pct == max(w.growth_pct for w in soak.workers if w.growth_pct is not None)
 
     report = report_run(bench_cfg, bench_cfg.run_dir)
     out = report.parent
@@ -189,8 +206,10 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
     validate_against_schema(raw, "results.schema.json")
     assert set(raw["headline"]) >= HEADLINE_KEYS  # the key names other tools read
     results = load_report(out / RESULTS_JSON, Results)
-    export = require_export(bench_cfg.run_dir)
-    assert results.headline.best_variant in {name for name, record in export.variants.items() if record.passed}
+    passed = {name for name, record in export.variants.items() if record.passed}
+    best = results.headline.best_variant or ""
+    # `served` wins with its route's name: "<serving variant> + <long variant> over N tokens".
+    assert best in passed or (results.headline.best_engine == "served" and best.split(" + ")[0] in passed), best
     envelope = results.headline.engine_envelope_min
     assert envelope is not None and 0 < envelope <= 1.1, envelope  # above 1.0 only by timing noise
     assert results.headline.served_engine == "served" and results.headline.engine_envelope_case
@@ -201,6 +220,9 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
     assert results.headline.http_errors_32_users == 0 and results.headline.http_errors_max == 0
     assert results.headline.after_burst_p50_ratio is not None and results.headline.engine_busy_32_users is not None
     assert results.headline.http_rps_ratio_vs_peer_32_users is None  # the peer did not run
+    assert results.headline.http_long_rps_ratio_vs_peer_32_users is None
+    assert results.headline.http_long_errors == 0 and results.headline.http_long_rps_ratio_32_users is not None
+    assert results.headline.soak_failures == 0 and results.headline.soak_rss_growth_pct is not None
     assert results.headline.targets["after_burst_p50_ratio"].at_most
     assert results.machine.cores >= 1 and results.machine.isa
     assert results.http == load and results.rows == bench_report.rows
@@ -208,6 +230,8 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     text = (out / REPORT_MD).read_text()
     assert "## At a glance" in text and "## HTTP load" in text and "baseline" in text
+    assert "### Long texts" in text and f"cuts each text at **{export.max_seq_len} tokens**" in text
+    assert "## Soak" in text and "Largest growth: **" in text
     assert "## Engine envelope" in text and "`engine_envelope_min` = **" in text and "## Real long texts" in text
     assert f"calls over **{ROUTE_TOKENS}** padded tokens run on" in text
     assert not (results.headline.best_engine or "").endswith("-1thread")  # the headline compares full engines

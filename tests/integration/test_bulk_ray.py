@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from tests.serving import loopback_port
 from tests.tiny import tiny_texts
 from textclf.config import Config
 from textclf_cli.app import app
@@ -101,36 +99,18 @@ def test_bad_input_is_one_line_and_exit_2_before_any_cluster_work(exported_run: 
     assert not ray.is_initialized()
 
 
-# Ray's token authentication, as a two-machine cluster would use it: every node and the driver share the token.
-CLUSTER_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-
-
 @pytest.fixture(scope="module")
-def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A head and a second node on 127.0.0.1, one CPU each; yields the head's address."""
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    temp = tmp_path_factory.mktemp("ray")
-    port = loopback_port()
-    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_TMPDIR": str(temp), **CLUSTER_ENV}
-    subprocess.run(
-        [ray_bin, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        subprocess.run([ray_bin, "start", "--address", address, *common], check=True, env=env, capture_output=True)
-        yield address
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A head and a second node on 127.0.0.1, one CPU each; yields the environment that joins it."""
+    from textclf_benchmarks.bulk import ray_cluster
+
+    with ray_cluster(2, 1, tmp_path_factory.mktemp("ray")) as env:
+        yield env
 
 
 @pytest.mark.slow
 def test_two_nodes_two_actors_and_a_killed_actor_lose_and_repeat_no_row(
-    exported_run: Config, two_node_cluster: str, tmp_path: Path
+    exported_run: Config, two_node_cluster: dict[str, str], tmp_path: Path
 ) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows_with_bad_ones(20000))
     local = predict(exported_run, "-i", source, "-o", tmp_path / "local.jsonl")
@@ -151,12 +131,13 @@ def test_two_nodes_two_actors_and_a_killed_actor_lose_and_repeat_no_row(
 
     killer = threading.Thread(target=kill_one_actor, daemon=True)
     killer.start()
-    args = ["--engine", "ray", "--address", two_node_cluster, "--actors", "2", "--cpus-per-actor", "1"]
+    args = ["--engine", "ray", "--address", two_node_cluster["RAY_ADDRESS"], "--actors", "2", "--cpus-per-actor", "1"]
     # A real `textclf` process, as a user runs it against a cluster (Ray reads the token when it is imported).
     textclf = str(Path(sys.executable).parent / "textclf")
     command = [textclf, "predict", "--set", f"artifacts_root={exported_run.artifacts_root}", "-i", str(source)]
     command += ["-o", str(tmp_path / "ray.jsonl"), *args, "--batch-size", "8"]
-    result = subprocess.run(command, env={**os.environ, **CLUSTER_ENV}, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, **two_node_cluster}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     killer.join(timeout=5)
     assert result.returncode == 0, result.stderr[-3000:]
     assert killed, "no actor was killed: the test proved nothing"

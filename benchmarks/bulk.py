@@ -1,0 +1,196 @@
+"""`textclf bench-bulk`: bulk prediction locally and on Ray Data, on the same generated file and machine.
+
+Three questions, each answered by texts/s on one file of `rows` test texts (repeated in order):
+- Ray's overhead at equal cores: `--engine ray` with 1 actor × 2 CPUs on a local cluster ÷ the local path on 2
+  threads (`bulk_ray_vs_local`).
+- a scaling proxy on one machine: 2 Ray nodes × 1 CPU with 2 actors ÷ 1 node × 1 CPU with 1 actor
+  (`bulk_ray_scaling_2_nodes`); the nodes are real `ray start` processes on loopback.
+- each actor's peak RSS, sampled from the actor processes while they run.
+Ray's times include starting the actors and loading the model in each (what a job pays); the local path's exclude
+loading the model. Everything runs on 127.0.0.1 with Ray's token authentication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import Field
+
+from textclf.bulk import run as local_run
+from textclf.files import now_iso
+from textclf.hardware import machine_info
+from textclf.manifest import package_versions, require_export
+from textclf.records import SCHEMA_VERSION, Machine, Record, write_report
+from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.texts import read_eval_texts
+
+logger = logging.getLogger(__name__)
+
+BULK_JSON = "bulk.json"
+ACTOR_PATTERN = "MapBatches(Predictor)"  # in the process title of every actor of the pool
+
+
+class BulkRun(Record):
+    engine: str = Field(description="local, or ray with its layout")
+    nodes: int
+    actors: int
+    cpus_per_actor: int
+    rows: int
+    seconds: float
+    texts_per_s: float
+    peak_actor_rss_mb: float | None = None
+
+
+class BulkReport(Record):
+    """`reports/<run>/bulk.json`."""
+
+    schema_version: int = SCHEMA_VERSION
+    created_at: str
+    run: str
+    machine: Machine
+    versions: dict[str, str]
+    rows: int
+    runs: dict[str, BulkRun]
+    bulk_ray_vs_local: float | None = None
+    bulk_ray_scaling_2_nodes: float | None = None
+
+
+def _write_input(path: Path, texts: list[str], rows: int) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(rows):
+            handle.write(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n")
+
+
+class _RssSampler:
+    """Peak RSS of the pool's actor processes, sampled every half second in a thread."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.5):
+            for process in psutil.process_iter(["cmdline", "memory_info"]):
+                cmdline = " ".join(process.info["cmdline"] or [])
+                if ACTOR_PATTERN in cmdline and process.info["memory_info"] is not None:
+                    self.peak_mb = max(self.peak_mb, process.info["memory_info"].rss / 2**20)
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def ray_cluster(nodes: int, cpus_per_node: int, work: Path) -> Iterator[dict[str, str]]:
+    """A head (+ nodes - 1 workers) on loopback; yields the environment a driver joins it with."""
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": str(work / "ray")}
+    full_env = {**os.environ, **env}
+    common = ["--num-cpus", str(cpus_per_node), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    head = [ray, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common]
+    try:
+        subprocess.run(head, env=full_env, check=True, capture_output=True, timeout=180)
+        for _ in range(nodes - 1):
+            worker = [ray, "start", "--address", f"127.0.0.1:{port}", *common]
+            subprocess.run(worker, env=full_env, check=True, capture_output=True, timeout=180)
+        yield env | {"RAY_ADDRESS": f"127.0.0.1:{port}"}
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=full_env, capture_output=True, timeout=180)
+
+
+def _ray_run(
+    cfg: BenchmarkConfig, source: Path, out: Path, actors: int, cpus: int, env: dict[str, str] | None
+) -> BulkRun:
+    """One `textclf predict --engine ray` process (Ray reads its token when imported: a process of its own)."""
+    textclf = str(Path(sys.executable).parent / "textclf")
+    command = [textclf, "predict", "--set", f"artifacts_root={cfg.artifacts_root}", "--run", cfg.run]
+    command += ["-i", str(source), "-o", str(out), "--engine", "ray", "--actors", str(actors)]
+    command += ["--cpus-per-actor", str(cpus)]
+    with _RssSampler() as sampler:
+        done = subprocess.run(command, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"textclf predict --engine ray failed:\n{done.stderr[-3000:]}")
+    line = done.stdout.strip().splitlines()[-1]
+    logger.info("ray %d × %d: %s", actors, cpus, line)
+    rows, seconds = parse_summary(line)
+    return BulkRun(
+        engine=f"ray {actors} actor(s) × {cpus} CPU",
+        nodes=1,
+        actors=actors,
+        cpus_per_actor=cpus,
+        rows=rows,
+        seconds=seconds,
+        texts_per_s=round(rows / seconds, 1),
+        peak_actor_rss_mb=round(sampler.peak_mb, 1) or None,
+    )
+
+
+def parse_summary(line: str) -> tuple[int, float]:
+    """Rows predicted and seconds from the one-line summary `N rows: P predicted, ...; S s, T texts/s → out`."""
+    predicted = int(line.split(" predicted")[0].split(": ")[-1].replace(",", ""))
+    seconds = float(line.split(" s, ")[0].split("; ")[-1])
+    return predicted, seconds
+
+
+def run(cfg: BenchmarkConfig, run_dir: Path, *, rows: int = 100_000, out_dir: Path | None = None) -> Path:
+    """Measure the three layouts on one generated file and write `reports/<run>/bulk.json`."""
+    export = require_export(run_dir)
+    out_dir = out_dir or cfg.reports_root / cfg.run
+    texts = read_eval_texts(run_dir, export)
+    report = BulkReport(
+        created_at=now_iso(),
+        run=cfg.run,
+        machine=Machine.model_validate(machine_info()),
+        versions=package_versions(),
+        rows=rows,
+        runs={},
+    )
+    work = Path(tempfile.mkdtemp(prefix="textclf-bulk-"))
+    try:
+        source = work / "texts.jsonl"
+        _write_input(source, texts, rows)
+        summary = local_run(run_dir, source, work / "local.jsonl", text_column="text", intra_op_threads=2)
+        report.runs["local"] = BulkRun(
+            engine="local, 2 intra-op threads",
+            nodes=1,
+            actors=1,
+            cpus_per_actor=2,
+            rows=summary.predicted,
+            seconds=round(summary.seconds, 2),
+            texts_per_s=round(summary.texts_per_s, 1),
+        )
+        logger.info("local: %s", summary.line())
+        report.runs["ray-1x2"] = _ray_run(cfg, source, work / "ray-1x2.jsonl", 1, 2, None)
+        with ray_cluster(1, 1, work / "one") as env:
+            report.runs["ray-1-node-1x1"] = _ray_run(cfg, source, work / "ray-1n.jsonl", 1, 1, env)
+        with ray_cluster(2, 1, work / "two") as env:
+            two = _ray_run(cfg, source, work / "ray-2n.jsonl", 2, 1, env)
+            report.runs["ray-2-nodes-2x1"] = two.model_copy(update={"nodes": 2})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    runs = report.runs
+    report.bulk_ray_vs_local = round(runs["ray-1x2"].texts_per_s / runs["local"].texts_per_s, 3)
+    report.bulk_ray_scaling_2_nodes = round(runs["ray-2-nodes-2x1"].texts_per_s / runs["ray-1-node-1x1"].texts_per_s, 3)
+    return write_report(out_dir / BULK_JSON, report)

@@ -1,0 +1,176 @@
+"""The soak: the configured Bento alone under a long closed-loop load, its workers' memory sampled throughout.
+
+A worker whose resident memory keeps growing under steady load leaks; one the arbiter restarted starts its memory
+afresh, so every sample re-reads the workers' PIDs and a change is recorded, never read as a drop. Growth counts
+from the first sample at or after the first minute (a shorter soak: its first half), when the engine's arenas and
+the batcher's buffers have reached their working size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from textclf_benchmarks.load_servers import ServerSpec, started
+from textclf_benchmarks.schema import LoadPhase, PidChange, RssSample, Soak, SoakWorker
+
+logger = logging.getLogger(__name__)
+
+WORKER_MARK = "_bentoml_impl.worker"  # in the command line of every BentoML worker process
+SETTLE_S = 60.0
+_MIB = 2**20
+
+Locust = Callable[[str, int, int], dict]  # (url, users, seconds) -> the phase's figures (see `load.run_locust`)
+
+
+def worker_pids(root: psutil.Process) -> set[int]:
+    """The live BentoML workers under the `bentoml serve` process (an exited one, not yet reaped, is not)."""
+    pids = set()
+    for child in root.children(recursive=True):
+        try:
+            if WORKER_MARK in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.Error:  # gone, or a zombie the arbiter has not reaped yet
+            continue
+    return pids
+
+
+def worker_rss_mb(root_pid: int) -> dict[int, float]:
+    """Each live worker's resident set size (MiB) by PID; empty where the server is gone."""
+    try:
+        root = psutil.Process(root_pid)
+        pids = worker_pids(root)
+    except psutil.Error:
+        return {}
+    sizes = {}
+    for pid in pids:
+        try:
+            sizes[pid] = round(psutil.Process(pid).memory_info().rss / _MIB, 1)
+        except psutil.Error:  # exited between listing and reading
+            continue
+    return sizes
+
+
+class RssSampler:
+    """Samples the workers' RSS at the start, every `interval_s` in a thread, and once more at the end."""
+
+    def __init__(self, root_pid: int, interval_s: float) -> None:
+        self.root_pid = root_pid
+        self.interval_s = interval_s
+        self.samples: list[RssSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="soak-rss", daemon=True)
+        self._started = 0.0
+
+    def sample(self) -> None:
+        sizes = worker_rss_mb(self.root_pid)
+        t_s = round(time.monotonic() - self._started, 1)
+        self.samples.append(RssSample(t_s=t_s, rss_mb={str(pid): mb for pid, mb in sorted(sizes.items())}))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> RssSampler:
+        self._started = time.monotonic()
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def pid_changes(samples: list[RssSample]) -> list[PidChange]:
+    """Each moment the set of workers differs from the sample before."""
+    changes = []
+    for before, after in itertools.pairwise(samples):
+        old, new = {int(p) for p in before.rss_mb}, {int(p) for p in after.rss_mb}
+        if old != new:
+            changes.append(PidChange(t_s=after.t_s, started=sorted(new - old), gone=sorted(old - new)))
+    return changes
+
+
+def summarize(samples: list[RssSample], settle_s: float) -> tuple[list[SoakWorker], float | None, int]:
+    """Per worker: RSS at the settled sample and at the end, and growth where it lived through both; the largest
+    growth; how many workers started after the first sample (restarts)."""
+    if not samples:
+        return [], None, 0
+    settled = next((s for s in samples if s.t_s >= settle_s), samples[-1])
+    end = samples[-1]
+    seen: dict[str, None] = {}
+    for s in samples:
+        seen |= dict.fromkeys(s.rss_mb)
+    workers = []
+    for pid in seen:
+        start_mb, end_mb = settled.rss_mb.get(pid), end.rss_mb.get(pid)
+        growth = None
+        if start_mb and end_mb is not None and settled is not end:
+            growth = round((end_mb - start_mb) / start_mb * 100, 2)
+        workers.append(SoakWorker(pid=int(pid), rss_mb_settled=start_mb, rss_mb_end=end_mb, growth_pct=growth))
+    growths = [w.growth_pct for w in workers if w.growth_pct is not None]
+    restarts = len(set(seen) - set(samples[0].rss_mb))
+    return workers, max(growths, default=None), restarts
+
+
+def run_soak(
+    spec: ServerSpec,
+    *,
+    minutes: float,
+    users: int,
+    sample_s: float,
+    cpus: set[int],
+    log: Path,
+    locust: Locust,
+) -> Soak:
+    """Start `spec` alone, load it with `users` closed-loop users for `minutes`, sample its workers' RSS."""
+    seconds = max(1, round(minutes * 60))
+    settle_s = min(SETTLE_S, seconds / 2)
+    record = Soak(
+        ran=False,
+        server=spec.name,
+        what=spec.what,
+        users=users,
+        minutes=minutes,
+        sample_interval_s=sample_s,
+        settle_s=settle_s,
+    )
+    if spec.missing:
+        record.reason = spec.missing
+        return record
+    logger.info("soak: %s alone, %d users, %d s, RSS every %.0f s", spec.name, users, seconds, sample_s)
+    try:
+        with started(spec, log, cpus) as (process, url), RssSampler(process.pid, sample_s) as sampler:
+            stats = locust(url, users, seconds)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        record.reason = str(exc)[-500:]
+        logger.warning("soak: %s", record.reason[-300:])
+        return record
+    record.samples = sampler.samples
+    record.pid_changes = pid_changes(sampler.samples)
+    record.workers, record.rss_growth_pct, record.worker_restarts = summarize(sampler.samples, settle_s)
+    record.phase = LoadPhase.model_validate(stats)
+    record.ran = True
+    if not record.workers:
+        record.ran, record.reason = False, f"no process with `{WORKER_MARK}` in its command line under the server"
+    logger.info(
+        "soak: %.1f req/s, %d failures, p99 %.1f ms, RSS growth %s %%, %d worker restart(s)",
+        record.phase.rps,
+        record.phase.failures,
+        record.phase.p99_ms,
+        record.rss_growth_pct,
+        record.worker_restarts,
+    )
+    return record
