@@ -34,7 +34,8 @@ from textclf.tables import FORMATS, file_format, open_source
 
 logger = logging.getLogger(__name__)
 
-LINE = "_textclf_line"  # JSONL inputs are read as raw lines and parsed in the actor, as the local reader does
+# JSONL inputs are read as raw lines (`read_text`'s one column) and parsed in the actor, as the local reader does.
+LINE = "text"
 # Reading and writing reserve no CPU: a pool of actors × cpus_per_actor that takes every CPU of the cluster (the
 # usual sizing) would otherwise leave the read tasks waiting for a CPU forever (seen: a 2-node × 1-CPU cluster with
 # 2 actors hung at "3/2 CPU"). They are light next to inference, and Ray Data's backpressure bounds them.
@@ -184,7 +185,8 @@ def _read(files: list[Path], text_column: str) -> Any:
             ray_remote_args=IO_TASKS,
         )
     if fmt == "jsonl":
-        return ray.data.read_text(paths, ray_remote_args=IO_TASKS).rename_columns({"text": LINE})
+        # No rename or other map between reading and the pool: each would be a task needing a CPU of its own.
+        return ray.data.read_text(paths, ray_remote_args=IO_TASKS)
     return ray.data.read_parquet(paths, ray_remote_args=IO_TASKS)
 
 
