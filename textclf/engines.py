@@ -165,6 +165,8 @@ class OpenVinoEngine:
             "PERFORMANCE_HINT": hint,
             "NUM_STREAMS": 1,
             "INFERENCE_PRECISION_HINT": precision,
+            # No pinning: two single-thread workers would each pin their thread to the same first core.
+            "ENABLE_CPU_PINNING": False,
         }
         self.compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
         self.request = self.compiled.create_infer_request()
