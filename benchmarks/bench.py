@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 ROOFLINE_CASE = (32, 128)
 
 
-
-
 def _rss_mb() -> float:
     import psutil
 

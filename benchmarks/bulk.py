@@ -26,45 +26,18 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import Field
-
 from textclf.bulk import run as local_run
 from textclf.files import now_iso
 from textclf.hardware import machine_info
 from textclf.manifest import package_versions, require_export
-from textclf.records import SCHEMA_VERSION, Machine, Record, write_report
+from textclf.records import Machine, write_report
 from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.schema import BULK_JSON, BulkReport, BulkRun
 from textclf_benchmarks.texts import read_eval_texts
 
 logger = logging.getLogger(__name__)
 
-BULK_JSON = "bulk.json"
 ACTOR_PATTERN = "MapBatches(Predictor)"  # in the process title of every actor of the pool
-
-
-class BulkRun(Record):
-    engine: str = Field(description="local, or ray with its layout")
-    nodes: int
-    actors: int
-    cpus_per_actor: int
-    rows: int
-    seconds: float
-    texts_per_s: float
-    peak_actor_rss_mb: float | None = None
-
-
-class BulkReport(Record):
-    """`reports/<run>/bulk.json`."""
-
-    schema_version: int = SCHEMA_VERSION
-    created_at: str
-    run: str
-    machine: Machine
-    versions: dict[str, str]
-    rows: int
-    runs: dict[str, BulkRun]
-    bulk_ray_vs_local: float | None = None
-    bulk_ray_scaling_2_nodes: float | None = None
 
 
 def _write_input(path: Path, texts: list[str], rows: int) -> None:

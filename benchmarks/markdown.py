@@ -94,7 +94,7 @@ def render(results: Results) -> str:
     lines += ["", f"Engine targets: the row for a {h.engine_target_row or 'n/a'} applies. " + _limits_note(results), ""]
     lines += _engines(results) + _sweep(results) + _real(results) + markdown_engines.long_texts(results)
     lines += markdown_engines.envelope(results) + _roofline(results) + markdown_engines.op_profiles(results)
-    lines += markdown_load.http(results)
+    lines += markdown_load.http(results) + markdown_load.bulk(results)
     lines += _gpu(results) + _versions(results)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in results.plots] + [""]
     return "\n".join(lines)

@@ -138,3 +138,38 @@ def soak(results: Results) -> list[str]:
     for change in record.pid_changes:
         lines.append(f"- at {change.t_s:.0f} s: started {change.started or 'none'}, gone {change.gone or 'none'}")
     return lines + ([""] if record.pid_changes else [])
+
+
+def bulk(results: Results) -> list[str]:
+    """Bulk prediction locally and on Ray Data, from `textclf bench-bulk`."""
+    report = results.bulk
+    lines = ["## Bulk prediction (local and Ray Data)", ""]
+    if report is None:
+        return [*lines, "Not run for this report (`textclf bench-bulk`).", ""]
+    lines += [
+        f"`textclf bench-bulk`, {report.created_at}: one JSONL file of {report.rows:,} test-split texts (repeated), "
+        "written as JSONL. Ray's times include starting the actors and loading the model in each; the local "
+        "path's exclude loading the model. Nodes are `ray start` processes on this machine (loopback).",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            run.engine,
+            str(run.nodes),
+            f"{run.actors} × {run.cpus_per_actor}",
+            f"{run.seconds:.1f}",
+            f"{run.texts_per_s:,.0f}",
+            _fmt(run.peak_actor_rss_mb, ".0f"),
+        ]
+        for name, run in report.runs.items()
+    ]
+    lines += _table(["run", "engine", "nodes", "actors × CPUs", "s", "texts/s", "peak actor RSS MiB"], rows)
+    lines += [
+        "",
+        f"Ray 1 × 2 CPUs ÷ local: **{_fmt(report.bulk_ray_vs_local, '.2f', '×')}**; 2 nodes × 1 CPU ÷ 1 node × 1 CPU: "
+        f"**{_fmt(report.bulk_ray_scaling_2_nodes, '.2f', '×')}** (a scaling proxy: both nodes share this "
+        "machine's cores, disk and the driver).",
+        "",
+    ]
+    return lines

@@ -20,9 +20,11 @@ from textclf_benchmarks.envelope import envelope_cases, envelope_min
 from textclf_benchmarks.load import AFTER_BURST_PREFIX
 from textclf_benchmarks.markdown import render
 from textclf_benchmarks.schema import (
+    BULK_JSON,
     SERVED_ENGINE,
     BenchReport,
     BenchRow,
+    BulkReport,
     Headline,
     LoadPhase,
     LoadReport,
@@ -53,6 +55,8 @@ TARGETS = {
     "http_long_rps_ratio_vs_peer_32_users": 1.3,
     "engine_busy_32_users": 0.9,
     "engine_envelope_min": 0.95,
+    "bulk_ray_vs_local": 0.9,
+    "bulk_ray_scaling_2_nodes": 1.8,
 }
 CEILINGS = {
     "http_p99_ratio_vs_peer_32_users": 1.0,
@@ -224,9 +228,15 @@ def _envelope_figures(bench: BenchReport) -> dict[str, Any]:
     return {"engine_envelope_min": value, "engine_envelope_case": case, "served_engine": bench.served_engine}
 
 
-def headline(bench: BenchReport, load: LoadReport | None) -> Headline:
+def _bulk_figures(bulk: BulkReport | None) -> dict[str, Any]:
+    if bulk is None:
+        return {}
+    return {"bulk_ray_vs_local": bulk.bulk_ray_vs_local, "bulk_ray_scaling_2_nodes": bulk.bulk_ray_scaling_2_nodes}
+
+
+def headline(bench: BenchReport, load: LoadReport | None, bulk: BulkReport | None = None) -> Headline:
     """The figures a newcomer reads first, all from this run's own measurements."""
-    figures = _http_figures(load) | _long_figures(load) | _soak_figures(load)
+    figures = _http_figures(load) | _long_figures(load) | _soak_figures(load) | _bulk_figures(bulk)
     result = Headline(**_engine_figures(bench), **_envelope_figures(bench), **figures)
     result.engine_target_row = VNNI_ROW if has_int8_dot_products(bench.machine.isa) else AVX2_ROW
     for key, goal in (ENGINE_TARGETS[result.engine_target_row] | TARGETS).items():
@@ -255,6 +265,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
         raise ArtifactError(f"{out_dir / BENCH_JSON}: no engine results; run `textclf bench` first")
     load = _read(out_dir / LOAD_JSON, LoadReport)
     gpu = _read(out_dir / "bench-cuda.json", BenchReport)
+    bulk = _read(out_dir / BULK_JSON, BulkReport)
     figures = {
         "latency_vs_batch.png": plots.latency_curves(bench.rows, "batch", 128, out_dir / "latency_vs_batch.png"),
         "latency_vs_seq.png": plots.latency_curves(bench.rows, "seq_len", 1, out_dir / "latency_vs_seq.png"),
@@ -264,7 +275,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
     results = Results(
         created_at=now_iso(),
         run=cfg.run,
-        headline=headline(bench, load),
+        headline=headline(bench, load, bulk),
         machine=bench.machine,
         versions=bench.versions,
         engines=bench.engines,
@@ -277,6 +288,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
         serving_route=bench.serving_route,
         shape_timings=bench.shape_timings,
         http=load,
+        bulk=bulk,
         gpu=gpu or NotRun(ran=False, reason="`textclf bench --device cuda` was not run for this report"),
         plots=[name for name, made in figures.items() if made],
     )

@@ -290,6 +290,8 @@ class Headline(Record):
     soak_failures: int | None = None
     soak_rss_growth_pct: float | None = Field(None, description="largest worker RSS growth after the first minute")
     soak_worker_restarts: int | None = None
+    bulk_ray_vs_local: float | None = Field(None, description="Ray 1 actor × 2 CPUs ÷ local, texts/s, same file")
+    bulk_ray_scaling_2_nodes: float | None = Field(None, description="2 Ray nodes × 1 CPU ÷ 1 node × 1 CPU, texts/s")
     engine_envelope_min: float | None = Field(
         None, description="min over sweep cases of (best passing engine's time ÷ the served engine's time)"
     )
@@ -297,6 +299,35 @@ class Headline(Record):
     served_engine: str | None = None
     targets: dict[str, Target] = Field(default_factory=dict)
     engine_target_row: str | None = Field(None, description="which ISA row of the engine targets applies")
+
+
+# -- reports/<run>/bulk.json ---------------------------------------------------------------------------------
+BULK_JSON = "bulk.json"
+
+
+class BulkRun(Record):
+    engine: str = Field(description="local, or ray with its layout")
+    nodes: int
+    actors: int
+    cpus_per_actor: int
+    rows: int
+    seconds: float
+    texts_per_s: float
+    peak_actor_rss_mb: float | None = None
+
+
+class BulkReport(Record):
+    """`reports/<run>/bulk.json`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str
+    run: str
+    machine: Machine
+    versions: dict[str, str]
+    rows: int
+    runs: dict[str, BulkRun]
+    bulk_ray_vs_local: float | None = None
+    bulk_ray_scaling_2_nodes: float | None = None
 
 
 class NotRun(Record):
@@ -323,5 +354,6 @@ class Results(Record):
     serving_route: ServingRoute | None = None
     shape_timings: list[ShapeTiming] = Field(default_factory=list)
     http: LoadReport | None = None
+    bulk: BulkReport | None = None
     gpu: BenchReport | NotRun
     plots: list[str]

@@ -7,7 +7,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 from textclf.schema import Manifest
-from textclf_benchmarks.schema import BenchReport, LoadReport, Results
+from textclf_benchmarks.schema import BenchReport, BulkReport, LoadReport, Results
 
 # The file name each schema is written under by `textclf schema`.
 SCHEMAS: Final[dict[str, type[BaseModel]]] = {
@@ -15,6 +15,7 @@ SCHEMAS: Final[dict[str, type[BaseModel]]] = {
     "bench.schema.json": BenchReport,
     "load.schema.json": LoadReport,
     "results.schema.json": Results,
+    "bulk.schema.json": BulkReport,
 }
 
 

@@ -560,3 +560,31 @@ def test_report_says_when_no_long_phase_or_soak_ran() -> None:
         ran=False, reason="server not ready", server="bento", users=32, minutes=1, sample_interval_s=10, settle_s=30
     )
     assert "## Soak\n\nNot run: server not ready." in render(_results(_bench(), http=failed))
+
+
+def test_bulk_figures_reach_the_headline_and_its_targets() -> None:
+    from textclf_benchmarks.bulk import parse_summary
+    from textclf_benchmarks.schema import BulkReport, BulkRun
+
+    def layout(name: str, texts_per_s: float) -> BulkRun:
+        return BulkRun(
+            engine=name, nodes=1, actors=1, cpus_per_actor=1, rows=1000, seconds=1.0, texts_per_s=texts_per_s
+        )
+
+    bulk = BulkReport(
+        created_at="2026-11-29T12:00:00+00:00",
+        run="default",
+        machine=_bench().machine,
+        versions={},
+        rows=1000,
+        runs={"local": layout("local", 1000.0), "ray-1x2": layout("ray", 850.0)},
+        bulk_ray_vs_local=0.85,
+        bulk_ray_scaling_2_nodes=1.9,
+    )
+    h = headline(_bench(), None, bulk)
+    assert h.bulk_ray_vs_local == 0.85 and not h.targets["bulk_ray_vs_local"].met  # under 0.9: missed
+    assert h.targets["bulk_ray_scaling_2_nodes"].met
+    assert parse_summary("100,000 rows: 99,990 predicted, 10 without text, 0 truncated; 96.5 s, 1,036 texts/s → x") == (
+        99_990,
+        96.5,
+    )
