@@ -97,7 +97,7 @@ class ExportConfig(Section):
     route_long_calls: bool = Field(
         True, description="time every passing CPU variant across call shapes; route long calls to a faster one"
     )
-    shape_timing_seconds: float = Field(0.3, gt=0, description="time per call shape for the route")
+    shape_timing_seconds: float = Field(1.0, gt=0, description="time per call shape for the route")
 
     @field_validator("variants")
     @classmethod
