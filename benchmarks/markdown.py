@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textclf.hardware import has_int8_dot_products
 from textclf_benchmarks import markdown_engines, markdown_load
+from textclf_benchmarks.markdown_cells import fmt as _fmt
+from textclf_benchmarks.markdown_cells import table as _table
 from textclf_benchmarks.schema import ONE_THREAD_SUFFIX, NotRun, Results
 
 GPU_BASELINE_ENGINE = "pytorch-fp32-cuda"
@@ -28,16 +28,6 @@ TARGET_NAMES = {
     "soak_rss_growth_pct": "worker RSS growth after the soak's first minute, % (largest worker)",
     "soak_worker_restarts": "workers restarted during the soak",
 }
-
-
-def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{suffix}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def _machine(results: Results) -> str:

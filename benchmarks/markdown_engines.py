@@ -3,8 +3,8 @@ export's route and its shape timings, the long-text cases, and where each profil
 
 from __future__ import annotations
 
-from typing import Any
-
+from textclf_benchmarks.markdown_cells import fmt as _fmt
+from textclf_benchmarks.markdown_cells import table as _table
 from textclf_benchmarks.schema import SERVED_ENGINE, OpProfile, Results
 
 OP_ROWS = 10  # op types listed per engine; the rest are summed as "other"
@@ -19,16 +19,6 @@ PROFILERS = {
         "feed-forward GEMMs, int8 ones included; `Subgraph`: fused element-wise chains)",
     ),
 }
-
-
-def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{suffix}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def served_note(results: Results) -> list[str]:

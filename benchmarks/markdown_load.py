@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from textclf_benchmarks.markdown_cells import fmt as _fmt
+from textclf_benchmarks.markdown_cells import table as _table
 from textclf_benchmarks.schema import LONG_SUFFIX, LoadPhase, Results, Soak
 
 SOAK_HINT = "`textclf load --set bench.soak_minutes=10` (the configured Bento alone; the other phases run first)"
-
-
-def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{suffix}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def _cpu_ms(phase: LoadPhase) -> str:

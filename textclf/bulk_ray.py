@@ -29,7 +29,7 @@ from textclf.errors import InputError
 from textclf.manifest import require_export
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
 from textclf.runtime import Classifier
-from textclf.table_sinks import RENAME_PREFIX
+from textclf.table_sinks import RENAME_PREFIX, cell_text
 from textclf.tables import FORMATS, file_format, open_source
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class Predictor:
         frame = pd.DataFrame(out)
         if self.output_format in ("csv", "tsv"):  # one text cell per value, as the local CSV writer does
             for column in frame.columns:
-                frame[column] = frame[column].map(_csv_cell)
+                frame[column] = frame[column].map(cell_text)
         return frame
 
 
@@ -151,16 +151,6 @@ def _merge(row: dict[str, Any], extra: dict[str, Any], added: list[str]) -> dict
             name = RENAME_PREFIX + name
         out[name] = value
     return out | extra
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):  # None and pandas' NaN for a missing cell
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, dict, list)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
 
 
 def _read(files: list[Path], text_column: str) -> Any:

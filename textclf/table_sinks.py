@@ -86,8 +86,9 @@ class Sink:
         """Release the file after a failure; the caller removes it."""
 
 
-def _cell(value: Any) -> str:
-    if value is None:
+def cell_text(value: Any) -> str:
+    """One value as a CSV / TSV cell: empty for a missing one, JSON for a bool, object or list."""
+    if value is None or (isinstance(value, float) and value != value):  # None, or pandas' NaN for a missing cell
         return ""
     if isinstance(value, str):
         return value
@@ -107,7 +108,7 @@ class _CsvSink(Sink):
         names = [c.name for c in self.added]
         for number, (row, extra) in enumerate(zip(chunk.rows, added, strict=True), start=chunk.first_row):
             self.check_keys(row, number)
-            self._writer.writerow([_cell(row.get(c)) for c in self.columns] + [_cell(extra[n]) for n in names])
+            self._writer.writerow([cell_text(row.get(c)) for c in self.columns] + [cell_text(extra[n]) for n in names])
 
     def close(self) -> None:
         self._handle.close()
