@@ -23,6 +23,8 @@ from textclf_cli.app import app
 
 
 def _copy_run(cfg: Config, dest: Path, **export_updates: object) -> Config:
+    # The shared exported run pins its serving variant (conftest); a copy with other variants chooses its own.
+    export_updates = {"serving_variant": None} | export_updates
     shutil.copytree(cfg.artifacts_root, dest / "artifacts")
     return cfg.model_copy(
         update={"artifacts_root": dest / "artifacts", "export": cfg.export.model_copy(update=export_updates)}

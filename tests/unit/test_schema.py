@@ -19,7 +19,7 @@ from textclf.manifest import read_manifest, update_manifest
 from textclf.paths import SCHEMAS_DIR
 from textclf.records import load_report, parse_artifact
 from textclf.schema import Manifest
-from textclf_benchmarks.schema import BenchReport, LoadReport, Results
+from textclf_benchmarks.schema import BenchReport, BulkReport, LoadReport, Results
 from textclf_cli.app import app
 from textclf_cli.schemas import SCHEMAS, json_schemas
 
@@ -72,10 +72,12 @@ def test_committed_results_are_what_the_report_code_derives_from_bench_and_load(
     load = load_report(COMMITTED / "load.json", LoadReport)
     results = load_report(COMMITTED / "results.json", Results)
     gpu = load_report(COMMITTED / "bench-cuda.json", BenchReport)
-    # When the report code changes, `textclf report` (it reads only bench.json, load.json and bench-cuda.json)
-    # refreshes these.
+    bulk = load_report(COMMITTED / "bulk.json", BulkReport)
+    # When the report code changes, `textclf report` (it reads only bench.json, load.json, bulk.json and
+    # bench-cuda.json) refreshes these.
     stale = "reports/default is stale: run `textclf report` and commit results.json and report.md"
-    assert headline(bench, load) == results.headline, stale
+    assert headline(bench, load, bulk) == results.headline, stale
+    assert results.bulk == bulk, stale
     assert speedups(bench) == results.speedups, stale
     assert results.http == load, stale
     assert results.gpu == gpu, stale
