@@ -33,11 +33,11 @@ def model_version(run: str, variant: str, sha256: str) -> str:
 
 
 def served_variants(export: ExportSection) -> list[str]:
-    """The serving variant, then the long-call route's variant where export recorded one."""
-    if not export.serving_variant:
+    """`export.served_variants()`, which must name at least the serving variant to package anything."""
+    names = export.served_variants()
+    if not names:
         raise ArtifactError("the export chose no serving variant; nothing to package")
-    route = [export.serving_route.variant] if export.serving_route else []
-    return [export.serving_variant, *route]
+    return names
 
 
 def import_model(run_dir: Path, model_name: str) -> str:

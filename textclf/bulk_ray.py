@@ -81,11 +81,10 @@ def check_output_folder(path: Path) -> None:
 def _model_files(folder: Path) -> dict[str, bytes]:
     """The manifest and the served variants' files, to ship to every actor (no shared filesystem needed)."""
     export = require_export(folder)
-    names = [export.serving_variant] + ([export.serving_route.variant] if export.serving_route else [])
     files = {MANIFEST_NAME: (folder / MANIFEST_NAME).read_bytes()}
-    for name in names:
-        for relative in export.variants[str(name)].files:
-            files[f"{ONNX_DIR}/{name}/{relative}"] = (folder / ONNX_DIR / str(name) / relative).read_bytes()
+    for name in export.served_variants():
+        for relative in export.variants[name].files:
+            files[f"{ONNX_DIR}/{name}/{relative}"] = (folder / ONNX_DIR / name / relative).read_bytes()
     return files
 
 

@@ -213,6 +213,11 @@ class ExportSection(Record):
     )
     wall_time_s: float | None = None
 
+    def served_variants(self) -> list[str]:
+        """What a served model runs: the serving variant, then the long-call route's variant where there is one."""
+        route = [self.serving_route.variant] if self.serving_route else []
+        return [self.serving_variant, *route] if self.serving_variant else []
+
 
 class Manifest(Record):
     """`artifacts/<run>/manifest.json`: one section per stage that has run, under a common header."""
