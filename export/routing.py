@@ -32,9 +32,8 @@ def shapes(max_seq_len: int) -> list[tuple[int, int]]:
     return grid + [(b, s) for b, s in EXTRA_SHAPES if s <= max_seq_len]
 
 
-def _inputs(classifier: Classifier, texts: list[str], batch: int, seq_len: int) -> dict[str, np.ndarray]:
+def _inputs(classifier: Classifier, ids: list[int], batch: int, seq_len: int) -> dict[str, np.ndarray]:
     """A call of `batch` rows of exactly `seq_len` real tokens, cut from the texts' token ids end to end."""
-    ids = [i for encoding in classifier.tokenizer.encode_batch(texts[:200]) for i in encoding.ids]
     while len(ids) < batch * seq_len:
         ids = ids + ids
     rows = np.asarray(ids[: batch * seq_len], dtype=np.int64).reshape(batch, seq_len)
@@ -45,9 +44,10 @@ def _inputs(classifier: Classifier, texts: list[str], batch: int, seq_len: int) 
 def time_shapes(classifiers: Mapping[str, Classifier], texts: list[str], seconds_per_shape: float) -> list[ShapeTiming]:
     """p50 per call of each variant at each shape; variants interleaved inside a shape (the host is noisy)."""
     any_classifier = next(iter(classifiers.values()))
+    ids = [i for encoding in any_classifier.tokenizer.encode_batch(texts[:200]) for i in encoding.ids]
     timings = []
     for batch, seq_len in shapes(any_classifier.max_seq_len):
-        inputs = _inputs(any_classifier, texts, batch, seq_len)
+        inputs = _inputs(any_classifier, ids, batch, seq_len)
         samples: dict[str, list[float]] = {name: [] for name in classifiers}
         for classifier in classifiers.values():
             classifier.run_session(inputs)  # warm-up: the first call at a shape prepares it

@@ -23,6 +23,7 @@ from tests.serving import serve_env, served, served_process
 from tests.tiny import tiny_texts
 from textclf.config import Config
 from textclf.runtime import Classifier
+from textclf_benchmarks.soak import worker_pids
 
 TEXTS = [t for t, _ in tiny_texts(96, seed=5)]
 
@@ -114,22 +115,10 @@ def test_sigterm_answers_every_request_in_flight(exported_run: Config, tmp_path:
     assert answered_after >= in_flight // 2  # they were answered during the shutdown, not before it
 
 
-def _worker_pids(process: psutil.Process) -> set[int]:
-    """The live BentoML workers under the `bentoml serve` process (an exited one, not yet reaped, is not)."""
-    pids = set()
-    for child in process.children(recursive=True):
-        try:
-            if "_bentoml_impl.worker" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.Error:  # gone, or a zombie the arbiter has not reaped yet
-            continue
-    return pids
-
-
 def test_a_killed_worker_comes_back(exported_run: Config, tmp_path: Path) -> None:
     with served_process("service:TextClassifier", _env(exported_run, tmp_path), tmp_path / "log") as (url, process):
         arbiter = psutil.Process(process.pid)
-        before = _worker_pids(arbiter)
+        before = worker_pids(arbiter)
         assert before
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
@@ -142,9 +131,9 @@ def test_a_killed_worker_comes_back(exported_run: Config, tmp_path: Path) -> Non
             except requests.RequestException:
                 continue
         assert answered, "no answer after the worker was killed"
-        while time.monotonic() < deadline and len(_worker_pids(arbiter) - {victim}) < len(before):
+        while time.monotonic() < deadline and len(worker_pids(arbiter) - {victim}) < len(before):
             time.sleep(0.5)
-        after = _worker_pids(arbiter)
+        after = worker_pids(arbiter)
         assert victim not in after and len(after) == len(before), "the arbiter started a new worker"
 
 
@@ -172,7 +161,7 @@ def test_a_dead_engine_thread_is_noticed_and_the_worker_restarts(exported_run: C
 
     with served_process("service:TextClassifier", env, tmp_path / "log") as (url, process):
         arbiter = psutil.Process(process.pid)
-        (victim,) = _worker_pids(arbiter)
+        (victim,) = worker_pids(arbiter)
         with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
             killer = pool.submit(_timed_post, url, [KILL_TEXT])
             _wait_until(lambda: _predict_requests(url)[0] == 1, 5, "the killer's call started")
@@ -192,7 +181,7 @@ def test_a_dead_engine_thread_is_noticed_and_the_worker_restarts(exported_run: C
         assert livez.status_code == 503  # BentoML's liveness hook (__is_alive__) reports the death
 
         # The worker exits by itself and the arbiter starts a fresh one, which serves again.
-        _wait_until(lambda: victim not in _worker_pids(arbiter), 30, "the worker with the dead engine exited")
+        _wait_until(lambda: victim not in worker_pids(arbiter), 30, "the worker with the dead engine exited")
         deadline = time.monotonic() + 90
         answered = None
         while answered is None and time.monotonic() < deadline:
@@ -206,4 +195,4 @@ def test_a_dead_engine_thread_is_noticed_and_the_worker_restarts(exported_run: C
         assert answered is not None, "no answer after the engine died"
         assert [item["label"] in ("neg", "pos") for item in answered.json()] == [True, True]
         assert requests.get(f"{url}/livez", timeout=10).status_code == 200
-        assert len(_worker_pids(arbiter) - {victim}) == 1
+        assert len(worker_pids(arbiter) - {victim}) == 1
