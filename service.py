@@ -25,9 +25,11 @@ from textclf.auth import parse_api_keys
 from textclf.batcher import BatchStats, Engine, GreedyBatcher
 from textclf.bentoml_patch import check_request_timer_replaced, replace_bentoml_request_timer
 from textclf.config import load_config
+from textclf.engines import RoutedEngine
 from textclf.errors import RequestError
 from textclf.guard import Access, ModelState, RequestGuard, error_body
 from textclf.runtime import Classifier, default_intra_op_threads
+from textclf.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions, TruncationDirection
 from textclf.validation import NON_BLANK_PATTERN, Limits
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,16 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=SERVE.max_chars
 Texts = Annotated[list[Text], Field(min_length=1, max_length=SERVE.max_texts_per_request)]
 TopK = Annotated[int | None, Field(ge=1, description="only the k best classes in `scores`, best first")]
 RawScores = Annotated[bool, Field(description="logits instead of probabilities in `score` and `scores`")]
+OnOverlength = Annotated[
+    OverlengthPolicy | None,
+    Field(
+        description="texts over the model's max_seq_len tokens: `truncate` cuts them (flagged `truncated`), "
+        "`error` refuses the request (422); absent: the server's `serve.on_overlength`"
+    ),
+]
+Direction = Annotated[
+    TruncationDirection, Field(description="which end a cut text keeps: `right` its beginning, `left` its end")
+]
 
 
 class Prediction(BaseModel):
@@ -136,8 +148,8 @@ class _DebugEngine:
         self.delay_s = delay_s
         self.kill_text = kill_text
 
-    def encode(self, texts: list[str]) -> list[Any]:
-        encodings = self.classifier.encode(texts)
+    def encode(self, texts: list[str], options: TextOptions = DEFAULT_OPTIONS) -> list[Any]:
+        encodings = self.classifier.encode(texts, options)
         return [self._KILL if text == self.kill_text else e for text, e in zip(texts, encodings, strict=True)]
 
     def token_count(self, encoding: Any) -> int:
@@ -157,6 +169,14 @@ def _exit_after_engine_death(_error: BaseException | None) -> None:
     timer = threading.Timer(ENGINE_DEATH_EXIT_DELAY_S, os.kill, (os.getpid(), signal.SIGTERM))
     timer.daemon = True
     timer.start()
+
+
+def _platform(classifier: Classifier) -> str:
+    """The v2 protocol's `platform` of what serves: Triton's names for the engines, both where calls are routed."""
+    names = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
+    engine = classifier.engine
+    parts = [engine.short, engine.long] if isinstance(engine, RoutedEngine) else [engine]
+    return "+".join(dict.fromkeys(names[part.name] for part in parts))
 
 
 def _route_logs_to_bentoml() -> None:
@@ -222,6 +242,8 @@ class TextClassifier:
             engine = _DebugEngine(self.classifier, DEBUG_ENGINE_DELAY_S, DEBUG_KILL_ENGINE_TEXT)
         self.batcher = GreedyBatcher.from_config(engine, SERVE, on_batch=_observe, on_death=_exit_after_engine_death)
         self.batcher.start()
+        MODEL_STATE.is_ready = lambda: self.batcher.alive
+        MODEL_STATE.platform = _platform(self.classifier)
         check_request_timer_replaced()  # the app's middleware stack is built before its startup runs this
         # Everything loaded so far lives as long as the worker: freezing it keeps the collector from walking
         # those objects again in every full collection (each one a pause of the event loop and the engine).
@@ -247,11 +269,19 @@ class TextClassifier:
         await asyncio.to_thread(self.batcher.close)
 
     @bentoml.api
-    async def predict(self, texts: Texts, top_k: TopK = None, raw_scores: RawScores = False) -> list[Prediction]:
+    async def predict(
+        self,
+        texts: Texts,
+        top_k: TopK = None,
+        raw_scores: RawScores = False,
+        on_overlength: OnOverlength = None,
+        truncation_direction: Direction = "right",
+    ) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ the label set of a
         multi-label model, + truncated)."""
+        options = TextOptions(on_overlength, truncation_direction)
         try:
-            logits, truncated = await self.batcher.submit(texts)
+            logits, truncated = await self.batcher.submit(texts, options)
         except RequestError as exc:  # a full queue or a dead engine (503); in error mode a too-long text (422)
             # Our own error body: the guard passes it on as it is (with Retry-After on a 503).
             return Response(json.dumps(error_body(exc)), status_code=exc.status)  # type: ignore[return-value]

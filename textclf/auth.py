@@ -12,7 +12,11 @@ from pathlib import Path
 from textclf.errors import ConfigError
 
 # Routes anyone may call: Kubernetes probes, the try-it page and the API documentation.
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/", "/docs", "/docs.json"})
+OPEN_PATHS = frozenset(
+    {"/livez", "/readyz", "/healthz", "/", "/docs", "/docs.json", "/v2/health/live", "/v2/health/ready"}
+)
+# Open paths that classify when posted to: `POST /` is the Hugging Face task API, not the page.
+CLASSIFYING_OPEN_PATHS = frozenset({"/"})
 OPEN_PREFIXES = ("/static_content/", "/ui/")
 METRICS_PATH = "/metrics"
 
@@ -42,8 +46,10 @@ def parse_api_keys(value: str | None) -> tuple[bytes, ...]:
     return tuple(key.encode() for key in keys)
 
 
-def needs_key(path: str, *, metrics_public: bool) -> bool:
+def needs_key(path: str, method: str = "GET", *, metrics_public: bool) -> bool:
     """Whether a request to `path` must carry a key (when keys are configured at all)."""
+    if path in CLASSIFYING_OPEN_PATHS and method not in ("GET", "HEAD"):
+        return True
     if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return False
     return not (path == METRICS_PATH and metrics_public)

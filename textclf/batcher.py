@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from textclf.errors import RequestError
+from textclf.text_options import DEFAULT_OPTIONS, TextOptions
 
 if TYPE_CHECKING:
     from textclf.config import ServeConfig
@@ -72,7 +73,7 @@ class EngineUnavailable(RequestError):
 class Engine(Protocol[E]):
     """What the batcher needs from a model: tokenize, measure, run. `Classifier` implements it."""
 
-    def encode(self, texts: list[str]) -> list[E]: ...
+    def encode(self, texts: list[str], options: TextOptions = DEFAULT_OPTIONS) -> list[E]: ...
 
     def token_count(self, encoding: E) -> int: ...
 
@@ -236,8 +237,10 @@ class GreedyBatcher(Generic[E]):
         if len(self._waiting) + count > self.max_queued_texts:
             raise QueueFull(f"{len(self._waiting)} texts are already queued (limit {self.max_queued_texts})")
 
-    async def submit(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Logits (rows in input order) and truncation flags for one request's texts.
+    async def submit(
+        self, texts: Sequence[str], options: TextOptions = DEFAULT_OPTIONS
+    ) -> tuple[np.ndarray, list[bool]]:
+        """Logits (rows in input order) and truncation flags for one request's texts, tokenized as `options` say.
 
         Raises:
             QueueFull: the queue is at `max_queued_texts`, or the batcher is shutting down.
@@ -252,9 +255,9 @@ class GreedyBatcher(Generic[E]):
         # right here, which costs less than a thread hop; long ones go to a thread so the event loop stays free.
         # `encode` also refuses over-length texts in `on_overlength=error` mode: that check lives only there.
         if sum(len(text) for text in texts) <= self.inline_tokenize_chars:
-            encodings = self.engine.encode(list(texts))
+            encodings = self.engine.encode(list(texts), options)
         else:
-            encodings = await loop.run_in_executor(None, self.engine.encode, list(texts))
+            encodings = await loop.run_in_executor(None, self.engine.encode, list(texts), options)
         if not encodings:
             return np.zeros((0, 0), dtype=np.float32), []
         enqueued = self.clock()

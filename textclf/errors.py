@@ -13,6 +13,7 @@ from typing import Final
 ERROR_STATUS: Final[dict[str, int]] = {
     "invalid_json": 400,
     "unauthorized": 401,
+    "not_found": 404,  # another protocol's route names a model this server does not serve
     "method_not_allowed": 405,
     "request_timeout": 408,
     "too_many_texts": 413,

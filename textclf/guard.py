@@ -19,11 +19,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from textclf import __version__
 from textclf.auth import is_authorized, needs_key
 from textclf.errors import ERROR_STATUS, RequestError
 from textclf.openapi import patch_openapi
 from textclf.pages import page
-from textclf.validation import Limits, PredictRequest, validate_payload
+from textclf.protocols import v2
+from textclf.protocols.common import Adapter, Call, ModelFacts, Reply, logits_from_predict, parse_json
+from textclf.protocols.hf import HfAdapter
+from textclf.validation import Limits, validate_payload
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PREDICT_PATH = "/predict"
+ROOT_PATH = "/"  # GET: the try-it page; POST: the Hugging Face task API (InferenceClient(base_url) posts here)
 MODEL_PATH = "/model"
 OPENAPI_PATH = "/docs.json"
 DOCS_PATH = "/docs"  # BentoML's Swagger UI, which it serves at "/" where the try-it page lives now
@@ -54,9 +59,13 @@ class ModelState:
 
     info: dict[str, Any] = field(default_factory=dict)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    facts: ModelFacts | None = None  # the model as the other protocols name it
+    platform: str = "onnxruntime_onnx"  # v2 metadata: the engine that serves
+    is_ready: Any = None  # () -> bool: the engine takes work (the service's batcher is alive)
 
     def set_model(self, name: str, variant: str, sha256: str, info: dict[str, Any]) -> None:
         self.info = info
+        self.facts = ModelFacts.from_info(info)
         self.headers = [
             (b"x-model-name", name.encode()),
             (b"x-model-variant", variant.encode()),
@@ -115,6 +124,9 @@ class RequestGuard:
         self.access = access or Access()
         self.timeout_s = timeout_s
         self.in_flight = 0
+        self.hub = HfAdapter("hub", limits)
+        self.tei = HfAdapter("tei", limits)
+        self.v2 = v2.V2Adapter(limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,13 +150,19 @@ class RequestGuard:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, rid: bytes, exchange: _Exchange) -> None:
         path, method = scope["path"], scope["method"]
-        locked = self.access.api_keys and needs_key(path, metrics_public=self.access.metrics_public)
+        locked = self.access.api_keys and needs_key(path, method, metrics_public=self.access.metrics_public)
         if locked and not is_authorized(_header(scope, b"authorization"), self.access.api_keys):
             await self._error(
                 send,
                 RequestError("unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'"),
                 [(b"www-authenticate", b'Bearer realm="textclf"')],
             )
+            return
+        if path == ROOT_PATH and method == "POST":
+            await self._predict(scope, receive, send, rid, exchange, self.hub)
+            return
+        if path == v2.PREFIX or path.startswith(v2.PREFIX + "/"):
+            await self._v2(scope, receive, send, rid, exchange)
             return
         static = page(path) if method in ("GET", "HEAD") else None
         if static is not None:
@@ -164,12 +182,26 @@ class RequestGuard:
         else:
             await self.app(scope, receive, send)
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send, rid: bytes, exchange: _Exchange) -> None:
+    async def _predict(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rid: bytes,
+        exchange: _Exchange,
+        adapter: Adapter | None = None,
+    ) -> None:
+        """One classification request, native (`adapter` None) or in another protocol's shape; `/predict` bodies
+        with `inputs` instead of `texts` are text-embeddings-inference's and answered in its shape."""
+        reply_error = adapter.error if adapter is not None else self._error_reply
         if scope["method"] != "POST":
-            await self._error(send, RequestError("method_not_allowed", "use POST /predict"), [(b"allow", b"POST")])
+            allow = [(b"allow", b"POST")]
+            exc = RequestError("method_not_allowed", f"use POST {scope['path']}")
+            await self._reply(send, reply_error(exc), allow)
             return
         if self.in_flight >= self.limits.max_concurrency:
-            await self._error(send, RequestError("overloaded", "too many requests in flight; retry shortly"))
+            exc = RequestError("overloaded", "too many requests in flight; retry shortly")
+            await self._reply(send, reply_error(exc))
             return
         started = time.perf_counter()
         self.in_flight += 1
@@ -182,41 +214,97 @@ class RequestGuard:
             async with asyncio.timeout(self.timeout_s):
                 body = await self._read_body(scope, receive)
                 exchange.body_read = True
-                texts = self._parse(body).texts
-                status = await self._forward(scope, receive, send, body)
+                if adapter is None:
+                    payload = parse_json(body)
+                    if isinstance(payload, dict) and "inputs" in payload and "texts" not in payload:
+                        adapter, reply_error = self.tei, self.tei.error
+                if adapter is None:
+                    # Over-length texts (`on_overlength=error`) are refused by the batcher's tokenizer, off the
+                    # event loop for long requests: tokenizing here too would cost a second pass on the loop.
+                    texts = validate_payload(payload, self.limits).texts
+                    status = await self._forward(scope, receive, send, body)
+                else:
+                    call = adapter.parse(body, _header(scope, v2.HEADER_LENGTH), self._facts())
+                    texts = call.texts
+                    reply = await self._run_call(scope, receive, call)
+                    status = reply.status
+                    await self._reply(send, reply)
         except RequestError as exc:
-            status = exc.status
-            await self._error(send, exc)
+            reply = reply_error(exc)
+            status = reply.status
+            await self._reply(send, reply)
         except TimeoutError:
             if exchange.started:  # the answer is on its way already: it cannot become a 504 any more
                 logger.warning("request %s passed its deadline while its answer was being sent", rid.decode())
             elif not exchange.body_read:
                 status = 408
-                await self._error(send, RequestError("request_timeout", f"no complete body in {self.timeout_s:g} s"))
+                late = RequestError("request_timeout", f"no complete body in {self.timeout_s:g} s")
+                await self._reply(send, reply_error(late))
             else:
                 status = 504
-                await self._error(send, RequestError("timeout", f"no prediction within {self.timeout_s:g} s"))
+                late = RequestError("timeout", f"no prediction within {self.timeout_s:g} s")
+                await self._reply(send, reply_error(late))
         finally:
             self.in_flight -= 1
             logger.info(
-                "predict request_id=%s status=%d texts=%d bytes=%d latency_ms=%.1f",
+                "predict request_id=%s protocol=%s status=%d texts=%d bytes=%d latency_ms=%.1f",
                 rid.decode(),
+                adapter.name if adapter is not None else "textclf",
                 status,
                 len(texts),
                 len(body),
                 (time.perf_counter() - started) * 1000,
             )
 
-    def _parse(self, body: bytes) -> PredictRequest:
+    def _facts(self) -> ModelFacts:
+        if self.state.facts is None:
+            raise RequestError("engine_unavailable", "the model is not loaded yet; retry shortly")
+        return self.state.facts
+
+    async def _run_call(self, scope: Scope, receive: Receive, call: Call) -> Reply:
+        """Run a protocol's call through BentoML's `/predict`, as a native request with raw scores, and render it."""
+        inner: dict[str, Any] = {"texts": call.texts, "raw_scores": True}
+        if call.options.on_overlength is not None:
+            inner["on_overlength"] = call.options.on_overlength
+        if call.options.truncation_direction != "right":
+            inner["truncation_direction"] = call.options.truncation_direction
+        inner_scope = {**scope, "method": "POST", "path": PREDICT_PATH, "raw_path": PREDICT_PATH.encode()}
+        status, answer = await self._collect(inner_scope, receive, json.dumps(inner).encode())
+        if status != 200:
+            raise _inner_request_error(status, answer)
+        logits, truncated = logits_from_predict(answer, self._facts().labels)
+        reply = call.render(logits, truncated)
+        return Reply(reply.status, reply.body, reply.content_type, [*reply.headers, *self.state.headers])
+
+    async def _v2(self, scope: Scope, receive: Receive, send: Send, rid: bytes, exchange: _Exchange) -> None:
+        """The Open Inference Protocol's routes: server and model metadata, health, and inference."""
+        path, method = scope["path"], scope["method"]
+        route = v2.match_model_route(path)
+        if route is not None and route.action == "/infer":
+            await self._predict(scope, receive, send, rid, exchange, self.v2)
+            return
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RequestError("invalid_json", f"the body is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise RequestError("invalid_json", "the body nests too deeply to be a predict request") from None
-        # Over-length texts (`on_overlength=error`) are refused by the batcher's tokenizer, off the event loop for
-        # long requests: tokenizing here too would cost a second pass over up to 64 × 20,000 characters on the loop.
-        return validate_payload(payload, self.limits)
+            if method not in ("GET", "HEAD"):
+                raise RequestError("method_not_allowed", f"use GET {path}")
+            ready = self.state.facts is not None and (self.state.is_ready is None or bool(self.state.is_ready()))
+            if path in (v2.LIVE_PATH, v2.READY_PATH):
+                # The protocol answers health with the status alone: 200 true, 4xx false, an empty body.
+                healthy = path == v2.LIVE_PATH or ready
+                await self._send(send, 200 if healthy else 400, b"", "text/plain", list(self.state.headers))
+                return
+            if path == v2.PREFIX:
+                await self._reply(send, Reply.json(200, v2.server_metadata(__version__)))
+                return
+            if route is None:
+                raise RequestError("not_found", f"no route {path}; see GET /docs.json")
+            v2.check_model(route, self._facts())
+            if route.action == "/ready":
+                await self._send(send, 200 if ready else 400, b"", "text/plain", list(self.state.headers))
+            else:
+                await self._reply(send, Reply.json(200, v2.model_metadata(self._facts(), self.state.platform)))
+        except RequestError as exc:
+            extra = [(b"allow", b"GET")] if exc.error_type == "method_not_allowed" else []
+            await self._reply(send, self.v2.error(exc), extra)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.limits.max_body_bytes
@@ -237,20 +325,13 @@ class RequestGuard:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> int:
-        """Replay the checked body to BentoML; its errors leave in the project's shape."""
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body, only a disconnect can come
-
+    def _inner_scope(self, scope: Scope, body: bytes) -> Scope:
         headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"content-type", b"content-length")]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        inner_scope = {**scope, "headers": headers}
+        return {**scope, "headers": headers}
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> int:
+        """Replay the checked body to BentoML; its errors leave in the project's shape."""
         status = 500
         error_chunks: list[bytes] | None = None
 
@@ -265,28 +346,15 @@ class RequestGuard:
             elif error_chunks is not None:
                 error_chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
-                    await self._inner_error(send, status, b"".join(error_chunks))
+                    await self._reply(send, self._error_reply(_inner_request_error(status, b"".join(error_chunks))))
             else:
                 await send(message)
 
-        await self.app(inner_scope, replay, wrapped_send)
+        await self.app(self._inner_scope(scope, body), _replay(body, receive), wrapped_send)
         return status
 
-    async def _inner_error(self, send: Send, status: int, body: bytes) -> None:
-        """An error from inside: ours (the service's own body) passes; BentoML's is put in our shape."""
-        try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError):
-            payload = None
-        ours = isinstance(payload, dict) and set(payload) == {"error", "error_type"}
-        if ours and ERROR_STATUS.get(str(payload["error_type"])) == status:
-            await self._error(send, RequestError(str(payload["error_type"]), str(payload["error"])))
-            return
-        error_type, text = _INNER_ERRORS.get(status, ("internal", "the server failed to classify"))
-        await self._error(send, RequestError(error_type, text))
-
-    async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """BentoML's OpenAPI document, completed with the error responses and the routes of this guard."""
+    async def _collect(self, scope: Scope, receive: Receive, body: bytes | None = None) -> tuple[int, bytes]:
+        """BentoML's whole answer to a request (`body` replayed as the request's body when given)."""
         chunks: list[bytes] = []
         status = 500
 
@@ -297,17 +365,33 @@ class RequestGuard:
             else:
                 chunks.append(message.get("body", b""))
 
-        await self.app(scope, receive, collect)
+        if body is None:
+            await self.app(scope, receive, collect)
+        else:
+            await self.app(self._inner_scope(scope, body), _replay(body, receive), collect)
+        return status, b"".join(chunks)
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """BentoML's OpenAPI document, completed with the error responses and the routes of this guard."""
+        status, document = await self._collect(scope, receive)
         if status != 200:
             raise RuntimeError(f"BentoML answered {status} for {OPENAPI_PATH}")
-        spec = patch_openapi(json.loads(b"".join(chunks)), self.limits, has_keys=bool(self.access.api_keys))
+        spec = patch_openapi(json.loads(document), self.limits, has_keys=bool(self.access.api_keys))
         await self._send_json(send, 200, spec, [])
 
+    def _error_reply(self, exc: RequestError) -> Reply:
+        """An error in the project's own shape (`Retry-After` on a 503: overload and a restarting engine pass)."""
+        headers = [(b"retry-after", RETRY_AFTER_S.encode())] if exc.status == 503 else []
+        return Reply.json(exc.status, error_body(exc), headers)
+
     async def _error(self, send: Send, exc: RequestError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        headers = [*self.state.headers, *(extra or [])]
-        if exc.status == 503:  # overload and a restarting engine: both pass soon
-            headers.append((b"retry-after", RETRY_AFTER_S.encode()))
-        await self._send_json(send, exc.status, error_body(exc), headers)
+        await self._reply(send, self._error_reply(exc), extra)
+
+    async def _reply(self, send: Send, reply: Reply, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        headers = [*reply.headers, *(extra or [])]
+        if not any(name == b"x-model-name" for name, _ in headers):
+            headers = [*self.state.headers, *headers]
+        await self._send(send, reply.status, reply.body, reply.content_type, headers)
 
     async def _send_json(
         self, send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
@@ -321,3 +405,30 @@ class RequestGuard:
         base = [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": [*base, *headers]})
         await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the already-read body once, then whatever the client sends (only a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _inner_request_error(status: int, body: bytes) -> RequestError:
+    """An error from inside as a RequestError: ours (the service's own body) as it is, BentoML's in our terms."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        payload = None
+    ours = isinstance(payload, dict) and set(payload) == {"error", "error_type"}
+    if ours and ERROR_STATUS.get(str(payload["error_type"])) == status:
+        return RequestError(str(payload["error_type"]), str(payload["error"]))
+    error_type, text = _INNER_ERRORS.get(status, ("internal", "the server failed to classify"))
+    return RequestError(error_type, text)

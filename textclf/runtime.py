@@ -32,6 +32,7 @@ from textclf.paths import ONNX_DIR
 from textclf.predictions import Prediction, multi_label_threshold, predictions, probabilities
 from textclf.records import FileEntry
 from textclf.schema import ExportSection
+from textclf.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, TextOptions
 
 logger = logging.getLogger(__name__)
 
@@ -165,13 +166,17 @@ class Classifier:
         self.multi_label = self.threshold is not None
         self.variant = sidecar.get("variant", self.variant_dir.name)
         self.max_seq_len = int(max_seq_len or sidecar.get("max_seq_len") or config.get("max_position_embeddings", 512))
-        if on_overlength not in ("truncate", "error"):
-            raise ValueError(f"on_overlength must be 'truncate' or 'error', got {on_overlength!r}")
+        if on_overlength not in OVERLENGTH_POLICIES:
+            raise ValueError(f"on_overlength must be one of {OVERLENGTH_POLICIES}, got {on_overlength!r}")
         self.on_overlength = on_overlength
 
         self.tokenizer = Tokenizer.from_file(str(self.variant_dir / TOKENIZER_FILE))
         self.tokenizer.no_padding()  # padding is done per batch, to the batch's own longest text
         self.tokenizer.enable_truncation(max_length=self.max_seq_len)
+        # The same tokenizer cutting from the left (a request's `truncation_direction: left`): its own copy, since
+        # a tokenizer's truncation is its state and the one above is used from several threads.
+        self.left_tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        self.left_tokenizer.enable_truncation(max_length=self.max_seq_len, direction="left")
         self.pad_id = int(config.get("pad_token_id") or 0)
 
         self.intra_op_threads = intra_op_threads or default_intra_op_threads()
@@ -242,10 +247,12 @@ class Classifier:
         return cls(run_dir / ONNX_DIR / name, expected_files=record.files, **kwargs)
 
     # -- tokenization ---------------------------------------------------------------------------------------
-    def encode(self, texts: list[str]) -> list[Any]:
-        """Tokenize (truncating at max_seq_len); raises OverlengthError in error mode."""
-        encodings = self.tokenizer.encode_batch(texts)
-        if self.on_overlength == "error":
+    def encode(self, texts: list[str], options: TextOptions = DEFAULT_OPTIONS) -> list[Any]:
+        """Tokenize, cutting at max_seq_len tokens from the end `options` names; raises OverlengthError when the
+        request's policy (or, where it names none, the classifier's `on_overlength`) is `error`."""
+        left = options.truncation_direction == "left"
+        encodings = (self.left_tokenizer if left else self.tokenizer).encode_batch(texts)
+        if (options.on_overlength or self.on_overlength) == "error":
             for index, encoding in enumerate(encodings):
                 if encoding.overflowing:
                     raise OverlengthError(f"texts[{index}] is longer than max_seq_len={self.max_seq_len} tokens")

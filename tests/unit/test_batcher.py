@@ -30,7 +30,7 @@ class FakeEngine:
         self.gate = gate  # when set, the first batch blocks until the test releases it
         self.started = threading.Event()
 
-    def encode(self, texts: list[str]) -> list[list[str]]:
+    def encode(self, texts: list[str], options: object = None) -> list[list[str]]:
         return [text.split() for text in texts]
 
     def token_count(self, encoding: list[str]) -> int:
@@ -228,9 +228,9 @@ def test_long_requests_are_tokenized_off_the_event_loop() -> None:
     seen: list[str] = []
     encode = engine.encode
 
-    def recording_encode(texts: list[str]) -> list[list[str]]:
+    def recording_encode(texts: list[str], options: object = None) -> list[list[str]]:
         seen.append(threading.current_thread().name)
-        return encode(texts)
+        return encode(texts, options)
 
     engine.encode = recording_encode  # type: ignore[method-assign]
     batcher, _ = _batcher(engine, inline_tokenize_chars=10)

@@ -1,0 +1,166 @@
+"""The Hugging Face text-classification shape: the Hub's task API (what `InferenceClient(base_url).
+text_classification` posts to `/`) and text-embeddings-inference's `POST /predict` with `{"inputs": ...}`.
+
+Both take `{"inputs": ..., "parameters": {"top_k", "function_to_apply"}, "truncate", "truncation_direction",
+"raw_scores"}` and answer a list of `{"label", "score"}` per text, best first. They differ in what a list means:
+- `hub` (`POST /`): a string is one text, a list of strings a batch; the answer is always one list per text
+  (`[[...]]` for one text), which is what `InferenceClient` unpacks.
+- `tei` (`POST /predict`): TEI's own rules: a string, or a list of one string, is one text (answered with one
+  flat list); a list of two strings is a text *pair*; a batch is a list of lists (`[["a"], ["b"]]`, answered
+  with one list per text). textclf classifies single texts only: a pair is answered 422 naming it.
+Errors use TEI's shape, `{"error", "error_type"}` with TEI's error types (Validation, Empty, Overloaded, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from textclf.errors import RequestError
+from textclf.predictions import sigmoid, softmax
+from textclf.protocols.common import Call, ModelFacts, Reply, parse_json
+from textclf.text_options import OverlengthPolicy, TextOptions
+from textclf.validation import Limits, check_texts
+
+Dialect = Literal["hub", "tei"]
+FIELDS = ("inputs", "parameters", "truncate", "truncation_direction", "raw_scores")
+PARAMETERS = ("top_k", "function_to_apply")
+FUNCTIONS = ("softmax", "sigmoid", "none")
+PAIRS_REFUSED = (
+    "text pairs are not supported: this model classifies single texts; send one text as a string, "
+    'or a batch as [["text one"], ["text two"]]'
+)
+# Our error types in TEI's vocabulary, with the status TEI gives them where it differs from ours.
+_TEI_ERRORS: dict[str, tuple[str, int | None]] = {
+    "empty_text": ("Empty", 400),
+    "overloaded": ("Overloaded", 429),
+    "engine_unavailable": ("Unhealthy", 503),
+    "timeout": ("Backend", None),
+    "internal": ("Backend", None),
+}
+
+
+@dataclass(frozen=True)
+class HfRequest:
+    texts: list[str]
+    is_batch: bool
+    top_k: int | None
+    function: str | None  # None: the model's own (softmax, or sigmoid for a multi-label model)
+    options: TextOptions
+
+
+@dataclass(frozen=True)
+class HfAdapter:
+    """One dialect of the Hugging Face shape."""
+
+    dialect: Dialect
+    limits: Limits
+
+    @property
+    def name(self) -> str:
+        return "hf" if self.dialect == "hub" else "tei"
+
+    def parse(self, body: bytes, content_type: bytes | None, model: ModelFacts) -> Call:
+        request = self.read(parse_json(body))
+        return Call(request.texts, lambda logits, _: self._answer(request, logits, model), request.options)
+
+    def read(self, payload: Any) -> HfRequest:
+        """The request a decoded body asks for, or a RequestError naming the field."""
+        if not isinstance(payload, dict):
+            raise RequestError("invalid_request", 'the body must be a JSON object: {"inputs": "..."}')
+        if "inputs" not in payload:
+            raise RequestError("invalid_request", "missing field 'inputs'")
+        extra = sorted(set(payload) - set(FIELDS))
+        if extra:
+            raise RequestError("invalid_request", f"unknown field {extra[0]!r}; the fields are {', '.join(FIELDS)}")
+        texts, is_batch = self._inputs(payload["inputs"])
+        check_texts(texts, self.limits, "inputs")
+        top_k, function = self._parameters(payload.get("parameters"))
+        raw_scores = payload.get("raw_scores", False)
+        if not isinstance(raw_scores, bool):
+            raise RequestError("invalid_request", f"'raw_scores' must be true or false, not {raw_scores!r}")
+        if raw_scores:
+            function = "none"
+        return HfRequest(texts, is_batch, top_k, function, self._options(payload))
+
+    def _inputs(self, inputs: Any) -> tuple[list[str], bool]:
+        if isinstance(inputs, str):
+            return [inputs], False
+        if not isinstance(inputs, list) or not inputs:
+            raise RequestError("invalid_request", "'inputs' must be a string or a non-empty list")
+        if self.dialect == "hub":
+            return inputs, True
+        if all(isinstance(item, str) for item in inputs):  # TEI: one text, or a pair
+            if len(inputs) == 1:
+                return inputs, False
+            if len(inputs) == 2:
+                raise RequestError("invalid_request", f"'inputs': {PAIRS_REFUSED}")
+            raise RequestError("invalid_request", "'inputs': a list of strings holds one text or a pair of two")
+        texts = []
+        for index, item in enumerate(inputs):
+            if not isinstance(item, list) or not item or len(item) > 2:
+                raise RequestError("invalid_request", f"inputs[{index}] must be a list of one text (a batch item)")
+            if len(item) == 2:
+                raise RequestError("invalid_request", f"inputs[{index}]: {PAIRS_REFUSED}")
+            texts.append(item[0])
+        return texts, True
+
+    @staticmethod
+    def _parameters(parameters: Any) -> tuple[int | None, str | None]:
+        if parameters is None:
+            return None, None
+        if not isinstance(parameters, dict):
+            raise RequestError("invalid_request", "'parameters' must be an object")
+        extra = sorted(set(parameters) - set(PARAMETERS))
+        if extra:
+            raise RequestError(
+                "invalid_request", f"unknown parameter {extra[0]!r}; the parameters are {', '.join(PARAMETERS)}"
+            )
+        top_k = parameters.get("top_k")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise RequestError("invalid_request", f"'parameters.top_k' must be an integer of at least 1, not {top_k!r}")
+        function = parameters.get("function_to_apply")
+        if function is not None and function not in FUNCTIONS:
+            raise RequestError(
+                "invalid_request",
+                f"'parameters.function_to_apply' must be one of {', '.join(FUNCTIONS)}, not {function!r}",
+            )
+        return top_k, function
+
+    @staticmethod
+    def _options(payload: dict[str, Any]) -> TextOptions:
+        truncate = payload.get("truncate")
+        if truncate is not None and not isinstance(truncate, bool):
+            raise RequestError("invalid_request", f"'truncate' must be true or false, not {truncate!r}")
+        direction = payload.get("truncation_direction", "right")
+        # TEI accepts both spellings ("Left" is its serde name, "left" its alias).
+        if not isinstance(direction, str) or direction.lower() not in ("left", "right"):
+            raise RequestError("invalid_request", f"'truncation_direction' must be left or right, not {direction!r}")
+        policy: OverlengthPolicy | None = None if truncate is None else ("truncate" if truncate else "error")
+        return TextOptions(policy, "left" if direction.lower() == "left" else "right")
+
+    def _answer(self, request: HfRequest, logits: np.ndarray, model: ModelFacts) -> Reply:
+        function = request.function or ("sigmoid" if model.multi_label else "softmax")
+        if function == "softmax":
+            scores = softmax(logits)
+        elif function == "sigmoid":
+            scores = sigmoid(logits)
+        else:
+            scores = logits
+        k = len(model.labels) if request.top_k is None else min(request.top_k, len(model.labels))
+        per_text = []
+        for row in scores:
+            ranked = np.argsort(-row, kind="stable")[:k]
+            per_text.append([{"label": model.labels[i], "score": float(row[i])} for i in ranked])
+        if self.dialect == "tei" and not request.is_batch:
+            return Reply.json(200, per_text[0])
+        return Reply.json(200, per_text)
+
+    def error(self, exc: RequestError) -> Reply:
+        """TEI's error body; `Retry-After` on an overload, as on the native route."""
+        error_type, status = _TEI_ERRORS.get(exc.error_type, ("Validation", None))
+        status = status or exc.status
+        headers = [(b"retry-after", b"1")] if status in (429, 503) else []
+        return Reply.json(status, {"error": str(exc), "error_type": error_type}, headers)

@@ -1,0 +1,297 @@
+"""The Open Inference Protocol v2 (KServe's and Triton's REST protocol) for the served classifier.
+
+Routes: `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `GET /v2/models/{name}[/versions/{version}]`,
+`.../ready` and `POST .../infer`. The model takes one input, `text` (BYTES, shape [n] or [n, 1]), and answers:
+- `label` BYTES [n]: the best class;
+- `probabilities` FP32 [n, classes]: softmax (sigmoid per label for a multi-label model), classes in the order
+  of the metadata's `parameters.labels`;
+- `labels` BYTES [n] (multi-label models only): each text's label set as a JSON array, best first;
+- `truncated` BOOL [n]: whether the text was cut at max_seq_len tokens.
+Triton's extensions: `classification` (`{"name": "probabilities", "parameters": {"classification": k}}` gives
+BYTES [n, k] of "score:index:label", best first) and `binary_tensor_data` (binary inputs, and binary outputs
+when asked, with the `Inference-Header-Content-Length` header). Errors are `{"error": "..."}`; a bad request is
+400, an unknown model 404, the rest keep the native route's statuses (413, 401, 503, 504).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from textclf.errors import RequestError
+from textclf.predictions import label_sets, probabilities
+from textclf.protocols.common import Call, ModelFacts, Reply, parse_json
+from textclf.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS, TextOptions
+from textclf.validation import Limits, check_choice, check_texts
+
+PREFIX = "/v2"
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+INPUT_NAME = "text"
+OUTPUTS = ("label", "probabilities", "labels", "truncated")
+HEADER_LENGTH = b"inference-header-content-length"
+EXTENSIONS = ["classification", "binary_tensor_data"]
+# /v2/models/{name}[/versions/{version}][/ready|/infer]
+MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/infer)?$")
+_DATATYPES = {"label": "BYTES", "probabilities": "FP32", "labels": "BYTES", "truncated": "BOOL"}
+# v2 names 400 for a request it cannot take; the size limits, keys and overload keep their own statuses.
+_BAD_REQUEST_STATUSES = (400, 405, 422)
+
+
+def _invalid(message: str) -> RequestError:
+    return RequestError("invalid_request", message)
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    name: str
+    version: str | None
+    action: str  # "", "/ready" or "/infer"
+
+
+def match_model_route(path: str) -> ModelRoute | None:
+    found = MODEL_ROUTE.match(path)
+    if found is None:
+        return None
+    return ModelRoute(found["name"], found["version"], found["action"] or "")
+
+
+def check_model(route: ModelRoute, model: ModelFacts) -> None:
+    """The route names the served model (and its version, where it names one), else a 404."""
+    if route.name != model.name:
+        raise RequestError("not_found", f"unknown model {route.name!r}; this server serves {model.name!r}")
+    if route.version is not None and route.version != model.version:
+        raise RequestError(
+            "not_found", f"model {model.name!r} has no version {route.version!r}; it serves {model.version!r}"
+        )
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    return {"name": "textclf", "version": version, "extensions": EXTENSIONS}
+
+
+def model_metadata(model: ModelFacts, platform: str) -> dict[str, Any]:
+    classes = len(model.labels)
+    outputs = [
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+        {"name": "truncated", "datatype": "BOOL", "shape": [-1]},
+    ]
+    if model.multi_label:
+        outputs.insert(2, {"name": "labels", "datatype": "BYTES", "shape": [-1]})
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": platform,
+        "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": outputs,
+        "parameters": {
+            "variant": model.variant,
+            "sha256": model.sha256,
+            "labels": model.labels,
+            "multi_label": model.multi_label,
+            "threshold": model.threshold,
+            "max_seq_len": model.max_seq_len,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Requested:
+    name: str
+    classification: int | None
+    binary: bool
+
+
+@dataclass(frozen=True)
+class V2Adapter:
+    """`POST /v2/models/{name}/infer`."""
+
+    limits: Limits
+
+    @property
+    def name(self) -> str:
+        return "v2"
+
+    def parse(self, body: bytes, header_length: bytes | None, model: ModelFacts) -> Call:
+        header, binary = _split(body, header_length)
+        payload = parse_json(header)
+        if not isinstance(payload, dict):
+            raise _invalid("the body must be a JSON object with 'inputs'")
+        extra = sorted(set(payload) - {"id", "inputs", "outputs", "parameters"})
+        if extra:
+            raise _invalid(f"unknown field {extra[0]!r}; the fields are id, inputs, outputs and parameters")
+        request_id = payload.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise _invalid("'id' must be a string")
+        parameters = payload.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise _invalid("'parameters' must be an object")
+        texts = _texts(payload.get("inputs"), binary)
+        check_texts(texts, self.limits, "inputs[0].data")
+        outputs = _requested(payload.get("outputs"), model, bool(parameters.get("binary_data_output", False)))
+        check_choice(parameters, "on_overlength", OVERLENGTH_POLICIES, nullable=True)
+        check_choice(parameters, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
+        options = TextOptions(parameters.get("on_overlength"), parameters.get("truncation_direction", "right"))
+
+        def render(logits: np.ndarray, truncated: list[bool]) -> Reply:
+            return _answer(model, request_id, outputs, logits, truncated)
+
+        return Call(texts, render, options)
+
+    def error(self, exc: RequestError) -> Reply:
+        status = 400 if exc.status in _BAD_REQUEST_STATUSES else exc.status
+        headers = [(b"retry-after", b"1")] if status == 503 else []
+        return Reply.json(status, {"error": str(exc)}, headers)
+
+
+def _split(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tail of a request (the tail is empty without the binary extension)."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise _invalid("Inference-Header-Content-Length must be the JSON header's byte count")
+    cut = int(header_length)
+    return body[:cut], body[cut:]
+
+
+def _texts(inputs: Any, binary: bytes) -> list[str]:
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise _invalid(f"'inputs' must hold exactly one tensor, {INPUT_NAME!r} (BYTES)")
+    tensor = inputs[0]
+    if tensor.get("name") != INPUT_NAME:
+        raise _invalid(f"unknown input {tensor.get('name')!r}; the model's input: {INPUT_NAME!r}")
+    if tensor.get("datatype") != "BYTES":
+        raise _invalid(f"input {INPUT_NAME!r} must be BYTES, not {tensor.get('datatype')!r}")
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or any(d != 1 for d in shape[1:])
+        or shape[0] < 0
+    ):
+        raise _invalid(f"input {INPUT_NAME!r} must have shape [n] or [n, 1], not {shape!r}")
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size != len(binary):
+            raise _invalid("binary_data_size does not match the binary data after the header")
+        texts = _decode_bytes(binary)
+    else:
+        texts = _flatten(tensor.get("data"))
+    if len(texts) != shape[0]:
+        raise _invalid(f"input {INPUT_NAME!r} has {len(texts)} elements, its shape {shape[0]}")
+    return texts
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        raise _invalid(f"input {INPUT_NAME!r} needs 'data' (a list of strings)")
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+    return flat
+
+
+def _decode_bytes(raw: bytes) -> list[str]:
+    """Triton's binary BYTES tensor: each element a 4-byte little-endian length, then that many bytes (UTF-8)."""
+    texts, at = [], 0
+    while at < len(raw):
+        if at + 4 > len(raw):
+            raise _invalid("binary BYTES data ends inside an element's length")
+        (length,) = struct.unpack_from("<I", raw, at)
+        at += 4
+        if at + length > len(raw):
+            raise _invalid("binary BYTES data ends inside an element")
+        try:
+            texts.append(raw[at : at + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _invalid(f"binary element {len(texts)} is not UTF-8 text") from None
+        at += length
+    return texts
+
+
+def _requested(outputs: Any, model: ModelFacts, binary_default: bool) -> list[Requested]:
+    available = [name for name in OUTPUTS if name != "labels" or model.multi_label]
+    if outputs is None:
+        return [Requested(name, None, binary_default) for name in available]
+    if not isinstance(outputs, list) or not outputs:
+        raise _invalid("'outputs' must be a non-empty list of {name, parameters}")
+    chosen = []
+    for index, output in enumerate(outputs):
+        name = output.get("name") if isinstance(output, dict) else None
+        if name not in available:
+            raise _invalid(f"outputs[{index}]: unknown output {name!r}; the outputs: {available}")
+        parameters = output.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise _invalid(f"outputs[{index}].parameters must be an object")
+        k = parameters.get("classification")
+        if k is not None:
+            if name != "probabilities":
+                raise _invalid(f"outputs[{index}]: only 'probabilities' takes classification")
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise _invalid(f"outputs[{index}]: classification must be an integer ≥ 1")
+            k = min(k, len(model.labels))
+        chosen.append(Requested(name, k, bool(parameters.get("binary_data", binary_default))))
+    return chosen
+
+
+def _answer(
+    model: ModelFacts, request_id: str | None, outputs: list[Requested], logits: np.ndarray, truncated: list[bool]
+) -> Reply:
+    probs = probabilities(logits, model.multi_label)
+    n = len(probs)
+    tensors: dict[str, tuple[str, list[int], list[Any]]] = {}
+    for wanted in outputs:
+        if wanted.name == "label":
+            tensors["label"] = ("BYTES", [n], [model.labels[int(row.argmax())] for row in probs])
+        elif wanted.name == "probabilities" and wanted.classification is None:
+            tensors["probabilities"] = ("FP32", [n, len(model.labels)], [float(v) for v in probs.reshape(-1)])
+        elif wanted.name == "probabilities":
+            k = wanted.classification or 1
+            cells: list[str] = []
+            for row in probs:
+                ranked = np.argsort(-row, kind="stable")[:k]
+                cells.extend(f"{float(row[i])}:{int(i)}:{model.labels[i]}" for i in ranked)
+            tensors["probabilities"] = ("BYTES", [n, k], cells)
+        elif wanted.name == "labels":
+            sets = label_sets(probs, model.labels, model.threshold or 0.5)
+            tensors["labels"] = ("BYTES", [n], [json.dumps(s) for s in sets])
+        else:
+            tensors["truncated"] = ("BOOL", [n], list(truncated))
+    head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request_id is not None:
+        head["id"] = request_id
+    described, blobs = [], []
+    for wanted in outputs:
+        datatype, shape, data = tensors[wanted.name]
+        if wanted.binary:
+            blob = _encode_binary(datatype, data)
+            tensor: dict[str, Any] = {"parameters": {"binary_data_size": len(blob)}}
+            blobs.append(blob)
+        else:
+            tensor = {"data": data}
+        described.append({"name": wanted.name, "datatype": datatype, "shape": shape, **tensor})
+    head["outputs"] = described
+    header = json.dumps(head).encode()
+    if not blobs:
+        return Reply(200, header)
+    length = (HEADER_LENGTH, str(len(header)).encode())
+    return Reply(200, header + b"".join(blobs), "application/octet-stream", [length])
+
+
+def _encode_binary(datatype: str, data: list[Any]) -> bytes:
+    if datatype == "FP32":
+        return np.asarray(data, dtype="<f4").tobytes()
+    if datatype == "BOOL":
+        return np.asarray(data, dtype=np.bool_).tobytes()
+    parts = []
+    for item in data:
+        raw = str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(raw)) + raw)
+    return b"".join(parts)
