@@ -26,9 +26,10 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
   chroot "$rootfs" update-ca-certificates >/dev/null
 fi
-# BentoML's Dockerfile installs packages with uv, and Debian's python has no pip on PATH: give it uv.
-chroot "$rootfs" sh -c 'python3 -m venv /opt/uv && /opt/uv/bin/pip install -q --no-cache-dir uv \
-  && ln -s /opt/uv/bin/uv /usr/local/bin/uv && rm -rf /opt/uv/lib/python3*/site-packages/pip*'
+# BentoML's Dockerfile installs packages with uv, and Debian's python has no pip on PATH: give it uv. Only its
+# binary stays (the venv pip installed it into held another 11 MB: setuptools, pip).
+chroot "$rootfs" sh -c 'python3 -m venv /tmp/uv && /tmp/uv/bin/pip install -q --no-cache-dir uv \
+  && mv /tmp/uv/bin/uv /usr/local/bin/uv && rm -rf /tmp/uv /root/.cache'
 # The image is never upgraded in place (it is rebuilt), and nothing at run time needs apt, perl, glibc's charset
 # converters, docs, locales or the Python test/2to3 tooling: leave them out of every layer.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \

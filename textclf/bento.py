@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from textclf.bento_image import setup_script
 from textclf.engines import EngineName
 from textclf.errors import ArtifactError
 from textclf.files import atomic_write_text, sha256_bytes
@@ -102,22 +103,31 @@ def variant_engine(name: str) -> EngineName:
 
 # The pip package of each engine, as this environment has it installed (the Bento pins what was tested here).
 ENGINE_PACKAGES: dict[EngineName, str] = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+# Written for the build, like the generated bentofile (BentoML reads both from paths); relative to the build context
+# and not hidden, or BentoML refuses it as a setup script.
+SETUP_SCRIPT = "deploy/engines.generated.sh"
 
 
-def bentofile_for(engines: set[EngineName], bentofile: Path = BENTOFILE) -> dict[str, Any]:
-    """The bentofile with only the served engines' packages: a Bento that serves OpenVINO alone ships no
-    onnxruntime, and one that serves ONNX Runtime alone no openvino (each is ~80-180 MB installed)."""
-    from importlib import metadata
+def bentofile_for(engines: set[EngineName], bentofile: Path = BENTOFILE) -> tuple[dict[str, Any], list[str]]:
+    """The bentofile with only the served engines, and the engine packages its image's setup script installs.
 
+    A Bento that serves OpenVINO alone ships no onnxruntime, and one that serves ONNX Runtime alone no openvino.
+    The CPU engines are not in the Python packages: the setup script (`textclf.bento_image`, written by
+    `build_bento`) installs them pinned and leaves out, in the same image layer, what serving never loads. The GPU
+    flavour's onnxruntime-gpu (not an engine package name here) stays in the packages as it is.
+    """
     spec: dict[str, Any] = yaml.safe_load(bentofile.read_text())
     engine_names = set(ENGINE_PACKAGES.values())
     packages = [p for p in spec["python"]["packages"] if re.split(r"[=<>!~ ]", p, maxsplit=1)[0] not in engine_names]
-    # The GPU flavour names onnxruntime-gpu, which is not an engine name here and stays.
-    pinned = [f"{ENGINE_PACKAGES[e]}=={metadata.version(ENGINE_PACKAGES[e])}" for e in sorted(engines)]
-    if "onnxruntime" in engines and any(p.startswith("onnxruntime-gpu") for p in packages):
-        pinned = [p for p in pinned if not p.startswith("onnxruntime==")]
-    spec["python"]["packages"] = pinned + packages
-    return spec
+    spec["python"]["packages"] = packages
+    has_gpu_runtime = any(p.startswith("onnxruntime-gpu") for p in packages)
+    installed = [ENGINE_PACKAGES[e] for e in sorted(engines) if not (e == "onnxruntime" and has_gpu_runtime)]
+    if installed:
+        docker = spec.setdefault("docker", {})
+        if docker.get("setup_script"):
+            raise ArtifactError(f"{bentofile}: has its own docker.setup_script; the engines' image step needs it")
+        docker["setup_script"] = SETUP_SCRIPT
+    return spec, installed
 
 
 def build_bento(run_dir: Path, bentofile: Path = BENTOFILE) -> str:
@@ -126,13 +136,18 @@ def build_bento(run_dir: Path, bentofile: Path = BENTOFILE) -> str:
 
     export = require_section(require_manifest(run_dir, "export").export, run_dir, "export")
     engines = {variant_engine(name) for name in served_variants(export)}
-    spec = bentofile_for(engines, bentofile)
+    spec, installed = bentofile_for(engines, bentofile)
     # BentoML reads a bentofile from a path; a hidden one beside the original keeps its build context and includes.
     generated = bentofile.with_name(f".{bentofile.stem}.generated.yaml")
+    script = bentofile.parent / SETUP_SCRIPT
     atomic_write_text(generated, yaml.safe_dump(spec, sort_keys=False))
     try:
+        if installed:
+            atomic_write_text(script, setup_script(installed))
+            script.chmod(0o755)  # BentoML refuses a setup script it cannot execute
         bento = bentoml.bentos.build_bentofile(str(generated), build_ctx=str(bentofile.parent))
     finally:
         generated.unlink(missing_ok=True)
+        script.unlink(missing_ok=True)
     logger.info("built Bento %s (engines: %s)", bento.tag, ", ".join(sorted(engines)))
     return str(bento.tag)

@@ -51,7 +51,14 @@ def test_dockerfile_installs_no_compiler(cpu_bento: Path) -> None:
 
 def test_image_requirements_are_runtime_only(cpu_bento: Path) -> None:
     requirements = (cpu_bento / "env" / "python" / "requirements.txt").read_text().lower()
-    assert "onnxruntime==" in requirements and "bentoml==" in requirements
+    assert "bentoml==" in requirements and "onnxruntime" not in requirements
+    # The engine is installed by the setup script, right after the packages, trimmed in the same RUN.
+    dockerfile = (cpu_bento / "env" / "docker" / "Dockerfile").read_text()
+    install = dockerfile.index("pip install -r $BENTO_PATH/env/python/requirements.txt")
+    (script,) = (cpu_bento / "env" / "docker").glob("script__*")
+    assert dockerfile.index(f"./env/docker/{script.name}") > install
+    assert "uv pip install --no-cache onnxruntime==" in script.read_text()
+    assert "ARG UV_NO_CACHE=1" in dockerfile, "the package layer keeps no uv cache"
     for name in FORBIDDEN:
         assert name not in requirements, name
 
