@@ -31,6 +31,7 @@ from textclf.guard import Access, ModelState, RequestGuard, error_body
 from textclf.runtime import Classifier, default_intra_op_threads
 from textclf.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions, TruncationDirection
 from textclf.validation import NON_BLANK_PATTERN, Limits
+from textclf.windows import Windows
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ OnOverlength = Annotated[
     OverlengthPolicy | None,
     Field(
         description="texts over the model's max_seq_len tokens: `truncate` cuts them (flagged `truncated`), "
-        "`error` refuses the request (422); absent: the server's `serve.on_overlength`"
+        "`error` refuses the request (422), `chunk` reads each in overlapping windows of max_seq_len tokens and "
+        "aggregates their logits (`chunks` in the answer; 413 `too_many_chunks` past serve.max_chunks_per_text or "
+        "serve.max_chunks_per_request windows); absent: the server's `serve.on_overlength`"
     ),
 ]
 Direction = Annotated[
@@ -87,6 +90,12 @@ class Prediction(BaseModel):
         "best first (possibly empty); top_k and raw_scores do not change it",
     )
     truncated: bool | None = Field(None, description="present (true) when the text was cut at max_seq_len tokens")
+    chunks: int | None = Field(
+        None,
+        ge=1,
+        description="on_overlength=chunk only: the windows of max_seq_len tokens the text was read in (1 for a text "
+        "that fits one); its scores aggregate theirs (serve.chunk_aggregation)",
+    )
 
 
 TOKENIZE_SECONDS = bentoml.metrics.Histogram(
@@ -151,6 +160,11 @@ class _DebugEngine:
     def encode(self, texts: list[str], options: TextOptions = DEFAULT_OPTIONS) -> list[Any]:
         encodings = self.classifier.encode(texts, options)
         return [self._KILL if text == self.kill_text else e for text, e in zip(texts, encodings, strict=True)]
+
+    def windows(self, encodings: list[Any], options: TextOptions = DEFAULT_OPTIONS) -> Windows[Any] | None:
+        if any(e is self._KILL for e in encodings):  # the marker runs as the one text it is
+            return None
+        return self.classifier.windows(encodings, options)
 
     def token_count(self, encoding: Any) -> int:
         return 1 if encoding is self._KILL else self.classifier.token_count(encoding)
@@ -217,6 +231,8 @@ class TextClassifier:
             use_cuda=SERVE.use_cuda,
             on_overlength=SERVE.on_overlength,
             allow_spinning=SERVE.ort_spinning,
+            chunk_overlap_tokens=SERVE.chunk_overlap_tokens,
+            chunk_aggregation=SERVE.chunk_aggregation,
         )
         sha256 = self.classifier.model_sha256 or ""
         MODEL_STATE.set_model(
@@ -278,15 +294,20 @@ class TextClassifier:
         truncation_direction: Direction = "right",
     ) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ the label set of a
-        multi-label model, + truncated)."""
+        multi-label model, + truncated, + chunks for a text read in windows)."""
         options = TextOptions(on_overlength, truncation_direction)
         try:
-            logits, truncated = await self.batcher.submit(texts, options)
-        except RequestError as exc:  # a full queue or a dead engine (503); in error mode a too-long text (422)
+            answer = await self.batcher.submit(texts, options)
+        except RequestError as exc:
+            # A full queue or a dead engine (503); in error mode a too-long text (422); in chunk mode too many
+            # windows (413).
             # Our own error body: the guard passes it on as it is (with Retry-After on a 503).
             return Response(json.dumps(error_body(exc)), status_code=exc.status)  # type: ignore[return-value]
         out = []
-        for prediction in self.classifier.predictions(logits, truncated, top_k=top_k, raw_scores=raw_scores):
+        predictions = self.classifier.predictions(
+            answer.logits, answer.truncated, top_k=top_k, raw_scores=raw_scores, chunks=answer.chunks
+        )
+        for prediction in predictions:
             item: dict[str, object] = {
                 "label": prediction.label,
                 "score": prediction.score,
@@ -296,6 +317,8 @@ class TextClassifier:
                 item["labels"] = prediction.labels
             if prediction.truncated:
                 item["truncated"] = True
+            if prediction.chunks is not None:
+                item["chunks"] = prediction.chunks
             out.append(item)
         # A ready Response skips BentoML's output serializer, which rebuilds the output type's JSON schema for
         # every response: 15 % of the event loop's time at 32 users (py-spy, issue 10). The annotation above

@@ -14,6 +14,10 @@ Small calls keep the queue moving: a text that arrives just after a call started
 for a whole merged batch (measured: with whole-queue batches, 2-3 % of requests at 32 users missed a cycle and
 took 2.5× the median).
 
+A long document read in windows (`on_overlength: chunk`, `textclf.windows`) is queued as its windows, each one a
+text to the queue: they share calls with other requests' texts, count against `max_queued_texts`, and the request is
+answered when its last window is done, with each document's windows aggregated once, after the last one.
+
 Requests are tokenized on arrival (in the caller's thread, overlapping the engine's current call) and answered
 through their own asyncio future. A failing call fails only the requests with a text inside it. A bounded queue
 refuses new work with `QueueFull` (the service answers 503 + Retry-After), checked before tokenizing so a refused
@@ -21,7 +25,7 @@ request costs nothing. If the engine thread ends for any reason but `close()` (a
 engine), every request it held or queued is answered `EngineUnavailable` (503) at once, later ones too, `alive`
 turns False and `on_death` runs: a dead engine must never leave clients waiting for their timeout.
 
-One module of ~390 lines on purpose: the queue, the choice of a call and the engine thread's life and death share
+One module of ~430 lines on purpose: the queue, the choice of a call and the engine thread's life and death share
 one lock and one invariant (every text queued is answered exactly once); split, each half would need the other's.
 """
 
@@ -40,6 +44,7 @@ import numpy as np
 
 from textclf.errors import RequestError
 from textclf.text_options import DEFAULT_OPTIONS, TextOptions
+from textclf.windows import Windows
 
 if TYPE_CHECKING:
     from textclf.config import ServeConfig
@@ -71,13 +76,25 @@ class EngineUnavailable(RequestError):
 
 
 class Engine(Protocol[E]):
-    """What the batcher needs from a model: tokenize, measure, run. `Classifier` implements it."""
+    """What the batcher needs from a model: tokenize (and under `chunk` split into windows), measure, run.
+    `Classifier` implements it."""
 
     def encode(self, texts: list[str], options: TextOptions = DEFAULT_OPTIONS) -> list[E]: ...
+
+    def windows(self, encodings: list[E], options: TextOptions = DEFAULT_OPTIONS) -> Windows[E] | None: ...
 
     def token_count(self, encoding: E) -> int: ...
 
     def infer_encoded(self, encodings: list[E]) -> tuple[np.ndarray, list[bool]]: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's result: a row of logits and a truncation flag per text, in input order."""
+
+    logits: np.ndarray
+    truncated: list[bool]
+    chunks: list[int] | None = None  # read in windows (`chunk`): how many each text took; else None
 
 
 @dataclass
@@ -85,7 +102,7 @@ class BatchStats:
     """What one engine call did, for the service's metrics."""
 
     requests: int  # requests with at least one text in the call
-    texts: int
+    texts: int  # engine inputs: texts, or a long document's windows
     tokens: int  # padded: texts × the longest text's tokens
     queue_wait_s: float  # the oldest text's wait between arrival and the engine taking it
     infer_s: float
@@ -160,7 +177,10 @@ class GreedyBatcher(Generic[E]):
         engine: tokenizes and runs calls (`infer_encoded` pads a call to its own longest text).
         max_batch_texts: texts per engine call.
         max_batch_tokens: padded tokens (texts × longest) per engine call; bounds a call's latency and memory.
-        max_queued_texts: texts waiting (not counting the running call) before `submit` raises QueueFull.
+        max_queued_texts: texts waiting (not counting the running call) before `submit` raises QueueFull; a
+            document read in windows counts each window.
+        max_chunks_per_text: windows one text may take (`chunk` policy) before `submit` raises TooManyChunks.
+        max_chunks_per_request: windows one request may take before `submit` raises TooManyChunks.
         lookahead_texts: how far past the oldest waiting text a call may reach for texts of similar length. A
             text is never overtaken by one that arrived more than this many texts after it, which bounds the
             tail latency; a longer reach pads less.
@@ -176,6 +196,8 @@ class GreedyBatcher(Generic[E]):
     max_batch_tokens: int
     max_queued_texts: int
     lookahead_texts: int
+    max_chunks_per_text: int
+    max_chunks_per_request: int
     inline_tokenize_chars: int = INLINE_TOKENIZE_CHARS
     on_batch: Callable[[BatchStats], None] | None = None
     on_death: Callable[[BaseException | None], None] | None = None
@@ -202,6 +224,8 @@ class GreedyBatcher(Generic[E]):
             max_batch_tokens=serve.max_batch_tokens,
             max_queued_texts=serve.max_queued_texts,
             lookahead_texts=serve.lookahead_texts,
+            max_chunks_per_text=serve.max_chunks_per_text,
+            max_chunks_per_request=serve.max_chunks_per_request,
             on_batch=on_batch,
             on_death=on_death,
         )
@@ -235,20 +259,20 @@ class GreedyBatcher(Generic[E]):
         if self._ended:
             raise EngineUnavailable()
         if len(self._waiting) + count > self.max_queued_texts:
-            raise QueueFull(f"{len(self._waiting)} texts are already queued (limit {self.max_queued_texts})")
+            raise QueueFull(f"{len(self._waiting)} texts or windows are already queued (limit {self.max_queued_texts})")
 
-    async def submit(
-        self, texts: Sequence[str], options: TextOptions = DEFAULT_OPTIONS
-    ) -> tuple[np.ndarray, list[bool]]:
-        """Logits (rows in input order) and truncation flags for one request's texts, tokenized as `options` say.
+    async def submit(self, texts: Sequence[str], options: TextOptions = DEFAULT_OPTIONS) -> Answer:
+        """Logits (rows in input order) and truncation flags for one request's texts, tokenized as `options` say;
+        under `chunk` each text's row aggregates its windows', and the answer says how many each took.
 
         Raises:
             QueueFull: the queue is at `max_queued_texts`, or the batcher is shutting down.
+            TooManyChunks: under `chunk`, a text or the request needs more windows than the limits allow.
             EngineUnavailable: the engine thread has ended (before or while this request waited).
             Exception: whatever the engine raised for a call holding one of this request's texts.
         """
         with self._cond:  # refused before any tokenizing: a request that cannot be queued costs nothing
-            self._check_room(len(texts))
+            self._check_room(len(texts))  # (a lower bound under `chunk`: every text is at least one window)
         loop = asyncio.get_running_loop()
         started = self.clock()
         # Tokenizing overlaps the call the engine is running now. Short requests (the common case) are tokenized
@@ -259,7 +283,12 @@ class GreedyBatcher(Generic[E]):
         else:
             encodings = await loop.run_in_executor(None, self.engine.encode, list(texts), options)
         if not encodings:
-            return np.zeros((0, 0), dtype=np.float32), []
+            return Answer(np.zeros((0, 0), dtype=np.float32), [])
+        # One call per request, None unless the request's policy is `chunk`: the truncate path does no work per text.
+        windows = self.engine.windows(encodings, options)
+        if windows is not None:
+            windows.check(self.max_chunks_per_text, self.max_chunks_per_request)
+            encodings = windows.units
         enqueued = self.clock()
         pending = _Pending(
             encodings=encodings,
@@ -272,14 +301,19 @@ class GreedyBatcher(Generic[E]):
             remaining=len(encodings),
         )
         with self._cond:
-            self._check_room(len(encodings))  # again: others may have filled the queue while this one tokenized
+            # Again, now in windows: others may have filled the queue while this one tokenized.
+            self._check_room(len(encodings))
             self._waiting.extend(_Text(pending, i) for i in range(len(encodings)))
             self._cond.notify()
         try:
-            return await pending.future
+            logits, truncated = await pending.future
         except asyncio.CancelledError:  # the client gave up (timeout, disconnect): its queued texts need no engine
             self._drop(pending)
             raise
+        if windows is None:
+            return Answer(logits, truncated)
+        # Once per document, after its last window: nothing of a document is cut, so nothing is flagged truncated.
+        return Answer(windows.aggregate(logits), [False] * len(windows.counts), windows.counts)
 
     def _drop(self, pending: _Pending[Any]) -> None:
         """Take a request's remaining texts out of the queue (it failed or was cancelled)."""

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from textclf.errors import ConfigError
 from textclf.paths import DEFAULT_CONFIG
 from textclf.records import describe_validation_error
+from textclf.text_options import OverlengthPolicy
 from textclf.variants import DEFAULT_VARIANTS, variant_spec
+from textclf.windows import AggregationSetting
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +142,17 @@ class ServeConfig(Section):
     max_texts_per_request: int = Field(64, ge=1)
     max_chars_per_text: int = Field(20000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)
-    on_overlength: Literal["truncate", "error"] = "truncate"
+    on_overlength: OverlengthPolicy = Field(
+        "truncate", description="texts over max_seq_len tokens: truncate (flagged), error (422), or chunk (windows)"
+    )
+    chunk_overlap_tokens: int = Field(
+        32, ge=0, description="chunk: tokens a window repeats from the one before (at most half a window's text)"
+    )
+    chunk_aggregation: AggregationSetting = Field(
+        "auto", description="chunk: windows' logits to a text's: mean, max (per label), auto (mean; multi-label: max)"
+    )
+    max_chunks_per_text: int = Field(64, ge=1, description="chunk: windows one text may need before 413")
+    max_chunks_per_request: int = Field(256, ge=1, description="chunk: windows one request may need before 413")
     max_concurrency: int = Field(256, ge=1, description="requests held before 503 + Retry-After")
     access_log: bool = Field(False, description="BentoML's access log line per request, beside the guard's own")
     timeout_s: float = Field(60.0, gt=0, description="a prediction not answered by then gets 504 in the error shape")
@@ -155,6 +167,16 @@ class ServeConfig(Section):
             raise ValueError(
                 f"max_texts_per_request={self.max_texts_per_request} is over max_queued_texts={self.max_queued_texts}:"
                 " such a request could never be queued"
+            )
+        if self.max_chunks_per_request > self.max_queued_texts:
+            raise ValueError(
+                f"max_chunks_per_request={self.max_chunks_per_request} is over max_queued_texts="
+                f"{self.max_queued_texts}: the queue counts windows, so such a request could never be queued"
+            )
+        if self.max_chunks_per_request < self.max_texts_per_request:
+            raise ValueError(
+                f"max_chunks_per_request={self.max_chunks_per_request} is under max_texts_per_request="
+                f"{self.max_texts_per_request}: a request of short texts would be refused in chunk mode"
             )
         return self
 

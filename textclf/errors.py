@@ -19,6 +19,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "too_many_texts": 413,
     "text_too_large": 413,
     "body_too_large": 413,
+    "too_many_chunks": 413,  # on_overlength=chunk: a text or a request needs more windows than the limits allow
     "invalid_request": 422,
     "empty_text": 422,
     "text_too_long": 422,

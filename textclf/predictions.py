@@ -21,15 +21,18 @@ class Prediction:
     scores: dict[str, float]
     truncated: bool = False
     labels: list[str] | None = None  # multi-label: every label at or over the threshold, best first
+    chunks: int | None = None  # on_overlength=chunk: the windows of max_seq_len tokens the text was read in
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of one prediction, the service's and bulk output's alike: `labels` only for a multi-label
-        model, `truncated` only where the text was cut."""
+        model, `truncated` only where the text was cut, `chunks` only where the text was read in windows."""
         out: dict[str, Any] = {"label": self.label, "score": self.score, "scores": self.scores}
         if self.labels is not None:
             out["labels"] = self.labels
         if self.truncated:
             out["truncated"] = True
+        if self.chunks is not None:
+            out["chunks"] = self.chunks
         return out
 
 
@@ -84,21 +87,24 @@ def predictions(
     *,
     top_k: int | None = None,
     raw_scores: bool = False,
+    chunks: list[int] | None = None,
 ) -> list[Prediction]:
-    """Each row's best label and its classes' scores (multi-label, `threshold` set: also its label set)."""
+    """Each row's best label and its classes' scores (multi-label, `threshold` set: also its label set; read in
+    windows, `chunks` given: the number of windows of each row)."""
     probs = probabilities(logits, threshold is not None)
     values = logits if raw_scores else probs
     sets: list[list[str] | None] = [None] * len(values)
     if threshold is not None:
         sets = list(label_sets(probs, labels, threshold))
     k = None if top_k is None else min(top_k, len(labels))
+    windows: list[int | None] = list(chunks) if chunks is not None else [None] * len(values)
     out = []
-    for row, was_truncated, chosen in zip(values, truncated, sets, strict=True):
+    for row, was_truncated, chosen, count in zip(values, truncated, sets, windows, strict=True):
         best = int(row.argmax())
         if k is None:
             scores = {label: float(v) for label, v in zip(labels, row, strict=True)}
         else:
             ranked = np.argsort(-row, kind="stable")[:k]
             scores = {labels[i]: float(row[i]) for i in ranked}
-        out.append(Prediction(labels[best], float(row[best]), scores, was_truncated, chosen))
+        out.append(Prediction(labels[best], float(row[best]), scores, was_truncated, chosen, count))
     return out

@@ -1,5 +1,6 @@
 """The one inference path: Rust tokenizer → dynamic padding → onnxruntime session → softmax (multi-label: sigmoid
-and a threshold) → labels.
+and a threshold) → labels. Texts past max_seq_len tokens are cut, refused, or read in windows whose logits are
+aggregated per text (`textclf.windows`).
 
 Used by the service, the export gates and the benchmarks alike. Imports neither torch nor transformers.
 """
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,7 +33,8 @@ from textclf.paths import ONNX_DIR
 from textclf.predictions import Prediction, multi_label_threshold, predictions, probabilities
 from textclf.records import FileEntry
 from textclf.schema import ExportSection
-from textclf.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, TextOptions
+from textclf.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, OverlengthPolicy, TextOptions
+from textclf.windows import AGGREGATIONS, AggregationSetting, Windows, aggregation_for, window_overlap
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +139,13 @@ class Classifier:
         max_seq_len: int | None = None,
         on_overlength: str = "truncate",
         allow_spinning: bool = True,
+        chunk_overlap_tokens: int = 32,
+        chunk_aggregation: AggregationSetting = "auto",
     ) -> None:
         """Load a variant, verifying its files first when `expected_files` (from the manifest) is given.
+
+        `on_overlength` is the policy for texts over max_seq_len tokens when a call names none; `chunk_overlap_tokens`
+        and `chunk_aggregation` shape the windows of the `chunk` policy (`serve.chunk_*`).
 
         Raises:
             ArtifactError: a file is missing or differs from its recorded sha256.
@@ -168,7 +175,10 @@ class Classifier:
         self.max_seq_len = int(max_seq_len or sidecar.get("max_seq_len") or config.get("max_position_embeddings", 512))
         if on_overlength not in OVERLENGTH_POLICIES:
             raise ValueError(f"on_overlength must be one of {OVERLENGTH_POLICIES}, got {on_overlength!r}")
-        self.on_overlength = on_overlength
+        if chunk_aggregation not in AGGREGATIONS:
+            raise ValueError(f"chunk_aggregation must be one of {AGGREGATIONS}, got {chunk_aggregation!r}")
+        self.on_overlength = cast(OverlengthPolicy, on_overlength)  # checked just above
+        self.chunk_aggregation = aggregation_for(chunk_aggregation, self.multi_label)
 
         self.tokenizer = Tokenizer.from_file(str(self.variant_dir / TOKENIZER_FILE))
         self.tokenizer.no_padding()  # padding is done per batch, to the batch's own longest text
@@ -177,6 +187,12 @@ class Classifier:
         # a tokenizer's truncation is its state and the one above is used from several threads.
         self.left_tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
         self.left_tokenizer.enable_truncation(max_length=self.max_seq_len, direction="left")
+        # And a third for `chunk`: the same cut, with every overflowing window kept `stride` tokens into the one
+        # before. Its own copy too: the stride is truncation state, and the truncate path must not pay for windows.
+        window_text = self.max_seq_len - self.tokenizer.num_special_tokens_to_add(is_pair=False)
+        self.chunk_overlap_tokens = window_overlap(chunk_overlap_tokens, window_text)
+        self.chunk_tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        self.chunk_tokenizer.enable_truncation(max_length=self.max_seq_len, stride=self.chunk_overlap_tokens)
         self.pad_id = int(config.get("pad_token_id") or 0)
 
         self.intra_op_threads = intra_op_threads or default_intra_op_threads()
@@ -247,16 +263,31 @@ class Classifier:
         return cls(run_dir / ONNX_DIR / name, expected_files=record.files, **kwargs)
 
     # -- tokenization ---------------------------------------------------------------------------------------
+    def policy(self, options: TextOptions) -> OverlengthPolicy:
+        """What happens to a text over max_seq_len tokens: the call's choice, else the classifier's."""
+        return options.on_overlength or self.on_overlength
+
     def encode(self, texts: list[str], options: TextOptions = DEFAULT_OPTIONS) -> list[Any]:
         """Tokenize, cutting at max_seq_len tokens from the end `options` names; raises OverlengthError when the
-        request's policy (or, where it names none, the classifier's `on_overlength`) is `error`."""
+        request's policy (or, where it names none, the classifier's `on_overlength`) is `error`. Under `chunk` each
+        encoding is a text's first window, its `overflowing` the others (`windows` lists them all)."""
+        policy = self.policy(options)
+        if policy == "chunk":
+            return list(self.chunk_tokenizer.encode_batch(texts))
         left = options.truncation_direction == "left"
         encodings = (self.left_tokenizer if left else self.tokenizer).encode_batch(texts)
-        if (options.on_overlength or self.on_overlength) == "error":
+        if policy == "error":
             for index, encoding in enumerate(encodings):
                 if encoding.overflowing:
                     raise OverlengthError(f"texts[{index}] is longer than max_seq_len={self.max_seq_len} tokens")
         return list(encodings)
+
+    def windows(self, encodings: list[Any], options: TextOptions = DEFAULT_OPTIONS) -> Windows[Any] | None:
+        """Under the `chunk` policy, every window of `encode`'s encodings (what the engine runs) and how their
+        logits become each text's; otherwise None (one engine input per text, nothing to aggregate)."""
+        if self.policy(options) != "chunk":
+            return None
+        return Windows.of(encodings, self.chunk_aggregation)
 
     def pad(self, encodings: list[Any]) -> Batch:
         """Pad encodings, in the order given, to the longest of them."""
@@ -306,22 +337,46 @@ class Classifier:
         """Logits in input order, and per-text truncation flags (see `infer_encoded` for the batching)."""
         return self.infer_encoded(self.encode(texts) if texts else [], batch_size)
 
-    def predict(self, texts: list[str], batch_size: int | None = None) -> list[Prediction]:
-        """Label, score and every class's probability for each text, in input order."""
-        logits, truncated = self.logits(texts, batch_size)
-        return self.predictions(logits, truncated)
+    def document_logits(
+        self, texts: list[str], batch_size: int | None = None, options: TextOptions = DEFAULT_OPTIONS
+    ) -> tuple[np.ndarray, list[bool], list[int] | None]:
+        """Logits per text as `options` ask (under `chunk`: its windows' aggregate), truncation flags, and under
+        `chunk` the windows each text took (else None). Windows are batched like texts (`infer_encoded`)."""
+        encodings = self.encode(texts, options) if texts else []
+        windows = self.windows(encodings, options)
+        if windows is None:
+            logits, truncated = self.infer_encoded(encodings, batch_size)
+            return logits, truncated, None
+        window_logits, _ = self.infer_encoded(windows.units, batch_size)
+        return windows.aggregate(window_logits), [False] * len(texts), windows.counts
+
+    def predict(
+        self, texts: list[str], batch_size: int | None = None, options: TextOptions = DEFAULT_OPTIONS
+    ) -> list[Prediction]:
+        """Label, score and every class's probability for each text, in input order (+ `chunks` under `chunk`)."""
+        logits, truncated, chunks = self.document_logits(texts, batch_size, options)
+        return self.predictions(logits, truncated, chunks=chunks)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Softmax over the classes, or for a multi-label model each label's own sigmoid."""
         return probabilities(logits, self.multi_label)
 
     def predictions(
-        self, logits: np.ndarray, truncated: list[bool], *, top_k: int | None = None, raw_scores: bool = False
+        self,
+        logits: np.ndarray,
+        truncated: list[bool],
+        *,
+        top_k: int | None = None,
+        raw_scores: bool = False,
+        chunks: list[int] | None = None,
     ) -> list[Prediction]:
         """Each row's best label and its classes' scores, named by the model's labels (multi-label: its label set).
 
         Args:
             top_k: keep only the k best classes in `scores` (best first); None keeps every class in label order.
             raw_scores: scores are the logits themselves instead of probabilities (the label set is unchanged).
+            chunks: the windows each row's text took (`chunk` policy), carried into each prediction.
         """
-        return predictions(logits, truncated, self.labels, self.threshold, top_k=top_k, raw_scores=raw_scores)
+        return predictions(
+            logits, truncated, self.labels, self.threshold, top_k=top_k, raw_scores=raw_scores, chunks=chunks
+        )

@@ -8,8 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-from textclf.batcher import BatchStats, EngineUnavailable, GreedyBatcher, QueueFull
+from textclf.batcher import Answer, BatchStats, EngineUnavailable, GreedyBatcher, QueueFull
 from textclf.config import ServeConfig
+from textclf.text_options import TextOptions
+from textclf.windows import TooManyChunks, Windows
 
 
 class FakeClock:
@@ -23,7 +25,11 @@ class FakeClock:
 
 
 class FakeEngine:
-    """Tokens are words; a text's logits are (number of words, its first word's number); 'poison' fails."""
+    """Tokens are words; a text's logits are (number of words, its first word's number); 'poison' fails. Under
+    `chunk` a text's windows are runs of `window_words` words, each (but the first) starting with the word before it
+    (an overlap of one), aggregated by the mean."""
+
+    window_words = 3
 
     def __init__(self, *, gate: threading.Event | None = None) -> None:
         self.batches: list[list[list[str]]] = []
@@ -32,6 +38,17 @@ class FakeEngine:
 
     def encode(self, texts: list[str], options: object = None) -> list[list[str]]:
         return [text.split() for text in texts]
+
+    def windows(self, encodings: list[list[str]], options: TextOptions | None = None) -> Windows[list[str]] | None:
+        if options is None or options.on_overlength != "chunk":
+            return None
+        units, counts = [], []
+        for words in encodings:
+            step = self.window_words - 1
+            starts = range(0, max(1, len(words) - 1), step)
+            units += [words[start : start + self.window_words] for start in starts]
+            counts.append(len(starts))
+        return Windows(units, counts, "mean")
 
     def token_count(self, encoding: list[str]) -> int:
         return len(encoding)
@@ -47,7 +64,14 @@ class FakeEngine:
         return logits, [len(words) > 3 for words in encodings]
 
 
-LIMITS = ("max_batch_texts", "max_batch_tokens", "max_queued_texts", "lookahead_texts")
+LIMITS = (
+    "max_batch_texts",
+    "max_batch_tokens",
+    "max_queued_texts",
+    "lookahead_texts",
+    "max_chunks_per_text",
+    "max_chunks_per_request",
+)
 
 
 def _batcher(engine: FakeEngine, **kwargs: object) -> tuple[GreedyBatcher[list[str]], list[BatchStats]]:
@@ -74,12 +98,12 @@ def test_a_request_at_an_idle_server_runs_at_once() -> None:
     engine = FakeEngine()
     batcher, stats = _batcher(engine, max_batch_tokens=1000)
 
-    async def main() -> tuple[np.ndarray, list[bool]]:
+    async def main() -> Answer:
         return await asyncio.wait_for(batcher.submit(["t7 a b"]), timeout=10)
 
-    logits, truncated = asyncio.run(main())
+    answer = asyncio.run(main())
     batcher.close()
-    assert logits.tolist() == [[3.0, 7.0]] and truncated == [False]
+    assert answer.logits.tolist() == [[3.0, 7.0]] and answer.truncated == [False] and answer.chunks is None
     assert len(engine.batches) == 1 and stats[0].requests == 1
     assert stats[0].queue_wait_s == 0.0  # the fake clock never moved: nothing waited for time to pass
     assert stats[0].tokenize_s == [0.0]  # one completed request, one tokenization time
@@ -91,7 +115,7 @@ def test_waiting_requests_merge_within_the_limits_and_keep_their_order() -> None
     batcher, stats = _batcher(engine, max_batch_texts=4, max_batch_tokens=12)
     requests = [[f"t{i} " + "w " * (i % 4), f"t{i + 100} x"] for i in range(12)]
 
-    async def main() -> list[tuple[np.ndarray, list[bool]]]:
+    async def main() -> list[Answer]:
         first = asyncio.ensure_future(batcher.submit(["t1 first"]))
         await _wait_started(engine)  # the engine is busy: everything below queues behind it
         rest = [asyncio.ensure_future(batcher.submit(texts)) for texts in requests]
@@ -102,7 +126,8 @@ def test_waiting_requests_merge_within_the_limits_and_keep_their_order() -> None
 
     results = asyncio.run(main())
     batcher.close()
-    for texts, (logits, truncated) in zip(requests, results, strict=True):
+    for texts, answer in zip(requests, results, strict=True):
+        logits, truncated = answer.logits, answer.truncated
         assert logits[:, 1].tolist() == [float(t.split()[0][1:]) for t in texts]  # each text's own row, in order
         assert logits[:, 0].tolist() == [len(t.split()) for t in texts]
         assert truncated == [len(t.split()) > 3 for t in texts]
@@ -138,10 +163,10 @@ def test_a_request_bigger_than_the_budget_runs_alone() -> None:
     engine = FakeEngine()
     batcher, stats = _batcher(engine, max_batch_tokens=4)
 
-    async def main() -> tuple[np.ndarray, list[bool]]:
+    async def main() -> Answer:
         return await batcher.submit(["t1 a b c d e f"])
 
-    logits, _ = asyncio.run(main())
+    logits = asyncio.run(main()).logits
     batcher.close()
     assert logits.shape == (1, 2) and stats[0].tokens == 7
 
@@ -174,8 +199,8 @@ def test_a_failing_call_fails_a_request_whose_other_texts_ran_elsewhere() -> Non
     async def main() -> None:
         with pytest.raises(ValueError, match="poisoned"):
             await batcher.submit(["t1 a", "poison t2", "t3 b"])
-        logits, _ = await batcher.submit(["t4 c"])  # the engine goes on
-        assert logits[0, 1] == 4.0
+        answer = await batcher.submit(["t4 c"])  # the engine goes on
+        assert answer.logits[0, 1] == 4.0
 
     asyncio.run(main())
     batcher.close()
@@ -206,7 +231,7 @@ def test_close_answers_everything_queued() -> None:
     engine = FakeEngine(gate=gate)
     batcher, stats = _batcher(engine, max_batch_tokens=100)
 
-    async def main() -> list[tuple[np.ndarray, list[bool]]]:
+    async def main() -> list[Answer]:
         futures = [asyncio.ensure_future(batcher.submit([f"t{i}"])) for i in range(5)]
         await _wait_started(engine)
         closer = threading.Thread(target=batcher.close)
@@ -217,7 +242,7 @@ def test_close_answers_everything_queued() -> None:
         return results
 
     results = asyncio.run(main())
-    assert [r[0][0, 1] for r in results] == [0, 1, 2, 3, 4]
+    assert [r.logits[0, 1] for r in results] == [0, 1, 2, 3, 4]
     assert sum(s.requests for s in stats) == 5
     with pytest.raises(QueueFull, match="shutting down"):  # the service answers 503 + Retry-After
         asyncio.run(batcher.submit(["t9"]))
@@ -299,17 +324,24 @@ def test_a_bug_after_the_engine_call_fails_its_requests_and_the_engine_goes_on()
     async def main() -> None:
         with pytest.raises(IndexError):
             await asyncio.wait_for(batcher.submit(["t1 broken"]), timeout=10)
-        logits, _ = await asyncio.wait_for(batcher.submit(["t2 fine"]), timeout=10)
-        assert logits[0, 1] == 2.0
+        answer = await asyncio.wait_for(batcher.submit(["t2 fine"]), timeout=10)
+        assert answer.logits[0, 1] == 2.0
 
     asyncio.run(main())
     batcher.close()
 
 
 def test_the_limits_come_from_the_serve_config_only() -> None:
-    serve = ServeConfig(max_batch_texts=3, max_batch_tokens=77, max_queued_texts=99, lookahead_texts=5)
+    serve = ServeConfig(
+        max_batch_texts=3,
+        max_batch_tokens=77,
+        max_queued_texts=99,
+        lookahead_texts=5,
+        max_chunks_per_text=7,
+        max_chunks_per_request=66,
+    )
     batcher = GreedyBatcher.from_config(FakeEngine(), serve)
-    assert [getattr(batcher, name) for name in LIMITS] == [3, 77, 99, 5]
+    assert [getattr(batcher, name) for name in LIMITS] == [3, 77, 99, 5, 7, 66]
     with pytest.raises(TypeError):  # no second set of defaults to drift from the config
         GreedyBatcher(FakeEngine())  # type: ignore[call-arg]
 
@@ -398,9 +430,9 @@ def test_a_full_queue_is_refused_before_tokenizing() -> None:
     encoded: list[list[str]] = []
     encode = engine.encode
 
-    def recording_encode(texts: list[str]) -> list[list[str]]:
+    def recording_encode(texts: list[str], options: object = None) -> list[list[str]]:
         encoded.append(texts)
-        return encode(texts)
+        return encode(texts, options)
 
     engine.encode = recording_encode  # type: ignore[method-assign]
     batcher, _ = _batcher(engine, max_batch_tokens=100, max_queued_texts=2)
@@ -418,3 +450,126 @@ def test_a_full_queue_is_refused_before_tokenizing() -> None:
     asyncio.run(main())
     batcher.close()
     assert ["t4 refused"] not in encoded
+
+
+CHUNK = TextOptions(on_overlength="chunk")
+
+
+def _fake_windows(text: str) -> list[list[str]]:
+    windows = FakeEngine().windows([text.split()], CHUNK)
+    assert windows is not None
+    return windows.units
+
+
+def _mean_of_windows(text: str) -> list[float]:
+    """What the fake engine's answer for a text read in windows must be: the mean of its windows' logits."""
+    rows = [[len(words), float(words[0].lstrip("t"))] for words in _fake_windows(text)]
+    return np.mean(np.array(rows, dtype=np.float64), axis=0).tolist()
+
+
+def test_a_documents_windows_aggregate_the_same_however_the_calls_split_them() -> None:
+    long_text = " ".join(f"t{i}" for i in range(1, 12))  # 5 windows of the fake engine's 3 words
+    short_text = "t40 a"
+    answers = []
+    for max_batch_texts in (1, 8):  # every window in a call of its own, or all of them in one call
+        engine = FakeEngine()
+        batcher, stats = _batcher(engine, max_batch_texts=max_batch_texts, max_batch_tokens=1000)
+
+        async def main(b: GreedyBatcher[list[str]] = batcher) -> Answer:
+            return await asyncio.wait_for(b.submit([long_text, short_text], CHUNK), timeout=10)
+
+        answers.append(asyncio.run(main()))
+        batcher.close()
+        assert sum(s.texts for s in stats) == 6  # 5 windows + the short text, each run once
+        assert len(stats) == (6 if max_batch_texts == 1 else 1)
+    for answer in answers:
+        assert answer.chunks == [5, 1] and answer.truncated == [False, False]
+        assert answer.logits.shape == (2, 2)  # one row per text, in the request's order
+        assert answer.logits[0].tolist() == pytest.approx(_mean_of_windows(long_text), abs=1e-6)
+        assert answer.logits[1].tolist() == [2.0, 40.0]
+    np.testing.assert_allclose(answers[0].logits, answers[1].logits, atol=1e-6)
+
+
+def test_a_documents_windows_share_calls_with_other_requests_texts() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, stats = _batcher(engine, max_batch_texts=4, max_batch_tokens=1000)
+    long_text = " ".join(f"t{i}" for i in range(1, 8))  # 3 windows of 3 words
+
+    async def main() -> list[Answer]:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        document = asyncio.ensure_future(batcher.submit([long_text], CHUNK))
+        other = asyncio.ensure_future(batcher.submit(["t50 b c"]))  # another client, same length as a window
+        await asyncio.sleep(0.01)
+        assert batcher.queued_texts == 4  # the queue holds windows, not documents
+        gate.set()
+        return list(await asyncio.wait_for(asyncio.gather(first, document, other), timeout=10))
+
+    _, document, other = asyncio.run(main())
+    batcher.close()
+    assert stats[1].requests == 2 and stats[1].texts == 4  # the windows and the other text in one engine call
+    assert document.chunks == [3] and other.chunks is None
+    assert document.logits[0].tolist() == pytest.approx(_mean_of_windows(long_text), abs=1e-6)
+    assert other.logits.tolist() == [[3.0, 50.0]]
+
+
+def test_the_queue_bound_counts_windows() -> None:
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
+    batcher, _ = _batcher(engine, max_batch_tokens=100, max_queued_texts=5, max_chunks_per_request=5)
+    six_windows = " ".join(f"t{i}" for i in range(1, 14))
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit(["t1"]))
+        await _wait_started(engine)
+        held = asyncio.ensure_future(batcher.submit([" ".join(f"t{i}" for i in range(1, 8))], CHUNK))  # 3 windows
+        await asyncio.sleep(0.01)
+        assert batcher.queued_texts == 3
+        with pytest.raises(QueueFull, match="limit 5"):  # one text, but 3 windows + 3 queued are over 5
+            await batcher.submit([" ".join(f"t{i}" for i in range(1, 8))], CHUNK)
+        gate.set()
+        await asyncio.gather(first, held)
+        with pytest.raises(TooManyChunks, match="max_chunks_per_request=5"):
+            await batcher.submit([six_windows], CHUNK)
+
+    asyncio.run(main())
+    batcher.close()
+
+
+def test_too_many_windows_are_refused_naming_the_limit_and_nothing_is_queued() -> None:
+    engine = FakeEngine()
+    batcher, _ = _batcher(engine, max_chunks_per_text=3, max_chunks_per_request=4)
+    four_windows = " ".join(f"t{i}" for i in range(1, 10))
+    three_windows = " ".join(f"t{i}" for i in range(1, 8))
+
+    async def main() -> None:
+        with pytest.raises(TooManyChunks, match=r"texts\[1\] needs 4 windows.*max_chunks_per_text=3") as per_text:
+            await batcher.submit(["t1 a", four_windows], CHUNK)
+        assert per_text.value.status == 413 and per_text.value.error_type == "too_many_chunks"
+        with pytest.raises(TooManyChunks, match=r"needs 6 windows.*max_chunks_per_request=4"):
+            await batcher.submit([three_windows, three_windows], CHUNK)
+        assert batcher.queued_texts == 0
+        answer = await batcher.submit([four_windows])  # the same text under truncate: one engine input
+        assert answer.chunks is None and answer.logits.tolist() == [[9.0, 1.0]]
+
+    asyncio.run(main())
+    batcher.close()
+    assert len(engine.batches) == 1
+
+
+def test_a_failing_window_fails_its_document_and_drops_its_other_windows() -> None:
+    engine = FakeEngine()
+    batcher, _ = _batcher(engine, max_batch_texts=1)
+    poisoned = "t1 t2 t3 poison t5 t6 t7 t8 t9"  # the second of 4 windows fails
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="poisoned"):
+            await asyncio.wait_for(batcher.submit([poisoned], CHUNK), timeout=10)
+        assert batcher.queued_texts == 0
+        answer = await asyncio.wait_for(batcher.submit(["t4 c"], CHUNK), timeout=10)  # the engine goes on
+        assert answer.logits.tolist() == [[2.0, 4.0]] and answer.chunks == [1]
+
+    asyncio.run(main())
+    batcher.close()
+    assert len(engine.batches) == 3  # window 1, window 2 (failed), then the next request: windows 3-4 never ran
