@@ -120,7 +120,8 @@ def test_runtime_label_sets_use_the_saved_threshold(multi_label_run: Config) -> 
 @pytest.fixture(scope="module")
 def server(multi_label_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("bentoml-home")
-    env = serve_env(multi_label_run.run_dir, home)
+    # Windows for the long-document test below: 8 tokens of overlap, room for a ~2,000-token text's ~90 windows.
+    env = serve_env(multi_label_run.run_dir, home, chunk_overlap_tokens="8", max_chunks_per_text="128")
     with served("service:TextClassifier", env, home / "serve.log") as url:
         yield url
 
@@ -146,6 +147,31 @@ def test_served_label_sets_equal_pytorch_sigmoid_over_threshold(server: str, mul
     for item, full in zip(top.json(), body[:3], strict=True):
         assert list(item["scores"]) == [full["label"]] and item["labels"] == full["labels"]
         assert (item["score"] >= 0) == (full["score"] >= 0.5)  # a logit's sign is its sigmoid's side of 0.5
+
+
+def test_a_served_long_document_takes_each_labels_max_over_its_windows(server: str, multi_label_run: Config) -> None:
+    from textclf.predictions import sigmoid
+    from textclf.text_options import TextOptions
+
+    words = " ".join(str(row["text"]) for row in multi_label_rows(400, seed=13)).split()
+    document, short = " ".join(words[:2000]), str(multi_label_rows(1, seed=14)[0]["text"])
+    chunk = TextOptions(on_overlength="chunk")
+    classifier = Classifier.from_run(multi_label_run.run_dir, chunk_overlap_tokens=8)
+    windows = classifier.windows(classifier.encode([document], chunk), chunk)
+    assert windows is not None and windows.aggregation == "max" and len(windows.units) > 80
+    per_window = np.concatenate([classifier.infer_encoded([unit])[0] for unit in windows.units])
+    expected = per_window.max(axis=0)  # the runtime's own window logits, each window alone
+    payload = {"texts": [document, short], "on_overlength": "chunk", "raw_scores": True}
+    response = requests.post(f"{server}/predict", json=payload, timeout=60)
+    assert response.status_code == 200, response.text
+    item, alone = response.json()
+    assert item["chunks"] == len(windows.units) and "truncated" not in item and alone["chunks"] == 1
+    assert item["scores"] == pytest.approx(dict(zip(classifier.labels, expected.tolist(), strict=True)), abs=1e-5)
+    probabilities = sigmoid(expected[None])[0]
+    assert item["labels"] == label_sets(probabilities[None], classifier.labels, 0.4)[0]
+    assert not np.allclose(expected, per_window.mean(axis=0), atol=1e-3)  # max, not the mean, was taken
+    (short_expected,) = classifier.predict([short])
+    assert alone["labels"] == short_expected.labels
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
