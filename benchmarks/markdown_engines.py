@@ -93,19 +93,23 @@ def _route(results: Results) -> list[str]:
         return ["Export recorded no shape timings (no route was considered).", ""]
     served = results.engines.get(results.headline.served_engine or SERVED_ENGINE)
     serving = served.variant if served else None
+    # Exports since real-text cases time cases (shapes and real texts); earlier ones timed shapes, p50 per call.
+    has_cases = any(t.case for t in timings)
+    unit = "case" if has_cases else "shape"
     if route is None:
         lines = [
-            "Export's route: none. Its shape timings found no variant that lifts the serving one's worst shape "
+            f"Export's route: none. Its shape timings found no variant that lifts the serving one's worst {unit} "
             "enough, so one variant serves every call.",
             "",
         ]
     else:
-        source = "export's own timings below (engine alone, p50 ms per call)" if timings else "export's timings"
+        per_call = "ms per call" if has_cases else "p50 ms per call"
+        source = f"export's own timings below (engine alone, {per_call})" if timings else "export's timings"
         lines = [
             f"Export's route: calls over **{route.max_short_tokens}** padded tokens run on `{route.variant}`"
             + (f" instead of `{serving}`" if serving else "")
             + f". Chosen from {source}: with the route the worst "
-            f"shape is {route.envelope_min:.3f} of the fastest variant, without it {route.envelope_min_unrouted:.3f}.",
+            f"{unit} is {route.envelope_min:.3f} of the fastest variant, without it {route.envelope_min_unrouted:.3f}.",
             "",
         ]
     if not timings:  # a manifest that records the route without the timings it came from
@@ -117,8 +121,10 @@ def _route(results: Results) -> list[str]:
         runs = serving if route is None or tokens <= route.max_short_tokens else route.variant
         fastest = min(t.ms, key=t.ms.__getitem__)
         cells = [f"**{_fmt(t.ms.get(v))}**" if v == fastest else _fmt(t.ms.get(v)) for v in variants]
-        rows.append([str(t.batch), str(t.seq_len), str(tokens), *cells, f"`{runs}`" if runs else "serving variant"])
-    headers = ["batch", "seq_len", "padded tokens", *variants, "served by"]
+        case = [t.case or "", str(t.calls or 1)] if has_cases else []
+        row = [*case, str(t.batch), str(t.seq_len), str(tokens), *cells]
+        rows.append([*row, f"`{runs}`" if runs else "serving variant"])
+    headers = [*(["case", "calls"] if has_cases else []), "batch", "seq_len", "padded tokens", *variants, "served by"]
     return lines + _table(headers, rows) + ["", "Bold: the fastest variant at that shape.", ""]
 
 

@@ -1,22 +1,38 @@
-"""Which engine serves which call: every passing CPU variant timed across call shapes, and a route for long calls.
+"""Which engine serves which call: the serving variant and its long-call route, chosen together from one
+interleaved timing of every passing CPU variant on the calls traffic makes.
 
 ONNX Runtime's int8 wins short calls and OpenVINO's int8 long ones on some CPUs (issue 20's table: ORT 1.65× faster
-on single ~27-token texts, OpenVINO 1.3-1.5× from 128 tokens up). One variant serves every call unless another
-is faster on the long shapes: then calls over a padded-token threshold go to it. The threshold is the one whose
-route keeps the worst shape closest to the fastest variant measured for that shape ("envelope": best time ÷ the
-routed time, 1.0 = always the fastest), and a route is kept only when it lifts that worst case by `MIN_GAIN`.
+on single ~27-token texts, OpenVINO 1.3-1.5× from 128 tokens up). One variant serves every call unless another is
+faster on the long ones: then calls over a padded-token threshold go to it.
+
+The timing covers cases of two kinds: synthetic shapes (batch × length, token ids of real text) and real test texts
+(one at a time over lengths spread across the test split, and sorted batches of 32, as the service and
+`textclf predict` batch them). Every round runs every call once in a fresh order where consecutive calls differ in
+shape, as traffic does (OpenVINO pays ~0.5 ms when a call's shape differs from the last one, even a shape it has seen:
+a timing that repeats one shape favours it), each call on every variant in turn (the order rotating), so the machine's
+drift falls on all alike. A call's time is the lowest over rounds of the round's median for its shape: one noisy
+round cannot decide. A case's time is the mean over its calls. ONNX Runtime runs without spinning pool threads, as
+the service runs it: with them, the next variant's call shares the cores with the last one's spinning threads
+(measured on the default run, 2-core AMD EPYC Zen 5: `openvino-int8` at b1 × 32 took 4.5 and 14.5 ms in two
+timings with ORT spinning, 2.8 ms without; the plans chosen differed each time).
+
+A plan (serving variant, optional route) is judged by its envelope: over the cases, the worst ratio of the fastest
+variant's time to the time of what the plan runs (1.0 = always the fastest). The plan with the best envelope wins; a
+plan with a route must beat the best plan without one by `MIN_GAIN` (a second engine costs memory).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from textclf.runtime import Classifier
+from textclf.runtime import Classifier, length_order
 from textclf.schema import ServingRoute, ShapeTiming
 
 logger = logging.getLogger(__name__)
@@ -24,12 +40,44 @@ logger = logging.getLogger(__name__)
 BATCHES = (1, 8)
 SEQ_LENS = (32, 64, 128, 256, 512)
 EXTRA_SHAPES = ((32, 128),)  # the benchmarks' headline shape
+REAL_SINGLE_TEXTS = 24  # real texts one at a time, at evenly spaced quantiles of the test split's lengths
+REAL_BATCH = 32
+REAL_BATCHES = 4  # sorted batches of 32, evenly spaced along the length order
+MIN_ROUNDS = 5
+MAX_ROUNDS = 20
 MIN_GAIN = 0.03
+clock = time.perf_counter  # seconds; the tests swap in a fake clock
+
+
+@dataclass(frozen=True)
+class Call:
+    """One timed engine call: its case and its padded inputs."""
+
+    case: str
+    inputs: dict[str, np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, length = next(iter(self.inputs.values())).shape
+        return int(rows), int(length)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What export serves: a variant, the route of its long calls (or none), and the plan's envelope."""
+
+    serving: str
+    route: ServingRoute | None
+    envelope_min: float
 
 
 def shapes(max_seq_len: int) -> list[tuple[int, int]]:
     grid = [(b, s) for b in BATCHES for s in SEQ_LENS if s <= max_seq_len]
     return grid + [(b, s) for b, s in EXTRA_SHAPES if s <= max_seq_len]
+
+
+def shape_case(batch: int, seq_len: int) -> str:
+    return f"b{batch}-s{seq_len}"
 
 
 def _inputs(classifier: Classifier, ids: list[int], batch: int, seq_len: int) -> dict[str, np.ndarray]:
@@ -41,40 +89,131 @@ def _inputs(classifier: Classifier, ids: list[int], batch: int, seq_len: int) ->
     return {name: columns[name] for name in classifier.input_names}
 
 
-def time_shapes(classifiers: Mapping[str, Classifier], texts: list[str], seconds_per_shape: float) -> list[ShapeTiming]:
-    """p50 per call of each variant at each shape; variants interleaved inside a shape (the host is noisy)."""
-    any_classifier = next(iter(classifiers.values()))
-    ids = [i for encoding in any_classifier.tokenizer.encode_batch(texts[:200]) for i in encoding.ids]
+def _spread(count: int, wanted: int) -> list[int]:
+    """`wanted` indices evenly spaced over range(count) (each at the middle of its share), or all of them."""
+    if count <= wanted:
+        return list(range(count))
+    return [int((k + 0.5) * count / wanted) for k in range(wanted)]
+
+
+def plan_calls(classifier: Classifier, texts: list[str]) -> list[Call]:
+    """The calls of every case: each synthetic shape once, then the real-text calls (`real-b1`, `real-b32-sorted`)."""
+    encodings = classifier.tokenizer.encode_batch(texts)  # tokenized once (truncated at max_seq_len)
+    ids = [i for encoding in encodings[:200] for i in encoding.ids]
+    calls = [Call(shape_case(b, s), _inputs(classifier, ids, b, s)) for b, s in shapes(classifier.max_seq_len)]
+    by_length = length_order([len(e.ids) for e in encodings])
+    for position in _spread(len(by_length), REAL_SINGLE_TEXTS):
+        calls.append(Call("real-b1", classifier.pad([encodings[by_length[position]]]).inputs))
+    batches = [by_length[i : i + REAL_BATCH] for i in range(0, len(by_length) - REAL_BATCH + 1, REAL_BATCH)]
+    for index in _spread(len(batches), REAL_BATCHES):
+        calls.append(Call(f"real-b{REAL_BATCH}-sorted", classifier.pad([encodings[i] for i in batches[index]]).inputs))
+    return calls
+
+
+def traffic_order(calls: Sequence[Call], rng: random.Random) -> list[int]:
+    """A random order of the calls in which no call has the shape of the one before it, where that can be had.
+
+    Each next call is drawn at random among the shapes other than the last one's, weighted by their calls left, unless
+    a shape holds more than half of what is left (then it must go now, or two of its calls would end up adjacent).
+    """
+    left: dict[tuple[int, int], list[int]] = {}
+    for i, call in enumerate(calls):
+        left.setdefault(call.shape, []).append(i)
+    for members in left.values():
+        rng.shuffle(members)
+    order: list[int] = []
+    last: tuple[int, int] | None = None
+    while left:
+        remaining = len(calls) - len(order)
+        options = [shape for shape in left if shape != last] or list(left)
+        urgent = [shape for shape in options if 2 * len(left[shape]) > remaining]
+        shape = urgent[0] if urgent else rng.choices(options, weights=[len(left[s]) for s in options])[0]
+        order.append(left[shape].pop())
+        if not left[shape]:
+            del left[shape]
+        last = shape
+    return order
+
+
+def time_calls(
+    classifiers: Mapping[str, Classifier], calls: Sequence[Call], budget_s: float, *, seed: int = 0
+) -> list[ShapeTiming]:
+    """Every variant on every call, interleaved: MIN_ROUNDS rounds, more while `budget_s` lasts (MAX_ROUNDS at
+    most). One record per (case, shape): the lowest over rounds of the round's median ms, by variant."""
+    names = list(classifiers)
+    for call in calls:  # warm-up: a shape's first call prepares it (OpenVINO ~10 ms), which traffic pays once
+        for name in names:
+            classifiers[name].run_session(call.inputs)
+    rng = random.Random(seed)
+    # samples[round][name][call index]
+    samples: list[dict[str, list[float]]] = []
+    started = clock()
+    while len(samples) < MIN_ROUNDS or (
+        len(samples) < MAX_ROUNDS and (clock() - started) * (1 + 1 / len(samples)) < budget_s
+    ):
+        times = {name: [0.0] * len(calls) for name in names}
+        for k, i in enumerate(traffic_order(calls, rng)):
+            for name in names[k % len(names) :] + names[: k % len(names)]:
+                tick = clock()
+                classifiers[name].run_session(calls[i].inputs)
+                times[name][i] = (clock() - tick) * 1000
+        samples.append(times)
+    logger.info("timed %d calls on %d variants over %d rounds", len(calls), len(names), len(samples))
+    groups: dict[tuple[str, tuple[int, int]], list[int]] = {}
+    for i, call in enumerate(calls):
+        groups.setdefault((call.case, call.shape), []).append(i)
     timings = []
-    for batch, seq_len in shapes(any_classifier.max_seq_len):
-        inputs = _inputs(any_classifier, ids, batch, seq_len)
-        samples: dict[str, list[float]] = {name: [] for name in classifiers}
-        for classifier in classifiers.values():
-            classifier.run_session(inputs)  # warm-up: the first call at a shape prepares it
-        deadline = time.perf_counter() + seconds_per_shape
-        while time.perf_counter() < deadline or min(len(s) for s in samples.values()) < 3:
-            for name, classifier in classifiers.items():
-                started = time.perf_counter()
-                classifier.run_session(inputs)
-                samples[name].append((time.perf_counter() - started) * 1000)
-        ms = {name: round(statistics.median(values), 4) for name, values in samples.items()}
-        timings.append(ShapeTiming(batch=batch, seq_len=seq_len, ms=ms))
-        logger.info("b%d × %d: %s", batch, seq_len, ms)
+    for (case, (batch, seq_len)), members in groups.items():
+        ms = {
+            name: round(min(statistics.median(times[name][i] for i in members) for times in samples), 4)
+            for name in names
+        }
+        timings.append(ShapeTiming(case=case, batch=batch, seq_len=seq_len, calls=len(members), ms=ms))
+    for case in dict.fromkeys(t.case for t in timings):
+        rows = [t for t in timings if t.case == case]
+        logger.info("%s: %s", case, {n: round(_mean(rows, lambda t, n=n: t.ms[n]), 3) for n in names})
     return timings
 
 
-def envelope(timings: list[ShapeTiming], short: str, long: str | None, max_short_tokens: int) -> float:
-    """min over shapes of (fastest variant's time ÷ the time of what the route runs for that shape)."""
-    ratios = []
+def time_shapes(classifiers: Mapping[str, Classifier], texts: list[str], seconds_per_shape: float) -> list[ShapeTiming]:
+    """`time_calls` over `plan_calls` of the test texts, within `seconds_per_shape` × the synthetic shapes."""
+    first = next(iter(classifiers.values()))
+    calls = plan_calls(first, texts)
+    return time_calls(classifiers, calls, seconds_per_shape * len(shapes(first.max_seq_len)))
+
+
+def _case_of(timing: ShapeTiming) -> str:
+    return timing.case or shape_case(timing.batch, timing.seq_len)  # older manifests: one shape, one case
+
+
+def _mean(rows: Sequence[ShapeTiming], value: Callable[[ShapeTiming], float]) -> float:
+    """The mean per call over a case's rows (each weighs its number of calls)."""
+    return sum((t.calls or 1) * value(t) for t in rows) / sum(t.calls or 1 for t in rows)
+
+
+def case_ratios(timings: list[ShapeTiming], short: str, long: str | None, max_short_tokens: int) -> dict[str, float]:
+    """Per case: the fastest variant's mean time ÷ the mean time of what the route runs for the case's calls."""
+    cases: dict[str, list[ShapeTiming]] = {}
     for timing in timings:
-        tokens = timing.batch * timing.seq_len
-        chosen = short if long is None or tokens <= max_short_tokens else long
-        ratios.append(min(timing.ms.values()) / timing.ms[chosen])
-    return min(ratios)
+        cases.setdefault(_case_of(timing), []).append(timing)
+
+    def runs(t: ShapeTiming) -> str:
+        return short if long is None or t.batch * t.seq_len <= max_short_tokens else long
+
+    ratios = {}
+    for case, rows in cases.items():
+        best = min(_mean(rows, lambda t, v=v: t.ms[v]) for v in rows[0].ms)
+        ratios[case] = best / _mean(rows, lambda t: t.ms[runs(t)])
+    return ratios
 
 
-def choose_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | None:
-    """The long-call route that lifts the serving variant's worst shape most, or None when none helps enough."""
+def envelope(timings: list[ShapeTiming], short: str, long: str | None, max_short_tokens: int) -> float:
+    """min over cases of (fastest variant's time ÷ the time of what the route runs for that case)."""
+    return min(case_ratios(timings, short, long, max_short_tokens).values())
+
+
+def best_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | None:
+    """The route of `serving`'s long calls with the best envelope (the lowest threshold among equals)."""
     if not timings:
         return None
     alone = envelope(timings, serving, None, 0)
@@ -89,14 +228,47 @@ def choose_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | Non
                 best = ServingRoute(
                     variant=variant, max_short_tokens=threshold, envelope_min=value, envelope_min_unrouted=alone
                 )
-    if best is None or best.envelope_min < alone * (1 + MIN_GAIN):
-        logger.info("no route: %s alone is within %.0f %% of the best route's worst shape", serving, MIN_GAIN * 100)
-        return None
-    logger.info(
-        "route: calls over %d padded tokens on %s (worst shape %.2f of the fastest, %.2f unrouted)",
-        best.max_short_tokens,
-        best.variant,
-        best.envelope_min,
-        alone,
-    )
     return best
+
+
+def choose_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | None:
+    """The long-call route that lifts the serving variant's worst case most, or None when none helps enough."""
+    route = best_route(timings, serving)
+    if route is None or route.envelope_min < route.envelope_min_unrouted * (1 + MIN_GAIN):
+        return None
+    return route
+
+
+def choose_plan(timings: list[ShapeTiming], candidates: Sequence[str], *, allow_route: bool = True) -> Plan:
+    """The serving variant among `candidates` and its route, by envelope over the timed cases.
+
+    Raises:
+        ValueError: no timings, or no candidate among the timed variants.
+    """
+    timed = [name for name in candidates if timings and name in timings[0].ms]
+    if not timed:
+        raise ValueError(f"none of {list(candidates)} was timed")
+    plans = []
+    for serving in timed:
+        route = choose_route(timings, serving) if allow_route else None
+        value = route.envelope_min if route else envelope(timings, serving, None, 0)
+        plans.append(Plan(serving, route, value))
+    unrouted = max((p.envelope_min for p in plans if p.route is None), default=0.0)
+
+    def score(plan: Plan) -> float:
+        # A second engine must earn its memory against the best single variant, not only against its own.
+        return plan.envelope_min if plan.route is None or plan.envelope_min >= unrouted * (1 + MIN_GAIN) else 0.0
+
+    chosen = max(plans, key=score)  # among equals, the first candidate
+    route = chosen.route
+    by_case = case_ratios(
+        timings, chosen.serving, route.variant if route else None, route.max_short_tokens if route else 0
+    )
+    logger.info(
+        "serving %s%s: worst case %.3f of the fastest (%s)",
+        chosen.serving,
+        f", calls over {route.max_short_tokens} padded tokens on {route.variant}" if route else " alone",
+        chosen.envelope_min,
+        ", ".join(f"{case} {ratio:.3f}" for case, ratio in by_case.items()),
+    )
+    return chosen

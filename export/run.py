@@ -33,6 +33,7 @@ from textclf.schema import (
     ExportCheckpoint,
     ExportSection,
     PyTorchReference,
+    ServingRoute,
     ShapeTiming,
     VariantRecord,
 )
@@ -42,7 +43,7 @@ from textclf_export.evaldata import DataLoader, checkpoint_labels, checkpoint_th
 from textclf_export.gates import TestLabel, scores_from_logits, time_variant
 from textclf_export.judging import BuildContext, Reference, build_and_judge
 from textclf_export.reference import pytorch_logits
-from textclf_export.routing import choose_route, time_shapes
+from textclf_export.routing import choose_plan, choose_route, time_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -146,32 +147,51 @@ def _speed_gate(variants: dict[str, VariantRecord], onnx_dir: Path) -> None:
 
 
 def _time_shapes(
-    variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config
+    passing: list[str], variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config
 ) -> list[ShapeTiming]:
-    """Every passing CPU variant timed across call shapes (the engine alone), for the long-call route."""
-    passing = [n for n, r in variants.items() if r.passed and n in variants_on("cpu")]
-    if len(passing) < 2:
-        return []
-    classifiers = {n: Classifier(onnx_dir / n, expected_files=variants[n].files) for n in passing}
-    logger.info("timing %d variants across call shapes", len(classifiers))
+    """Every passing CPU variant timed, interleaved, on synthetic shapes and real texts (the engine alone).
+
+    ONNX Runtime's pool threads spin as the service runs them (`serve.ort_spinning`, off by default): spinning
+    threads left by one variant's call take the cores from the next variant's call in an interleaved timing.
+    """
+    spin = cfg.serve.ort_spinning
+    classifiers = {n: Classifier(onnx_dir / n, expected_files=variants[n].files, allow_spinning=spin) for n in passing}
+    logger.info("timing %d variants across call shapes and real texts", len(classifiers))
     return time_shapes(classifiers, texts, cfg.export.shape_timing_seconds)
 
 
-def _choose_serving(variants: dict[str, VariantRecord], pinned: str | None) -> tuple[str, str]:
+def _choose_serving(
+    variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config
+) -> tuple[str, str, list[ShapeTiming], ServingRoute | None]:
+    """The serving variant, why, the timings it came from, and its long-call route.
+
+    Unless pinned, the serving variant and its route are chosen together from one interleaved timing
+    (`routing.choose_plan`): the pair whose worst case comes closest to the fastest variant measured there.
+    """
+    # The short timing's order (geometric mean of b1 latency and b32 per-text time) breaks ties only.
+    passing = sorted(
+        (n for n, r in variants.items() if r.passed and n in variants_on("cpu")),
+        key=lambda n: _serving_cost(variants[n]) or float("inf"),
+    )
+    pinned = cfg.export.serving_variant
     if pinned is not None:
-        record = variants[pinned]
-        if not record.passed:
-            raise ExportError(f"export.serving_variant={pinned} was refused: {record.reason}")
-        return pinned, "pinned by export.serving_variant"
-    timed = {
-        n: cost
-        for n, r in variants.items()
-        if r.passed and n in variants_on("cpu") and (cost := _serving_cost(r)) is not None
-    }
-    if not timed:
+        if not variants[pinned].passed:
+            raise ExportError(f"export.serving_variant={pinned} was refused: {variants[pinned].reason}")
+        if not (cfg.export.route_long_calls and pinned in passing and len(passing) > 1):
+            return pinned, "pinned by export.serving_variant", [], None
+        timings = _time_shapes(passing, variants, onnx_dir, texts, cfg)
+        return pinned, "pinned by export.serving_variant", timings, choose_route(timings, pinned)
+    if not passing:
         raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
-    best = min(timed, key=timed.__getitem__)
-    return best, "fastest passing CPU variant (geometric mean of b1 latency and b32 per-text time)"
+    if len(passing) == 1:
+        return passing[0], "the only passing CPU variant", [], None
+    timings = _time_shapes(passing, variants, onnx_dir, texts, cfg)
+    plan = choose_plan(timings, passing, allow_route=cfg.export.route_long_calls)
+    reason = (
+        f"the best worst case over export's interleaved timing of call shapes and real texts: {plan.envelope_min:.3f} "
+        "of the fastest variant" + (" with its long-call route" if plan.route else " alone")
+    )
+    return plan.serving, reason, timings, plan.route
 
 
 def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path | None = None) -> Path:
@@ -257,11 +277,10 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
         variants=variants,
     )
     try:
-        serving, section.serving_reason = _choose_serving(variants, cfg.export.serving_variant)
+        serving, section.serving_reason, section.shape_timings, section.serving_route = _choose_serving(
+            variants, onnx_dir, eval_data.test_texts, cfg
+        )
         section.serving_variant = serving
-        if cfg.export.route_long_calls:
-            section.shape_timings = _time_shapes(variants, onnx_dir, eval_data.test_texts, cfg)
-            section.serving_route = choose_route(section.shape_timings, serving)
     finally:
         section.wall_time_s = round(time.perf_counter() - started, 1)
         update_manifest(run_dir, section, config=cfg.to_dict())

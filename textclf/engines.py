@@ -132,6 +132,14 @@ class OpenVinoEngine:
     Sequence lengths are padded up to a multiple of `length_step` (attention-masked padding does not change a
     BERT's logits; the batch-invariance gate checks it): the CPU plugin prepares its kernels for each new input
     shape, and with texts of every length nearly every call would be a new shape; with steps the shapes repeat.
+
+    Shapes are not pre-warmed at load. Measured on the default run's `openvino-int8` (2 threads, 2-core AMD EPYC
+    Zen 5, openvino 2026.4.1, three A/B runs each): the first call at a shape costs ~4-8 ms more, once per worker and
+    shape (b1-b8 × 32-96 tokens); running b1 at every 16-token step up to 128 at load took ~80 ms and covered b1
+    only, b1-b8 × those steps ~600 ms; after that first call, times were the same either way. A call whose shape
+    differs from the previous one costs more than a repeat (min of 15 round medians: 1.93 vs 1.49 ms on 2 threads,
+    3.10 vs 2.47 on 1, b1 × 16-64), and one infer request per shape does not avoid it (1.85 / 3.06 ms): the cost is
+    the compiled model's, which is why export times engines on calls whose shapes change (export/routing.py).
     """
 
     name: EngineName = "openvino"

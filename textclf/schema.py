@@ -173,11 +173,23 @@ class EvalTextsRecord(Record):
 
 
 class ShapeTiming(Record):
-    """One call shape every passing CPU variant was timed at (engine alone, synthetic token ids of real text)."""
+    """One call shape every passing CPU variant was timed at (engine alone), as part of one case: a synthetic
+    shape (token ids of real text cut to `seq_len`), or the calls of real test texts that had this shape."""
 
+    case: str | None = Field(
+        None,
+        description="b<batch>-s<seq_len> (a synthetic shape), real-b1 (test texts one at a time) or real-b32-sorted "
+        "(batches of 32 sorted by length); none: a synthetic shape, from an export before real-text cases",
+    )
     batch: int
     seq_len: int
-    ms: dict[str, float] = Field(description="p50 per call, by variant")
+    calls: int | None = Field(
+        None, ge=1, description="the case's timed calls of this shape, its weight in the case's mean (none: one)"
+    )
+    ms: dict[str, float] = Field(
+        description="per call, by variant: the lowest over interleaved rounds of the round's median (older exports: "
+        "p50 over one shape's repeats)"
+    )
 
 
 class ServingRoute(Record):
@@ -185,7 +197,7 @@ class ServingRoute(Record):
 
     variant: str
     max_short_tokens: int
-    envelope_min: float = Field(description="over the timed shapes: min(best variant's time ÷ the routed time)")
+    envelope_min: float = Field(description="over the timed cases: min(best variant's time ÷ the routed time)")
     envelope_min_unrouted: float = Field(description="the same for the serving variant alone")
 
 

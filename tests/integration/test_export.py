@@ -16,7 +16,7 @@ from textclf.config import Config
 from textclf.engines import OpenVinoEngine, OrtEngine
 from textclf.errors import ArtifactError
 from textclf.manifest import Manifest, read_manifest, require_export, require_train
-from textclf.paths import MANIFEST_NAME, ONNX_DIR
+from textclf.paths import EVAL_TEXTS, MANIFEST_NAME, ONNX_DIR
 from textclf.runtime import IDENTITY_FILES, Classifier
 from textclf.variants import DEFAULT_VARIANTS, variant_spec, variants_on
 from textclf_cli.app import app
@@ -167,13 +167,23 @@ def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: 
     from textclf_export.run import run
     from textclf_train.data import load_labelled_data
 
-    cfg = _copy_run(exported_run, tmp_path)
+    cfg = _copy_run(exported_run, tmp_path, route_long_calls=True)  # choosing and timing change no variant
     model = cfg.run_dir / ONNX_DIR / "fp32" / "model.onnx"
     before = model.stat().st_mtime_ns
     run(cfg, cfg.run_dir, load_data=load_labelled_data)
-    variants = require_export(cfg.run_dir).variants
-    assert all(record.skipped for record in variants.values())
+    export = require_export(cfg.run_dir)
+    assert all(record.skipped for record in export.variants.values())
     assert model.stat().st_mtime_ns == before
+    # Not pinned: the serving variant and its route come from one interleaved timing of shapes and real texts,
+    # recorded with the choice; the run loads what was chosen.
+    assert export.serving_reason is not None and "interleaved timing" in export.serving_reason
+    assert {"real-b1", "b1-s32"} <= {t.case for t in export.shape_timings}
+    route = export.serving_route
+    assert route is None or (
+        route.variant != export.serving_variant and route.envelope_min > route.envelope_min_unrouted
+    )
+    served = Classifier.from_run(cfg.run_dir)
+    assert served.variant == export.serving_variant and len(served.predict(["a good film"])) == 1
 
     # A changed gate is a changed input: that variant is judged again.
     changed = cfg.model_copy(update={"export": cfg.export.model_copy(update={"max_accuracy_drop": 0.01})})
@@ -303,13 +313,24 @@ def test_export_without_training_names_the_missing_stage(tmp_path: Path) -> None
 
 
 def test_every_passing_variant_is_timed_across_call_shapes_for_the_route(exported_run: Config) -> None:
-    from textclf_export.routing import choose_route, shapes, time_shapes
+    from textclf_export.routing import REAL_SINGLE_TEXTS, choose_plan, shape_case, shapes, time_shapes
 
     export = require_export(exported_run.run_dir)
     passing = [n for n, r in export.variants.items() if r.passed and n in variants_on("cpu")]
     classifiers = {n: Classifier.from_run(exported_run.run_dir, n) for n in passing[:3]}
-    timings = time_shapes(classifiers, ["a good film", "a dull and weak plot"], seconds_per_shape=0.01)
-    assert [(t.batch, t.seq_len) for t in timings] == shapes(export.max_seq_len)
+    texts = [json.loads(line)["text"] for line in (exported_run.run_dir / EVAL_TEXTS).read_text().splitlines()]
+    timings = time_shapes(classifiers, texts, seconds_per_shape=0.01)
+    synthetic = [t for t in timings if not t.case or not t.case.startswith("real-")]
+    assert [(t.batch, t.seq_len) for t in synthetic] == shapes(export.max_seq_len)
+    assert all(t.case == shape_case(t.batch, t.seq_len) and t.calls == 1 for t in synthetic)
+    # Real test texts one at a time (lengths spread over the split) and sorted batches of 32, next to the shapes.
+    singles = [t for t in timings if t.case == "real-b1"]
+    assert (
+        sum(t.calls or 1 for t in singles) == min(REAL_SINGLE_TEXTS, len(texts))
+        and len({t.seq_len for t in singles}) > 1
+    )
+    assert all(t.batch == 32 for t in timings if t.case == "real-b32-sorted") == (len(texts) >= 32)
     assert all(set(t.ms) == set(classifiers) and min(t.ms.values()) > 0 for t in timings)
-    route = choose_route(timings, passing[0])
-    assert route is None or (route.variant in classifiers and route.envelope_min > route.envelope_min_unrouted)
+    plan = choose_plan(timings, list(classifiers))
+    assert plan.serving in classifiers and 0 < plan.envelope_min <= 1
+    assert plan.route is None or (plan.route.variant in classifiers and plan.route.envelope_min == plan.envelope_min)

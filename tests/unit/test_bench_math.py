@@ -416,6 +416,21 @@ def test_report_shows_the_envelope_the_route_and_openvino_profiles() -> None:
     assert "## Real long texts" in text and "Not run: not part of this sweep" in text
 
 
+def test_the_route_table_names_each_rows_case_and_calls_when_export_timed_real_texts() -> None:
+    bench = _envelope_bench({("b1-s16", "session"): 1.0, ("b8-s512", "session"): 40.0, ("long-b8", "serving"): 32.0})
+    bench.serving_route = ServingRoute(
+        variant="openvino-int8", max_short_tokens=64, envelope_min=0.97, envelope_min_unrouted=0.7
+    )
+    bench.shape_timings = [
+        ShapeTiming(case="b1-s128", batch=1, seq_len=128, calls=1, ms={"int8-qdq": 3.0, "openvino-int8": 2.5}),
+        ShapeTiming(case="real-b1", batch=1, seq_len=23, calls=3, ms={"int8-qdq": 1.0, "openvino-int8": 1.4}),
+    ]
+    text = render(_results(bench, serving_route=bench.serving_route, shape_timings=bench.shape_timings))
+    assert "| case | calls | batch | seq_len | padded tokens | int8-qdq | openvino-int8 | served by |" in text
+    assert "| real-b1 | 3 | 1 | 23 | 23 | **1.00** | 1.40 | `int8-qdq` |" in text
+    assert "| b1-s128 | 1 | 1 | 128 | 128 | 3.00 | **2.50** | `openvino-int8` |" in text
+
+
 def test_served_label_and_the_best_variant_take_openvino_engines() -> None:
     bench = _bench()
     bench.engines["openvino-int8"] = BenchEngine(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import numpy as np
 import pytest
 
 from textclf.engines import RoutedEngine
 from textclf.schema import ShapeTiming
-from textclf_export.routing import choose_route, envelope
+from textclf_export.routing import Call, case_ratios, choose_plan, choose_route, envelope, time_calls, traffic_order
 
 
 def _timings(ort: list[float], ov: list[float]) -> list[ShapeTiming]:
@@ -59,3 +62,125 @@ def test_routed_engine_sends_calls_by_padded_tokens() -> None:
     long = {"input_ids": np.zeros((3, 128), np.int64), "attention_mask": np.ones((3, 128), np.int64)}
     assert engine.run(short)[0, 0] == 1.0  # 2 × 128 = 256 tokens: short
     assert engine.run(long)[0, 0] == 2.0  # 3 × 128 = 384: long
+
+
+# -- the joint choice over cases (synthetic shapes and real texts) ----------------------------------------------
+def _real(case: str, rows: list[tuple[int, int, int, float, float]]) -> list[ShapeTiming]:
+    """(batch, seq_len, calls, ms of "ort", ms of "ov") rows of one real-text case."""
+    return [ShapeTiming(case=case, batch=b, seq_len=s, calls=n, ms={"ort": a, "ov": o}) for b, s, n, a, o in rows]
+
+
+def test_a_real_text_case_is_judged_on_its_mean_call_and_its_calls_split_by_the_route() -> None:
+    timings = _real("real-b1", [(1, 12, 3, 1.0, 2.0), (1, 40, 1, 2.0, 1.0)])
+    # ort alone: mean 5/4 = 1.25 ms; ov alone: 7/4; ort on ≤ 12 tokens and ov above: (3 + 1) / 4 = 1.0.
+    assert case_ratios(timings, "ort", None, 0) == {"real-b1": pytest.approx(1.0)}
+    assert case_ratios(timings, "ov", None, 0) == {"real-b1": pytest.approx(1.25 / 1.75)}
+    assert case_ratios(timings, "ort", "ov", 12) == {"real-b1": pytest.approx(1.25 / 1.0)}
+    # Rows without a case (older manifests) are each their own case.
+    old = [ShapeTiming(batch=1, seq_len=32, ms={"ort": 1.0, "ov": 2.0})]
+    assert case_ratios(old, "ov", None, 0) == {"b1-s32": pytest.approx(0.5)}
+
+
+def test_the_serving_variant_is_chosen_with_its_route_from_the_timing_not_before_it() -> None:
+    # ov is the faster engine on every long call and nearly so on b1 × 32; the real short texts, which traffic sends
+    # one at a time, are much faster on ort. Before, a separate short timing chose the serving variant and only its
+    # route came from these timings; now the pair is chosen on all the cases at once: ort, long calls to ov.
+    timings = [
+        ShapeTiming(case="b1-s32", batch=1, seq_len=32, ms={"ort": 1.0, "ov": 1.1}),
+        ShapeTiming(case="b1-s128", batch=1, seq_len=128, ms={"ort": 4.0, "ov": 3.0}),
+        ShapeTiming(case="b8-s512", batch=8, seq_len=512, ms={"ort": 170.0, "ov": 126.0}),
+        *_real("real-b1", [(1, 12, 10, 0.6, 0.9), (1, 20, 10, 0.7, 1.0)]),
+        *_real("real-b32-sorted", [(32, 14, 2, 10.0, 12.0), (32, 40, 2, 30.0, 24.0)]),
+    ]
+    plan = choose_plan(timings, ["ov", "ort"])
+    assert plan.serving == "ort" and plan.route is not None and plan.route.variant == "ov"
+    # b1 × 32 stays on ort; every sorted batch of 32 goes to ov, where that case's mean is lower (18 vs 20 ms).
+    assert plan.route.max_short_tokens == 32 and plan.envelope_min == pytest.approx(1.0)
+    assert plan.route.envelope_min_unrouted == pytest.approx(126.0 / 170.0)
+    alone = choose_plan(timings, ["ov", "ort"], allow_route=False)
+    assert (alone.serving, alone.route) == ("ort", None) and alone.envelope_min == pytest.approx(126.0 / 170.0)
+
+
+def test_a_route_must_beat_the_best_single_variant_by_the_minimum_gain() -> None:
+    # ov alone is within 1 % everywhere; ort with its long calls on ov is 1 % better: not worth a second engine.
+    timings = [
+        ShapeTiming(case="b1-s32", batch=1, seq_len=32, ms={"ort": 1.0, "ov": 1.01}),
+        ShapeTiming(case="b8-s512", batch=8, seq_len=512, ms={"ort": 140.0, "ov": 128.0}),
+    ]
+    plan = choose_plan(timings, ["ort", "ov"])
+    assert plan.serving == "ov" and plan.route is None
+    with pytest.raises(ValueError, match="was timed"):
+        choose_plan(timings, ["int8-qdq"])
+
+
+def test_traffic_order_never_repeats_a_shape_back_to_back_when_it_can_be_avoided() -> None:
+    calls = [_call("a", 1, 16)] * 6 + [_call("b", 1, 32)] * 5 + [_call("c", 8, 16)] * 5
+    for seed in range(20):
+        order = traffic_order(calls, random.Random(seed))
+        assert sorted(order) == list(range(len(calls)))
+        assert all(calls[i].shape != calls[j].shape for i, j in itertools.pairwise(order))
+
+
+def _call(case: str, batch: int, seq_len: int) -> Call:
+    ids = np.zeros((batch, seq_len), np.int64)
+    return Call(case, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.round = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _ShapeSensitive:
+    """A fake engine: `base_ms` per 100 tokens, plus `switch_ms` when a call's shape differs from its last one
+    (OpenVINO's cost for a shape it has seen but did not just run), plus `noise` on chosen calls."""
+
+    def __init__(self, clock: _Clock, base_ms: float, switch_ms: float = 0.0) -> None:
+        self.clock, self.base_ms, self.switch_ms = clock, base_ms, switch_ms
+        self.last: tuple[int, ...] | None = None
+        self.calls = 0
+        self.noisy: set[int] = set()
+
+    def run_session(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        shape = inputs["input_ids"].shape
+        ms = self.base_ms * inputs["input_ids"].size / 100 + (self.switch_ms if shape != self.last else 0.0)
+        ms *= 5.0 if self.calls in self.noisy else 1.0
+        self.last, self.calls = shape, self.calls + 1
+        self.clock.now += ms / 1000
+        return np.zeros((shape[0], 2), np.float32)
+
+
+def test_the_timing_changes_shape_call_to_call_so_a_shape_change_cost_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textclf_export import routing
+
+    clock = _Clock()
+    monkeypatch.setattr(routing, "clock", clock)
+    ort = _ShapeSensitive(clock, base_ms=0.5)
+    ov = _ShapeSensitive(clock, base_ms=0.45, switch_ms=0.5)  # faster on a repeated shape, slower in traffic
+    calls = [_call("b1-s32", 1, 32), _call("b1-s64", 1, 64), *(_call("real-b1", 1, n) for n in (9, 14, 21, 30))]
+    timings = time_calls({"ort": ort, "ov": ov}, calls, budget_s=0.0)  # type: ignore[dict-item]
+    by_case = {t.case: t for t in timings if t.case != "real-b1"}
+    assert by_case["b1-s32"].ms["ov"] == pytest.approx(0.45 * 0.32 + 0.5)
+    assert by_case["b1-s32"].ms["ort"] == pytest.approx(0.5 * 0.32)
+    assert {t.seq_len for t in timings if t.case == "real-b1"} == {9, 14, 21, 30}
+    assert choose_plan(timings, ["ov", "ort"]).serving == "ort"
+
+
+def test_one_noisy_round_does_not_move_a_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textclf_export import routing
+
+    clock = _Clock()
+    monkeypatch.setattr(routing, "clock", clock)
+    quiet, noisy = _ShapeSensitive(clock, 1.0), _ShapeSensitive(clock, 1.0)
+    calls = [_call("b1-s32", 1, 32), _call("b8-s64", 8, 64), _call("real-b1", 1, 12), _call("real-b1", 1, 12)]
+    # Warm-up runs each call once; then the whole second round of `noisy` is 5× slower.
+    per_round = len(calls)
+    noisy.noisy = set(range(per_round * 2, per_round * 3))
+    timings = time_calls({"quiet": quiet, "noisy": noisy}, calls, budget_s=0.0)  # type: ignore[dict-item]
+    assert len(timings) == 3 and next(t for t in timings if t.case == "real-b1").calls == 2
+    for timing in timings:
+        assert timing.ms["noisy"] == pytest.approx(timing.ms["quiet"])
