@@ -141,7 +141,7 @@ def time_calls(
     """Every variant on every call, interleaved: MIN_ROUNDS rounds, more while `budget_s` lasts (MAX_ROUNDS at
     most). One record per (case, shape): the lowest over rounds of the round's median ms, by variant."""
     names = list(classifiers)
-    for call in calls:  # warm-up: a shape's first call prepares it (OpenVINO ~10 ms), which traffic pays once
+    for call in calls:  # warm-up: a shape's first call prepares it (OpenVINO: several ms), paid once in traffic
         for name in names:
             classifiers[name].run_session(call.inputs)
     rng = random.Random(seed)
