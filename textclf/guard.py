@@ -280,10 +280,11 @@ class RequestGuard:
         """The Open Inference Protocol's routes: server and model metadata, health, and inference."""
         path, method = scope["path"], scope["method"]
         route = v2.match_model_route(path)
-        if route is not None and route.action == "/infer":
-            await self._predict(scope, receive, send, rid, exchange, self.v2)
-            return
         try:
+            if route is not None and route.action == "/infer":
+                v2.check_model(route, self._facts())  # an unknown model is a 404 whatever the body holds
+                await self._predict(scope, receive, send, rid, exchange, self.v2)
+                return
             if method not in ("GET", "HEAD"):
                 raise RequestError("method_not_allowed", f"use GET {path}")
             ready = self.state.facts is not None and (self.state.is_ready is None or bool(self.state.is_ready()))

@@ -39,8 +39,8 @@ EXTENSIONS = ["classification", "binary_tensor_data"]
 # /v2/models/{name}[/versions/{version}][/ready|/infer]
 MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/infer)?$")
 _DATATYPES = {"label": "BYTES", "probabilities": "FP32", "labels": "BYTES", "truncated": "BOOL"}
-# v2 names 400 for a request it cannot take; the size limits, keys and overload keep their own statuses.
-_BAD_REQUEST_STATUSES = (400, 405, 422)
+# v2 names 400 for a request it cannot take; a wrong method, the size limits, keys and overload keep their statuses.
+_BAD_REQUEST_STATUSES = (400, 422)
 
 
 def _invalid(message: str) -> RequestError:
