@@ -85,6 +85,20 @@ def test_inference_client_with_an_api_key(keyed_server: str) -> None:
     assert requests.get(f"{keyed_server}/v2/models/textclf", timeout=10).status_code == 401
 
 
+def test_tritonclient_with_an_api_key(keyed_server: str) -> None:
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(keyed_server.removeprefix("http://"))
+    tensor = triton.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"a good film"], dtype=np.object_))
+    result = client.infer("textclf", [tensor], headers={"Authorization": f"Bearer {KEY}"})
+    assert result.as_numpy("label")[0] in (b"neg", b"pos", "neg", "pos")
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("textclf", [tensor])
+    assert "API key" in str(caught.value)  # v2's own error shape, which the client reads
+
+
 def test_tritonclient_health_metadata_and_infer_equal_predict(server: str, exported_run: Config) -> None:
     import tritonclient.http as triton
 
