@@ -63,8 +63,9 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=SERVE.max_chars
 Texts = Annotated[list[Text], Field(min_length=1, max_length=SERVE.max_texts_per_request)]
 TopK = Annotated[int | None, Field(ge=1, description="only the k best classes in `scores`, best first")]
 RawScores = Annotated[bool, Field(description="logits instead of probabilities in `score` and `scores`")]
+# Absent means the server's policy; null is refused (the guard checks it first), so the schema says a string.
 OnOverlength = Annotated[
-    OverlengthPolicy | None,
+    OverlengthPolicy,
     Field(
         description="texts over the model's max_seq_len tokens: `truncate` cuts them (flagged `truncated`), "
         "`error` refuses the request (422), `chunk` reads each in overlapping windows of max_seq_len tokens and "
@@ -290,7 +291,7 @@ class TextClassifier:
         texts: Texts,
         top_k: TopK = None,
         raw_scores: RawScores = False,
-        on_overlength: OnOverlength = None,
+        on_overlength: OnOverlength = None,  # type: ignore[assignment]
         truncation_direction: Direction = "right",
     ) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ the label set of a

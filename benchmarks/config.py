@@ -47,6 +47,12 @@ class BenchConfig(Section):
         ge=0,
         description="users of the long-text phase (one speech excerpt per request) after the short ones; 0: none",
     )
+    load_protocol_users: int = Field(
+        32,
+        ge=0,
+        description="the configured Bento's phase of this many users also runs through the v2 and Hugging Face "
+        "routes, right after the native one; 0: no protocol phases",
+    )
     load_long_servers: list[LoadServer] = Field(
         default_factory=lambda: list(DEFAULT_LONG_SERVERS), description="servers that also run the long-text phase"
     )

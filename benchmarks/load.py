@@ -35,7 +35,7 @@ from textclf.records import Machine, write_report
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.load_servers import BIN, ServerSpec, server_specs, started
 from textclf_benchmarks.load_texts import long_excerpts
-from textclf_benchmarks.schema import LONG_SUFFIX, LoadPhase, LoadReport, ServerRecord
+from textclf_benchmarks.schema import LONG_SUFFIX, PROTOCOL_APIS, LoadPhase, LoadReport, ServerRecord
 from textclf_benchmarks.soak import run_soak
 from textclf_benchmarks.texts import read_eval_texts
 
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 AFTER_BURST_PREFIX = "1-after-"
 SOAK_SERVER = "bento"  # the configured layout
+PROTOCOL_SERVER = "bento"  # the one server that also runs the v2 / Hugging Face phases
 _INFER_SUM = re.compile(r"^textclf_infer_seconds_sum(?:\{[^}]*\})? (\S+)$", re.M)
 
 
@@ -129,11 +130,12 @@ def _measure_phase(
     texts_file: Path,
     work: Path,
     cpus: set[int],
+    api: str | None = None,
 ) -> LoadPhase:
     logger.info("%s: phase %s (%d users, %d s)", spec.name, name, users, seconds)
     cpu_before = tree_cpu_seconds(process.pid)
     engine_before = engine_seconds(url) if spec.has_engine_metrics else None
-    phase = LoadPhase.model_validate(run_locust(url, users, seconds, texts_file, spec.api, work, cpus))
+    phase = LoadPhase.model_validate(run_locust(url, users, seconds, texts_file, api or spec.api, work, cpus))
     cpu_used = tree_cpu_seconds(process.pid) - cpu_before
     engine_after = engine_seconds(url) if spec.has_engine_metrics else None
     if phase.requests:
@@ -162,7 +164,10 @@ def _measure_server(
     work: Path,
     cpus: set[int],
 ) -> dict[str, LoadPhase]:
-    """The short-text phases, then (where `texts` has them) the long-text phase after its own short warm-up."""
+    """The short-text phases, then (where `texts` has them) the long-text phase after its own short warm-up.
+
+    The configured Bento also runs its `bench.load_protocol_users` phase through the other protocols' routes
+    (`32-v2`, `32-hf`), right after the native phase of the same users, so their ratio is taken side by side."""
     bench = cfg.bench
     measure = partial(_measure_phase, spec, process, url, seconds=bench.load_seconds, work=work, cpus=cpus)
     results: dict[str, LoadPhase] = {}
@@ -170,6 +175,9 @@ def _measure_server(
         run_locust(url, 1, bench.load_warmup_seconds, texts["short"], spec.api, work, cpus)
     for name, users in phases(bench.load_users):
         results[name] = measure(name, users, texts_file=texts["short"])
+        if spec.name == PROTOCOL_SERVER and name == str(bench.load_protocol_users):
+            for api in PROTOCOL_APIS:
+                results[f"{name}-{api}"] = measure(f"{name}-{api}", users, texts_file=texts["short"], api=api)
     if "long" in texts:
         if bench.load_warmup_seconds:
             run_locust(url, 1, bench.load_warmup_seconds, texts["long"], spec.api, work, cpus)

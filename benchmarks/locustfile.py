@@ -3,7 +3,8 @@
 Environment:
     TEXTCLF_LOAD_TEXTS: a JSON file with a list of texts to draw from (default: a few built-in sentences).
     TEXTCLF_LOAD_API: request shape: `textclf` (POST /predict {"texts": [t]}), `baseline`
-        (POST /predict {"text": t}) or `infinity` (POST /classify {"input": [t], "model": NAME}).
+        (POST /predict {"text": t}), `infinity` (POST /classify {"input": [t], "model": NAME}), and the Bento's
+        other protocols: `v2` (POST /v2/models/NAME/infer, one BYTES input, JSON) and `hf` (POST / {"inputs": t}).
     TEXTCLF_LOAD_MODEL: the model name for the infinity shape.
     TEXTCLF_LOAD_TIMES: where to write every request's exact response time (ms, one per line) when locust
         quits; locust's own percentiles are rounded to whole milliseconds, too coarse for a 3 ms p50.
@@ -58,6 +59,11 @@ def request_for(text: str) -> tuple[str, dict[str, Any]]:
         return "/predict", {"text": text}
     if API == "infinity":
         return "/classify", {"input": [text], "model": MODEL}
+    if API == "v2":
+        tensor = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}
+        return f"/v2/models/{MODEL}/infer", {"inputs": [tensor]}
+    if API == "hf":
+        return "/", {"inputs": text}
     return "/predict", {"texts": [text]}
 
 

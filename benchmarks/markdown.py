@@ -21,6 +21,8 @@ TARGET_NAMES = {
     "after_burst_p50_ratio": "p50 of 1 user right after the burst ÷ p50 of 1 fresh user (Bento)",
     "engine_busy_32_users": "fraction of wall time the Bento's engine runs at 32 users",
     "http_errors_max": "most failed requests in any phase (Bento, every worker layout)",
+    "http_rps_ratio_v2_vs_predict_32_users": "HTTP req/s at 32 users, Open Inference Protocol v2 route ÷ /predict",
+    "http_rps_ratio_hf_vs_predict_32_users": "HTTP req/s at 32 users, Hugging Face route (POST /) ÷ /predict",
     "engine_envelope_min": "engine envelope: worst sweep case of (fastest engine's time ÷ the served engine's)",
     "http_long_rps_ratio_vs_peer_32_users": "HTTP req/s, long texts at 32 users, Bento ÷ infinity-emb (optimum engine)",
     "http_long_errors": "failed requests in the long-text phase (Bento)",

@@ -21,6 +21,7 @@ from textclf_benchmarks.load import AFTER_BURST_PREFIX
 from textclf_benchmarks.markdown import render
 from textclf_benchmarks.schema import (
     BULK_JSON,
+    PROTOCOL_APIS,
     SERVED_ENGINE,
     BenchReport,
     BenchRow,
@@ -55,6 +56,8 @@ TARGETS = {
     "http_long_rps_ratio_vs_peer_32_users": 1.3,
     "engine_busy_32_users": 0.9,
     "engine_envelope_min": 0.95,
+    "http_rps_ratio_v2_vs_predict_32_users": 0.95,
+    "http_rps_ratio_hf_vs_predict_32_users": 0.95,
     "bulk_ray_vs_local": 0.9,
     "bulk_ray_scaling_2_nodes": 1.8,
 }
@@ -161,6 +164,10 @@ def _http_figures(load: LoadReport | None) -> dict[str, Any]:
             "http_errors_32_users": bento.failures,
             "engine_busy_32_users": bento.engine_busy,
         }
+        for api in PROTOCOL_APIS:
+            other = phases.get(f"32-{api}")
+            if other:
+                figures[f"http_rps_ratio_{api}_vs_predict_32_users"] = _ratio(other.rps, bento.rps)
     bentos = [record for name, record in servers.items() if name.startswith("bento") and record.results]
     figures["http_errors_max"] = max(p.failures for record in bentos for p in record.results.values())
     after = next((p for name, p in phases.items() if name.startswith(AFTER_BURST_PREFIX)), None)

@@ -16,6 +16,8 @@ Mode = Literal["session", "serving"]  # the engine alone on prepared inputs, or 
 SERVED_ENGINE = "served"  # the label of what the service runs, where export recorded a long-call route
 ONE_THREAD_SUFFIX = "-1thread"  # the serving variant once more on one thread (a multi-worker Bento's worker)
 LONG_SUFFIX = "-long"  # the long-text load phase: "32-long"
+# The other protocols' load phases of the configured Bento ("32-v2", "32-hf"), by locustfile request shape.
+PROTOCOL_APIS = ("v2", "hf")
 
 
 # -- reports/<run>/bench.json --------------------------------------------------------------------------------
@@ -280,6 +282,12 @@ class Headline(Record):
     after_burst_p50_ratio: float | None = None
     engine_busy_32_users: float | None = None
     http_errors_max: int | None = None
+    http_rps_ratio_v2_vs_predict_32_users: float | None = Field(
+        None, description="Bento req/s through the Open Inference Protocol v2 route ÷ through /predict, 32 users"
+    )
+    http_rps_ratio_hf_vs_predict_32_users: float | None = Field(
+        None, description="Bento req/s through the Hugging Face route (POST /) ÷ through /predict, 32 users"
+    )
     http_long_rps_ratio_vs_peer_32_users: float | None = Field(
         None, description="long-text phase: Bento req/s ÷ infinity-emb (optimum engine) req/s"
     )

@@ -152,14 +152,18 @@ class RequestGuard:
         path, method = scope["path"], scope["method"]
         locked = self.access.api_keys and needs_key(path, method, metrics_public=self.access.metrics_public)
         if locked and not is_authorized(_header(scope, b"authorization"), self.access.api_keys):
-            await self._error(
-                send,
-                RequestError("unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'"),
-                [(b"www-authenticate", b'Bearer realm="textclf"')],
-            )
+            exc = RequestError("unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'")
+            # Each protocol's clients read its own error shape, a refused key included.
+            protocol = self.v2 if path.startswith(v2.PREFIX) else self.hub if path == ROOT_PATH else None
+            reply = protocol.error(exc) if protocol is not None else self._error_reply(exc)
+            await self._reply(send, reply, [(b"www-authenticate", b'Bearer realm="textclf"')])
             return
         if path == ROOT_PATH and method == "POST":
             await self._predict(scope, receive, send, rid, exchange, self.hub)
+            return
+        if path == ROOT_PATH and method not in ("GET", "HEAD"):
+            exc = RequestError("method_not_allowed", "GET / is the try-it page, POST / the Hugging Face task API")
+            await self._error(send, exc, [(b"allow", b"GET, HEAD, POST")])
             return
         if path == v2.PREFIX or path.startswith(v2.PREFIX + "/"):
             await self._v2(scope, receive, send, rid, exchange)
@@ -280,10 +284,11 @@ class RequestGuard:
         """The Open Inference Protocol's routes: server and model metadata, health, and inference."""
         path, method = scope["path"], scope["method"]
         route = v2.match_model_route(path)
-        if route is not None and route.action == "/infer":
-            await self._predict(scope, receive, send, rid, exchange, self.v2)
-            return
         try:
+            if route is not None and route.action == "/infer":
+                v2.check_model(route, self._facts())  # an unknown model is a 404 whatever the body holds
+                await self._predict(scope, receive, send, rid, exchange, self.v2)
+                return
             if method not in ("GET", "HEAD"):
                 raise RequestError("method_not_allowed", f"use GET {path}")
             ready = self.state.facts is not None and (self.state.is_ready is None or bool(self.state.is_ready()))

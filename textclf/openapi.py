@@ -10,16 +10,21 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from textclf.auth import needs_key
 from textclf.errors import ERROR_STATUS
+from textclf.protocols.docs import HF_ERROR, hf_schemas, protocol_paths
 from textclf.validation import Limits
 
 ERROR_SCHEMA = "Error"
+_OURS = ("/predict", "/model", "/")  # routes the guard serves itself (besides /v2/...)
 _DESCRIPTIONS = {
     400: "the body is not JSON, or does not match the request schema",
     401: "missing or wrong API key (`Authorization: Bearer <key>`)",
+    404: "no such model on this server",
     405: "wrong method; the `Allow` header names the right one",
     408: "the body did not arrive within the server's timeout",
     413: "too many texts, a text or the body too large",
+    429: "overloaded (TEI-shaped requests: TEI's status for it; native ones get 503)",
     422: "a field is missing, unknown, of the wrong type, or a text is empty",
     500: "the server failed to answer",
     503: "overloaded, or this worker's engine stopped and it is restarting: retry after the `Retry-After` delay",
@@ -87,12 +92,18 @@ def patch_openapi(spec: dict[str, Any], limits: Limits, *, has_keys: bool) -> di
         for schema in (body, schemas.get("predict__Input")):
             if isinstance(schema, dict) and schema.get("type") == "object":
                 schema["additionalProperties"] = False
+                _null_in_nullable_enums(schema)
         ok = predict.get("responses", {}).get("200", {"description": "one prediction per text, in order"})
-        predict["responses"] = _responses(ok, [400, 405, 408, 413, 422, 500, 503, 504], has_keys)
+        predict["responses"] = _responses(ok, [400, 405, 408, 413, 422, 429, 500, 503, 504], has_keys)
+        _accept_tei(predict)
         predict["description"] = (
             f"Classify 1 to {limits.max_texts_per_request} texts (each at most {limits.max_chars_per_text} "
-            f"characters, the body at most {limits.max_body_bytes} bytes). Concurrent requests are batched."
+            f"characters, the body at most {limits.max_body_bytes} bytes). Concurrent requests are batched. "
+            "A body with `inputs` instead of `texts` is text-embeddings-inference's request and is answered in its "
+            "shape (429 is its overload status; its errors carry TEI's error types)."
         )
+    schemas.update(hf_schemas(limits))
+    paths.update(protocol_paths(has_keys))
     paths["/model"] = {
         "get": {
             "summary": "The served model: name, variant, sha256, labels, max_seq_len",
@@ -106,7 +117,36 @@ def patch_openapi(spec: dict[str, Any], limits: Limits, *, has_keys: bool) -> di
     }
     if has_keys:
         components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
-        for route in ("/predict", "/model"):
-            for operation in paths.get(route, {}).values():
-                operation["security"] = [{"bearer": []}]
+        # The guard's own rule says which operations need the key (probes, the page and the docs stay open);
+        # BentoML's other routes keep their documentation as they were (/metrics is open by default).
+        for route, item in paths.items():
+            for method, operation in item.items():
+                ours = route in _OURS or route.startswith("/v2")
+                if ours and needs_key(route, method.upper(), metrics_public=True):
+                    operation["security"] = [{"bearer": []}]
     return spec
+
+
+def _null_in_nullable_enums(schema: Any) -> None:
+    """OpenAPI 3.0 reads `enum` before `nullable`: a nullable enum must list null itself (BentoML leaves it out)."""
+    if isinstance(schema, dict):
+        if schema.get("nullable") and isinstance(schema.get("enum"), list) and None not in schema["enum"]:
+            schema["enum"].append(None)
+        for value in schema.values():
+            _null_in_nullable_enums(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _null_in_nullable_enums(value)
+
+
+def _accept_tei(predict: dict[str, Any]) -> None:
+    """`/predict` also takes TEI's `{"inputs": ...}`: either body, and either answer or error shape, documented."""
+    content = predict.get("requestBody", {}).get("content", {}).get("application/json")
+    if content is not None and "schema" in content:
+        content["schema"] = {"anyOf": [content["schema"], {"$ref": "#/components/schemas/TeiRequest"}]}
+    tei_answers = {"200": ["HfRanked", "HfBatch"]}
+    for status, response in predict["responses"].items():
+        answer = response.get("content", {}).get("application/json")
+        if answer is not None and "schema" in answer:
+            others = [{"$ref": f"#/components/schemas/{name}"} for name in tei_answers.get(status, [HF_ERROR])]
+            answer["schema"] = {"anyOf": [answer["schema"], *others]}

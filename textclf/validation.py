@@ -54,7 +54,7 @@ def validate_payload(payload: Any, limits: Limits) -> PredictRequest:
     raw_scores = payload.get("raw_scores", False)
     if not isinstance(raw_scores, bool):
         raise RequestError("invalid_request", f"'raw_scores' must be true or false, not {raw_scores!r}")
-    check_choice(payload, "on_overlength", OVERLENGTH_POLICIES, nullable=True)
+    check_choice(payload, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
     check_choice(payload, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
     return PredictRequest(texts, top_k, raw_scores)
 

@@ -244,7 +244,13 @@ def test_the_openapi_document_lists_every_status_with_the_error_schema() -> None
     client, _ = _client(keys=parse_api_keys(KEY))
     spec = client.get("/docs.json").json()
     responses = spec["paths"]["/predict"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "401", "405", "408", "413", "422", "500", "503", "504"}
-    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert set(responses) == {"200", "400", "401", "405", "408", "413", "422", "429", "500", "503", "504"}
+    # /predict also speaks TEI's shape: each error is ours or TEI's.
+    refs = [{"$ref": "#/components/schemas/Error"}, {"$ref": "#/components/schemas/HfError"}]
+    assert responses["422"]["content"]["application/json"]["schema"] == {"anyOf": refs}
+    v2_infer = spec["paths"]["/v2/models/{model_name}/infer"]["post"]
+    assert v2_infer["security"] == [{"bearer": []}] and "404" in v2_infer["responses"]
+    assert "security" not in spec["paths"]["/"]["get"] or spec["paths"]["/"]["get"]["security"] == []
+    assert spec["paths"]["/"]["post"]["security"] == [{"bearer": []}]
     assert spec["components"]["schemas"]["Error"]["properties"]["error_type"]["enum"] == sorted(ERROR_STATUS)
     assert "get" in spec["paths"]["/model"] and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

@@ -39,6 +39,7 @@ _TEI_ERRORS: dict[str, tuple[str, int | None]] = {
     "engine_unavailable": ("Unhealthy", 503),
     "timeout": ("Backend", None),
     "internal": ("Backend", None),
+    "unauthorized": ("Unauthorized", None),  # TEI answers a bad key with a bare 401; the body names it here
 }
 
 

@@ -39,8 +39,8 @@ EXTENSIONS = ["classification", "binary_tensor_data"]
 # /v2/models/{name}[/versions/{version}][/ready|/infer]
 MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/infer)?$")
 _DATATYPES = {"label": "BYTES", "probabilities": "FP32", "labels": "BYTES", "truncated": "BOOL"}
-# v2 names 400 for a request it cannot take; the size limits, keys and overload keep their own statuses.
-_BAD_REQUEST_STATUSES = (400, 405, 422)
+# v2 names 400 for a request it cannot take; a wrong method, the size limits, keys and overload keep their statuses.
+_BAD_REQUEST_STATUSES = (400, 422)
 
 
 def _invalid(message: str) -> RequestError:
@@ -126,16 +126,19 @@ class V2Adapter:
         extra = sorted(set(payload) - {"id", "inputs", "outputs", "parameters"})
         if extra:
             raise _invalid(f"unknown field {extra[0]!r}; the fields are id, inputs, outputs and parameters")
+        kinds = (("id", str, "a string"), ("parameters", dict, "an object"), ("outputs", list, "a list"))
+        for name, kind, what in kinds:
+            if name in payload and not isinstance(payload[name], kind):  # present means a value: null is refused too
+                raise _invalid(f"{name!r} must be {what}")
         request_id = payload.get("id")
-        if request_id is not None and not isinstance(request_id, str):
-            raise _invalid("'id' must be a string")
-        parameters = payload.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise _invalid("'parameters' must be an object")
+        parameters = payload.get("parameters", {})
+        binary_output = parameters.get("binary_data_output", False)
+        if not isinstance(binary_output, bool):
+            raise _invalid("'parameters.binary_data_output' must be true or false")
         texts = _texts(payload.get("inputs"), binary)
         check_texts(texts, self.limits, "inputs[0].data")
-        outputs = _requested(payload.get("outputs"), model, bool(parameters.get("binary_data_output", False)))
-        check_choice(parameters, "on_overlength", OVERLENGTH_POLICIES, nullable=True)
+        outputs = _requested(payload.get("outputs"), model, binary_output)
+        check_choice(parameters, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
         check_choice(parameters, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
         options = TextOptions(parameters.get("on_overlength"), parameters.get("truncation_direction", "right"))
 
@@ -171,13 +174,16 @@ def _texts(inputs: Any, binary: bytes) -> list[str]:
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
-        or not shape
+        or not 1 <= len(shape) <= 2
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
         or any(d != 1 for d in shape[1:])
         or shape[0] < 0
     ):
         raise _invalid(f"input {INPUT_NAME!r} must have shape [n] or [n, 1], not {shape!r}")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    parameters = tensor.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise _invalid(f"input {INPUT_NAME!r}: 'parameters' must be an object")
+    size = parameters.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size != len(binary):
             raise _invalid("binary_data_size does not match the binary data after the header")
@@ -227,17 +233,20 @@ def _requested(outputs: Any, model: ModelFacts, binary_default: bool) -> list[Re
         name = output.get("name") if isinstance(output, dict) else None
         if name not in available:
             raise _invalid(f"outputs[{index}]: unknown output {name!r}; the outputs: {available}")
-        parameters = output.get("parameters") or {}
+        parameters = output.get("parameters", {})
         if not isinstance(parameters, dict):
             raise _invalid(f"outputs[{index}].parameters must be an object")
         k = parameters.get("classification")
-        if k is not None:
+        if "classification" in parameters:
             if name != "probabilities":
                 raise _invalid(f"outputs[{index}]: only 'probabilities' takes classification")
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                 raise _invalid(f"outputs[{index}]: classification must be an integer ≥ 1")
             k = min(k, len(model.labels))
-        chosen.append(Requested(name, k, bool(parameters.get("binary_data", binary_default))))
+        binary = parameters.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise _invalid(f"outputs[{index}].parameters.binary_data must be true or false")
+        chosen.append(Requested(name, k, binary))
     return chosen
 
 
