@@ -164,7 +164,12 @@ BAD_REQUESTS = [
     ("post", "/predict", b'{"inputs": ["a", "b"]}', 422),  # a TEI text pair
     ("post", "/predict", b'{"inputs": "x", "parameters": {"top_k": -1}}', 422),
     ("post", "/v2/models/textclf/infer", b'{"inputs": []}', 400),
-    ("post", "/v2/models/textclf/infer", b'{"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}', 400),
+    (
+        "post",
+        "/v2/models/textclf/infer",
+        b'{"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}',
+        400,
+    ),
     ("post", "/v2/models/nope/infer", b'{"inputs": []}', 404),
     ("get", "/v2/models/nope", b"", 404),
     ("get", "/v2/models/textclf/versions/0", b"", 404),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from textclf.protocols import hf, v2
+from textclf.text_options import OVERLENGTH_POLICIES
 from textclf.validation import NON_BLANK_PATTERN, Limits
 
 HF_ERROR = "HfError"
@@ -165,7 +166,7 @@ def _v2_request(limits: Limits) -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "binary_data_output": {"type": "boolean"},
-                    "on_overlength": {"type": "string", "enum": ["truncate", "error"]},
+                    "on_overlength": {"type": "string", "enum": list(OVERLENGTH_POLICIES)},
                     "truncation_direction": {"type": "string", "enum": ["right", "left"]},
                 },
             },
