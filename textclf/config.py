@@ -94,12 +94,18 @@ class ExportConfig(Section):
     invariance_samples: int | None = Field(None, ge=1, description="test texts checked; default: all")
     calibration_samples: int = Field(256, ge=1)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "entropy"
-    timing_seconds: float = Field(3.0, gt=0, description="time per variant for choosing serving_variant")
+    timing_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="time per variant for its latency_ms and the must-beat-fp32 gate (ties in the serving choice)",
+    )
     serving_variant: str | None = Field(None, description="pin the served variant")
     route_long_calls: bool = Field(
         True, description="time every passing CPU variant across call shapes; route long calls to a faster one"
     )
-    shape_timing_seconds: float = Field(1.0, gt=0, description="time per call shape for the route")
+    shape_timing_seconds: float = Field(
+        1.0, gt=0, description="budget per timed case of the joint timing that chooses serving_variant and its route"
+    )
 
     @field_validator("variants")
     @classmethod
