@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -221,6 +221,13 @@ def predict(
     ] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray: model copies (actors) in the pool.")] = 1,
     cpus_per_actor: Annotated[int, typer.Option(min=1, help="Ray: CPUs per actor = its intra-op threads.")] = 1,
+    on_overlength: Annotated[
+        str,
+        typer.Option(
+            help="Texts over max_seq_len tokens: truncate (cut, flagged), or chunk (windows of max_seq_len tokens, "
+            "logits aggregated per text, a `chunks` column; serve.chunk_overlap_tokens, serve.chunk_aggregation)."
+        ),
+    ] = "truncate",
 ) -> None:
     """Classify every row of a file into a new file: the input columns + label, score, scores, error.
 
@@ -231,9 +238,20 @@ def predict(
         cfg = _load(config, set_, run)
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine {engine!r}: use local or ray")
+        from textclf.bulk import BULK_OVERLENGTH
+
         column = text_column or cfg.data.text_column
+        if on_overlength not in BULK_OVERLENGTH:
+            raise ConfigError(f"--on-overlength {on_overlength!r}: use {' or '.join(BULK_OVERLENGTH)}")
+        chunking = {
+            "on_overlength": on_overlength,
+            "chunk_overlap_tokens": cfg.serve.chunk_overlap_tokens,
+            "chunk_aggregation": cfg.serve.chunk_aggregation,
+        }
         if engine == "ray":
-            summary = _predict_on_ray(cfg, input_, output, column, batch_size, bento, address, actors, cpus_per_actor)
+            summary = _predict_on_ray(
+                cfg, input_, output, column, batch_size, bento, address, actors, cpus_per_actor, chunking
+            )
             stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
             return
         from textclf.bulk import run as bulk_run
@@ -247,6 +265,7 @@ def predict(
                 batch_size=batch_size,
                 bento=bento,
                 progress=progress,
+                **chunking,
             )
         stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
 
@@ -261,6 +280,7 @@ def _predict_on_ray(
     address: str | None,
     actors: int,
     cpus_per_actor: int,
+    chunking: dict[str, Any],
 ) -> BulkSummary:
     try:
         import ray  # noqa: F401  (only to name the missing extra before any work)
@@ -270,7 +290,9 @@ def _predict_on_ray(
     except ImportError:
         raise ConfigError("--engine ray needs Ray Data: pip install -e '.[ray]'") from None
     options = RayOptions(address=address, actors=actors, cpus_per_actor=cpus_per_actor)
-    return ray_run(cfg.run_dir, input_, output, text_column=column, batch_size=batch_size, bento=bento, options=options)
+    return ray_run(
+        cfg.run_dir, input_, output, text_column=column, batch_size=batch_size, bento=bento, options=options, **chunking
+    )
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
 The input streams in chunks (`textclf.tables`), so memory stays flat in the file's size. Each chunk's texts go to
 the torch-free runtime, which sorts them by token length and runs calls of `batch_size` texts, so a call pads only
 to its own longest text. A row without a text (empty, whitespace only, missing, not a string) fails nothing: it
-gets an `error` and no prediction, and the summary counts it.
+gets an `error` and no prediction, and the summary counts it. With `on_overlength="chunk"` a long text is read in
+windows of max_seq_len tokens (`textclf.windows`), sorted and batched among the other texts' windows, and a `chunks`
+column says how many each row took.
 """
 
 from __future__ import annotations
@@ -22,24 +24,34 @@ from textclf.predictions import Prediction
 from textclf.runtime import Classifier, length_order
 from textclf.table_sinks import Column, check_output, open_sink
 from textclf.tables import CHUNK_ROWS, Chunk, Source, open_source
+from textclf.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions
 
 logger = logging.getLogger(__name__)
 
 SHOWN_ERROR_ROWS: Final = 5  # row numbers the summary names
 CALLS_PER_STEP: Final = 4  # ONNX calls between progress updates
+# A file's long texts are cut or read in windows; `error` would fail a whole file for one row.
+BULK_OVERLENGTH: Final = ("truncate", "chunk")
 
 
-def prediction_columns(labels: list[str], multi_label: bool = False) -> list[Column]:
+def prediction_columns(labels: list[str], multi_label: bool = False, chunked: bool = False) -> list[Column]:
     """The columns appended to every row: label, score, scores (one probability a label), for a multi-label model
-    labels (the label set), truncated, error."""
+    labels (the label set), truncated, when read in windows chunks (windows per text), error."""
     return [
         Column("label", "string"),
         Column("score", "float"),
         Column("scores", "map", tuple(labels)),
         *([Column("labels", "strings")] if multi_label else []),
         Column("truncated", "bool"),
+        *([Column("chunks", "int")] if chunked else []),
         Column("error", "string"),
     ]
+
+
+def columns_of(classifier: Classifier, options: TextOptions = DEFAULT_OPTIONS) -> list[Column]:
+    """The prediction columns of a classifier's output under `options`."""
+    chunked = classifier.policy(options) == "chunk"
+    return prediction_columns(classifier.labels, classifier.multi_label, chunked)
 
 
 @dataclass(frozen=True)
@@ -119,23 +131,48 @@ def model_dir(run_dir: Path, bento: str | None) -> Path:
 
 
 def classify(
-    classifier: Classifier, texts: list[str], batch_size: int, on_step: Callable[[int], None] | None = None
+    classifier: Classifier,
+    texts: list[str],
+    batch_size: int,
+    on_step: Callable[[int], None] | None = None,
+    options: TextOptions = DEFAULT_OPTIONS,
 ) -> list[Prediction]:
-    """`Classifier.predict(texts, batch_size)` (sorted by token length, calls of `batch_size` texts, input order
-    restored), telling `on_step` how many texts each few calls finished, so a long chunk shows progress."""
-    encodings = classifier.encode(texts) if texts else []
-    order = length_order([classifier.token_count(encoding) for encoding in encodings])
-    logits = np.empty((len(texts), len(classifier.labels)), dtype=np.float32)
-    truncated = [False] * len(texts)
+    """`Classifier.predict(texts, batch_size, options)` (sorted by token length, calls of `batch_size` texts or
+    windows, input order restored), telling `on_step` how many texts each few calls finished, so a long chunk shows
+    progress."""
+    encodings = classifier.encode(texts, options) if texts else []
+    windows = classifier.windows(encodings, options)
+    units = encodings if windows is None else windows.units
+    count_done = (lambda group: len(group)) if windows is None else _texts_done(windows.counts)
+    order = length_order([classifier.token_count(unit) for unit in units])
+    logits = np.empty((len(units), len(classifier.labels)), dtype=np.float32)
+    truncated = [False] * len(units)
     step = batch_size * CALLS_PER_STEP  # a multiple of batch_size: the same calls as one pass over `order`
     for start in range(0, len(order), step):
         group = order[start : start + step]
-        logits[group], flags = classifier.infer_encoded([encodings[i] for i in group], batch_size)
+        logits[group], flags = classifier.infer_encoded([units[i] for i in group], batch_size)
         for i, flag in zip(group, flags, strict=True):
             truncated[i] = flag
         if on_step is not None:
-            on_step(len(group))
-    return classifier.predictions(logits, truncated)
+            on_step(count_done(group))
+    if windows is None:
+        return classifier.predictions(logits, truncated)
+    return classifier.predictions(windows.aggregate(logits), [False] * len(texts), chunks=windows.counts)
+
+
+def _texts_done(counts: list[int]) -> Callable[[list[int]], int]:
+    """Under `chunk`: a counter of the texts whose last window a group of windows (positions) finished."""
+    owner = np.repeat(np.arange(len(counts)), counts).tolist()
+    left = list(counts)
+
+    def done(group: list[int]) -> int:
+        finished = 0
+        for i in group:
+            left[owner[i]] -= 1
+            finished += left[owner[i]] == 0
+        return finished
+
+    return done
 
 
 def _predict_chunk(
@@ -145,12 +182,13 @@ def _predict_chunk(
     batch_size: int,
     summary: BulkSummary,
     on_step: Callable[[int], None] | None,
+    options: TextOptions = DEFAULT_OPTIONS,
 ) -> list[dict[str, Any]]:
     """The added columns of each row of a chunk, in order; counts into `summary`."""
     texts: list[str] = []
     where: list[int] = []
     added: list[dict[str, Any]] = []
-    names = [column.name for column in prediction_columns(classifier.labels, classifier.multi_label)]
+    names = [column.name for column in columns_of(classifier, options)]
     for offset, row in enumerate(chunk.rows):
         value: Any = row.get(text_column)
         problem = text_problem(value)
@@ -162,7 +200,7 @@ def _predict_chunk(
             summary.error_rows += 1
             if len(summary.first_error_rows) < SHOWN_ERROR_ROWS:
                 summary.first_error_rows.append(chunk.first_row + offset)
-    for offset, prediction in zip(where, classify(classifier, texts, batch_size, on_step), strict=True):
+    for offset, prediction in zip(where, classify(classifier, texts, batch_size, on_step, options), strict=True):
         added[offset].update(prediction.as_dict(), truncated=prediction.truncated)  # a column: false too
         summary.truncated += prediction.truncated
     summary.rows += len(chunk.rows)
@@ -209,14 +247,16 @@ def predict_source(
     text_column: str,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    options: TextOptions = DEFAULT_OPTIONS,
 ) -> BulkSummary:
-    """Classify every row of an open source into `output` (written atomically)."""
+    """Classify every row of an open source into `output` (written atomically), texts tokenized as `options` say."""
     summary = BulkSummary(output=output, model=f"{classifier.variant} {classifier.model_sha256 or ''}".strip())
     meter = _Meter(summary, source.total, progress)
-    with open_sink(output, source, prediction_columns(classifier.labels, classifier.multi_label)) as sink:
+    with open_sink(output, source, columns_of(classifier, options)) as sink:
         for chunk in source.chunks():
             meter.begin(chunk)
-            sink.write(chunk, _predict_chunk(classifier, chunk, text_column, batch_size, summary, meter.step))
+            added = _predict_chunk(classifier, chunk, text_column, batch_size, summary, meter.step, options)
+            sink.write(chunk, added)
             meter.end()
         summary.renamed = dict(sink.renamed)
     summary.seconds = time.perf_counter() - meter.started
@@ -234,6 +274,7 @@ def run(
     bento: str | None = None,
     progress: ProgressFn | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    on_overlength: OverlengthPolicy = "truncate",
     **classifier_options: Any,
 ) -> BulkSummary:
     """Classify every row of `input_path` with the run's serving variant (or a BentoML store model) into
@@ -242,13 +283,15 @@ def run(
     Args:
         run_dir: the run's artifact folder (ignored when `bento` is given).
         input_path: the rows to classify.
-        output_path: every input column, plus label, score, scores, truncated and error.
+        output_path: every input column, plus label, score, scores, truncated, (chunk) chunks and error.
         text_column: the input column that holds the texts.
         batch_size: texts per ONNX call (the texts of a chunk are sorted by token length first).
         bento: a BentoML model tag to load instead of the run folder.
         progress: called after each chunk.
         chunk_rows: rows read at a time; memory grows with this, not with the file.
-        classifier_options: passed to `Classifier` (threads, providers).
+        on_overlength: texts over max_seq_len tokens are cut (`truncate`) or read in windows (`chunk`, shaped by
+            `chunk_overlap_tokens` and `chunk_aggregation` among `classifier_options`); `error` is a server's policy.
+        classifier_options: passed to `Classifier` (threads, providers, chunk settings).
 
     Raises:
         InputError: a file cannot be read or written as asked (named in the message).
@@ -256,9 +299,17 @@ def run(
     """
     if batch_size < 1 or chunk_rows < 1:
         raise InputError(f"batch_size and chunk_rows must be at least 1, not {batch_size} and {chunk_rows}")
+    if on_overlength not in BULK_OVERLENGTH:
+        raise InputError(f"on_overlength must be one of {', '.join(BULK_OVERLENGTH)} here, not {on_overlength!r}")
     check_output(output_path)  # a bad output name fails before any reading or model loading
     with open_source(input_path, text_column, max(chunk_rows, batch_size)) as source:
         classifier = Classifier.from_run(model_dir(run_dir, bento), **classifier_options)
         return predict_source(
-            classifier, source, output_path, text_column=text_column, batch_size=batch_size, progress=progress
+            classifier,
+            source,
+            output_path,
+            text_column=text_column,
+            batch_size=batch_size,
+            progress=progress,
+            options=TextOptions(on_overlength=on_overlength),
         )

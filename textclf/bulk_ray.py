@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textclf.bulk import BulkSummary, classify, model_dir, prediction_columns, text_problem
+from textclf.bulk import BULK_OVERLENGTH, BulkSummary, classify, columns_of, model_dir, text_problem
 from textclf.errors import InputError
 from textclf.manifest import require_export
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
 from textclf.runtime import Classifier
 from textclf.table_sinks import RENAME_PREFIX, cell_text
 from textclf.tables import FORMATS, file_format, open_source
+from textclf.text_options import OverlengthPolicy, TextOptions
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,14 @@ class Predictor:
     the batches Ray hands it (pandas frames, input columns as read)."""
 
     def __init__(
-        self, model: Any, text_column: str, batch_size: int, threads: int, output_format: str, lines: bool
+        self,
+        model: Any,
+        text_column: str,
+        batch_size: int,
+        threads: int,
+        output_format: str,
+        lines: bool,
+        chunking: dict[str, Any] | None = None,
     ) -> None:
         import ray
 
@@ -102,12 +110,15 @@ class Predictor:
         for relative, data in files.items():
             (self.folder / relative).parent.mkdir(parents=True, exist_ok=True)
             (self.folder / relative).write_bytes(data)
-        self.classifier = Classifier.from_run(self.folder, intra_op_threads=threads)  # sha256-verified
+        chunking = dict(chunking or {})
+        self.options = TextOptions(on_overlength=chunking.pop("on_overlength", "truncate"))
+        # sha256-verified; `chunking`: the window settings of `chunk` (serve.chunk_*)
+        self.classifier = Classifier.from_run(self.folder, intra_op_threads=threads, **chunking)
         self.text_column = text_column
         self.batch_size = batch_size
         self.output_format = output_format
         self.lines = lines
-        self.added = [c.name for c in prediction_columns(self.classifier.labels, self.classifier.multi_label)]
+        self.added = [c.name for c in columns_of(self.classifier, self.options)]
 
     def __call__(self, batch: Any) -> Any:
         import pandas as pd
@@ -122,7 +133,8 @@ class Predictor:
             if problem is None:
                 texts.append(value)
                 where.append(offset)
-        for offset, prediction in zip(where, classify(self.classifier, texts, self.batch_size), strict=True):
+        predictions = classify(self.classifier, texts, self.batch_size, options=self.options)
+        for offset, prediction in zip(where, predictions, strict=True):
             added[offset].update(prediction.as_dict(), truncated=prediction.truncated)
         out = [_merge(row, extra, self.added) for row, extra in zip(rows, added, strict=True)]
         frame = pd.DataFrame(out)
@@ -230,8 +242,13 @@ def run(
     batch_size: int = 32,
     bento: str | None = None,
     options: RayOptions | None = None,
+    on_overlength: OverlengthPolicy = "truncate",
+    **chunk_options: Any,
 ) -> BulkSummary:
     """Classify every row of the input file(s) on Ray Data into the folder `output_path` (committed atomically).
+
+    `on_overlength` and the window settings in `chunk_options` (`chunk_overlap_tokens`, `chunk_aggregation`) are
+    those of the local path (`textclf.bulk.run`).
 
     Everything a user can get wrong (input paths, the text column, the output name, the model) is checked here,
     before any cluster work starts.
@@ -243,6 +260,8 @@ def run(
     options = options or RayOptions()
     if batch_size < 1 or options.actors < 1 or options.cpus_per_actor < 1:
         raise InputError("--batch-size, --actors and --cpus-per-actor must be at least 1")
+    if on_overlength not in BULK_OVERLENGTH:
+        raise InputError(f"on_overlength must be one of {', '.join(BULK_OVERLENGTH)} here, not {on_overlength!r}")
     files = input_files(input_spec)
     check_output_folder(output_path)
     for file in files:  # the text column must be in every file: a clear error now, not a failed task later
@@ -280,6 +299,7 @@ def run(
                 "threads": options.cpus_per_actor,
                 "output_format": fmt_out,
                 "lines": fmt_in == "jsonl",
+                "chunking": {"on_overlength": on_overlength, **chunk_options},
             },
             batch_size=options.batch_rows,
             batch_format="pandas",

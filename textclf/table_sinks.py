@@ -31,7 +31,7 @@ class Column:
     """A column a writer appends to every row."""
 
     name: str
-    kind: Literal["string", "float", "bool", "map", "strings"]
+    kind: Literal["string", "float", "int", "bool", "map", "strings"]
     keys: tuple[str, ...] = ()  # a map's keys, in order (a Parquet struct's fields)
 
 
@@ -153,7 +153,7 @@ class _ParquetSink(Sink):
             return pa.struct([(key, pa.float64()) for key in column.keys])
         if column.kind == "strings":
             return pa.list_(pa.string())
-        return {"string": pa.string(), "float": pa.float64(), "bool": pa.bool_()}[column.kind]
+        return {"string": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}[column.kind]
 
     def _input_type(self, name: str, rows: list[dict[str, Any]]) -> Any:
         pa = self._pa

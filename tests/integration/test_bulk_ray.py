@@ -77,6 +77,7 @@ def assert_same(ray_rows: dict[int, dict[str, Any]], local_rows: dict[int, dict[
             assert got["score"] == pytest.approx(local["score"], abs=1e-5)
             assert got["scores"] == pytest.approx(local["scores"], abs=1e-5)
         assert got.get("labels") == local.get("labels")
+        assert got.get("chunks") == local.get("chunks")
 
 
 def test_ray_output_equals_the_local_output_row_for_row(exported_run: Config, tmp_path: Path) -> None:
@@ -88,6 +89,22 @@ def test_ray_output_equals_the_local_output_row_for_row(exported_run: Config, tm
     assert "120 rows: 116 predicted, 4 without text" in result.output
     assert_same(read_folder(tmp_path / "ray.jsonl"), read_local(tmp_path / "local.jsonl"))
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_ray_reads_long_texts_in_windows_like_the_local_path(exported_run: Config, tmp_path: Path) -> None:
+    rows = rows_with_bad_ones(40)
+    for i in (0, 5, 20):  # ~200-600 tokens: 12-40 windows of the tiny model's 32
+        rows[i]["text"] = " ".join(text for text, _ in tiny_texts(10 * (i + 2), seed=i))
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    chunk = ("--on-overlength", "chunk", "--set", "serve.chunk_overlap_tokens=8")
+    local = predict(exported_run, "-i", source, "-o", tmp_path / "local.jsonl", *chunk)
+    assert local.exit_code == 0, local.output
+    result = predict(exported_run, "-i", source, "-o", tmp_path / "ray.jsonl", "--engine", "ray", *chunk)
+    assert result.exit_code == 0, result.output
+    ray_rows, local_rows = read_folder(tmp_path / "ray.jsonl"), read_local(tmp_path / "local.jsonl")
+    assert [ray_rows[i]["chunks"] for i in (0, 5, 20)] == [local_rows[i]["chunks"] for i in (0, 5, 20)]
+    assert min(ray_rows[i]["chunks"] for i in (0, 5, 20)) > 5 and ray_rows[1]["chunks"] == 1
+    assert_same(ray_rows, local_rows)
 
 
 def test_bad_input_is_one_line_and_exit_2_before_any_cluster_work(exported_run: Config, tmp_path: Path) -> None:

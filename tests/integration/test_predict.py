@@ -254,3 +254,39 @@ def test_bulk_modules_import_without_torch_pandas_or_pyarrow() -> None:
     assert_imports_without(
         ["textclf.bulk", "textclf.tables", "textclf_cli.app"], ["torch", "transformers", "pandas", "pyarrow"]
     )
+
+
+def test_on_overlength_chunk_writes_a_chunks_column(exported_run: Config, tmp_path: Path) -> None:
+    from textclf.text_options import TextOptions
+
+    long_texts = [" ".join(t for t, _ in tiny_texts(n, seed=n)) for n in (120, 40)]  # ~1,000 and ~350 tokens
+    texts = [long_texts[0], "a good film", "", long_texts[1], "awful plot"]
+    source = write_rows(tmp_path / "in.csv", ["id", "text"], [[i, t] for i, t in enumerate(texts)])
+    out = tmp_path / "out.csv"
+    args = ("-i", source, "-o", out, "--on-overlength", "chunk", "--set", "serve.chunk_overlap_tokens=8")
+    result = predict(exported_run, *args, "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    assert "5 rows: 4 predicted, 1 without text (row 3), 0 truncated" in result.output
+
+    rows = read_csv(out)
+    assert list(rows[0]) == ["id", "text", "label", "score", "scores", "truncated", "chunks", "error"]
+    # The reference reads the same windows (overlap 8, from --set) and batches them its own way.
+    chunked = Classifier.from_run(exported_run.run_dir, chunk_overlap_tokens=8)
+    good = [t for t in texts if t]
+    expected = chunked.predict(good, batch_size=3, options=TextOptions(on_overlength="chunk"))
+    predicted = [r for r in rows if not r["error"]]
+    assert [int(r["chunks"]) for r in predicted] == [p.chunks for p in expected]
+    assert int(predicted[0]["chunks"]) > 40 and int(predicted[2]["chunks"]) > 10 and predicted[1]["chunks"] == "1"
+    assert {r["truncated"] for r in predicted} == {"false"} and rows[2]["chunks"] == ""
+    assert_matches([(r["label"], float(r["score"]), json.loads(r["scores"])) for r in predicted], expected)
+
+    parquet = tmp_path / "out.parquet"
+    assert predict(exported_run, "-i", source, "-o", parquet, "--on-overlength", "chunk").exit_code == 0
+    written = pq.read_table(parquet)
+    assert written.schema.field("chunks").type == pa.int64()
+    default_overlap = Classifier.from_run(exported_run.run_dir)  # serve.chunk_overlap_tokens of the config
+    counts = default_overlap.predict(good, options=TextOptions(on_overlength="chunk"))
+    assert [c for c in written.column("chunks").to_pylist() if c is not None] == [p.chunks for p in counts]
+
+    refused = predict(exported_run, "-i", source, "-o", tmp_path / "x.csv", "--on-overlength", "error")
+    assert refused.exit_code == 2 and "use truncate or chunk" in refused.output
