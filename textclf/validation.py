@@ -38,25 +38,37 @@ class Limits:
 
 def validate_payload(payload: Any, limits: Limits) -> PredictRequest:
     """A valid `{"texts": [...], "top_k"?: k, "raw_scores"?: bool}` body, or a RequestError naming the field."""
-    if not isinstance(payload, dict):
-        raise RequestError("invalid_request", 'the body must be a JSON object: {"texts": ["..."]}')
-    if "texts" not in payload:
-        raise RequestError("invalid_request", "missing field 'texts'")
-    extra = sorted(set(payload) - set(FIELDS))
-    if extra:
-        raise RequestError("invalid_request", f"unknown field {extra[0]!r}; the fields are {', '.join(FIELDS)}")
+    check_fields(payload, "texts", FIELDS, '{"texts": ["..."]}')
     texts = payload["texts"]
     check_texts(texts, limits)
     top_k = payload.get("top_k")
-    # Present means a count: null is refused like the schema says, and bool (an int in Python) is no count.
-    if "top_k" in payload and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise RequestError("invalid_request", f"'top_k' must be an integer of at least 1, not {top_k!r}")
+    if "top_k" in payload:  # present means a count: null is refused like the schema says
+        check_count(top_k, "top_k")
     raw_scores = payload.get("raw_scores", False)
     if not isinstance(raw_scores, bool):
         raise RequestError("invalid_request", f"'raw_scores' must be true or false, not {raw_scores!r}")
     check_choice(payload, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
     check_choice(payload, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
     return PredictRequest(texts, top_k, raw_scores)
+
+
+def check_fields(payload: Any, required: str, fields: tuple[str, ...], example: str) -> dict[str, Any]:
+    """A JSON object holding `required` and nothing outside `fields`, or a RequestError naming what is wrong."""
+    if not isinstance(payload, dict):
+        raise RequestError("invalid_request", f"the body must be a JSON object: {example}")
+    if required not in payload:
+        raise RequestError("invalid_request", f"missing field {required!r}")
+    extra = sorted(set(payload) - set(fields))
+    if extra:
+        raise RequestError("invalid_request", f"unknown field {extra[0]!r}; the fields are {', '.join(fields)}")
+    return payload
+
+
+def check_count(value: Any, name: str) -> int:
+    """An integer of at least 1 (a bool, an int in Python, is no count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError("invalid_request", f"{name!r} must be an integer of at least 1, not {value!r}")
+    return value
 
 
 def check_choice(payload: dict[str, Any], name: str, choices: tuple[str, ...], *, nullable: bool) -> None:

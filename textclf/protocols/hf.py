@@ -22,7 +22,7 @@ from textclf.errors import RequestError
 from textclf.predictions import sigmoid, softmax
 from textclf.protocols.common import Call, ModelFacts, Reply, parse_json
 from textclf.text_options import OverlengthPolicy, TextOptions
-from textclf.validation import Limits, check_texts
+from textclf.validation import Limits, check_count, check_fields, check_texts
 
 Dialect = Literal["hub", "tei"]
 FIELDS = ("inputs", "parameters", "truncate", "truncation_direction", "raw_scores")
@@ -69,13 +69,7 @@ class HfAdapter:
 
     def read(self, payload: Any) -> HfRequest:
         """The request a decoded body asks for, or a RequestError naming the field."""
-        if not isinstance(payload, dict):
-            raise RequestError("invalid_request", 'the body must be a JSON object: {"inputs": "..."}')
-        if "inputs" not in payload:
-            raise RequestError("invalid_request", "missing field 'inputs'")
-        extra = sorted(set(payload) - set(FIELDS))
-        if extra:
-            raise RequestError("invalid_request", f"unknown field {extra[0]!r}; the fields are {', '.join(FIELDS)}")
+        check_fields(payload, "inputs", FIELDS, '{"inputs": "..."}')
         texts, is_batch = self._inputs(payload["inputs"])
         check_texts(texts, self.limits, "inputs")
         top_k, function = self._parameters(payload.get("parameters"))
@@ -120,8 +114,8 @@ class HfAdapter:
                 "invalid_request", f"unknown parameter {extra[0]!r}; the parameters are {', '.join(PARAMETERS)}"
             )
         top_k = parameters.get("top_k")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise RequestError("invalid_request", f"'parameters.top_k' must be an integer of at least 1, not {top_k!r}")
+        if top_k is not None:  # the Hub's parameters are nullable
+            check_count(top_k, "parameters.top_k")
         function = parameters.get("function_to_apply")
         if function is not None and function not in FUNCTIONS:
             raise RequestError(

@@ -27,13 +27,14 @@ from textclf.errors import RequestError
 from textclf.predictions import label_sets, probabilities
 from textclf.protocols.common import Call, ModelFacts, Reply, parse_json
 from textclf.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS, TextOptions
-from textclf.validation import Limits, check_choice, check_texts
+from textclf.validation import Limits, check_choice, check_fields, check_texts
 
 PREFIX = "/v2"
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 INPUT_NAME = "text"
 OUTPUTS = ("label", "probabilities", "labels", "truncated")
+FIELDS = ("id", "inputs", "outputs", "parameters")
 HEADER_LENGTH = b"inference-header-content-length"
 EXTENSIONS = ["classification", "binary_tensor_data"]
 # /v2/models/{name}[/versions/{version}][/ready|/infer]
@@ -120,12 +121,7 @@ class V2Adapter:
 
     def parse(self, body: bytes, header_length: bytes | None, model: ModelFacts) -> Call:
         header, binary = _split(body, header_length)
-        payload = parse_json(header)
-        if not isinstance(payload, dict):
-            raise _invalid("the body must be a JSON object with 'inputs'")
-        extra = sorted(set(payload) - {"id", "inputs", "outputs", "parameters"})
-        if extra:
-            raise _invalid(f"unknown field {extra[0]!r}; the fields are id, inputs, outputs and parameters")
+        payload = check_fields(parse_json(header), "inputs", FIELDS, '{"inputs": [{"name": "text", ...}]}')
         kinds = (("id", str, "a string"), ("parameters", dict, "an object"), ("outputs", list, "a list"))
         for name, kind, what in kinds:
             if name in payload and not isinstance(payload[name], kind):  # present means a value: null is refused too
