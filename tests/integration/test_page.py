@@ -85,6 +85,24 @@ def test_keyboard_shortcut_and_an_empty_line_shows_the_servers_message(browser: 
     assert page.query_selector_all("#results .card") == []
 
 
+def test_a_text_read_in_windows_shows_how_many(browser: Any, exported_run: Config, tmp_path: Path) -> None:
+    long_text = " ".join(["a good film and a fine plot"] * 40)  # ~280 tokens: windows of the tiny model's 32
+    texts = [long_text, "a dull plot"]
+    env = _env(exported_run, tmp_path, on_overlength="chunk")  # the page sends texts only: the server's policy
+    with served("service:TextClassifier", env, tmp_path / "log") as url:
+        expected = requests.post(f"{url}/predict", json={"texts": texts}, timeout=30).json()
+        assert expected[0]["chunks"] > 1 and expected[1]["chunks"] == 1
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.fill("#texts", "\n".join(texts))
+        page.click("#classify")
+        page.wait_for_selector("#results .card >> nth=1")
+        cards = page.query_selector_all("#results .card")
+        assert cards[0].query_selector(".flag.chunks").inner_text() == f"{expected[0]['chunks']} windows"
+        assert cards[1].query_selector(".flag.chunks") is None  # one window: nothing to say
+        assert cards[0].query_selector(".flag:not(.chunks)") is None  # read whole: not flagged truncated
+
+
 def test_a_key_is_asked_for_and_sent(browser: Any, exported_run: Config, tmp_path: Path) -> None:
     with served("service:TextClassifier", _env(exported_run, tmp_path, api_keys=KEY), tmp_path / "log") as url:
         page = browser.new_page()

@@ -67,6 +67,14 @@ function card(text, prediction) {
     flag.title = "the text was cut at the model's max_seq_len tokens";
     label.appendChild(flag);
   }
+  if (prediction.chunks > 1) { // on_overlength=chunk: the text was read in windows of max_seq_len tokens
+    const flag = document.createElement("span");
+    flag.className = "flag chunks";
+    flag.textContent = prediction.chunks + " windows";
+    flag.title = "the text was read in " + prediction.chunks +
+      " overlapping windows of the model's max_seq_len tokens; the scores aggregate theirs";
+    label.appendChild(flag);
+  }
   const bars = document.createElement("ul");
   bars.className = "bars";
   const ranked = Object.entries(prediction.scores).sort((a, b) => b[1] - a[1]);
