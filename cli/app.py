@@ -327,6 +327,22 @@ def bench_bulk(
         stdout_console().print(f"bulk results: {bulk_bench(cfg, cfg.run_dir, rows=rows)}")
 
 
+@app.command("bench-long")
+def bench_long(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    seed: Annotated[int, typer.Option(help="Shuffles the test sentences before they are joined into documents.")] = 0,
+) -> None:
+    """Long documents read truncated and in windows (chunk: mean, max) into long_docs.json and long_docs.md."""
+
+    with _stage():
+        cfg = _load(config, set_, run)
+        from textclf_benchmarks.long_docs import run as long_docs_run
+
+        stdout_console().print(f"long documents: {long_docs_run(cfg, cfg.run_dir, seed=seed)}")
+
+
 @app.command()
 def report(config: ConfigOption = None, set_: SetOption = None, run: RunOption = None) -> None:
     """Write reports/<run>/report.md, results.json and the plots from the bench and load results."""
