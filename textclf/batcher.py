@@ -180,7 +180,8 @@ class GreedyBatcher(Generic[E]):
         max_queued_texts: texts waiting (not counting the running call) before `submit` raises QueueFull; a
             document read in windows counts each window.
         max_chunks_per_text: windows one text may take (`chunk` policy) before `submit` raises TooManyChunks.
-        max_chunks_per_request: windows one request may take before `submit` raises TooManyChunks.
+        max_chunks_per_request: windows one request may take before `submit` raises TooManyChunks (or
+            `max_queued_texts`, where that is smaller: such a request could never be queued).
         lookahead_texts: how far past the oldest waiting text a call may reach for texts of similar length. A
             text is never overtaken by one that arrived more than this many texts after it, which bounds the
             tail latency; a longer reach pads less.
@@ -287,7 +288,11 @@ class GreedyBatcher(Generic[E]):
         # One call per request, None unless the request's policy is `chunk`: the truncate path does no work per text.
         windows = self.engine.windows(encodings, options)
         if windows is not None:
-            windows.check(self.max_chunks_per_text, self.max_chunks_per_request)
+            # The queue counts windows: a request with more than it can ever hold is refused as too big, not busy.
+            if self.max_queued_texts < self.max_chunks_per_request:
+                windows.check(self.max_chunks_per_text, self.max_queued_texts, "serve.max_queued_texts")
+            else:
+                windows.check(self.max_chunks_per_text, self.max_chunks_per_request)
             encodings = windows.units
         enqueued = self.clock()
         pending = _Pending(

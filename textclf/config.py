@@ -158,7 +158,11 @@ class ServeConfig(Section):
         "auto", description="chunk: windows' logits to a text's: mean, max (per label), auto (mean; multi-label: max)"
     )
     max_chunks_per_text: int = Field(64, ge=1, description="chunk: windows one text may need before 413")
-    max_chunks_per_request: int = Field(256, ge=1, description="chunk: windows one request may need before 413")
+    max_chunks_per_request: int = Field(
+        256,
+        ge=1,
+        description="chunk: windows one request may need before 413 (a smaller max_queued_texts bounds it too)",
+    )
     max_concurrency: int = Field(256, ge=1, description="requests held before 503 + Retry-After")
     access_log: bool = Field(False, description="BentoML's access log line per request, beside the guard's own")
     timeout_s: float = Field(60.0, gt=0, description="a prediction not answered by then gets 504 in the error shape")
@@ -173,16 +177,6 @@ class ServeConfig(Section):
             raise ValueError(
                 f"max_texts_per_request={self.max_texts_per_request} is over max_queued_texts={self.max_queued_texts}:"
                 " such a request could never be queued"
-            )
-        if self.max_chunks_per_request > self.max_queued_texts:
-            raise ValueError(
-                f"max_chunks_per_request={self.max_chunks_per_request} is over max_queued_texts="
-                f"{self.max_queued_texts}: the queue counts windows, so such a request could never be queued"
-            )
-        if self.max_chunks_per_request < self.max_texts_per_request:
-            raise ValueError(
-                f"max_chunks_per_request={self.max_chunks_per_request} is under max_texts_per_request="
-                f"{self.max_texts_per_request}: a request of short texts would be refused in chunk mode"
             )
         return self
 

@@ -92,8 +92,11 @@ class Windows(Generic[E]):
         """Each text's row from its windows' logits (`logits`: one row per unit, in `units`' order)."""
         return aggregate(logits, self.counts, self.aggregation)
 
-    def check(self, max_per_text: int, max_per_request: int) -> None:
-        """Raise TooManyChunks when a text or the whole request needs more windows than the limits allow."""
+    def check(
+        self, max_per_text: int, max_per_request: int, request_limit: str = "serve.max_chunks_per_request"
+    ) -> None:
+        """Raise TooManyChunks when a text or the whole request needs more windows than the limits allow; the
+        messages name the limits (`request_limit`: the key of `max_per_request`)."""
         for index, count in enumerate(self.counts):
             if count > max_per_text:
                 raise TooManyChunks(
@@ -101,6 +104,5 @@ class Windows(Generic[E]):
                 )
         if len(self.units) > max_per_request:
             raise TooManyChunks(
-                f"the request needs {len(self.units)} windows; the limit is "
-                f"serve.max_chunks_per_request={max_per_request}"
+                f"the request needs {len(self.units)} windows; the limit is {request_limit}={max_per_request}"
             )

@@ -558,6 +558,19 @@ def test_too_many_windows_are_refused_naming_the_limit_and_nothing_is_queued() -
     assert len(engine.batches) == 1
 
 
+def test_a_request_with_more_windows_than_the_queue_holds_is_too_big_not_busy() -> None:
+    engine = FakeEngine()
+    batcher, _ = _batcher(engine, max_queued_texts=4, max_chunks_per_request=256)
+
+    async def main() -> None:
+        with pytest.raises(TooManyChunks, match=r"needs 5 windows; the limit is serve\.max_queued_texts=4"):
+            await batcher.submit([" ".join(f"t{i}" for i in range(1, 12))], CHUNK)  # 5 windows, an empty queue
+        assert (await batcher.submit(["t1 t2 t3 t4 t5 t6 t7"], CHUNK)).chunks == [3]
+
+    asyncio.run(main())
+    batcher.close()
+
+
 def test_a_failing_window_fails_its_document_and_drops_its_other_windows() -> None:
     engine = FakeEngine()
     batcher, _ = _batcher(engine, max_batch_texts=1)
