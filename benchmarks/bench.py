@@ -127,6 +127,10 @@ def _load_engines(
                     reason=f"variant {gpu_variant}: {reason}",
                 )
     variant_engines = [(name, engine_label(name, suffix), threads) for name in export.variants if name in wanted]
+    # ONNX Runtime's pool threads spin or not as the service runs them (`serve.ort_spinning`, off by default), as in
+    # export's timing: spinning threads of one engine took the cores from the next engine's call in an interleaved
+    # timing (openvino-int8 at b1 x 32: 4.5 / 14.5 ms beside spinning ORT sessions, 2.8 ms without; export/routing.py).
+    spin = cfg.serve.ort_spinning
     if not cuda and threads > 1 and export.serving_variant:
         # The serving variant once more on one intra-op thread: what a worker of a multi-worker Bento gets.
         variant_engines.append((export.serving_variant, engine_label(export.serving_variant, ONE_THREAD_SUFFIX), 1))
@@ -144,7 +148,9 @@ def _load_engines(
             # Checked before loading: without the provider the session would quietly run on the CPU.
             if cuda and providers_for(use_cuda=True)[0] != "CUDAExecutionProvider":
                 raise RuntimeError("this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)")
-            classifier = Classifier(folder, expected_files=variant.files, intra_op_threads=n, use_cuda=cuda)
+            classifier = Classifier(
+                folder, expected_files=variant.files, intra_op_threads=n, use_cuda=cuda, allow_spinning=spin or cuda
+            )
             return RuntimeEngine(classifier, vocab, name=label, io_binding=cuda)
 
         add(make, _variant_record(label, name, variant), engine_threads)
@@ -152,7 +158,9 @@ def _load_engines(
     if not cuda and route is not None and export.serving_variant:
         # What the service runs: Classifier.from_run with export's route, the very object the service builds.
         add(
-            lambda: RuntimeEngine(Classifier.from_run(run_dir, intra_op_threads=threads), vocab, name=SERVED_ENGINE),
+            lambda: RuntimeEngine(
+                Classifier.from_run(run_dir, intra_op_threads=threads, allow_spinning=spin), vocab, name=SERVED_ENGINE
+            ),
             _served_record(export, export.serving_variant, route),
         )
     return engines, records
