@@ -175,8 +175,10 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
     for server in ("bento", "baseline"):
         record = load.servers[server]
         assert record.ran, record.reason
-        # One user again right after the burst, then the long texts.
-        assert list(record.results) == ["1", "32", "1-after-32", "32-long"]
+        # One user again right after the burst, then the long texts; the configured Bento's 32 users also through
+        # the v2 and Hugging Face routes, right after the native phase.
+        protocols = ["32-v2", "32-hf"] if server == "bento" else []
+        assert list(record.results) == ["1", "32", *protocols, "1-after-32", "32-long"]
         for stats in record.results.values():
             assert stats.requests > 0 and stats.failures == 0
             assert stats.rps > 0 and 0 < stats.p50_ms <= stats.p95_ms <= stats.p99_ms
@@ -210,6 +212,9 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
     best = results.headline.best_variant or ""
     # `served` wins with its route's name: "<serving variant> + <long variant> over N tokens".
     assert best in passed or (results.headline.best_engine == "served" and best.split(" + ")[0] in passed), best
+    for api in ("v2", "hf"):  # each protocol route's req/s over /predict's, taken side by side
+        ratio = getattr(results.headline, f"http_rps_ratio_{api}_vs_predict_32_users")
+        assert ratio is not None and ratio > 0, api
     envelope = results.headline.engine_envelope_min
     assert envelope is not None and 0 < envelope <= 1.1, envelope  # above 1.0 only by timing noise
     assert results.headline.served_engine == "served" and results.headline.engine_envelope_case
