@@ -260,6 +260,7 @@ class TextClassifier:
         self.batcher = GreedyBatcher.from_config(engine, SERVE, on_batch=_observe, on_death=_exit_after_engine_death)
         self.batcher.start()
         MODEL_STATE.is_ready = lambda: self.batcher.alive
+        MODEL_STATE.submit = self.batcher.submit  # the other protocols' routes (textclf.protocols) queue here
         MODEL_STATE.platform = _platform(self.classifier)
         check_request_timer_replaced()  # the app's middleware stack is built before its startup runs this
         # Everything loaded so far lives as long as the worker: freezing it keeps the collector from walking

@@ -93,10 +93,3 @@ def parse_json(body: bytes) -> Any:
         raise RequestError("invalid_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise RequestError("invalid_json", "the body nests too deeply to be a request") from None
-
-
-def logits_from_predict(body: bytes, labels: list[str]) -> tuple[np.ndarray, list[bool]]:
-    """The logits and truncation flags of a native `/predict` answer given with `raw_scores: true`."""
-    items = json.loads(body)
-    logits = np.asarray([[item["scores"][label] for label in labels] for item in items], dtype=np.float32)
-    return logits.reshape(len(items), len(labels)), [bool(item.get("truncated", False)) for item in items]
