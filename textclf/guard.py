@@ -337,13 +337,20 @@ class RequestGuard:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    def _inner_scope(self, scope: Scope, body: bytes) -> Scope:
-        headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"content-type", b"content-length")]
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        return {**scope, "headers": headers}
-
     async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> int:
         """Replay the checked body to BentoML; its errors leave in the project's shape."""
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body, only a disconnect can come
+
+        headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"content-type", b"content-length")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        inner_scope = {**scope, "headers": headers}
         status = 500
         error_chunks: list[bytes] | None = None
 
@@ -362,7 +369,7 @@ class RequestGuard:
             else:
                 await send(message)
 
-        await self.app(self._inner_scope(scope, body), _replay(body, receive), wrapped_send)
+        await self.app(inner_scope, replay, wrapped_send)
         return status
 
     async def _collect(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
@@ -414,20 +421,6 @@ class RequestGuard:
         base = [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": [*base, *headers]})
         await send({"type": "http.response.body", "body": data, "more_body": False})
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that gives the already-read body once, then whatever the client sends (only a disconnect)."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _inner_request_error(status: int, body: bytes) -> RequestError:
