@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-ROUNDS = 5
+# Turns per case: with 5, two instances of one engine (the served route and the variant alone) still differed by up
+# to 8 % on the 2026-12-01 sweep (AMD EPYC Zen 5, 2 cores), the host's drift between their longer blocks.
+ROUNDS = 10
 
 
 def _timed(call: Callable[[], None]) -> float:

@@ -9,12 +9,19 @@ The timing covers cases of two kinds: synthetic shapes (batch × length, token i
 (one at a time over lengths spread across the test split, and sorted batches of 32, as the service and
 `textclf predict` batch them). Every round runs every call once in a fresh order where consecutive calls differ in
 shape, as traffic does (OpenVINO pays ~0.5 ms when a call's shape differs from the last one, even a shape it has seen:
-a timing that repeats one shape favours it), each call on every variant in turn (the order rotating), so the machine's
-drift falls on all alike. A call's time is the lowest over rounds of the round's median for its shape: one noisy
+a timing that repeats one shape favours it). Each variant runs the round's calls in a block of its own, the variants'
+order rotating round to round, so the machine's drift falls on all alike; a block, not call by call, because a worker
+runs one engine: with every call on every variant in turn, each call found the caches full of six other variants'
+weights (2026-12-02, 2-core Intel Xeon, default run, int8-qdq-mha / openvino-int8 ms: b1 × 32 3.92 / 4.59 call by
+call, 2.91 / 2.87 in blocks; real-b1 3.81 / 4.61 and 2.82 / 3.14). A call's time is the lowest over rounds of the round's median for its shape: one noisy
 round cannot decide. A case's time is the mean over its calls. ONNX Runtime runs without spinning pool threads, as
 the service runs it: with them, the next variant's call shares the cores with the last one's spinning threads
 (measured on the default run, 2-core AMD EPYC Zen 5: `openvino-int8` at b1 × 32 took 4.5 and 14.5 ms in two
 timings with ORT spinning, 2.8 ms without; the plans chosen differed each time).
+
+Synthetic shapes are also timed in runs of one shape (`repeat_ms`), as bulk rows cut at max_seq_len or a client
+sending one length make them: where the route's variant is faster than the serving one on every short shape
+repeated, the route takes short calls whose shape repeats too (`ServingRoute.long_on_repeat`).
 
 A plan (serving variant, optional route) is judged by its envelope: over the cases, the worst ratio of the fastest
 variant's time to the time of what the plan runs (1.0 = always the fastest). The plan with the best envelope wins; a
@@ -38,7 +45,7 @@ from textclf.schema import ServingRoute, ShapeTiming
 logger = logging.getLogger(__name__)
 
 BATCHES = (1, 8)
-SEQ_LENS = (32, 64, 128, 256, 512)
+SEQ_LENS = (16, 32, 64, 128, 256, 512)
 EXTRA_SHAPES = ((32, 128),)  # the benchmarks' headline shape
 REAL_SINGLE_TEXTS = 24  # real texts one at a time, at evenly spaced quantiles of the test split's lengths
 REAL_BATCH = 32
@@ -46,6 +53,9 @@ REAL_BATCHES = 4  # sorted batches of 32, evenly spaced along the length order
 MIN_ROUNDS = 5
 MAX_ROUNDS = 20
 MIN_GAIN = 0.03
+REPEAT_RUN = 6  # calls of one shape in a row; the first (a change of shape) is not counted
+REPEAT_ROUNDS = 3
+REPEAT_MAX_TOKENS = 1024  # repeats are timed on the synthetic shapes up to this many tokens (the short calls)
 clock = time.perf_counter  # seconds; the tests swap in a fake clock
 
 
@@ -110,8 +120,9 @@ def plan_calls(classifier: Classifier, texts: list[str]) -> list[Call]:
     return calls
 
 
-def traffic_order(calls: Sequence[Call], rng: random.Random) -> list[int]:
-    """A random order of the calls in which no call has the shape of the one before it, where that can be had.
+def traffic_order(calls: Sequence[Call], rng: random.Random, last: tuple[int, int] | None = None) -> list[int]:
+    """A random order of the calls in which no call has the shape of the one before it (the first: not `last`, the
+    shape that ran just before), where that can be had.
 
     Each next call is drawn at random among the shapes other than the last one's, weighted by their calls left, unless
     a shape holds more than half of what is left (then it must go now, or two of its calls would end up adjacent).
@@ -122,7 +133,6 @@ def traffic_order(calls: Sequence[Call], rng: random.Random) -> list[int]:
     for members in left.values():
         rng.shuffle(members)
     order: list[int] = []
-    last: tuple[int, int] | None = None
     while left:
         remaining = len(calls) - len(order)
         options = [shape for shape in left if shape != last] or list(left)
@@ -147,18 +157,23 @@ def time_calls(
     rng = random.Random(seed)
     # samples[round][name][call index]
     samples: list[dict[str, list[float]]] = []
+    order: list[int] = []
     started = clock()
     while len(samples) < MIN_ROUNDS or (
         len(samples) < MAX_ROUNDS and (clock() - started) * (1 + 1 / len(samples)) < budget_s
     ):
         times = {name: [0.0] * len(calls) for name in names}
-        for k, i in enumerate(traffic_order(calls, rng)):
-            for name in names[k % len(names) :] + names[: k % len(names)]:
+        order = traffic_order(calls, rng, calls[order[-1]].shape if samples else None)
+        shift = len(samples) % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = classifiers[name].run_session
+            for i in order:
                 tick = clock()
-                classifiers[name].run_session(calls[i].inputs)
+                run(calls[i].inputs)
                 times[name][i] = (clock() - tick) * 1000
         samples.append(times)
     logger.info("timed %d calls on %d variants over %d rounds", len(calls), len(names), len(samples))
+    repeats = _time_repeats(classifiers, calls)
     groups: dict[tuple[str, tuple[int, int]], list[int]] = {}
     for i, call in enumerate(calls):
         groups.setdefault((call.case, call.shape), []).append(i)
@@ -168,11 +183,41 @@ def time_calls(
             name: round(min(statistics.median(times[name][i] for i in members) for times in samples), 4)
             for name in names
         }
-        timings.append(ShapeTiming(case=case, batch=batch, seq_len=seq_len, calls=len(members), ms=ms))
-    for case in dict.fromkeys(t.case for t in timings):
-        rows = [t for t in timings if t.case == case]
-        logger.info("%s: %s", case, {n: round(_mean(rows, lambda t, n=n: t.ms[n]), 3) for n in names})
+        repeat_ms = repeats.get(members[0]) if len(members) == 1 else None
+        timings.append(
+            ShapeTiming(case=case, batch=batch, seq_len=seq_len, calls=len(members), ms=ms, repeat_ms=repeat_ms)
+        )
+    for logged in dict.fromkeys(t.case for t in timings):
+        rows = [t for t in timings if t.case == logged]
+        logger.info("%s: %s", logged, {n: round(_mean(rows, lambda t, n=n: t.ms[n]), 3) for n in names})
     return timings
+
+
+def _time_repeats(classifiers: Mapping[str, Classifier], calls: Sequence[Call]) -> dict[int, dict[str, float]]:
+    """Per synthetic call up to REPEAT_MAX_TOKENS: each variant's median ms over a run of REPEAT_RUN calls of its
+    shape (the first one left out: it follows another shape), the lowest over REPEAT_ROUNDS rounds."""
+    names = list(classifiers)
+    synthetic = [
+        i
+        for i, call in enumerate(calls)
+        if call.case == shape_case(*call.shape) and call.shape[0] * call.shape[1] <= REPEAT_MAX_TOKENS
+    ]
+    best: dict[int, dict[str, float]] = {i: {} for i in synthetic}
+    for round_ in range(REPEAT_ROUNDS):
+        for k, i in enumerate(synthetic):
+            shift = (k + round_) % len(names)
+            for name in names[shift:] + names[:shift]:
+                run = classifiers[name].run_session
+                times = []
+                for _ in range(REPEAT_RUN):
+                    tick = clock()
+                    run(calls[i].inputs)
+                    times.append((clock() - tick) * 1000)
+                ms = round(statistics.median(times[1:]), 4)
+                best[i][name] = min(best[i].get(name, ms), ms)
+    for i in synthetic:
+        logger.info("%s repeated: %s", calls[i].case, best[i])
+    return best
 
 
 def time_shapes(classifiers: Mapping[str, Classifier], texts: list[str], seconds_per_shape: float) -> list[ShapeTiming]:
@@ -212,8 +257,19 @@ def envelope(timings: list[ShapeTiming], short: str, long: str | None, max_short
     return min(case_ratios(timings, short, long, max_short_tokens).values())
 
 
+def wins_repeats(timings: list[ShapeTiming], serving: str, long: str, max_short_tokens: int) -> bool:
+    """Whether `long` beat `serving` by MIN_GAIN on every short synthetic shape timed in runs of one shape."""
+    short = [
+        t.repeat_ms
+        for t in timings
+        if t.repeat_ms and t.batch * t.seq_len <= max_short_tokens and serving in t.repeat_ms and long in t.repeat_ms
+    ]
+    return bool(short) and all(ms[long] * (1 + MIN_GAIN) <= ms[serving] for ms in short)
+
+
 def best_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | None:
-    """The route of `serving`'s long calls with the best envelope (the lowest threshold among equals)."""
+    """The route of `serving`'s long calls with the best envelope (the lowest threshold among equals), taking the
+    short calls whose shape repeats too where its variant won them all (`wins_repeats`)."""
     if not timings:
         return None
     alone = envelope(timings, serving, None, 0)
@@ -228,6 +284,8 @@ def best_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | None:
                 best = ServingRoute(
                     variant=variant, max_short_tokens=threshold, envelope_min=value, envelope_min_unrouted=alone
                 )
+    if best is not None and wins_repeats(timings, serving, best.variant, best.max_short_tokens):
+        best = best.model_copy(update={"long_on_repeat": True})
     return best
 
 
@@ -267,7 +325,10 @@ def choose_plan(timings: list[ShapeTiming], candidates: Sequence[str], *, allow_
     logger.info(
         "serving %s%s: worst case %.3f of the fastest (%s)",
         chosen.serving,
-        f", calls over {route.max_short_tokens} padded tokens on {route.variant}" if route else " alone",
+        f", calls over {route.max_short_tokens} padded tokens on {route.variant}"
+        + (" (and shorter ones repeating a shape)" if route.long_on_repeat else "")
+        if route
+        else " alone",
         chosen.envelope_min,
         ", ".join(f"{case} {ratio:.3f}" for case, ratio in by_case.items()),
     )

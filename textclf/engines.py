@@ -181,9 +181,13 @@ class OpenVinoEngine:
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self._output = self.compiled.output(0)
 
+    def padded_length(self, length: int) -> int:
+        """The sequence length a call of `length` tokens runs at (the next multiple of `length_step`)."""
+        return -(-length // self.length_step) * self.length_step
+
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         length = next(iter(inputs.values())).shape[1]
-        target = -(-length // self.length_step) * self.length_step
+        target = self.padded_length(length)
         if target != length:
             inputs = {
                 name: _pad_columns(array, target, self.pad_id if name == "input_ids" else 0)
@@ -204,26 +208,56 @@ def _pad_columns(array: np.ndarray, width: int, value: int) -> np.ndarray:
 
 
 class RoutedEngine:
-    """Two engines over one model: calls up to `max_short_tokens` padded tokens run on `short`, longer on `long`."""
+    """Two engines over one model: calls up to `max_short_tokens` padded tokens run on `short`, longer on `long`.
 
-    def __init__(self, short: Engine, long: Engine, max_short_tokens: int) -> None:
+    With `long_on_repeat`, a short call runs on `long` too when its shape (as `long` runs it) repeats: it is the shape
+    of `long`'s last call, or of the two calls before it (a run of one shape has begun: bulk rows all cut at
+    max_seq_len, a client sending one length). OpenVINO prepares its kernels again whenever a call's shape differs
+    from its last one, so on changing shapes ONNX Runtime wins short calls, and on repeated ones OpenVINO can win
+    them all; export times both orders and sets the flag only where `long` won every short shape repeated. One thread
+    owns the engine (the batcher's, or the bulk loop's), so the last shapes need no lock.
+    """
+
+    def __init__(self, short: Engine, long: Engine, max_short_tokens: int, *, long_on_repeat: bool = False) -> None:
         if short.input_names != long.input_names and set(short.input_names) != set(long.input_names):
             raise ArtifactError(f"routed engines take different inputs: {short.input_names} vs {long.input_names}")
         self.short = short
         self.long = long
         self.max_short_tokens = max_short_tokens
+        self.long_on_repeat = long_on_repeat
         self.name = short.name
         self.input_names = short.input_names
         self.threads = short.threads
+        self._long_last: tuple[int, int] | None = None
+        self._recent: list[tuple[int, int] | None] = [None, None]  # the shapes of the two calls before this one
 
     def engine_for(self, tokens: int) -> Engine:
         return self.short if tokens <= self.max_short_tokens else self.long
 
+    def _long_shape(self, rows: int, length: int) -> tuple[int, int]:
+        padded = getattr(self.long, "padded_length", None)
+        return rows, padded(length) if padded is not None else length
+
+    def engine_for_call(self, inputs: dict[str, np.ndarray]) -> Engine:
+        """The engine of one call, by its size and (with `long_on_repeat`) whether its shape repeats."""
+        rows, length = next(iter(inputs.values())).shape
+        engine = self.engine_for(rows * length)
+        if not self.long_on_repeat:
+            return engine
+        shape = self._long_shape(int(rows), int(length))
+        if engine is self.short and (shape == self._long_last or self._recent == [shape, shape]):
+            engine = self.long
+        self._recent = [self._recent[1], shape]
+        if engine is self.long:
+            self._long_last = shape
+        return engine
+
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return self.engine_for(next(iter(inputs.values())).size).run(inputs)
+        return self.engine_for_call(inputs).run(inputs)
 
     def describe(self) -> str:
+        repeats = ", and shorter calls whose shape repeats" if self.long_on_repeat else ""
         return (
             f"calls up to {self.max_short_tokens} padded tokens: {self.short.describe()}; "
-            f"longer: {self.long.describe()}"
+            f"longer{repeats}: {self.long.describe()}"
         )

@@ -228,11 +228,12 @@ class Classifier:
             raise ArtifactError(f"{self.variant_dir}: not an ONNX Runtime variant ({self.engine.describe()})")
         return self.engine.session
 
-    def route_long_calls(self, long: Classifier, max_short_tokens: int) -> None:
-        """Run calls over `max_short_tokens` padded tokens on `long`'s engine (the same model, another engine)."""
+    def route_long_calls(self, long: Classifier, max_short_tokens: int, *, long_on_repeat: bool = False) -> None:
+        """Run calls over `max_short_tokens` padded tokens on `long`'s engine (the same model, another engine), and
+        with `long_on_repeat` the short calls whose shape repeats too (`RoutedEngine`)."""
         if long.labels != self.labels or long.max_seq_len != self.max_seq_len:
             raise ArtifactError(f"{long.variant_dir} is not the same model as {self.variant_dir}; cannot route to it")
-        self.engine = RoutedEngine(self.engine, long.engine, max_short_tokens)
+        self.engine = RoutedEngine(self.engine, long.engine, max_short_tokens, long_on_repeat=long_on_repeat)
         logger.info("routing: %s", self.engine.describe())
 
     @classmethod
@@ -250,7 +251,7 @@ class Classifier:
         plan = export.serving_route
         if variant is None and route and plan is not None:
             long = cls._load_variant(Path(run_dir), export, plan.variant, **kwargs)
-            classifier.route_long_calls(long, plan.max_short_tokens)
+            classifier.route_long_calls(long, plan.max_short_tokens, long_on_repeat=plan.long_on_repeat)
         return classifier
 
     @classmethod

@@ -190,6 +190,11 @@ class ShapeTiming(Record):
         description="per call, by variant: the lowest over interleaved rounds of the round's median (older exports: "
         "p50 over one shape's repeats)"
     )
+    repeat_ms: dict[str, float] | None = Field(
+        None,
+        description="synthetic shapes: per call, by variant, when the call repeats the shape of the call before it "
+        "(the median of a run of repeats, the lowest over rounds); none: not timed so (real-text cases, older exports)",
+    )
 
 
 class ServingRoute(Record):
@@ -199,6 +204,11 @@ class ServingRoute(Record):
     max_short_tokens: int
     envelope_min: float = Field(description="over the timed cases: min(best variant's time ÷ the routed time)")
     envelope_min_unrouted: float = Field(description="the same for the serving variant alone")
+    long_on_repeat: bool = Field(
+        False,
+        description="short calls whose shape repeats run on `variant` too (where it was its last shape, or the last "
+        "two calls had it): export measured `variant` faster than the serving one on every short shape repeated",
+    )
 
 
 class ExportSection(Record):

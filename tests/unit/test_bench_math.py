@@ -55,8 +55,8 @@ def test_summarize_percentiles() -> None:
 def test_interleaving_gives_every_call_its_iterations() -> None:
     order: list[str] = []
     calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
-    samples = time_interleaved(calls, warmup=1, min_iters=10, max_seconds=0.0)
-    assert len(samples["a"]) == len(samples["b"]) == 10
+    samples = time_interleaved(calls, warmup=1, min_iters=20, max_seconds=0.0)
+    assert len(samples["a"]) == len(samples["b"]) == 20
     timed = order[4:]  # after the warm-up and first timing of each
     assert timed[:2] == ["a", "a"] and "b" in timed[:6], "calls take turns round by round"
 

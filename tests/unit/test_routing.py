@@ -184,3 +184,46 @@ def test_one_noisy_round_does_not_move_a_timing(monkeypatch: pytest.MonkeyPatch)
     assert len(timings) == 3 and next(t for t in timings if t.case == "real-b1").calls == 2
     for timing in timings:
         assert timing.ms["noisy"] == pytest.approx(timing.ms["quiet"])
+
+
+def test_repeated_shapes_are_timed_and_send_short_repeats_to_a_variant_that_wins_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from textclf_export import routing
+
+    clock = _Clock()
+    monkeypatch.setattr(routing, "clock", clock)
+    ort = _ShapeSensitive(clock, base_ms=0.5)
+    ov = _ShapeSensitive(clock, base_ms=0.4, switch_ms=0.5)  # faster than ort on a shape it just ran, else slower
+    calls = [_call("b1-s32", 1, 32), _call("b1-s64", 1, 64), _call("b8-s128", 8, 128)]
+    timings = time_calls({"ort": ort, "ov": ov}, calls, budget_s=0.0)  # type: ignore[dict-item]
+    by_case = {t.case: t for t in timings}
+    assert by_case["b1-s32"].repeat_ms == {"ort": pytest.approx(0.16), "ov": pytest.approx(0.128)}
+    assert by_case["b1-s32"].ms["ov"] == pytest.approx(0.628)  # in traffic order ov pays the change
+    plan = choose_plan(timings, ["ort", "ov"])
+    assert plan.serving == "ort" and plan.route is not None
+    assert (plan.route.variant, plan.route.max_short_tokens, plan.route.long_on_repeat) == ("ov", 64, True)
+    # Where ov loses one short shape even repeated, repeats stay on the serving variant.
+    by_case["b1-s64"].repeat_ms = {"ort": 0.32, "ov": 0.32}
+    route = choose_route(timings, "ort")
+    assert route is not None and not route.long_on_repeat
+
+
+class _Padding(_Fixed):
+    def padded_length(self, length: int) -> int:
+        return -(-length // 16) * 16
+
+
+def _ids(rows: int, length: int) -> dict[str, np.ndarray]:
+    return {"input_ids": np.zeros((rows, length), np.int64), "attention_mask": np.ones((rows, length), np.int64)}
+
+
+def test_routed_engine_sends_short_calls_repeating_a_shape_to_the_long_engine() -> None:
+    engine = RoutedEngine(_Fixed(1.0), _Padding(2.0), max_short_tokens=64, long_on_repeat=True)  # type: ignore[arg-type]
+    # 10 and 12 tokens are one shape for the long engine (16); the third call of a run goes long, and then every
+    # call of the long engine's last shape, until another shape breaks the run.
+    lengths = [10, 12, 14, 9, 30, 16, 100, 30, 32, 20]
+    got = [float(engine.run(_ids(1, n))[0, 0]) for n in lengths]
+    assert got == [1.0, 1.0, 2.0, 2.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0]
+    plain = RoutedEngine(_Fixed(1.0), _Padding(2.0), max_short_tokens=64)  # type: ignore[arg-type]
+    assert [float(plain.run(_ids(1, n))[0, 0]) for n in lengths] == [1.0] * 6 + [2.0] + [1.0] * 3
