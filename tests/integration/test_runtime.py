@@ -116,3 +116,14 @@ def test_the_serving_route_runs_long_calls_on_the_other_engine(exported_run: Con
     assert len(routed.encode([long])[0].ids) > 16 >= len(routed.encode([short])[0].ids)
     np.testing.assert_array_equal(routed.logits([short])[0], alone.logits([short])[0])
     np.testing.assert_array_equal(routed.logits([long])[0], openvino.logits([long])[0])
+    assert not routed.engine.long_on_repeat
+
+    # With long_on_repeat, the third short call of one shape runs on OpenVINO, its logits those of OpenVINO alone.
+    repeat = export.model_copy(update={"serving_route": route.model_copy(update={"long_on_repeat": True})})
+    write_manifest(run_dir, manifest.model_copy(update={"export": repeat}))
+    repeating = Classifier.from_run(run_dir, intra_op_threads=1)
+    assert isinstance(repeating.engine, RoutedEngine) and repeating.engine.long_on_repeat
+    answers = [repeating.logits([short])[0] for _ in range(3)]
+    assert not np.array_equal(alone.logits([short])[0], openvino.logits([short])[0])  # the engines can be told apart
+    np.testing.assert_array_equal(answers[0], alone.logits([short])[0])
+    np.testing.assert_array_equal(answers[2], openvino.logits([short])[0])
