@@ -6,17 +6,17 @@ on single ~27-token texts, OpenVINO 1.3-1.5× from 128 tokens up). One variant s
 faster on the long ones: then calls over a padded-token threshold go to it.
 
 The timing covers cases of two kinds: synthetic shapes (batch × length, token ids of real text) and real test texts
-(one at a time over lengths spread across the test split, and sorted batches of 32, as the service and
-`textclf predict` batch them). Every round runs every call once in a fresh order where consecutive calls differ in
-shape, as traffic does (OpenVINO pays ~0.5 ms when a call's shape differs from the last one, even a shape it has seen:
-a timing that repeats one shape favours it). Each variant runs the round's calls in a block of its own, the variants'
-order rotating round to round, so the machine's drift falls on all alike; a block, not call by call, because a worker
-runs one engine: with every call on every variant in turn, each call found the caches full of six other variants'
-weights (2026-12-02, 2-core Intel Xeon, default run, int8-qdq-mha / openvino-int8 ms: b1 × 32 3.92 / 4.59 call by
-call, 2.91 / 2.87 in blocks; real-b1 3.81 / 4.61 and 2.82 / 3.14). A call's time is the lowest over rounds of the round's median for its shape: one noisy
-round cannot decide. A case's time is the mean over its calls. ONNX Runtime runs without spinning pool threads, as
-the service runs it: with them, the next variant's call shares the cores with the last one's spinning threads
-(measured on the default run, 2-core AMD EPYC Zen 5: `openvino-int8` at b1 × 32 took 4.5 and 14.5 ms in two
+(one at a time over lengths spread across the test split, and sorted batches of 32, as the service and `textclf
+predict` batch them). Every round runs every call once in a fresh order where consecutive calls differ in shape, as
+traffic does (OpenVINO pays ~0.5 ms when a call's shape differs from the last one, even a shape it has seen: a timing
+that repeats one shape favours it). Each variant runs the round's calls in a block of its own, the variants' order
+rotating round to round, so the machine's drift falls on all alike; a block, not call by call, because a worker runs
+one engine: with every call on every variant in turn, each call found the caches full of six other variants' weights
+(2026-12-02, 2-core Intel Xeon, default run, int8-qdq-mha / openvino-int8 ms: b1 × 32 3.92 / 4.59 call by call, 2.91 /
+2.87 in blocks; real-b1 3.81 / 4.61 and 2.82 / 3.14). A call's time is the lowest over rounds of the round's median for
+its shape: one noisy round cannot decide. A case's time is the mean over its calls. ONNX Runtime runs without spinning
+pool threads, as the service runs it: with them, the next variant's call shares the cores with the last one's spinning
+threads (measured on the default run, 2-core AMD EPYC Zen 5: `openvino-int8` at b1 × 32 took 4.5 and 14.5 ms in two
 timings with ORT spinning, 2.8 ms without; the plans chosen differed each time).
 
 Synthetic shapes are also timed in runs of one shape (`repeat_ms`), as bulk rows cut at max_seq_len or a client
