@@ -164,13 +164,9 @@ def time_calls(
     ):
         times = {name: [0.0] * len(calls) for name in names}
         order = traffic_order(calls, rng, calls[order[-1]].shape if samples else None)
-        shift = len(samples) % len(names)
-        for name in names[shift:] + names[:shift]:
-            run = classifiers[name].run_session
+        for name in _rotated(names, len(samples)):
             for i in order:
-                tick = clock()
-                run(calls[i].inputs)
-                times[name][i] = (clock() - tick) * 1000
+                times[name][i] = _call_ms(classifiers[name], calls[i])
         samples.append(times)
     logger.info("timed %d calls on %d variants over %d rounds", len(calls), len(names), len(samples))
     repeats = _time_repeats(classifiers, calls)
@@ -193,6 +189,19 @@ def time_calls(
     return timings
 
 
+def _rotated(names: list[str], shift: int) -> list[str]:
+    """`names` starting at `shift` (modulo their number): who goes first changes from round to round."""
+    shift %= len(names)
+    return names[shift:] + names[:shift]
+
+
+def _call_ms(classifier: Classifier, call: Call) -> float:
+    """One engine call's wall time in ms, on the module's `clock`."""
+    tick = clock()
+    classifier.run_session(call.inputs)
+    return (clock() - tick) * 1000
+
+
 def _time_repeats(classifiers: Mapping[str, Classifier], calls: Sequence[Call]) -> dict[int, dict[str, float]]:
     """Per synthetic call up to REPEAT_MAX_TOKENS: each variant's median ms over a run of REPEAT_RUN calls of its
     shape (the first one left out: it follows another shape), the lowest over REPEAT_ROUNDS rounds."""
@@ -205,14 +214,8 @@ def _time_repeats(classifiers: Mapping[str, Classifier], calls: Sequence[Call]) 
     best: dict[int, dict[str, float]] = {i: {} for i in synthetic}
     for round_ in range(REPEAT_ROUNDS):
         for k, i in enumerate(synthetic):
-            shift = (k + round_) % len(names)
-            for name in names[shift:] + names[:shift]:
-                run = classifiers[name].run_session
-                times = []
-                for _ in range(REPEAT_RUN):
-                    tick = clock()
-                    run(calls[i].inputs)
-                    times.append((clock() - tick) * 1000)
+            for name in _rotated(names, k + round_):
+                times = [_call_ms(classifiers[name], calls[i]) for _ in range(REPEAT_RUN)]
                 ms = round(statistics.median(times[1:]), 4)
                 best[i][name] = min(best[i].get(name, ms), ms)
     for i in synthetic:

@@ -29,7 +29,7 @@ from textclf.bulk import BULK_OVERLENGTH, BulkSummary, classify, columns_of, mod
 from textclf.errors import ArtifactError, InputError
 from textclf.manifest import require_export, verify_files
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.runtime import IDENTITY_FILES, Classifier, engine_of, read_sidecar
+from textclf.runtime import Classifier, engine_of, identity_sha256, passed_variant, read_sidecar
 from textclf.table_sinks import RENAME_PREFIX, cell_text
 from textclf.tables import CHUNK_ROWS, FORMATS, file_format, open_source
 from textclf.text_options import OverlengthPolicy, TextOptions
@@ -106,18 +106,14 @@ def _model_files(folder: Path) -> tuple[dict[str, bytes], str]:
         raise ArtifactError(f"{folder}: the export chose no serving variant (none passed its gates)")
     files = {MANIFEST_NAME: (folder / MANIFEST_NAME).read_bytes()}
     for name in export.served_variants():
-        record = export.variants.get(name)
-        if record is None:
-            raise ArtifactError(f"{folder}: variant {name!r} is not in the manifest")
-        if not record.passed:
-            raise ArtifactError(f"{folder}: variant {name!r} was refused at export: {record.reason}")
+        record = passed_variant(folder, export, name)
         verify_files(folder / ONNX_DIR / name, record.files)
         for relative in record.files:
             files[f"{ONNX_DIR}/{name}/{relative}"] = (folder / ONNX_DIR / name / relative).read_bytes()
     serving = folder / ONNX_DIR / export.serving_variant
     sidecar = read_sidecar(serving)
-    identity = export.variants[export.serving_variant].files.get(IDENTITY_FILES[engine_of(sidecar)])
-    model = f"{sidecar.get('variant', serving.name)} {identity.sha256 if identity else ''}".strip()
+    sha256 = identity_sha256(export.variants[export.serving_variant].files, engine_of(sidecar))
+    model = f"{sidecar.get('variant', serving.name)} {sha256 or ''}".strip()
     return files, model
 
 

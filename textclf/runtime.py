@@ -32,7 +32,7 @@ from textclf.manifest import require_export, verify_files
 from textclf.paths import ONNX_DIR
 from textclf.predictions import Prediction, multi_label_threshold, predictions, probabilities
 from textclf.records import FileEntry
-from textclf.schema import ExportSection
+from textclf.schema import ExportSection, VariantRecord
 from textclf.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, OverlengthPolicy, TextOptions
 from textclf.windows import AGGREGATIONS, AggregationSetting, Windows, aggregation_for, window_overlap
 
@@ -125,6 +125,26 @@ def read_sidecar(variant_dir: Path) -> dict[str, Any]:
     return sidecar
 
 
+def identity_sha256(files: Mapping[str, FileEntry], engine: EngineName) -> str | None:
+    """The sha256 that names a variant's model: that of the engine's weights file (None where it is not listed)."""
+    identity = files.get(IDENTITY_FILES[engine])
+    return identity.sha256 if identity else None
+
+
+def passed_variant(run_dir: Path, export: ExportSection, name: str) -> VariantRecord:
+    """The manifest's record of a variant that passed its gates.
+
+    Raises:
+        ArtifactError: the variant is not in the manifest, or export refused it.
+    """
+    record = export.variants.get(name)
+    if record is None:
+        raise ArtifactError(f"{run_dir}: variant {name!r} is not in the manifest")
+    if not record.passed:
+        raise ArtifactError(f"{run_dir}: variant {name!r} was refused at export: {record.reason}")
+    return record
+
+
 class Classifier:
     """A loaded ONNX variant folder (model.onnx, tokenizer.json, config.json, textclf.json)."""
 
@@ -159,8 +179,7 @@ class Classifier:
         sidecar = read_sidecar(self.variant_dir)
         engine_name = engine_of(sidecar)
         model_file = MODEL_FILES[engine_name]
-        identity = (self.files or {}).get(IDENTITY_FILES[engine_name])
-        self.model_sha256 = identity.sha256 if identity else None
+        self.model_sha256 = identity_sha256(self.files or {}, engine_name)
         for name in (model_file, TOKENIZER_FILE, CONFIG_FILE):
             if not (self.variant_dir / name).is_file():
                 raise ArtifactError(f"{self.variant_dir / name}: missing; not an exported variant folder")
@@ -256,11 +275,7 @@ class Classifier:
 
     @classmethod
     def _load_variant(cls, run_dir: Path, export: ExportSection, name: str, **kwargs: Any) -> Classifier:
-        record = export.variants.get(name)
-        if record is None:
-            raise ArtifactError(f"{run_dir}: variant {name!r} is not in the manifest")
-        if not record.passed:
-            raise ArtifactError(f"{run_dir}: variant {name!r} was refused at export: {record.reason}")
+        record = passed_variant(run_dir, export, name)
         return cls(run_dir / ONNX_DIR / name, expected_files=record.files, **kwargs)
 
     # -- tokenization ---------------------------------------------------------------------------------------
