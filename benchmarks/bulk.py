@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from textclf.bulk import run as local_run
+from textclf.bulk_ray import WORKER_POOL
 from textclf.files import now_iso
 from textclf.hardware import machine_info
 from textclf.manifest import package_versions, require_export
@@ -77,6 +78,7 @@ def ray_cluster(nodes: int, cpus_per_node: int, work: Path) -> Iterator[dict[str
     """A head (+ nodes - 1 workers) on loopback; yields the environment a driver joins it with."""
     ray = str(Path(sys.executable).parent / "ray")
     env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": str(work / "ray")}
+    env |= {f"RAY_{key}": str(value) for key, value in WORKER_POOL.items()}  # as a local `--engine ray` cluster
     full_env = {**os.environ, **env}
     common = ["--num-cpus", str(cpus_per_node), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     with socket.socket() as sock:
