@@ -322,14 +322,12 @@ def run(
         # A cluster of our own (no address) listens on loopback only, and a driver joining a cluster on loopback
         # must say it is on loopback too (Ray would take the machine's own address for it and not reach its raylet).
         on_loopback = address is None or address.split("//")[-1].startswith(("127.0.0.1:", "localhost:"))
-        if address is None:
-            ray.init(
-                log_to_driver=False, include_dashboard=False, _node_ip_address="127.0.0.1", _system_config=WORKER_POOL
-            )
-        elif on_loopback:
-            ray.init(address=address, log_to_driver=False, include_dashboard=False, _node_ip_address="127.0.0.1")
-        else:
-            ray.init(address=address, log_to_driver=False, include_dashboard=False)
+        init: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
+        if on_loopback:
+            init["_node_ip_address"] = "127.0.0.1"
+        if address is None:  # the raylet's settings are ours to choose only on a cluster started here
+            init["_system_config"] = WORKER_POOL
+        ray.init(address=address, **init)
     fmt_in, fmt_out = file_format(files[0]), file_format(output_path)
     staging = output_path.with_name(f".{output_path.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
