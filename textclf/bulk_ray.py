@@ -46,7 +46,8 @@ IO_TASKS = {"num_cpus": 0}
 # pool whose actors start at different times still shares the work out, and at most BLOCK_BYTES of input each.
 # Fewer, larger blocks than Ray's default (1 MiB): every write task runs in a worker process of its own, started for
 # it and stopped a second after under Ray's default worker pool (no idle worker kept beyond the node's CPU count, and
-# the pool's actors and Ray Data's own actors already count; WORKER_POOL below lifts that where we start the cluster), ~1.4 CPU-s of Python and Ray imports each, taken from the actors' cores. Seen
+# the pool's actors and Ray Data's own actors already count; WORKER_POOL below lifts that where we start the
+# cluster), ~1.4 CPU-s of Python and Ray imports each, taken from the actors' cores. Seen
 # on a 2-core Intel Xeon (Sapphire Rapids) with 20,000 rows: 4 such workers in a 29 s job at 1 MiB blocks.
 BLOCKS_PER_ACTOR = 4
 BLOCK_BYTES = 16 * 2**20
