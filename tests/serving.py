@@ -40,12 +40,24 @@ def served(target: str, env: dict[str, str], log: Path, ready_timeout_s: float =
         yield url
 
 
-def _answers_200(url: str) -> bool:
+def _probe(url: str) -> str:
+    """'200' when `url` answers 200, else what it answered instead (a status, or why nothing came back)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):  # not listening yet, or not ready
-        return False
+            return str(response.status)
+    except urllib.error.HTTPError as exc:  # listening, not ready
+        return f"{exc.code} {exc.read()[:200]!r}"
+    except (urllib.error.URLError, OSError) as exc:  # not listening yet
+        return f"no answer: {exc}"
+
+
+def _stacks_of_a_hung_server(process: subprocess.Popen[bytes], log: Path) -> str:
+    """SIGABRT the group: with PYTHONFAULTHANDLER set, every process writes its threads' stacks into the log."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGABRT)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+    return log.read_text(errors="replace")[-12000:]
 
 
 def stop_group(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
@@ -79,18 +91,20 @@ def served_process(
         process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env={**os.environ, "TEXTCLF_WORKERS": "1", **env},
+            # PYTHONFAULTHANDLER: a server that never gets ready is SIGABRTed below and its stacks logged.
+            env={**os.environ, "TEXTCLF_WORKERS": "1", "PYTHONFAULTHANDLER": "1", **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
         deadline = time.monotonic() + ready_timeout_s
-        while not _answers_200(f"{url}/readyz"):
+        while (answer := _probe(f"{url}/readyz")) != "200":
             if process.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve not ready after {ready_timeout_s} s:\n{log.read_text()[-4000:]}")
+                stacks = _stacks_of_a_hung_server(process, log)
+                raise RuntimeError(f"bentoml serve not ready after {ready_timeout_s} s (/readyz: {answer}):\n{stacks}")
             time.sleep(0.3)
         yield url, process
     finally:
