@@ -65,12 +65,11 @@ def started(spec: ServerSpec, log: Path, cpus: set[int]) -> Iterator[tuple[subpr
 
 
 def _bento(
-    name: str, target: str, env: dict[str, str], workers: int, threads: int, variant: str, max_seq_len: int
+    name: str, target: str, env: dict[str, str], workers: int, threads: int, runs: str, max_seq_len: int
 ) -> ServerSpec:
     return ServerSpec(
         name=name,
-        what=f"textclf Bento ({target}), {variant} variant, greedy batcher, {workers} worker(s) × {threads} ORT "
-        "thread(s)",
+        what=f"textclf Bento ({target}), {runs}, greedy batcher, {workers} worker(s) × {threads} engine thread(s)",
         command=[str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", "{port}"],
         ready="/readyz",
         api="textclf",
@@ -157,6 +156,9 @@ def server_specs(
     target = bento or "service:TextClassifier"
     env = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
     variant = str(export.serving_variant)
+    runs = f"{variant} variant"
+    if export.serving_route:  # the routed pair: the Bento runs both engines
+        runs += f", calls over {export.serving_route.max_short_tokens} padded tokens on {export.serving_route.variant}"
     max_seq_len = export.max_seq_len
     baseline = ServerSpec(
         name="baseline",
@@ -172,9 +174,9 @@ def server_specs(
     workers = cfg.serve.workers
     threads = cfg.serve.intra_op_threads or default_intra_op_threads(workers)
     return [
-        _bento("bento", target, env, workers, threads, variant, max_seq_len),
-        _bento("bento-1x2", target, env, 1, 2, variant, max_seq_len),
-        _bento("bento-2x1", target, env, 2, 1, variant, max_seq_len),
+        _bento("bento", target, env, workers, threads, runs, max_seq_len),
+        _bento("bento-1x2", target, env, 1, 2, runs, max_seq_len),
+        _bento("bento-2x1", target, env, 2, 1, runs, max_seq_len),
         baseline,
         _infinity(
             "infinity-optimum",
