@@ -16,7 +16,7 @@ from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
 from textclf.records import load_report, write_report
 from textclf_benchmarks import plots
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.envelope import envelope_cases, envelope_min
+from textclf_benchmarks.envelope import envelope_cases, envelope_min, envelope_min_p50
 from textclf_benchmarks.load import AFTER_BURST_PREFIX
 from textclf_benchmarks.markdown import render
 from textclf_benchmarks.schema import (
@@ -231,8 +231,14 @@ def _soak_figures(load: LoadReport | None) -> dict[str, Any]:
 
 
 def _envelope_figures(bench: BenchReport) -> dict[str, Any]:
-    value, case = envelope_min(envelope_cases(bench.rows, bench.engines, bench.served_engine))
-    return {"engine_envelope_min": value, "engine_envelope_case": case, "served_engine": bench.served_engine}
+    cases = envelope_cases(bench.rows, bench.engines, bench.served_engine)
+    value, case = envelope_min(cases)
+    return {
+        "engine_envelope_min": value,
+        "engine_envelope_case": case,
+        "engine_envelope_min_p50": envelope_min_p50(cases),
+        "served_engine": bench.served_engine,
+    }
 
 
 def _bulk_figures(bulk: BulkReport | None) -> dict[str, Any]:

@@ -57,6 +57,9 @@ class BenchRow(Record):
     p99_ms: float
     mean_ms: float
     seq_per_s: float
+    round_best_ms: float | None = Field(
+        None, description="lowest over the interleaved rounds of the round's median ms (older reports: absent)"
+    )
 
 
 class GemmRate(Record):
@@ -253,6 +256,10 @@ class EnvelopeCase(Record):
     best_ms: float
     served_ms: float
     ratio: float = Field(description="best_ms ÷ served_ms: 1.0 = the service runs the fastest engine measured")
+    statistic: Literal["round_best", "p50"] = Field(
+        "p50", description="which time per engine the ratio compares (round_best where the rows have it)"
+    )
+    p50_ratio: float | None = Field(None, description="the same ratio by p50 over all calls")
 
 
 class Headline(Record):
@@ -304,6 +311,7 @@ class Headline(Record):
         None, description="min over sweep cases of (best passing engine's time ÷ the served engine's time)"
     )
     engine_envelope_case: str | None = Field(None, description="where the min is: `case (mode)`")
+    engine_envelope_min_p50: float | None = Field(None, description="the envelope's min by p50 over all calls")
     served_engine: str | None = None
     targets: dict[str, Target] = Field(default_factory=dict)
     engine_target_row: str | None = Field(None, description="which ISA row of the engine targets applies")

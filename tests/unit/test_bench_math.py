@@ -32,7 +32,7 @@ from textclf_benchmarks.schema import (
 )
 from textclf_benchmarks.soak import pid_changes
 from textclf_benchmarks.soak import summarize as summarize_soak
-from textclf_benchmarks.timing import summarize, time_interleaved
+from textclf_benchmarks.timing import round_best, summarize, time_interleaved
 
 MINILM = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6}
 
@@ -45,20 +45,26 @@ def test_bert_flops_by_hand() -> None:
 
 
 def test_summarize_percentiles() -> None:
-    stats = summarize([float(v) for v in range(1, 101)], batch=4)
+    rounds = [[float(v) for v in range(k, k + 10)] for k in range(1, 101, 10)]
+    stats = summarize(rounds, batch=4)
     assert stats["iters"] == 100
     assert stats["p50_ms"] == pytest.approx(50.5)
     assert stats["p99_ms"] == pytest.approx(99.01)
     assert stats["seq_per_s"] == pytest.approx(4 * 1000 / 50.5)
+    assert stats["round_best_ms"] == pytest.approx(5.5)  # the first round's median
 
 
-def test_interleaving_gives_every_call_its_iterations() -> None:
+def test_round_best_ignores_a_slow_round() -> None:
+    assert round_best([[10.0, 11.0, 12.0], [30.0, 31.0, 32.0], [9.0, 10.0, 50.0]]) == pytest.approx(10.0)
+
+
+def test_interleaving_gives_every_call_its_iterations_and_rotates_who_goes_first() -> None:
     order: list[str] = []
     calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
     samples = time_interleaved(calls, warmup=1, min_iters=20, max_seconds=0.0)
-    assert len(samples["a"]) == len(samples["b"]) == 20
+    assert [len(r) for r in samples["a"]] == [len(r) for r in samples["b"]] == [2] * 10
     timed = order[4:]  # after the warm-up and first timing of each
-    assert timed[:2] == ["a", "a"] and "b" in timed[:6], "calls take turns round by round"
+    assert timed[:8] == ["a", "a", "b", "b", "b", "b", "a", "a"], "calls take turns, the first one rotating"
 
 
 MACHINE = {
@@ -377,6 +383,31 @@ def test_envelope_fails_where_the_service_runs_a_slower_engine() -> None:
     ratios = {c.case: c.ratio for c in envelope_cases(faster, bench.engines, "served")}
     assert ratios == {"b1-s16": pytest.approx(1.25), "b8-s512": pytest.approx(0.75)}
     assert envelope_min([]) == (None, None) and envelope_cases(bench.rows, bench.engines, None) == []
+
+
+def test_envelope_compares_round_best_times_where_the_rows_have_them_and_keeps_the_p50_ratio() -> None:
+    # By p50 the served pair reads 0.75 of OpenVINO alone at b8-s512; its round-best equals OpenVINO's.
+    served = {("b1-s16", "session"): 1.0, ("b8-s512", "session"): 40.0, ("long-b8", "serving"): 32.0}
+    bench = _envelope_bench(served)
+    best = {"pytorch-fp32": 80.0, "ort-int8-qdq": 38.0, "openvino-int8": 29.0, "ort-int8-qdq-1thread": 33.0}
+    bench.rows = [
+        r.model_copy(update={"round_best_ms": 29.0 if r.engine == "served" else best[r.engine]})
+        if r.case == "b8-s512"
+        else r
+        for r in bench.rows
+    ]
+    cases = {c.case: c for c in envelope_cases(bench.rows, bench.engines, "served")}
+    steady = cases["b8-s512"]
+    assert steady.statistic == "round_best" and steady.best_engine == "openvino-int8"
+    assert steady.ratio == pytest.approx(1.0) and steady.p50_ratio == pytest.approx(0.75)
+    assert steady.best_ms == pytest.approx(29.0) and steady.served_ms == pytest.approx(29.0)
+    assert cases["long-b8"].statistic == "p50" and cases["long-b8"].ratio == pytest.approx(1.0)  # no round-best rows
+    h = headline(bench, None)
+    assert h.engine_envelope_min == pytest.approx(1.0) and h.engine_envelope_min_p50 == pytest.approx(0.75)
+    # The round-best statistic can fail too: the served pair slower in its best round as well.
+    slower = [r.model_copy(update={"round_best_ms": 36.0}) if r.engine == "served" else r for r in bench.rows]
+    worst = envelope_min(envelope_cases(slower, bench.engines, "served"))
+    assert worst == (pytest.approx(29.0 / 36.0), "b8-s512 (session)")
 
 
 def test_report_shows_the_envelope_the_route_and_openvino_profiles() -> None:
