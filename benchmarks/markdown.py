@@ -39,12 +39,22 @@ def _machine(results: Results) -> str:
     return f"{m.cpu_model} ({m.arch}), {m.cores} cores usable, ISA: {isa}; {gpu}; Python {m.python}"
 
 
+def _measured(results: Results) -> str:
+    """When each measurement behind the report was taken (the sweep, the HTTP load, bulk prediction)."""
+    parts = [f"sweep {results.bench_created_at}"] if results.bench_created_at else []
+    if results.http is not None:
+        parts.append(f"HTTP load {results.http.created_at}")
+    if results.bulk is not None:
+        parts.append(f"bulk {results.bulk.created_at}")
+    return ", ".join(parts) or results.created_at
+
+
 def render(results: Results) -> str:
     h = results.headline
     lines = [
         f"# textclf benchmark report: run `{results.run}`",
         "",
-        f"Measured {results.created_at} on {_machine(results)}.",
+        f"Measured {_measured(results)} on {_machine(results)}; report written {results.created_at}.",
         "",
         "Ratios come from one process run (engines interleaved) or one load-test session; absolute times "
         "depend on the machine.",

@@ -287,6 +287,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
     }
     results = Results(
         created_at=now_iso(),
+        bench_created_at=bench.created_at,
         run=cfg.run,
         headline=headline(bench, load, bulk),
         machine=bench.machine,

@@ -256,8 +256,8 @@ class EnvelopeCase(Record):
     best_ms: float
     served_ms: float
     ratio: float = Field(description="best_ms ÷ served_ms: 1.0 = the service runs the fastest engine measured")
-    statistic: Literal["round_best", "p50"] = Field(
-        "p50", description="which time per engine the ratio compares (round_best where the rows have it)"
+    statistic: Literal["round_best", "p50"] | None = Field(
+        None, description="which time per engine the ratio compares (round_best where the rows have it; older: p50)"
     )
     p50_ratio: float | None = Field(None, description="the same ratio by p50 over all calls")
 
@@ -355,7 +355,8 @@ class Results(Record):
     """`reports/<run>/results.json`: the headline, and every number behind it."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    created_at: str
+    created_at: str = Field(description="when this report was written (from the measurements below)")
+    bench_created_at: str | None = Field(None, description="when the sweep (bench.json) was measured")
     run: str
     headline: Headline
     machine: Machine
