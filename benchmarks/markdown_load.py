@@ -136,10 +136,17 @@ def bulk(results: Results) -> list[str]:
     lines = ["## Bulk prediction (local and Ray Data)", ""]
     if report is None:
         return [*lines, "Not run for this report (`textclf bench-bulk`).", ""]
+    local = report.runs.get("local")
+    if local is not None and local.load_seconds is not None:
+        timing = (
+            "Both count loading the model: Ray's seconds include starting the actors and loading it in each (not "
+            f"starting the cluster), the local path's loading it once ({local.load_seconds:.1f} s)."
+        )
+    else:  # bulk.json from before load_seconds: the local seconds were the summary line's
+        timing = "Ray's times include starting the actors and loading the model in each; the local path's exclude it."
     lines += [
         f"`textclf bench-bulk`, {report.created_at}: one JSONL file of {report.rows:,} test-split texts (repeated), "
-        "written as JSONL. Ray's times include starting the actors and loading the model in each; the local "
-        "path's exclude loading the model. Nodes are `ray start` processes on this machine (loopback).",
+        f"written as JSONL. {timing} Nodes are `ray start` processes on this machine (loopback).",
         "",
     ]
     rows = [

@@ -634,3 +634,8 @@ def test_bulk_figures_reach_the_headline_and_its_targets() -> None:
         99_990,
         96.5,
     )
+    older = render(_results(_bench(), bulk=bulk))  # a bulk.json from before load_seconds
+    assert "the local path's exclude it" in older
+    bulk.runs["local"] = bulk.runs["local"].model_copy(update={"load_seconds": 1.5})
+    text = render(_results(_bench(), bulk=bulk))
+    assert "Both count loading the model" in text and "the local path's loading it once (1.5 s)" in text
