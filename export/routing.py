@@ -26,6 +26,15 @@ repeated, the route takes short calls whose shape repeats too (`ServingRoute.lon
 A plan (serving variant, optional route) is judged by its envelope: over the cases, the worst ratio of the fastest
 variant's time to the time of what the plan runs (1.0 = always the fastest). The plan with the best envelope wins; a
 plan with a route must beat the best plan without one by `MIN_GAIN` (a second engine costs memory).
+
+The variants' own timings only predict a routed plan's time: the pair, run as served, pays for handing the cores from
+one engine to the other (OpenVINO's threads wait for work a while, then sleep; a call after an ONNX Runtime call
+wakes them). Measured on the default run, 2-core AMD EPYC Zen 4, 2026-12-02: `openvino-int8` at b1 x 36 took 2.72
+ms after its own call, 3.38 ms after an ONNX Runtime one; on real single texts the routed pair (int8-static, over 32
+tokens on openvino-int8) took 3.50 ms per call against 2.77 for int8-qdq-mha alone, where the prediction said 0.919
+of the fastest. So the leading plans by prediction (`VERIFY_PLANS`) are timed again as served, each a routed
+Classifier over the very engines timed alone, interleaved with them, and the plan with the best measured envelope is
+chosen (`verify_plans`).
 """
 
 from __future__ import annotations
@@ -36,11 +45,13 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from textclf.engines import RoutedEngine
 from textclf.runtime import Classifier, length_order
-from textclf.schema import ServingRoute, ShapeTiming
+from textclf.schema import PlanTiming, ServingRoute, ShapeTiming
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +67,7 @@ MIN_GAIN = 0.03
 REPEAT_RUN = 6  # calls of one shape in a row; the first (a change of shape) is not counted
 REPEAT_ROUNDS = 3
 REPEAT_MAX_TOKENS = 1024  # repeats are timed on the synthetic shapes up to this many tokens (the short calls)
+VERIFY_PLANS = 5  # the plans timed as served: the leading ones by prediction (and the best single variant)
 clock = time.perf_counter  # seconds; the tests swap in a fake clock
 
 
@@ -146,10 +158,17 @@ def traffic_order(calls: Sequence[Call], rng: random.Random, last: tuple[int, in
 
 
 def time_calls(
-    classifiers: Mapping[str, Classifier], calls: Sequence[Call], budget_s: float, *, seed: int = 0
+    classifiers: Mapping[str, Classifier],
+    calls: Sequence[Call],
+    budget_s: float,
+    *,
+    seed: int = 0,
+    repeats: bool = True,
+    over_rounds: Callable[[list[float]], float] = min,
 ) -> list[ShapeTiming]:
     """Every variant on every call, interleaved: MIN_ROUNDS rounds, more while `budget_s` lasts (MAX_ROUNDS at
-    most). One record per (case, shape): the lowest over rounds of the round's median ms, by variant."""
+    most). One record per (case, shape): `over_rounds` (the lowest, by default) of the round's median ms, by
+    variant; with `repeats`, the short synthetic shapes timed in runs of one shape too (`repeat_ms`)."""
     names = list(classifiers)
     for call in calls:  # warm-up: a shape's first call prepares it (OpenVINO: several ms), paid once in traffic
         for name in names:
@@ -169,17 +188,17 @@ def time_calls(
                 times[name][i] = _call_ms(classifiers[name], calls[i])
         samples.append(times)
     logger.info("timed %d calls on %d variants over %d rounds", len(calls), len(names), len(samples))
-    repeats = _time_repeats(classifiers, calls)
+    repeat_times = _time_repeats(classifiers, calls) if repeats else {}
     groups: dict[tuple[str, tuple[int, int]], list[int]] = {}
     for i, call in enumerate(calls):
         groups.setdefault((call.case, call.shape), []).append(i)
     timings = []
     for (case, (batch, seq_len)), members in groups.items():
         ms = {
-            name: round(min(statistics.median(times[name][i] for i in members) for times in samples), 4)
+            name: round(over_rounds([statistics.median(times[name][i] for i in members) for times in samples]), 4)
             for name in names
         }
-        repeat_ms = repeats.get(members[0]) if len(members) == 1 else None
+        repeat_ms = repeat_times.get(members[0]) if len(members) == 1 else None
         timings.append(
             ShapeTiming(case=case, batch=batch, seq_len=seq_len, calls=len(members), ms=ms, repeat_ms=repeat_ms)
         )
@@ -336,3 +355,161 @@ def choose_plan(timings: list[ShapeTiming], candidates: Sequence[str], *, allow_
         ", ".join(f"{case} {ratio:.3f}" for case, ratio in by_case.items()),
     )
     return chosen
+
+
+def plan_label(plan: Plan) -> str:
+    """`serving`, or `serving+variant>threshold` (`/repeat` where short calls repeating a shape go to it too)."""
+    route = plan.route
+    if route is None:
+        return plan.serving
+    return f"{plan.serving}+{route.variant}>{route.max_short_tokens}" + ("/repeat" if route.long_on_repeat else "")
+
+
+def ranked_plans(timings: list[ShapeTiming], candidates: Sequence[str], *, allow_route: bool = True) -> list[Plan]:
+    """Every plan the timings can judge, best predicted envelope first: each candidate alone, and with each other
+    variant taking its calls over each threshold (`long_on_repeat` where it won every short shape repeated)."""
+    timed = [name for name in candidates if timings and name in timings[0].ms]
+    plans = [Plan(serving, None, envelope(timings, serving, None, 0)) for serving in timed]
+    if allow_route:
+        thresholds = sorted({t.batch * t.seq_len for t in timings})[:-1]
+        alone = {plan.serving: plan.envelope_min for plan in plans}
+        for serving in timed:
+            for variant in timings[0].ms:
+                if variant == serving:
+                    continue
+                for threshold in thresholds:
+                    value = envelope(timings, serving, variant, threshold)
+                    route = ServingRoute(
+                        variant=variant,
+                        max_short_tokens=threshold,
+                        envelope_min=value,
+                        envelope_min_unrouted=alone[serving],
+                        long_on_repeat=wins_repeats(timings, serving, variant, threshold),
+                    )
+                    plans.append(Plan(serving, route, value))
+    order = {name: i for i, name in enumerate(timed)}  # among equals: the earlier candidate, the lower threshold
+    return sorted(plans, key=lambda p: (-p.envelope_min, order[p.serving], p.route is not None))
+
+
+def plans_to_verify(ranked: list[Plan], limit: int = VERIFY_PLANS, per_serving: int = 2) -> list[Plan]:
+    """The leading `limit` plans, at most `per_serving` of one serving variant (the prediction's near-ties between
+    variants are what the noise decides), the best single variant among them (what a route must beat)."""
+    chosen: list[Plan] = []
+    for plan in ranked:
+        if len(chosen) == limit:
+            break
+        if sum(p.serving == plan.serving for p in chosen) < per_serving:
+            chosen.append(plan)
+    best_alone = next((p for p in ranked if p.route is None), None)
+    if best_alone is not None and best_alone not in chosen:
+        chosen = [*chosen[: limit - 1], best_alone]
+    return chosen
+
+
+class _Served:
+    """A plan as the service runs it: `Classifier.run_session` over the RoutedEngine `route_long_calls` builds."""
+
+    def __init__(self, engine: RoutedEngine) -> None:
+        self.engine = engine
+
+    def run_session(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.engine.run(inputs)
+
+
+def _routed(classifiers: Mapping[str, Classifier], plan: Plan) -> Any:
+    """The plan's engine: the serving variant's, its long calls routed to the route variant's (the very engine
+    objects timed alone, so no second copy of either model)."""
+    if plan.route is None:
+        return classifiers[plan.serving]
+    route = plan.route
+    short, long = classifiers[plan.serving].engine, classifiers[route.variant].engine
+    return _Served(RoutedEngine(short, long, route.max_short_tokens, long_on_repeat=route.long_on_repeat))
+
+
+def measured_envelopes(timings: list[ShapeTiming], variants: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """Per plan label: min over cases of (the fastest of `variants` alone ÷ the plan's own time), means per case."""
+    cases: dict[str, list[ShapeTiming]] = {}
+    for timing in timings:
+        cases.setdefault(_case_of(timing), []).append(timing)
+    worst = dict.fromkeys(labels, float("inf"))
+    for rows in cases.values():
+        best = min(_mean(rows, lambda t, v=v: t.ms[v]) for v in variants)
+        for label in labels:
+            worst[label] = min(worst[label], best / _mean(rows, lambda t, n=label: t.ms[n]))
+    return worst
+
+
+def verify_plans(
+    classifiers: Mapping[str, Classifier], calls: Sequence[Call], plans: Sequence[Plan], budget_s: float
+) -> tuple[Plan, list[PlanTiming], list[ShapeTiming]]:
+    """Time `plans` as served, interleaved with their variants alone, and choose by measured envelope (a routed
+    plan must beat the best single variant measured by MIN_GAIN, as in `choose_plan`).
+
+    Returns:
+        The chosen plan (its route's envelopes as measured), every plan's record, and the timings.
+    """
+    variants = list(dict.fromkeys(v for p in plans for v in (p.serving, *([p.route.variant] if p.route else []))))
+    contenders = {name: classifiers[name] for name in variants}
+    for plan in plans:
+        if plan.route is not None:
+            contenders[plan_label(plan)] = _routed(classifiers, plan)
+    # The median over rounds, not the lowest: what a call costs after the call before it (another engine's, in a
+    # routed plan) changes with each round's order, and the lowest would keep the luckiest order's.
+    timings = time_calls(contenders, calls, budget_s, seed=1, repeats=False, over_rounds=statistics.median)
+    labels = [plan_label(p) for p in plans]
+    measured = measured_envelopes(timings, variants, labels)
+    records = [
+        PlanTiming(
+            label=label,
+            serving=plan.serving,
+            route=plan.route,
+            modeled_envelope=plan.envelope_min,
+            measured_envelope=measured[label],
+        )
+        for plan, label in zip(plans, labels, strict=True)
+    ]
+    unrouted = max((measured[p.serving] for p in plans if p.route is None), default=0.0)
+
+    def score(plan: Plan) -> float:
+        value = measured[plan_label(plan)]
+        return value if plan.route is None or value >= unrouted * (1 + MIN_GAIN) else 0.0
+
+    chosen = max(plans, key=score)  # among equals, the earlier (better predicted) plan
+    route = chosen.route
+    if route is not None:
+        route = route.model_copy(
+            update={"envelope_min": measured[plan_label(chosen)], "envelope_min_unrouted": measured[chosen.serving]}
+        )
+    logger.info(
+        "plans timed as served: %s; chosen %s",
+        ", ".join(f"{r.label} {r.measured_envelope:.3f} (predicted {r.modeled_envelope:.3f})" for r in records),
+        plan_label(chosen),
+    )
+    return Plan(chosen.serving, route, measured[plan_label(chosen)]), records, timings
+
+
+def choose_measured_plan(
+    classifiers: Mapping[str, Classifier],
+    texts: list[str],
+    seconds_per_shape: float,
+    candidates: Sequence[str],
+    *,
+    allow_route: bool = True,
+) -> tuple[Plan, list[ShapeTiming], list[PlanTiming], list[ShapeTiming]]:
+    """The serving plan: every variant timed alone (`time_shapes`), the leading predicted plans then timed as
+    served (`verify_plans`). Returns the plan, the variants' timings, the plans' records and their timings."""
+    first = next(iter(classifiers.values()))
+    calls = plan_calls(first, texts)
+    budget = seconds_per_shape * len(shapes(first.max_seq_len))
+    timings = time_calls(classifiers, calls, budget)
+    predicted = choose_plan(timings, candidates, allow_route=allow_route)
+    ranked = ranked_plans(timings, candidates, allow_route=allow_route)
+    plans = plans_to_verify(ranked)
+    # Every variant the plans run is timed alone, so each is a plan too (a route's variant may serve best alone).
+    alone = {p.serving: p for p in ranked if p.route is None}
+    used = dict.fromkeys(v for p in plans for v in (p.serving, *([p.route.variant] if p.route else [])))
+    plans += [alone[v] for v in used if v in alone and alone[v] not in plans]
+    if len(plans) < 2 and predicted.route is None:
+        return predicted, timings, [], []
+    chosen, records, plan_timings = verify_plans(classifiers, calls, plans, budget)
+    return chosen, timings, records, plan_timings

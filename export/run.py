@@ -8,6 +8,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textclf.config import Config
@@ -32,6 +33,7 @@ from textclf.schema import (
     EvalTextsRecord,
     ExportCheckpoint,
     ExportSection,
+    PlanTiming,
     PyTorchReference,
     ServingRoute,
     ShapeTiming,
@@ -43,7 +45,7 @@ from textclf_export.evaldata import DataLoader, checkpoint_labels, checkpoint_th
 from textclf_export.gates import TestLabel, scores_from_logits, time_variant
 from textclf_export.judging import BuildContext, Reference, build_and_judge
 from textclf_export.reference import pytorch_logits
-from textclf_export.routing import choose_plan, choose_route, time_shapes
+from textclf_export.routing import choose_measured_plan, choose_route, time_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +148,10 @@ def _speed_gate(variants: dict[str, VariantRecord], onnx_dir: Path) -> None:
             variants[name] = record.model_copy(update={"passed": False, "reason": reason, "files": {}, "bytes": 0})
 
 
-def _time_shapes(
-    passing: list[str], variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config
-) -> list[ShapeTiming]:
-    """Every passing CPU variant timed, interleaved, on synthetic shapes and real texts (the engine alone).
+def _timed_classifiers(
+    passing: list[str], variants: dict[str, VariantRecord], onnx_dir: Path, cfg: Config
+) -> dict[str, Classifier]:
+    """Every passing CPU variant, loaded for timing as the service runs it.
 
     ONNX Runtime's pool threads spin as the service runs them (`serve.ort_spinning`, off by default): spinning
     threads left by one variant's call take the cores from the next variant's call in an interleaved timing.
@@ -157,16 +159,26 @@ def _time_shapes(
     spin = cfg.serve.ort_spinning
     classifiers = {n: Classifier(onnx_dir / n, expected_files=variants[n].files, allow_spinning=spin) for n in passing}
     logger.info("timing %d variants across call shapes and real texts", len(classifiers))
-    return time_shapes(classifiers, texts, cfg.export.shape_timing_seconds)
+    return classifiers
 
 
-def _choose_serving(
-    variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config
-) -> tuple[str, str, list[ShapeTiming], ServingRoute | None]:
+@dataclass
+class ServingChoice:
+    """What `_choose_serving` found: the serving variant, why, and the timings and route it came from."""
+
+    serving: str
+    reason: str
+    timings: list[ShapeTiming] = field(default_factory=list)
+    route: ServingRoute | None = None
+    plans: list[PlanTiming] = field(default_factory=list)
+    plan_timings: list[ShapeTiming] = field(default_factory=list)
+
+
+def _choose_serving(variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config) -> ServingChoice:
     """The serving variant, why, the timings it came from, and its long-call route.
 
-    Unless pinned, the serving variant and its route are chosen together from one interleaved timing
-    (`routing.choose_plan`): the pair whose worst case comes closest to the fastest variant measured there.
+    Unless pinned, the serving variant and its route are chosen together (`routing.choose_measured_plan`): every
+    variant timed alone predicts each plan's worst case, and the leading plans are then timed as served.
     """
     # The short timing's order (geometric mean of b1 latency and b32 per-text time) breaks ties only.
     passing = sorted(
@@ -178,20 +190,24 @@ def _choose_serving(
         if not variants[pinned].passed:
             raise ExportError(f"export.serving_variant={pinned} was refused: {variants[pinned].reason}")
         if not (cfg.export.route_long_calls and pinned in passing and len(passing) > 1):
-            return pinned, "pinned by export.serving_variant", [], None
-        timings = _time_shapes(passing, variants, onnx_dir, texts, cfg)
-        return pinned, "pinned by export.serving_variant", timings, choose_route(timings, pinned)
+            return ServingChoice(pinned, "pinned by export.serving_variant")
+        classifiers = _timed_classifiers(passing, variants, onnx_dir, cfg)
+        timings = time_shapes(classifiers, texts, cfg.export.shape_timing_seconds)
+        return ServingChoice(pinned, "pinned by export.serving_variant", timings, choose_route(timings, pinned))
     if not passing:
         raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
     if len(passing) == 1:
-        return passing[0], "the only passing CPU variant", [], None
-    timings = _time_shapes(passing, variants, onnx_dir, texts, cfg)
-    plan = choose_plan(timings, passing, allow_route=cfg.export.route_long_calls)
-    reason = (
-        f"the best worst case over export's interleaved timing of call shapes and real texts: {plan.envelope_min:.3f} "
-        "of the fastest variant" + (" with its long-call route" if plan.route else " alone")
+        return ServingChoice(passing[0], "the only passing CPU variant")
+    classifiers = _timed_classifiers(passing, variants, onnx_dir, cfg)
+    plan, timings, plans, plan_timings = choose_measured_plan(
+        classifiers, texts, cfg.export.shape_timing_seconds, passing, allow_route=cfg.export.route_long_calls
     )
-    return plan.serving, reason, timings, plan.route
+    timed = "timed as served after " if plans else ""
+    reason = (
+        f"the best worst case {timed}export's interleaved timing of call shapes and real texts: "
+        f"{plan.envelope_min:.3f} of the fastest variant" + (" with its long-call route" if plan.route else " alone")
+    )
+    return ServingChoice(plan.serving, reason, timings, plan.route, plans, plan_timings)
 
 
 def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path | None = None) -> Path:
@@ -277,10 +293,10 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
         variants=variants,
     )
     try:
-        serving, section.serving_reason, section.shape_timings, section.serving_route = _choose_serving(
-            variants, onnx_dir, eval_data.test_texts, cfg
-        )
-        section.serving_variant = serving
+        choice = _choose_serving(variants, onnx_dir, eval_data.test_texts, cfg)
+        serving = section.serving_variant = choice.serving
+        section.serving_reason, section.serving_route = choice.reason, choice.route
+        section.shape_timings, section.plans, section.plan_timings = choice.timings, choice.plans, choice.plan_timings
     finally:
         section.wall_time_s = round(time.perf_counter() - started, 1)
         update_manifest(run_dir, section, config=cfg.to_dict())

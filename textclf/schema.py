@@ -211,6 +211,18 @@ class ServingRoute(Record):
     )
 
 
+class PlanTiming(Record):
+    """One plan (serving variant, optional long-call route) export timed as the service would run it."""
+
+    label: str = Field(description="the serving variant, or `serving+route>threshold` (`/repeat`: long_on_repeat)")
+    serving: str
+    route: ServingRoute | None = None
+    modeled_envelope: float = Field(description="its worst case predicted from the variants' own timings")
+    measured_envelope: float = Field(
+        description="its worst case timed as served: min over cases of (fastest variant alone ÷ the plan's time)"
+    )
+
+
 class ExportSection(Record):
     """What `textclf export` did: every variant's verdict and the serving variant."""
 
@@ -232,6 +244,12 @@ class ExportSection(Record):
     shape_timings: list[ShapeTiming] = Field(default_factory=list)
     serving_route: ServingRoute | None = Field(
         None, description="long calls on another variant, where export's shape timings found one faster there"
+    )
+    plans: list[PlanTiming] = Field(
+        default_factory=list, description="the leading plans, timed as served (the chosen one is the serving plan)"
+    )
+    plan_timings: list[ShapeTiming] = Field(
+        default_factory=list, description="that timing, per call: ms by variant alone and by plan label"
     )
     wall_time_s: float | None = None
 

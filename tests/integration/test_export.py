@@ -18,6 +18,7 @@ from textclf.errors import ArtifactError
 from textclf.manifest import Manifest, read_manifest, require_export, require_train
 from textclf.paths import EVAL_TEXTS, MANIFEST_NAME, ONNX_DIR
 from textclf.runtime import IDENTITY_FILES, Classifier
+from textclf.schema import ServingRoute
 from textclf.variants import DEFAULT_VARIANTS, variant_spec, variants_on
 from textclf_cli.app import app
 
@@ -182,6 +183,18 @@ def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: 
     assert route is None or (
         route.variant != export.serving_variant and route.envelope_min > route.envelope_min_unrouted
     )
+    # The leading plans were timed as served (real engines, routed over the very sessions timed alone), and the
+    # chosen one is the best measured of them.
+    assert "timed as served" in export.serving_reason and len(export.plans) >= 2
+    labels = {p.label for p in export.plans}
+    assert all(set(t.ms) >= labels for t in export.plan_timings) and export.plan_timings
+    best = max(export.plans, key=lambda p: p.measured_envelope)
+
+    def key(serving: str | None, plan_route: ServingRoute | None) -> tuple[object, ...]:
+        return (serving, plan_route.variant if plan_route else None, plan_route.max_short_tokens if plan_route else 0)
+
+    chosen = next(p for p in export.plans if key(p.serving, p.route) == key(export.serving_variant, route))
+    assert chosen.measured_envelope >= best.measured_envelope / 1.03 - 1e-9  # a route needs MIN_GAIN over one alone
     served = Classifier.from_run(cfg.run_dir)
     assert served.variant == export.serving_variant and len(served.predict(["a good film"])) == 1
 

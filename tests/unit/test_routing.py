@@ -227,3 +227,96 @@ def test_routed_engine_sends_short_calls_repeating_a_shape_to_the_long_engine() 
     assert got == [1.0, 1.0, 2.0, 2.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0]
     plain = RoutedEngine(_Fixed(1.0), _Padding(2.0), max_short_tokens=64)  # type: ignore[arg-type]
     assert [float(plain.run(_ids(1, n))[0, 0]) for n in lengths] == [1.0] * 6 + [2.0] + [1.0] * 3
+
+
+class _Waking:
+    """A fake engine: `base_ms` per 100 tokens plus `fixed_ms` per call, plus `wake_ms` when the call before it (on
+    any engine) was not its own: OpenVINO's threads, asleep after another engine's call."""
+
+    name = "fake"
+    threads = 2
+
+    def __init__(self, clock: _Clock, last: list[object], base_ms: float, fixed_ms: float = 0.0, wake_ms: float = 0.0):
+        self.input_names = ["input_ids", "attention_mask"]
+        self.clock, self.last = clock, last
+        self.base_ms, self.fixed_ms, self.wake_ms = base_ms, fixed_ms, wake_ms
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        ms = self.base_ms * inputs["input_ids"].size / 100 + self.fixed_ms
+        ms += self.wake_ms if self.last and self.last[0] is not self else 0.0
+        self.last[:] = [self]
+        self.clock.now += ms / 1000
+        return np.zeros((inputs["input_ids"].shape[0], 2), np.float32)
+
+
+class _FakeClassifier:
+    def __init__(self, engine: _Waking) -> None:
+        self.engine = engine
+        self.max_seq_len = 512
+
+    def run_session(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.engine.run(inputs)
+
+
+def _waking_pair(clock: _Clock, wake_ms: float) -> dict[str, _FakeClassifier]:
+    last: list[object] = []
+    ort = _Waking(clock, last, base_ms=0.5)
+    ov = _Waking(clock, last, base_ms=0.3, fixed_ms=0.5, wake_ms=wake_ms)  # slow on short calls, fast on long ones
+    return {"ort": _FakeClassifier(ort), "ov": _FakeClassifier(ov)}
+
+
+def _plan_calls() -> list[Call]:
+    return [
+        _call("b1-s16", 1, 16),
+        _call("b1-s32", 1, 32),
+        _call("b8-s512", 8, 512),
+        _call("real-b1", 1, 12),
+        _call("real-b1", 1, 20),
+    ]
+
+
+def test_the_leading_plans_are_varied_and_hold_the_best_single_variant() -> None:
+    from textclf_export.routing import plan_label, plans_to_verify, ranked_plans
+
+    timings = [
+        ShapeTiming(case="b1-s32", batch=1, seq_len=32, ms={"ort": 1.0, "ov": 1.6, "q": 1.05}),
+        ShapeTiming(case="b1-s128", batch=1, seq_len=128, ms={"ort": 3.0, "ov": 2.9, "q": 3.1}),
+        ShapeTiming(case="b8-s512", batch=8, seq_len=512, ms={"ort": 170.0, "ov": 126.0, "q": 160.0}),
+    ]
+    ranked = ranked_plans(timings, ["ort", "ov", "q"])
+    assert plan_label(ranked[0]) == "ort+ov>32" and ranked[0].envelope_min == pytest.approx(1.0)
+    assert all(a.envelope_min >= b.envelope_min for a, b in itertools.pairwise(ranked))
+    plans = plans_to_verify(ranked, limit=3)
+    assert [p.serving for p in plans].count("ort") <= 2 and any(p.serving == "q" for p in plans)
+    assert any(p.route is None for p in plans)  # the best single variant, which a route must beat
+    assert [plan_label(p) for p in ranked_plans(timings, ["ort", "ov"], allow_route=False)] == ["ort", "ov"]
+
+
+@pytest.mark.parametrize(("wake_ms", "chosen"), [(9.0, "ort"), (2.0, "ort+ov>32")])
+def test_plans_are_chosen_as_timed_when_served_not_as_their_variants_predict(
+    monkeypatch: pytest.MonkeyPatch, wake_ms: float, chosen: str
+) -> None:
+    # ov is faster on b8 x 512 alone (12.8 vs 20.5 ms), so the prediction routes it there; served after ort's calls
+    # it also pays its wake-up: at 9 ms the route is slower than ort alone, at 2 ms still faster.
+    from textclf_export import routing
+
+    clock = _Clock()
+    monkeypatch.setattr(routing, "clock", clock)
+    classifiers = _waking_pair(clock, wake_ms)
+    calls = _plan_calls()
+    timings = time_calls(classifiers, calls, budget_s=0.0)  # type: ignore[arg-type]
+    predicted = choose_plan(timings, ["ort", "ov"])
+    assert routing.plan_label(predicted) == "ort+ov>32" and predicted.envelope_min == pytest.approx(1.0)
+    plans = routing.plans_to_verify(routing.ranked_plans(timings, ["ort", "ov"]))
+    plan, records, plan_timings = routing.verify_plans(classifiers, calls, plans, budget_s=0.0)  # type: ignore[arg-type]
+    assert routing.plan_label(plan) == chosen
+    by_label = {r.label: r for r in records}
+    routed = by_label["ort+ov>32"]
+    ov_alone, ort_served = 0.3 * 4096 / 100 + 0.5, 0.5 * 4096 / 100
+    assert routed.modeled_envelope == pytest.approx(1.0)
+    assert routed.measured_envelope == pytest.approx(ov_alone / (ov_alone + wake_ms))  # ov's call after ort's
+    assert by_label["ort"].measured_envelope == pytest.approx(ov_alone / ort_served)
+    assert all(set(t.ms) >= {"ort", "ov", "ort+ov>32"} for t in plan_timings)
+    if plan.route is not None:  # the route records what was measured, not what was predicted
+        assert plan.route.envelope_min == pytest.approx(routed.measured_envelope)
+        assert plan.route.envelope_min_unrouted == pytest.approx(ov_alone / ort_served)
