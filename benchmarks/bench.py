@@ -305,6 +305,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
         report.served_engine = served_label(export)
         report.serving_route = export.serving_route
         report.shape_timings = export.shape_timings
+        report.plans = export.plans
     report.real_texts = len(texts)
     report.wall_time_s = round(time.perf_counter() - started, 1)
     return write_report(path, report)

@@ -138,7 +138,24 @@ def _route(results: Results) -> list[str]:
         row = [*case, str(t.batch), str(t.seq_len), str(tokens), *cells]
         rows.append([*row, f"`{runs}`" if runs else "serving variant"])
     headers = [*(["case", "calls"] if has_cases else []), "batch", "seq_len", "padded tokens", *variants, "served by"]
-    return lines + _table(headers, rows) + ["", "Bold: the fastest variant at that shape.", ""]
+    return lines + _table(headers, rows) + ["", "Bold: the fastest variant at that shape.", ""] + _plans(results)
+
+
+def _plans(results: Results) -> list[str]:
+    """Export's leading plans, timed again as served: predicted against measured worst case."""
+    if not results.plans:
+        return []
+    lines = [
+        "Export then timed its leading plans as served (the routed pair over the very engines timed alone, "
+        "interleaved with them, median over rounds) and chose by the measured worst case:",
+        "",
+    ]
+    best = max(results.plans, key=lambda p: p.measured_envelope)
+    rows = [
+        [f"`{p.label}`", _fmt(p.modeled_envelope, ".3f"), _fmt(p.measured_envelope, ".3f"), "best" if p is best else ""]
+        for p in results.plans
+    ]
+    return lines + _table(["plan", "predicted worst case", "measured worst case", ""], rows) + [""]
 
 
 def op_profiles(results: Results) -> list[str]:

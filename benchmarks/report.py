@@ -301,6 +301,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
         long_texts=bench.long_texts,
         serving_route=bench.serving_route,
         shape_timings=bench.shape_timings,
+        plans=bench.plans,
         http=load,
         bulk=bulk,
         gpu=gpu or NotRun(ran=False, reason="`textclf bench --device cuda` was not run for this report"),

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from textclf.records import SCHEMA_VERSION, Machine, Record
-from textclf.schema import ServingRoute, ShapeTiming
+from textclf.schema import PlanTiming, ServingRoute, ShapeTiming
 
 EngineKind = Literal["pytorch", "onnxruntime", "openvino"]
 Mode = Literal["session", "serving"]  # the engine alone on prepared inputs, or the whole path from texts
@@ -131,6 +131,7 @@ class BenchReport(Record):
     shape_timings: list[ShapeTiming] = Field(
         default_factory=list, description="export's own timings the route was chosen from (the manifest's)"
     )
+    plans: list[PlanTiming] = Field(default_factory=list, description="the manifest's plans timed as served")
     wall_time_s: float | None = None
 
 
@@ -373,6 +374,7 @@ class Results(Record):
     long_texts: LongTexts | None = None
     serving_route: ServingRoute | None = None
     shape_timings: list[ShapeTiming] = Field(default_factory=list)
+    plans: list[PlanTiming] = Field(default_factory=list, description="export's plans timed as served")
     http: LoadReport | None = None
     bulk: BulkReport | None = None
     gpu: BenchReport | NotRun

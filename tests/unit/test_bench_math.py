@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from textclf.records import Machine
-from textclf.schema import ServingRoute, ShapeTiming
+from textclf.schema import PlanTiming, ServingRoute, ShapeTiming
 from textclf_benchmarks.envelope import engine_label, envelope_cases, envelope_min
 from textclf_benchmarks.load_texts import cut_by_words
 from textclf_benchmarks.markdown import render
@@ -426,14 +426,27 @@ def test_report_shows_the_envelope_the_route_and_openvino_profiles() -> None:
             engine="openvino", runs=3, ms_per_run=40, node_ms_per_run=38, share={"FullyConnected": 0.7, "Subgraph": 0.3}
         ),
     }
+    plans = [
+        PlanTiming(
+            label="int8-qdq+openvino-int8>1024",
+            serving="int8-qdq",
+            route=bench.serving_route,
+            modeled_envelope=1.0,
+            measured_envelope=0.97,
+        ),
+        PlanTiming(label="int8-qdq", serving="int8-qdq", modeled_envelope=0.7, measured_envelope=0.71),
+    ]
     results = _results(
         bench,
         envelope=envelope_cases(bench.rows, bench.engines, "served"),
         serving_route=bench.serving_route,
         shape_timings=bench.shape_timings,
         op_profiles=profiles,
+        plans=plans,
     )
     text = render(results)
+    assert "| `int8-qdq+openvino-int8>1024` | 1.000 | 0.970 | best |" in text
+    assert "| `int8-qdq` | 0.700 | 0.710 |  |" in text
     section = text[text.index("## Engine envelope") : text.index("## Roofline")]
     assert "`engine_envelope_min` = **0.750** at b8-s512 (session)" in section
     assert "| b8-s512 | session | openvino-int8 | 30.00 | 40.00 | 0.750 |" in section
