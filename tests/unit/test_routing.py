@@ -236,15 +236,25 @@ class _Waking:
     name = "fake"
     threads = 2
 
-    def __init__(self, clock: _Clock, last: list[object], base_ms: float, fixed_ms: float = 0.0, wake_ms: float = 0.0):
+    def __init__(
+        self,
+        clock: _Clock,
+        last: list[object],
+        base_ms: float,
+        fixed_ms: float = 0.0,
+        wake_ms: float = 0.0,
+        switch_ms: float = 0.0,
+    ) -> None:
         self.input_names = ["input_ids", "attention_mask"]
         self.clock, self.last = clock, last
-        self.base_ms, self.fixed_ms, self.wake_ms = base_ms, fixed_ms, wake_ms
+        self.base_ms, self.fixed_ms, self.wake_ms, self.switch_ms = base_ms, fixed_ms, wake_ms, switch_ms
+        self.shape: tuple[int, ...] | None = None
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         ms = self.base_ms * inputs["input_ids"].size / 100 + self.fixed_ms
         ms += self.wake_ms if self.last and self.last[0] is not self else 0.0
-        self.last[:] = [self]
+        ms += self.switch_ms if inputs["input_ids"].shape != self.shape else 0.0  # OpenVINO on a changed shape
+        self.last[:], self.shape = [self], inputs["input_ids"].shape
         self.clock.now += ms / 1000
         return np.zeros((inputs["input_ids"].shape[0], 2), np.float32)
 
@@ -320,3 +330,28 @@ def test_plans_are_chosen_as_timed_when_served_not_as_their_variants_predict(
     if plan.route is not None:  # the route records what was measured, not what was predicted
         assert plan.route.envelope_min == pytest.approx(routed.measured_envelope)
         assert plan.route.envelope_min_unrouted == pytest.approx(ov_alone / ort_served)
+
+
+def test_plans_are_judged_on_repeated_shapes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ov is slower than ort on short calls whose shape changes and faster on a repeated one: the plan that sends
+    # repeats to ov and its twin that does not tie in traffic; the runs of one shape tell them apart.
+    from textclf_export import routing
+
+    clock = _Clock()
+    monkeypatch.setattr(routing, "clock", clock)
+    last: list[object] = []
+    classifiers = {
+        "ort": _FakeClassifier(_Waking(clock, last, base_ms=0.5)),
+        "ov": _FakeClassifier(_Waking(clock, last, base_ms=0.3, switch_ms=0.5)),
+    }
+    calls = _plan_calls()
+    timings = time_calls(classifiers, calls, budget_s=0.0)  # type: ignore[arg-type]
+    ranked = routing.ranked_plans(timings, ["ort", "ov"])
+    labels = [routing.plan_label(p) for p in ranked]
+    assert labels[:2] == ["ort+ov>32/repeat", "ort+ov>32"]
+    plan, records, plan_timings = routing.verify_plans(classifiers, calls, ranked[:2], budget_s=0.0)  # type: ignore[arg-type]
+    assert {t.case for t in plan_timings} >= {"b1-s16 repeated", "b1-s32 repeated"}
+    measured = {r.label: r.measured_envelope for r in records}
+    assert measured["ort+ov>32/repeat"] == pytest.approx(1.0)
+    assert measured["ort+ov>32"] == pytest.approx(0.3 / 0.5)  # b1 x 16 repeated: ov 0.048 ms, ort 0.08
+    assert routing.plan_label(plan) == "ort+ov>32/repeat"
