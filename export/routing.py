@@ -297,24 +297,9 @@ def wins_repeats(timings: list[ShapeTiming], serving: str, long: str, max_short_
 
 def best_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | None:
     """The route of `serving`'s long calls with the best envelope (the lowest threshold among equals), taking the
-    short calls whose shape repeats too where its variant won them all (`wins_repeats`)."""
-    if not timings:
-        return None
-    alone = envelope(timings, serving, None, 0)
-    thresholds = sorted({t.batch * t.seq_len for t in timings})[:-1]
-    best: ServingRoute | None = None
-    for variant in timings[0].ms:
-        if variant == serving:
-            continue
-        for threshold in thresholds:
-            value = envelope(timings, serving, variant, threshold)
-            if best is None or value > best.envelope_min:
-                best = ServingRoute(
-                    variant=variant, max_short_tokens=threshold, envelope_min=value, envelope_min_unrouted=alone
-                )
-    if best is not None and wins_repeats(timings, serving, best.variant, best.max_short_tokens):
-        best = best.model_copy(update={"long_on_repeat": True})
-    return best
+    short calls whose shape repeats too where its variant won them all (`wins_repeats`): the first routed plan of
+    `ranked_plans` for `serving` alone."""
+    return next((plan.route for plan in ranked_plans(timings, [serving]) if plan.route is not None), None)
 
 
 def choose_route(timings: list[ShapeTiming], serving: str) -> ServingRoute | None:
