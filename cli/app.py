@@ -221,6 +221,14 @@ def predict(
     ] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray: model copies (actors) in the pool.")] = 1,
     cpus_per_actor: Annotated[int, typer.Option(min=1, help="Ray: CPUs per actor = its intra-op threads.")] = 1,
+    streams: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Engine copies run side by side, sharing the threads (local: the cores; ray: an actor's CPUs); "
+            "default one a thread. Fewer copies hold less memory.",
+        ),
+    ] = None,
     on_overlength: Annotated[
         str,
         typer.Option(
@@ -250,7 +258,7 @@ def predict(
         }
         if engine == "ray":
             summary = _predict_on_ray(
-                cfg, input_, output, column, batch_size, bento, address, actors, cpus_per_actor, chunking
+                cfg, input_, output, column, batch_size, bento, (address, actors, cpus_per_actor, streams), chunking
             )
             stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
             return
@@ -265,6 +273,7 @@ def predict(
                 batch_size=batch_size,
                 bento=bento,
                 progress=progress,
+                streams=streams,
                 **chunking,
             )
         stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
@@ -277,9 +286,7 @@ def _predict_on_ray(
     column: str,
     batch_size: int,
     bento: str | None,
-    address: str | None,
-    actors: int,
-    cpus_per_actor: int,
+    sizing: tuple[str | None, int, int, int | None],
     chunking: dict[str, Any],
 ) -> BulkSummary:
     try:
@@ -289,7 +296,8 @@ def _predict_on_ray(
         from textclf.bulk_ray import run as ray_run
     except ImportError:
         raise ConfigError("--engine ray needs Ray Data: pip install -e '.[ray]'") from None
-    options = RayOptions(address=address, actors=actors, cpus_per_actor=cpus_per_actor)
+    address, actors, cpus_per_actor, streams = sizing  # --address, --actors, --cpus-per-actor, --streams
+    options = RayOptions(address=address, actors=actors, cpus_per_actor=cpus_per_actor, streams=streams)
     return ray_run(
         cfg.run_dir, input_, output, text_column=column, batch_size=batch_size, bento=bento, options=options, **chunking
     )

@@ -21,7 +21,7 @@ import numpy as np
 
 from textclf.errors import ArtifactError, InputError
 from textclf.predictions import Prediction
-from textclf.runtime import Classifier, length_order
+from textclf.runtime import Classifier, default_intra_op_threads, length_order
 from textclf.table_sinks import Column, check_output, open_sink
 from textclf.tables import CHUNK_ROWS, Chunk, Source, open_source
 from textclf.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions
@@ -107,6 +107,21 @@ def text_problem(value: Any) -> str | None:
     return None
 
 
+def bulk_streams(threads: int | None, streams: int | None = None) -> int:
+    """Engine copies for bulk prediction on `threads` intra-op threads (default: the usable cores): `streams` where
+    given, else one a thread (`textclf.streams`: side by side, one thread each, they keep more of the cores busy).
+
+    Raises:
+        InputError: `streams` below 1 or above the threads (a copy needs a thread of its own).
+    """
+    threads = threads or default_intra_op_threads()
+    if streams is None:
+        return threads
+    if not 1 <= streams <= threads:
+        raise InputError(f"--streams {streams}: give 1 to {threads} (the intra-op threads; a stream needs one)")
+    return streams
+
+
 def model_dir(run_dir: Path, bento: str | None) -> Path:
     """The folder to load: the run's, or a BentoML model store entry's (it mirrors a run folder).
 
@@ -147,7 +162,8 @@ def classify(
     order = length_order([classifier.token_count(unit) for unit in units])
     logits = np.empty((len(units), len(classifier.labels)), dtype=np.float32)
     truncated = [False] * len(units)
-    step = batch_size * CALLS_PER_STEP  # a multiple of batch_size: the same calls as one pass over `order`
+    # A multiple of batch_size (the same calls as one pass over `order`), and of the streams that run them side by side.
+    step = batch_size * CALLS_PER_STEP * classifier.stream_count
     for start in range(0, len(order), step):
         group = order[start : start + step]
         logits[group], flags = classifier.infer_encoded([units[i] for i in group], batch_size)
@@ -291,7 +307,8 @@ def run(
         chunk_rows: rows read at a time; memory grows with this, not with the file.
         on_overlength: texts over max_seq_len tokens are cut (`truncate`) or read in windows (`chunk`, shaped by
             `chunk_overlap_tokens` and `chunk_aggregation` among `classifier_options`); `error` is a server's policy.
-        classifier_options: passed to `Classifier` (threads, providers, chunk settings).
+        classifier_options: passed to `Classifier` (threads, providers, chunk settings); `streams` defaults to
+            one engine copy per intra-op thread (`bulk_streams`).
 
     Raises:
         InputError: a file cannot be read or written as asked (named in the message).
@@ -303,7 +320,8 @@ def run(
         raise InputError(f"on_overlength must be one of {', '.join(BULK_OVERLENGTH)} here, not {on_overlength!r}")
     check_output(output_path)  # a bad output name fails before any reading or model loading
     with open_source(input_path, text_column, max(chunk_rows, batch_size)) as source:
-        classifier = Classifier.from_run(model_dir(run_dir, bento), **classifier_options)
+        streams = bulk_streams(classifier_options.get("intra_op_threads"), classifier_options.pop("streams", None))
+        classifier = Classifier.from_run(model_dir(run_dir, bento), streams=streams, **classifier_options)
         return predict_source(
             classifier,
             source,

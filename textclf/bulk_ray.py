@@ -7,8 +7,9 @@ a lost worker, backpressure and the progress bar are Ray's. The folder is writte
 into place when every block is written, so a failed or interrupted job leaves no output that looks complete.
 
 Ray is imported only here, and only when `--engine ray` is asked for: the serve-only install and the Bento stay
-free of it. Each actor's engine runs `cpus_per_actor` intra-op threads, the CPUs Ray reserves for it, so actors
-sharing a node never oversubscribe its cores (onnxruntime issue #16793).
+free of it. Each actor's engines run `cpus_per_actor` intra-op threads in all, the CPUs Ray reserves for it, so
+actors sharing a node never oversubscribe its cores (onnxruntime issue #16793); by default one engine copy a CPU, each
+on one thread, side by side (`textclf.streams`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textclf.bulk import BULK_OVERLENGTH, BulkSummary, classify, columns_of, model_dir, text_problem
+from textclf.bulk import BULK_OVERLENGTH, BulkSummary, bulk_streams, classify, columns_of, model_dir, text_problem
 from textclf.errors import ArtifactError, InputError
 from textclf.manifest import require_export, verify_files
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
@@ -68,6 +69,8 @@ class RayOptions:
     # the texts of its batch by length as the local path sorts a chunk's; at 1024 rows the calls padded 3 % more
     # tokens (the default run's test texts, batches of 32).
     batch_rows: int = CHUNK_ROWS
+    # Engine copies in each actor, sharing its CPUs (`textclf.streams`); None: one a CPU.
+    streams: int | None = None
 
 
 def input_files(spec: str) -> list[Path]:
@@ -137,6 +140,7 @@ class Predictor:
         output_format: str,
         lines: bool,
         chunking: dict[str, Any] | None = None,
+        streams: int = 1,
     ) -> None:
         import ray
 
@@ -150,7 +154,7 @@ class Predictor:
         chunking = dict(chunking or {})
         self.options = TextOptions(on_overlength=chunking.pop("on_overlength", "truncate"))
         # sha256-verified; `chunking`: the window settings of `chunk` (serve.chunk_*)
-        self.classifier = Classifier.from_run(self.folder, intra_op_threads=threads, **chunking)
+        self.classifier = Classifier.from_run(self.folder, intra_op_threads=threads, streams=streams, **chunking)
         self.text_column = text_column
         self.batch_size = batch_size
         self.output_format = output_format
@@ -307,6 +311,7 @@ def run(
         raise InputError("--batch-size, --actors and --cpus-per-actor must be at least 1")
     if on_overlength not in BULK_OVERLENGTH:
         raise InputError(f"on_overlength must be one of {', '.join(BULK_OVERLENGTH)} here, not {on_overlength!r}")
+    streams = bulk_streams(options.cpus_per_actor, options.streams)
     files = input_files(input_spec)
     check_output_folder(output_path)
     for file in files:  # the text column must be in every file: a clear error now, not a failed task later
@@ -344,6 +349,7 @@ def run(
                 "output_format": fmt_out,
                 "lines": fmt_in == "jsonl",
                 "chunking": {"on_overlength": on_overlength, **chunk_options},
+                "streams": streams,
             },
             batch_size=options.batch_rows,
             batch_format="pandas",

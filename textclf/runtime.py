@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -33,6 +33,7 @@ from textclf.paths import ONNX_DIR
 from textclf.predictions import Prediction, multi_label_threshold, predictions, probabilities
 from textclf.records import FileEntry
 from textclf.schema import ExportSection, VariantRecord
+from textclf.streams import EngineStreams
 from textclf.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, OverlengthPolicy, TextOptions
 from textclf.windows import AGGREGATIONS, AggregationSetting, Windows, aggregation_for, window_overlap
 
@@ -161,8 +162,12 @@ class Classifier:
         allow_spinning: bool = True,
         chunk_overlap_tokens: int = 32,
         chunk_aggregation: AggregationSetting = "auto",
+        streams: int = 1,
     ) -> None:
         """Load a variant, verifying its files first when `expected_files` (from the manifest) is given.
+
+        `streams` copies of the engine share `intra_op_threads` (at least one thread each) and run the calls of one
+        `infer_encoded` side by side (`textclf.streams`: the bulk paths' throughput mode); the service keeps one.
 
         `on_overlength` is the policy for texts over max_seq_len tokens when a call names none; `chunk_overlap_tokens`
         and `chunk_aggregation` shape the windows of the `chunk` policy (`serve.chunk_*`).
@@ -215,16 +220,23 @@ class Classifier:
         self.pad_id = int(config.get("pad_token_id") or 0)
 
         self.intra_op_threads = intra_op_threads or default_intra_op_threads()
-        self.engine: Engine = load_engine(
-            self.variant_dir,
-            sidecar,
-            threads=self.intra_op_threads,
-            inter_op_threads=inter_op_threads,
-            use_cuda=use_cuda,
-            allow_spinning=allow_spinning,
-            pad_id=self.pad_id,
-        )
+        if streams < 1:
+            raise ValueError(f"streams must be at least 1, got {streams}")
+        self.engines: list[Engine] = [
+            load_engine(
+                self.variant_dir,
+                sidecar,
+                threads=max(1, self.intra_op_threads // streams),
+                inter_op_threads=inter_op_threads,
+                use_cuda=use_cuda,
+                allow_spinning=allow_spinning,
+                pad_id=self.pad_id,
+            )
+            for _ in range(streams)
+        ]
+        self.engine: Engine = self.engines[0]
         self.input_names = self.engine.input_names
+        self._streams = EngineStreams(self.engines, self._warm_inputs()) if streams > 1 else None
         logger.info(
             "loaded %s (%s, %d labels, max_seq_len %d, %s)",
             self.variant_dir,
@@ -252,7 +264,16 @@ class Classifier:
         with `long_on_repeat` the short calls whose shape repeats too (`RoutedEngine`)."""
         if long.labels != self.labels or long.max_seq_len != self.max_seq_len:
             raise ArtifactError(f"{long.variant_dir} is not the same model as {self.variant_dir}; cannot route to it")
-        self.engine = RoutedEngine(self.engine, long.engine, max_short_tokens, long_on_repeat=long_on_repeat)
+        if len(long.engines) != len(self.engines):
+            raise ArtifactError(f"{long.variant_dir} runs {len(long.engines)} streams, not {len(self.engines)}")
+        self.engines = [
+            RoutedEngine(short, other, max_short_tokens, long_on_repeat=long_on_repeat)
+            for short, other in zip(self.engines, long.engines, strict=True)
+        ]
+        self.engine = self.engines[0]
+        if self._streams is not None:
+            self._streams.close()
+            self._streams = EngineStreams(self.engines, self._warm_inputs())
         logger.info("routing: %s", self.engine.describe())
 
     @classmethod
@@ -341,13 +362,33 @@ class Classifier:
             return logits, truncated
         order = length_order([self.token_count(encoding) for encoding in encodings])
         step = batch_size or len(encodings)
-        for start in range(0, len(order), step):
-            chunk = order[start : start + step]
-            batch = self.pad([encodings[i] for i in chunk])
-            logits[chunk] = self.run_session(batch.inputs)
-            for i, flag in zip(chunk, batch.truncated, strict=True):
+        calls = [order[start : start + step] for start in range(0, len(order), step)]
+        if self._streams is not None and len(calls) > 1:
+
+            def run_call(engine: Engine, call: list[int]) -> tuple[Batch, np.ndarray]:
+                batch = self.pad([encodings[i] for i in call])
+                return batch, engine.run(batch.inputs)
+
+            done: Iterable[tuple[Batch, np.ndarray]] = self._streams.map(run_call, calls)
+        else:
+            done = (
+                (batch, self.run_session(batch.inputs))
+                for batch in (self.pad([encodings[i] for i in c]) for c in calls)
+            )
+        for call, (batch, call_logits) in zip(calls, done, strict=True):
+            logits[call] = call_logits
+            for i, flag in zip(call, batch.truncated, strict=True):
                 truncated[i] = flag
         return logits, truncated
+
+    def _warm_inputs(self) -> dict[str, np.ndarray]:
+        """One short text's model inputs: the call each stream runs once as it starts."""
+        return self.pad(self.encode(["warm up"])).inputs
+
+    @property
+    def stream_count(self) -> int:
+        """Engine copies that run one `infer_encoded`'s calls side by side."""
+        return len(self.engines)
 
     def logits(self, texts: list[str], batch_size: int | None = None) -> tuple[np.ndarray, list[bool]]:
         """Logits in input order, and per-text truncation flags (see `infer_encoded` for the batching)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -127,3 +128,42 @@ def test_the_serving_route_runs_long_calls_on_the_other_engine(exported_run: Con
     assert not np.array_equal(alone.logits([short])[0], openvino.logits([short])[0])  # the engines can be told apart
     np.testing.assert_array_equal(answers[0], alone.logits([short])[0])
     np.testing.assert_array_equal(answers[2], openvino.logits([short])[0])
+
+
+def test_streams_run_the_calls_side_by_side_with_the_same_logits(exported_run: Config, tmp_path: Path) -> None:
+    import shutil
+    import threading
+
+    from textclf.manifest import read_manifest, write_manifest
+    from textclf.schema import ServingRoute
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run.run_dir, run_dir)
+    manifest = read_manifest(run_dir)
+    assert manifest is not None and manifest.export is not None
+    route = ServingRoute(variant="openvino-fp32", max_short_tokens=40, envelope_min=1.0, envelope_min_unrouted=0.8)
+    export = manifest.export.model_copy(update={"serving_variant": "fp32", "serving_route": route})
+    write_manifest(run_dir, manifest.model_copy(update={"export": export}))
+    texts = [t for t, _ in tiny_texts(60, seed=5)] + [" ".join(["a long and rather dull film"] * 20)] * 5
+
+    one = Classifier.from_run(run_dir, intra_op_threads=2)
+    two = Classifier.from_run(run_dir, intra_op_threads=2, streams=2)
+    assert (one.stream_count, two.stream_count) == (1, 2)
+    assert all(isinstance(e, RoutedEngine) and e.short.threads == 1 for e in two.engines)  # 2 threads, 1 a copy
+    threads: dict[int, set[str]] = {0: set(), 1: set()}
+    for index, engine in enumerate(two.engines):
+        run = engine.run
+
+        def spied(inputs: dict[str, np.ndarray], run: Any = run, index: int = index) -> np.ndarray:
+            threads[index].add(threading.current_thread().name)
+            return run(inputs)
+
+        engine.run = spied  # type: ignore[method-assign]
+    together, flags = two.logits(texts, batch_size=4)
+    expected, expected_flags = one.logits(texts, batch_size=4)
+    assert threads[0] and threads[1]  # both copies ran calls, on the pool's threads
+    assert all(name.startswith("textclf-stream") for names in threads.values() for name in names)
+    np.testing.assert_allclose(together, expected, atol=1e-5)
+    assert flags == expected_flags and any(flags)
+    with pytest.raises(ValueError, match="streams must be at least 1"):
+        Classifier.from_run(run_dir, streams=0)
