@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from textclf.bulk import bulk_streams
 from textclf.bulk import run as local_run
 from textclf.bulk_ray import WORKER_POOL
 from textclf.files import now_iso
@@ -114,7 +115,7 @@ def _ray_run(
     logger.info("ray %d × %d: %s", actors, cpus, line)
     rows, seconds = parse_summary(line)
     return BulkRun(
-        engine=f"ray {actors} actor(s) × {cpus} CPU",
+        engine=f"ray {actors} actor(s) × {cpus} CPU, {bulk_streams(cpus)} engine copies each",
         nodes=1,
         actors=actors,
         cpus_per_actor=cpus,
@@ -153,7 +154,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, rows: int = 100_000, out_dir: Pa
         summary = local_run(run_dir, source, work / "local.jsonl", text_column="text", intra_op_threads=2)
         seconds = time.perf_counter() - started
         report.runs["local"] = BulkRun(
-            engine="local, 2 intra-op threads",
+            engine=f"local, 2 intra-op threads, {bulk_streams(2)} engine copies",
             nodes=1,
             actors=1,
             cpus_per_actor=2,

@@ -290,3 +290,25 @@ def test_on_overlength_chunk_writes_a_chunks_column(exported_run: Config, tmp_pa
 
     refused = predict(exported_run, "-i", source, "-o", tmp_path / "x.csv", "--on-overlength", "error")
     assert refused.exit_code == 2 and "use truncate or chunk" in refused.output
+
+
+def test_streams_option_changes_the_copies_not_the_rows(exported_run: Config, tmp_path: Path) -> None:
+    from textclf.runtime import default_intra_op_threads
+
+    texts = [text for text, _ in tiny_texts(400, seed=21)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    outputs = {}
+    for streams in ("1", str(default_intra_op_threads())):
+        out = tmp_path / f"out-{streams}.jsonl"
+        result = predict(exported_run, "-i", source, "-o", out, "--batch-size", "8", "--streams", streams)
+        assert result.exit_code == 0, result.output
+        outputs[streams] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    one, many = outputs.values()
+    assert [r["label"] for r in one] == [r["label"] for r in many] and len(one) == 400
+    for a, b in zip(one, many, strict=True):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+    too_many = default_intra_op_threads() + 1
+    result = predict(exported_run, "-i", source, "-o", tmp_path / "x.jsonl", "--streams", str(too_many))
+    assert result.exit_code == 2 and f"--streams {too_many}: give 1 to" in result.output
+    assert not (tmp_path / "x.jsonl").exists()
