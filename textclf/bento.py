@@ -17,7 +17,7 @@ from textclf.errors import ArtifactError
 from textclf.files import atomic_write_text, sha256_bytes
 from textclf.manifest import require_manifest, require_section, verify_files
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.runtime import IDENTITY_FILES
+from textclf.runtime import IDENTITY_FILES, identity_sha256
 from textclf.schema import ExportSection, VariantRecord
 from textclf.variants import variant_spec
 
@@ -94,7 +94,12 @@ def import_model(run_dir: Path, model_name: str) -> str:
 
 
 def model_sha256(record: VariantRecord, engine: EngineName) -> str:
-    return record.files[IDENTITY_FILES[engine]].sha256
+    """The sha256 that names a variant's model (`identity_sha256`); a manifest that lists no weights file for it
+    cannot name a model version."""
+    sha256 = identity_sha256(record.files, engine)
+    if sha256 is None:
+        raise ArtifactError(f"the manifest lists no {IDENTITY_FILES[engine]} for a served variant; export it again")
+    return sha256
 
 
 def variant_engine(name: str) -> EngineName:
