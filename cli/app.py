@@ -258,7 +258,7 @@ def predict(
         }
         if engine == "ray":
             summary = _predict_on_ray(
-                cfg, input_, output, column, batch_size, bento, (address, actors, cpus_per_actor, streams), chunking
+                cfg, input_, output, column, batch_size, bento, address, actors, cpus_per_actor, streams, chunking
             )
             stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
             return
@@ -286,7 +286,10 @@ def _predict_on_ray(
     column: str,
     batch_size: int,
     bento: str | None,
-    sizing: tuple[str | None, int, int, int | None],
+    address: str | None,
+    actors: int,
+    cpus_per_actor: int,
+    streams: int | None,
     chunking: dict[str, Any],
 ) -> BulkSummary:
     try:
@@ -296,7 +299,6 @@ def _predict_on_ray(
         from textclf.bulk_ray import run as ray_run
     except ImportError:
         raise ConfigError("--engine ray needs Ray Data: pip install -e '.[ray]'") from None
-    address, actors, cpus_per_actor, streams = sizing  # --address, --actors, --cpus-per-actor, --streams
     options = RayOptions(address=address, actors=actors, cpus_per_actor=cpus_per_actor, streams=streams)
     return ray_run(
         cfg.run_dir, input_, output, text_column=column, batch_size=batch_size, bento=bento, options=options, **chunking

@@ -236,7 +236,7 @@ class Classifier:
         ]
         self.engine: Engine = self.engines[0]
         self.input_names = self.engine.input_names
-        self._streams = EngineStreams(self.engines, self._warm_inputs()) if streams > 1 else None
+        self._streams: EngineStreams | None = None  # the copies' pool, built by the first call that runs on it
         logger.info(
             "loaded %s (%s, %d labels, max_seq_len %d, %s)",
             self.variant_dir,
@@ -271,9 +271,9 @@ class Classifier:
             for short, other in zip(self.engines, long.engines, strict=True)
         ]
         self.engine = self.engines[0]
-        if self._streams is not None:
+        if self._streams is not None:  # a pool of the engines before: the next call builds one of the routed pairs
             self._streams.close()
-            self._streams = EngineStreams(self.engines, self._warm_inputs())
+            self._streams = None
         logger.info("routing: %s", self.engine.describe())
 
     @classmethod
@@ -363,7 +363,9 @@ class Classifier:
         order = length_order([self.token_count(encoding) for encoding in encodings])
         step = batch_size or len(encodings)
         calls = [order[start : start + step] for start in range(0, len(order), step)]
-        if self._streams is not None and len(calls) > 1:
+        if len(self.engines) > 1 and len(calls) > 1:
+            if self._streams is None:
+                self._streams = EngineStreams(self.engines, self._warm_inputs())
 
             def run_call(engine: Engine, call: list[int]) -> tuple[Batch, np.ndarray]:
                 batch = self.pad([encodings[i] for i in call])
