@@ -32,15 +32,11 @@ class EngineStreams:
         """`warm_inputs`: one small call each engine runs once here, one engine after the other (`_warm`)."""
         if not engines:
             raise ValueError("EngineStreams needs at least one engine")
-        self.engines = list(engines)
-        _warm(self.engines, warm_inputs)
+        _warm(engines, warm_inputs)
         self._free: queue.SimpleQueue[Engine] = queue.SimpleQueue()
-        for engine in self.engines:
+        for engine in engines:
             self._free.put(engine)
-        self._pool = ThreadPoolExecutor(len(self.engines), thread_name_prefix="textclf-stream")
-
-    def __len__(self) -> int:
-        return len(self.engines)
+        self._pool = ThreadPoolExecutor(len(engines), thread_name_prefix="textclf-stream")
 
     def map(self, fn: Callable[[Engine, Item], Result], items: Sequence[Item]) -> Iterator[Result]:
         """`fn(engine, item)` for every item on the first free engine, results in the items' order."""
