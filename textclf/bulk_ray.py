@@ -147,14 +147,20 @@ class Predictor:
         # The tokenizer's thread pool (Rust, rayon) would take every core of the node; an actor has its CPUs only.
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         files: dict[str, bytes] = ray.get(model) if isinstance(model, ray.ObjectRef) else model
-        self.folder = Path(tempfile.mkdtemp(prefix="textclf-model-"))
-        for relative, data in files.items():
-            (self.folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            (self.folder / relative).write_bytes(data)
         chunking = dict(chunking or {})
         self.options = TextOptions(on_overlength=chunking.pop("on_overlength", "truncate"))
-        # sha256-verified; `chunking`: the window settings of `chunk` (serve.chunk_*)
-        self.classifier = Classifier.from_run(self.folder, intra_op_threads=threads, streams=streams, **chunking)
+        # The files live on disk only while the engines load (they hold what they read; OpenVINO's mapping of its
+        # .bin outlives the name): an actor restarted after a lost worker, or a pool per job, would otherwise leave
+        # a copy of the model (81 MB for the default run) in the node's temp folder each time.
+        folder = Path(tempfile.mkdtemp(prefix="textclf-model-"))
+        try:
+            for relative, data in files.items():
+                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                (folder / relative).write_bytes(data)
+            # sha256-verified; `chunking`: the window settings of `chunk` (serve.chunk_*)
+            self.classifier = Classifier.from_run(folder, intra_op_threads=threads, streams=streams, **chunking)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         self.text_column = text_column
         self.batch_size = batch_size
         self.output_format = output_format

@@ -22,6 +22,7 @@ from typer.testing import CliRunner, Result
 
 from tests.tiny import tiny_texts
 from textclf.config import Config
+from textclf.runtime import Classifier
 from textclf_cli.app import app
 
 ray = pytest.importorskip("ray")
@@ -159,3 +160,20 @@ def test_two_nodes_two_actors_and_a_killed_actor_lose_and_repeat_no_row(
     assert result.returncode == 0, result.stderr[-3000:]
     assert killed, "no actor was killed: the test proved nothing"
     assert_same(read_folder(tmp_path / "ray.jsonl"), read_local(tmp_path / "local.jsonl"))
+
+
+def test_an_actor_keeps_no_copy_of_the_model_on_disk_once_loaded(
+    exported_run: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    from textclf.bulk_ray import Predictor, _model_files
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the actor writes the shipped files
+    files, _ = _model_files(exported_run.artifacts_root / exported_run.run)
+    actor = Predictor(files, "text", batch_size=8, threads=1, output_format="parquet", lines=False)
+    assert list(tmp_path.iterdir()) == []  # every file it wrote is gone, the engines loaded
+    texts = [text for text, _ in tiny_texts(5, seed=3)]
+    out = actor(pd.DataFrame({"id": range(5), "text": texts}))
+    local = Classifier.from_run(exported_run.artifacts_root / exported_run.run).predict(texts)
+    assert list(out["label"]) == [p.label for p in local]
