@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -350,11 +350,18 @@ class Classifier:
         """Real (non-padding) tokens of one encoded text, after truncation."""
         return len(encoding.ids)
 
-    def infer_encoded(self, encodings: list[Any], batch_size: int | None = None) -> tuple[np.ndarray, list[bool]]:
+    def infer_encoded(
+        self,
+        encodings: list[Any],
+        batch_size: int | None = None,
+        on_call: Callable[[list[int]], None] | None = None,
+    ) -> tuple[np.ndarray, list[bool]]:
         """Logits for already-tokenized texts, in the order given, and their truncation flags.
 
         Texts are sorted by token length so each ONNX call pads only to its own longest text; the sorted texts
-        are cut into calls of at most `batch_size` texts (default: all at once).
+        are cut into calls of at most `batch_size` texts (default: all at once). With engine copies, every call is
+        handed to them at once: a copy that finishes early takes the next call, never waiting for the other.
+        `on_call` hears of each finished call (the positions of its texts in `encodings`), in the calls' order.
         """
         logits = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
         truncated = [False] * len(encodings)
@@ -381,6 +388,8 @@ class Classifier:
             logits[call] = call_logits
             for i, flag in zip(call, batch.truncated, strict=True):
                 truncated[i] = flag
+            if on_call is not None:
+                on_call(call)
         return logits, truncated
 
     def _warm_inputs(self) -> dict[str, np.ndarray]:
