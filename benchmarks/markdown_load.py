@@ -144,9 +144,17 @@ def bulk(results: Results) -> list[str]:
         )
     else:  # bulk.json from before load_seconds: the local seconds were the summary line's
         timing = "Ray's times include starting the actors and loading the model in each; the local path's exclude it."
+    warmups = [run.warmup_seconds for run in report.runs.values() if run.warmup_seconds is not None]
+    standing = (
+        " Each `ray start` cluster is timed on its second job, as a standing cluster runs every job after its first: "
+        "an untimed short job first creates Ray Data's detached helper actors, which the cluster keeps "
+        f"({', '.join(f'{s:.1f}' for s in warmups)} s)."
+        if warmups
+        else ""
+    )
     lines += [
         f"`textclf bench-bulk`, {report.created_at}: one JSONL file of {report.rows:,} test-split texts (repeated), "
-        f"written as JSONL. {timing} Nodes are `ray start` processes on this machine (loopback).",
+        f"written as JSONL. {timing} Nodes are `ray start` processes on this machine (loopback).{standing}",
         "",
     ]
     rows = [

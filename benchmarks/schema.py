@@ -334,6 +334,9 @@ class BulkRun(Record):
     load_seconds: float | None = Field(
         None, description="local: loading the model, within `seconds` (the summary line leaves it out)"
     )
+    warmup_seconds: float | None = Field(
+        None, description="a `ray start` cluster: its first, untimed job (WARMUP_ROWS rows) before this one"
+    )
 
 
 class BulkReport(Record):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +27,9 @@ def time_interleaved(
     """Milliseconds per call for each named call, round by round.
 
     Each call is warmed up, then given as many iterations as fit `max_seconds` (at least `min_iters`), split
-    over ROUNDS rounds in which the calls take turns; who goes first rotates from round to round, so no engine
-    always follows the same neighbour (whose threads may still hold the cores) or always opens a round.
+    over ROUNDS rounds in which the calls take turns (`round_order`): who goes first rotates from round to round
+    and the others follow in a shuffled order, so no engine always follows the same neighbour (whose threads may
+    still hold the cores) or always opens a round.
     """
     iterations = {}
     for name, call in calls.items():
@@ -38,10 +40,19 @@ def time_interleaved(
     names = list(calls)
     samples: dict[str, list[list[float]]] = {name: [] for name in calls}
     for round_ in range(ROUNDS):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in round_order(names, round_):
             samples[name].append([_timed(calls[name]) for _ in range(math.ceil(iterations[name] / ROUNDS))])
     return samples
+
+
+def round_order(names: list[str], round_: int) -> list[str]:
+    """The order of one round: who opens rotates, and the rest follow in an order shuffled by the round's number
+    (fixed, so a sweep can be repeated). A plain rotation would put every engine after the same neighbour in every
+    round but one, and a neighbour whose threads still hold the cores would slow the same engine every time."""
+    first = names[round_ % len(names)]
+    rest = [name for name in names if name != first]
+    random.Random(round_).shuffle(rest)
+    return [first, *rest]
 
 
 def round_best(rounds_ms: list[list[float]]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,18 @@ def test_interleaving_gives_every_call_its_iterations_and_rotates_who_goes_first
     assert [len(r) for r in samples["a"]] == [len(r) for r in samples["b"]] == [2] * 10
     timed = order[4:]  # after the warm-up and first timing of each
     assert timed[:8] == ["a", "a", "b", "b", "b", "b", "a", "a"], "calls take turns, the first one rotating"
+
+
+def test_interleaving_puts_each_call_after_different_neighbours() -> None:
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "abcde"}
+    time_interleaved(calls, warmup=0, min_iters=10, max_seconds=0.0)
+    timed = order[5:]  # after the first timing of each; one call a name per round
+    before: dict[str, set[str]] = {name: set() for name in calls}
+    for previous, name in itertools.pairwise(timed):
+        before[name].add(previous)
+    assert all(len(neighbours) >= 3 for neighbours in before.values()), before
+    assert [timed[5 * r] for r in range(5)] == list("abcde"), "who opens a round still rotates"
 
 
 MACHINE = {
