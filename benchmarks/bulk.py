@@ -101,7 +101,7 @@ def ray_cluster(nodes: int, cpus_per_node: int, work: Path) -> Iterator[dict[str
 
     def start(command: list[str]) -> None:
         done = subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=180, check=False)
-        if done.returncode != 0:  # Ray says why on stderr (a socket path over 107 bytes under RAY_TMPDIR, a port)
+        if done.returncode != 0:  # Ray says why on stderr; check=True alone showed only the exit status
             raise RuntimeError(f"{' '.join(command[1:3])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
     try:
@@ -182,7 +182,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, rows: int = 100_000, out_dir: Pa
         warmup = work / "warmup.jsonl"
         _write_input(warmup, texts, min(rows, WARMUP_ROWS))
         for name, nodes in (("ray-1-node-1x1", 1), ("ray-2-nodes-2x1", 2)):
-            with ray_cluster(nodes, 1, work / f"c{nodes}") as env:  # short: Ray's socket paths live under it
+            with ray_cluster(nodes, 1, work / f"c{nodes}") as env:  # a short name: Ray puts its sockets under it
                 first = _ray_run(cfg, warmup, work / f"{name}-warmup.jsonl", nodes, 1, env)
                 timed = _ray_run(cfg, source, work / f"{name}.jsonl", nodes, 1, env)
                 report.runs[name] = timed.model_copy(update={"nodes": nodes, "warmup_seconds": first.seconds})
