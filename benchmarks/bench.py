@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from textclf.engines import providers_for
+from textclf.engines import RoutedEngine, providers_for
 from textclf.files import now_iso
 from textclf.hardware import machine_info, usable_cores
 from textclf.manifest import package_versions, require_export
@@ -245,6 +245,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
             return write_report(path, report)
         report.machine.gpu = torch.cuda.get_device_name(0)
     engines, records = _load_engines(cfg, run_dir, export, device)
+    served = next((e for e in engines if e.name == SERVED_ENGINE), None)
     checkpoint_config = json.loads((Path(export.checkpoint.path) / "config.json").read_text())
     rows: list[BenchRow] = []
     bench = cfg.bench
@@ -266,6 +267,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
                 _runnable(calls),
                 bench,
                 {"case": f"b{batch}-s{seq_len}", "mode": "session", "batch": batch, "seq_len": seq_len},
+                served,
             )
             progress.advance(task)
         for case, batch, ordered, mean_words in text_cases:
@@ -289,6 +291,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
                         "seq_len": None,
                         "mean_words": mean_words,
                     },
+                    served,
                 )
                 progress.advance(task)
 
@@ -330,8 +333,29 @@ def _cycler(calls: list[Callable[[], None]]) -> Callable[[], None]:
     return call
 
 
-def _collect(rows: list[BenchRow], calls: dict[str, Callable[[], None]], bench: Any, case: dict[str, Any]) -> None:
+def _collect(
+    rows: list[BenchRow],
+    calls: dict[str, Callable[[], None]],
+    bench: Any,
+    case: dict[str, Any],
+    served: Engine | None = None,
+) -> None:
     logger.info("case %s (%s): %d engines", case["case"], case["mode"], len(calls))
+    _served_calls(served)  # the calls of the case alone (and of its check in `_runnable`)
     samples = time_interleaved(calls, bench.warmup_iters, bench.min_iters, bench.max_seconds_per_case)
+    ran_on = _served_calls(served)
     for name, values in samples.items():
-        rows.append(BenchRow.model_validate({"engine": name, **case, **summarize(values, case["batch"])}))
+        counts = {"ran_on": ran_on} if served is not None and name == served.name else {}
+        rows.append(BenchRow.model_validate({"engine": name, **case, **summarize(values, case["batch"]), **counts}))
+
+
+def _served_calls(served: Engine | None) -> dict[str, int] | None:
+    """The calls each engine of the served pair ran since the last look, by sweep label (a fresh count after)."""
+    if not isinstance(served, RuntimeEngine):
+        return None
+    counts: dict[str, int] = {}
+    for engine in served.classifier.engines:
+        if isinstance(engine, RoutedEngine):
+            for variant, calls in engine.take_calls().items():
+                counts[engine_label(variant)] = counts.get(engine_label(variant), 0) + calls
+    return counts or None

@@ -78,7 +78,11 @@ def envelope(results: Results) -> list[str]:
             f"`engine_envelope_min` = **{_fmt(h.engine_envelope_min, '.3f')}** at {h.engine_envelope_case}: over every "
             f"case of the sweep, the fastest passing exported engine's {statistic} (PyTorch and the one-thread row "
             f"left out) ÷ that of `{h.served_engine}`, what the service runs. 1.0 = the service always runs the "
-            "fastest engine measured for that call; above 1.0 it beat them all (run-to-run noise)."
+            "fastest engine measured for that call; above 1.0 it beat them all (run-to-run noise). Where the served "
+            "pair ran every call of a case on one engine (`ran on`, counted by its router), that engine's own row is "
+            "what the service runs for the case; the pair's own time is beside it (`pair's ratio`; worst "
+            f"{_fmt(h.engine_envelope_min_measured, '.3f')}): two blocks of the same calls on the same engine, apart "
+            "by the host's noise."
             + (f" By p50 over all calls the worst case is {_fmt(h.engine_envelope_min_p50, '.3f')}." if steady else ""),
             "",
         ]
@@ -91,11 +95,23 @@ def envelope(results: Results) -> list[str]:
                 _fmt(c.served_ms),
                 _fmt(c.ratio, ".3f"),
                 _fmt(c.p50_ratio, ".3f"),
+                c.served_by or "both",
+                _fmt(c.measured_ratio, ".3f"),
             ]
             for c in results.envelope
         ]
         unit = "round-best ms" if steady else "p50 ms"
-        header = ["case", "mode", "best engine", f"its {unit}", f"served {unit}", "ratio", "ratio by p50"]
+        header = [
+            "case",
+            "mode",
+            "best engine",
+            f"its {unit}",
+            f"served {unit}",
+            "ratio",
+            "ratio by p50",
+            "ran on",
+            "pair's ratio",
+        ]
         lines += _table(header, rows) + [""]
     return lines + _route(results)
 

@@ -16,7 +16,7 @@ from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
 from textclf.records import load_report, write_report
 from textclf_benchmarks import plots
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.envelope import envelope_cases, envelope_min, envelope_min_p50
+from textclf_benchmarks.envelope import envelope_cases, envelope_min, envelope_min_measured, envelope_min_p50
 from textclf_benchmarks.load import AFTER_BURST_PREFIX
 from textclf_benchmarks.markdown import render
 from textclf_benchmarks.schema import (
@@ -237,6 +237,7 @@ def _envelope_figures(bench: BenchReport) -> dict[str, Any]:
         "engine_envelope_min": value,
         "engine_envelope_case": case,
         "engine_envelope_min_p50": envelope_min_p50(cases),
+        "engine_envelope_min_measured": envelope_min_measured(cases),
         "served_engine": bench.served_engine,
     }
 

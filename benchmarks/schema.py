@@ -60,6 +60,9 @@ class BenchRow(Record):
     round_best_ms: float | None = Field(
         None, description="lowest over the interleaved rounds of the round's median ms (older reports: absent)"
     )
+    ran_on: dict[str, int] | None = Field(
+        None, description="the served pair's row: how many of the case's calls each engine ran, by its sweep label"
+    )
 
 
 class GemmRate(Record):
@@ -261,6 +264,13 @@ class EnvelopeCase(Record):
         None, description="which time per engine the ratio compares (round_best where the rows have it; older: p50)"
     )
     p50_ratio: float | None = Field(None, description="the same ratio by p50 over all calls")
+    served_by: str | None = Field(
+        None,
+        description="the one engine the served pair ran every call of the case on, whose own row gives served_ms "
+        "(None: calls on both engines, or an older report without call counts; served_ms is then the pair's own)",
+    )
+    measured_served_ms: float | None = Field(None, description="the served pair's own time, by the same statistic")
+    measured_ratio: float | None = Field(None, description="best_ms ÷ measured_served_ms")
 
 
 class Headline(Record):
@@ -313,6 +323,9 @@ class Headline(Record):
     )
     engine_envelope_case: str | None = Field(None, description="where the min is: `case (mode)`")
     engine_envelope_min_p50: float | None = Field(None, description="the envelope's min by p50 over all calls")
+    engine_envelope_min_measured: float | None = Field(
+        None, description="the envelope's min with the served pair's own time in every case (`measured_ratio`)"
+    )
     served_engine: str | None = None
     targets: dict[str, Target] = Field(default_factory=dict)
     engine_target_row: str | None = Field(None, description="which ISA row of the engine targets applies")

@@ -66,7 +66,12 @@ REAL_BATCHES = 4  # sorted batches of 32, evenly spaced along the length order
 MIN_ROUNDS = 5
 MAX_ROUNDS = 20
 MIN_GAIN = 0.03
-REPEAT_RUN = 6  # calls of one shape in a row; the first (a change of shape) is not counted
+# Calls of one shape in a row, the first REPEAT_SETTLE not counted: OpenVINO's calls after a block of ONNX Runtime
+# ones take a few calls to settle (median of 25 runs, default run, 2-core AMD EPYC Zen 4, 2026-12-03, ms by call:
+# b1 x 16 3.98, 3.13, 2.95 ... 2.79 by the 16th; b1 x 64 6.55, 6.09, 6.00, 5.80 ...; b8 x 16 13.6, 13.3, 14.9,
+# then ~13.5), so a run of 6 counting all but the first judged OpenVINO on calls a long run of one shape never pays.
+REPEAT_RUN = 14
+REPEAT_SETTLE = 4
 REPEAT_ROUNDS = 3
 REPEAT_MAX_TOKENS = 1024  # repeats are timed on the synthetic shapes up to this many tokens (the short calls)
 VERIFY_PLANS = 6  # the plans timed as served: the leading ones by prediction (and the best single variant)
@@ -229,7 +234,8 @@ def _call_ms(classifier: Classifier, call: Call) -> float:
 
 def _time_repeats(classifiers: Mapping[str, Classifier], calls: Sequence[Call]) -> dict[int, dict[str, float]]:
     """Per synthetic call up to REPEAT_MAX_TOKENS: each variant's median ms over a run of REPEAT_RUN calls of its
-    shape (the first one left out: it follows another shape), the lowest over REPEAT_ROUNDS rounds."""
+    shape (the first REPEAT_SETTLE left out: they follow another shape or engine), the lowest over REPEAT_ROUNDS
+    rounds."""
     names = list(classifiers)
     synthetic = [
         i
@@ -241,7 +247,7 @@ def _time_repeats(classifiers: Mapping[str, Classifier], calls: Sequence[Call]) 
         for k, i in enumerate(synthetic):
             for name in _rotated(names, k + round_):
                 times = [_call_ms(classifiers[name], calls[i]) for _ in range(REPEAT_RUN)]
-                ms = round(statistics.median(times[1:]), 4)
+                ms = round(statistics.median(times[REPEAT_SETTLE:]), 4)
                 best[i][name] = min(best[i].get(name, ms), ms)
     for i in synthetic:
         logger.info("%s repeated: %s", calls[i].case, best[i])

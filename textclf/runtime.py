@@ -267,7 +267,9 @@ class Classifier:
         if len(long.engines) != len(self.engines):
             raise ArtifactError(f"{long.variant_dir} runs {len(long.engines)} streams, not {len(self.engines)}")
         self.engines = [
-            RoutedEngine(short, other, max_short_tokens, long_on_repeat=long_on_repeat)
+            RoutedEngine(
+                short, other, max_short_tokens, long_on_repeat=long_on_repeat, names=(self.variant, long.variant)
+            )
             for short, other in zip(self.engines, long.engines, strict=True)
         ]
         self.engine = self.engines[0]

@@ -221,6 +221,13 @@ def test_load_and_report(bench_cfg: BenchmarkConfig, bench_report: BenchReport) 
     cases = {(c.case, c.mode) for c in results.envelope}
     assert {("b1-s16", "session"), ("b32-s128", "session"), ("long-b8", "serving"), ("long-b8", "session")} <= cases
     assert min(c.ratio for c in results.envelope) == envelope
+    # The router counted every served row's calls, each case's on the engines export routed to.
+    route = export.serving_route
+    assert route is not None and export.serving_variant
+    pair = {engine_label(export.serving_variant), engine_label(route.variant)}
+    served_rows = [r for r in bench_report.rows if r.engine == "served"]
+    assert served_rows and all(r.ran_on and set(r.ran_on) == pair and sum(r.ran_on.values()) > 0 for r in served_rows)
+    assert all(c.measured_ratio is not None and c.served_by in (*pair, None) for c in results.envelope)
     assert results.long_texts == bench_report.long_texts and results.serving_route == export.serving_route
     assert results.headline.http_errors_32_users == 0 and results.headline.http_errors_max == 0
     assert results.headline.after_burst_p50_ratio is not None and results.headline.engine_busy_32_users is not None

@@ -665,3 +665,28 @@ def test_bulk_figures_reach_the_headline_and_its_targets() -> None:
     bulk.runs["local"] = bulk.runs["local"].model_copy(update={"load_seconds": 1.5})
     text = render(_results(_bench(), bulk=bulk))
     assert "Both count loading the model" in text and "the local path's loading it once (1.5 s)" in text
+
+
+def test_envelope_compares_the_engine_the_served_pair_ran_a_case_on() -> None:
+    # The pair ran every b8-s512 call on OpenVINO: what the service runs there is openvino-int8, whose own row is
+    # 30 ms; the pair's own 33 ms (the host's noise between two blocks of the same calls) stays beside it. On
+    # long-b8 it ran calls on both engines: its own time is what the service runs, hand-overs included.
+    served = {("b1-s16", "session"): 1.0, ("b8-s512", "session"): 33.0, ("long-b8", "serving"): 40.0}
+    bench = _envelope_bench(served)
+    ran_on = {"b8-s512": {"openvino-int8": 12, "ort-int8-qdq": 0}, "long-b8": {"openvino-int8": 9, "ort-int8-qdq": 3}}
+    bench.rows = [
+        r.model_copy(update={"ran_on": ran_on[r.case]}) if r.engine == "served" and r.case in ran_on else r
+        for r in bench.rows
+    ]
+    cases = {c.case: c for c in envelope_cases(bench.rows, bench.engines, "served")}
+    one = cases["b8-s512"]
+    assert one.served_by == "openvino-int8" and one.ratio == pytest.approx(1.0)
+    assert one.measured_served_ms == pytest.approx(33.0) and one.measured_ratio == pytest.approx(30.0 / 33.0)
+    both = cases["long-b8"]
+    assert both.served_by is None and both.ratio == pytest.approx(32.0 / 40.0) == both.measured_ratio
+    assert cases["b1-s16"].served_by is None  # no counts (an older report): the pair's own time
+    h = headline(bench, None)
+    assert h.engine_envelope_min == pytest.approx(0.8) and h.engine_envelope_min_measured == pytest.approx(0.8)
+    bench.rows = [r for r in bench.rows if not (r.engine == "served" and r.case == "long-b8")]
+    h = headline(bench, None)
+    assert h.engine_envelope_min == pytest.approx(1.0) and h.engine_envelope_min_measured == pytest.approx(30 / 33)

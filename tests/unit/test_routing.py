@@ -218,15 +218,24 @@ def _ids(rows: int, length: int) -> dict[str, np.ndarray]:
     return {"input_ids": np.zeros((rows, length), np.int64), "attention_mask": np.ones((rows, length), np.int64)}
 
 
-def test_routed_engine_sends_short_calls_repeating_a_shape_to_the_long_engine() -> None:
-    engine = RoutedEngine(_Fixed(1.0), _Padding(2.0), max_short_tokens=64, long_on_repeat=True)  # type: ignore[arg-type]
-    # 10 and 12 tokens are one shape for the long engine (16); the third call of a run goes long, and then every
-    # call of the long engine's last shape, until another shape breaks the run.
-    lengths = [10, 12, 14, 9, 30, 16, 100, 30, 32, 20]
+def test_routed_engine_sends_short_calls_repeating_an_exact_shape_to_the_long_engine() -> None:
+    engine = RoutedEngine(
+        _Fixed(1.0),
+        _Padding(2.0),
+        max_short_tokens=64,
+        long_on_repeat=True,
+        names=("ort", "ov"),  # type: ignore[arg-type]
+    )
+    # 10, 12 and 14 tokens are one shape for the long engine (16) but three exact shapes: they stay short. The third
+    # call of a run of one exact shape goes long, and then every call of the long engine's last exact shape.
+    lengths = [10, 12, 14, 9, 9, 9, 30, 9, 100, 30, 32, 32, 32, 20]
     got = [float(engine.run(_ids(1, n))[0, 0]) for n in lengths]
-    assert got == [1.0, 1.0, 2.0, 2.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0]
+    assert got == [1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 1.0]
+    assert engine.take_calls() == {"ort": 10, "ov": 4}
+    assert engine.calls == {"ort": 0, "ov": 0}
     plain = RoutedEngine(_Fixed(1.0), _Padding(2.0), max_short_tokens=64)  # type: ignore[arg-type]
-    assert [float(plain.run(_ids(1, n))[0, 0]) for n in lengths] == [1.0] * 6 + [2.0] + [1.0] * 3
+    assert [float(plain.run(_ids(1, n))[0, 0]) for n in lengths] == [1.0] * 8 + [2.0] + [1.0] * 5
+    assert plain.calls == {"short": 13, "long": 1}
 
 
 class _Waking:
