@@ -219,7 +219,8 @@ class RoutedEngine:
     OpenVINO, int8-qdq-mha alone 3.69 / 4.47, padded rule 3.80 / 4.57, openvino-int8 alone 3.90 / 4.85). OpenVINO
     prepares its kernels again whenever a call's shape differs from its last one, so on changing shapes ONNX Runtime
     wins short calls, and on repeated ones OpenVINO can win them all; export times both orders and sets the flag only
-    where `long` won every short shape repeated. One thread owns the engine (the batcher's, or the bulk loop's), so the last shapes need no lock.
+    where `long` won every short shape repeated. One thread owns the engine (the batcher's, or the bulk loop's), so
+    the last shapes need no lock.
 
     `calls` counts the calls each engine ran, by `names` (the variants' names where the caller gives them): the
     benchmarks read which engine ran each case.
