@@ -104,7 +104,7 @@ class ExportConfig(Section):
         True, description="time every passing CPU variant across call shapes; route long calls to a faster one"
     )
     shape_timing_seconds: float = Field(
-        1.0, gt=0, description="budget per timed case of the joint timing that chooses serving_variant and its route"
+        3.0, gt=0, description="budget per timed case of the joint timing that chooses serving_variant and its route"
     )
 
     @field_validator("variants")
