@@ -192,6 +192,7 @@ def _served_record(export: ExportSection, serving: str, route: ServingRoute) -> 
         variant=serving,
         long_variant=route.variant,
         max_short_tokens=route.max_short_tokens,
+        max_short_length=route.max_short_length,
         bytes=sum(v.bytes for v in parts),
         test_accuracy=worst.test_accuracy,
         accuracy_delta=worst.accuracy_delta,

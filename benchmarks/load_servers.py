@@ -158,7 +158,7 @@ def server_specs(
     variant = str(export.serving_variant)
     runs = f"{variant} variant"
     if export.serving_route:  # the routed pair: the Bento runs both engines
-        runs += f", calls over {export.serving_route.max_short_tokens} padded tokens on {export.serving_route.variant}"
+        runs += f", {export.serving_route.describe()}"
     max_seq_len = export.max_seq_len
     baseline = ServerSpec(
         name="baseline",

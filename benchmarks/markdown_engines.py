@@ -28,8 +28,9 @@ def served_note(results: Results) -> list[str]:
         return []
     return [
         f"`{SERVED_ENGINE}` is what the service runs (`Classifier.from_run` with the manifest's route): "
-        f"`{served.variant}` for calls up to {served.max_short_tokens} padded tokens (texts × longest text), "
-        f"`{served.long_variant}` for longer ones. Its size is both variants'; its accuracy the lower of the two.",
+        f"`{served.variant}` for calls up to {served.max_short_tokens} padded tokens (texts × longest text)"
+        + (f" or up to {served.max_short_length} tokens a text" if served.max_short_length else "")
+        + f", `{served.long_variant}` for longer ones. Its size is both variants'; its accuracy the lower of the two.",
         "",
     ]
 
@@ -135,7 +136,9 @@ def _route(results: Results) -> list[str]:
         per_call = "ms per call" if has_cases else "p50 ms per call"
         source = f"export's own timings below (engine alone, {per_call})" if timings else "export's timings"
         lines = [
-            f"Export's route: calls over **{route.max_short_tokens}** padded tokens run on `{route.variant}`"
+            f"Export's route: calls over **{route.max_short_tokens}** padded tokens"
+            + (f" and **{route.max_short_length}** tokens a text" if route.max_short_length else "")
+            + f" run on `{route.variant}`"
             + (f" instead of `{serving}`" if serving else "")
             + f". Chosen from {source}: with the route the worst "
             f"{unit} is {route.envelope_min:.3f} of the fastest variant, without it {route.envelope_min_unrouted:.3f}.",
@@ -147,7 +150,7 @@ def _route(results: Results) -> list[str]:
     rows = []
     for t in timings:
         tokens = t.batch * t.seq_len
-        runs = serving if route is None or tokens <= route.max_short_tokens else route.variant
+        runs = route.variant if route is not None and route.goes_long(t.batch, t.seq_len) else serving
         fastest = min(t.ms, key=t.ms.__getitem__)
         cells = [f"**{_fmt(t.ms.get(v))}**" if v == fastest else _fmt(t.ms.get(v)) for v in variants]
         case = [t.case or "", str(t.calls or 1)] if has_cases else []

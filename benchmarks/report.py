@@ -130,7 +130,8 @@ def _engine_figures(bench: BenchReport) -> dict[str, Any]:
     baseline = bench.engines.get(BASELINE_ENGINE)
     variant = record.variant
     if best == SERVED_ENGINE and record.long_variant:
-        variant = f"{record.variant} + {record.long_variant} over {record.max_short_tokens} tokens"
+        per_text = f" and {record.max_short_length} a text" if record.max_short_length else ""
+        variant = f"{record.variant} + {record.long_variant} over {record.max_short_tokens} tokens{per_text}"
     return {
         "best_variant": variant,
         "best_engine": best,

@@ -33,6 +33,9 @@ class BenchEngine(Record):
         description="routed (`served`): calls up to this many padded tokens run on `variant`, longer ones on "
         "`long_variant`",
     )
+    max_short_length: int = Field(
+        0, description="routed (`served`): calls padded to at most this many tokens a text run on `variant` too"
+    )
     bytes: int
     test_accuracy: float | None = None
     accuracy_delta: float | None = None

@@ -53,13 +53,15 @@ import numpy as np
 
 from textclf.engines import RoutedEngine
 from textclf.runtime import Classifier, length_order
-from textclf.schema import PlanTiming, ServingRoute, ShapeTiming
+from textclf.schema import PlanTiming, ServingRoute, ShapeTiming, route_goes_long
 
 logger = logging.getLogger(__name__)
 
 BATCHES = (1, 8)
 SEQ_LENS = (16, 32, 64, 128, 256, 512)
-EXTRA_SHAPES = ((32, 128),)  # the benchmarks' headline shape
+# The benchmarks' headline shape, and many short texts at once: where a route by token count alone goes wrong
+# (b32 x 16 is 512 padded tokens, yet ONNX Runtime's int8 ran it 1.6x faster than OpenVINO's on the Zen 4).
+EXTRA_SHAPES = ((32, 16), (32, 128))
 REAL_SINGLE_TEXTS = 24  # real texts one at a time, at evenly spaced quantiles of the test split's lengths
 REAL_BATCH = 32
 REAL_BATCHES = 4  # sorted batches of 32, evenly spaced along the length order
@@ -270,14 +272,17 @@ def _mean(rows: Sequence[ShapeTiming], value: Callable[[ShapeTiming], float]) ->
     return sum((t.calls or 1) * value(t) for t in rows) / sum(t.calls or 1 for t in rows)
 
 
-def case_ratios(timings: list[ShapeTiming], short: str, long: str | None, max_short_tokens: int) -> dict[str, float]:
+def case_ratios(
+    timings: list[ShapeTiming], short: str, long: str | None, max_short_tokens: int, max_short_length: int = 0
+) -> dict[str, float]:
     """Per case: the fastest variant's mean time ÷ the mean time of what the route runs for the case's calls."""
     cases: dict[str, list[ShapeTiming]] = {}
     for timing in timings:
         cases.setdefault(_case_of(timing), []).append(timing)
 
     def runs(t: ShapeTiming) -> str:
-        return short if long is None or t.batch * t.seq_len <= max_short_tokens else long
+        goes_long = long is not None and route_goes_long(t.batch, t.seq_len, max_short_tokens, max_short_length)
+        return long if goes_long and long is not None else short
 
     ratios = {}
     for case, rows in cases.items():
@@ -286,17 +291,24 @@ def case_ratios(timings: list[ShapeTiming], short: str, long: str | None, max_sh
     return ratios
 
 
-def envelope(timings: list[ShapeTiming], short: str, long: str | None, max_short_tokens: int) -> float:
+def envelope(
+    timings: list[ShapeTiming], short: str, long: str | None, max_short_tokens: int, max_short_length: int = 0
+) -> float:
     """min over cases of (fastest variant's time ÷ the time of what the route runs for that case)."""
-    return min(case_ratios(timings, short, long, max_short_tokens).values())
+    return min(case_ratios(timings, short, long, max_short_tokens, max_short_length).values())
 
 
-def wins_repeats(timings: list[ShapeTiming], serving: str, long: str, max_short_tokens: int) -> bool:
+def wins_repeats(
+    timings: list[ShapeTiming], serving: str, long: str, max_short_tokens: int, max_short_length: int = 0
+) -> bool:
     """Whether `long` beat `serving` by MIN_GAIN on every short synthetic shape timed in runs of one shape."""
     short = [
         t.repeat_ms
         for t in timings
-        if t.repeat_ms and t.batch * t.seq_len <= max_short_tokens and serving in t.repeat_ms and long in t.repeat_ms
+        if t.repeat_ms
+        and not route_goes_long(t.batch, t.seq_len, max_short_tokens, max_short_length)
+        and serving in t.repeat_ms
+        and long in t.repeat_ms
     ]
     return bool(short) and all(ms[long] * (1 + MIN_GAIN) <= ms[serving] for ms in short)
 
@@ -338,14 +350,15 @@ def choose_plan(timings: list[ShapeTiming], candidates: Sequence[str], *, allow_
 
     chosen = max(plans, key=score)  # among equals, the first candidate
     route = chosen.route
-    by_case = case_ratios(
-        timings, chosen.serving, route.variant if route else None, route.max_short_tokens if route else 0
+    by_case = (
+        case_ratios(timings, chosen.serving, route.variant, route.max_short_tokens, route.max_short_length)
+        if route
+        else case_ratios(timings, chosen.serving, None, 0)
     )
     logger.info(
         "serving %s%s: worst case %.3f of the fastest (%s)",
         chosen.serving,
-        f", calls over {route.max_short_tokens} padded tokens on {route.variant}"
-        + (" (and shorter ones repeating a shape)" if route.long_on_repeat else "")
+        f", {route.describe()}" + (" (and shorter ones repeating a shape)" if route.long_on_repeat else "")
         if route
         else " alone",
         chosen.envelope_min,
@@ -355,33 +368,53 @@ def choose_plan(timings: list[ShapeTiming], candidates: Sequence[str], *, allow_
 
 
 def plan_label(plan: Plan) -> str:
-    """`serving`, or `serving+variant>threshold` (`/repeat` where short calls repeating a shape go to it too)."""
+    """`serving`, or `serving+variant>tokens` (`&len>L` where it also takes the texts' padded length, `/repeat` where
+    short calls repeating a shape go to it too)."""
     route = plan.route
     if route is None:
         return plan.serving
-    return f"{plan.serving}+{route.variant}>{route.max_short_tokens}" + ("/repeat" if route.long_on_repeat else "")
+    per_text = f"&len>{route.max_short_length}" if route.max_short_length else ""
+    repeats = "/repeat" if route.long_on_repeat else ""
+    return f"{plan.serving}+{route.variant}>{route.max_short_tokens}{per_text}{repeats}"
+
+
+def _rules(timings: list[ShapeTiming]) -> list[tuple[int, int]]:
+    """The (max_short_tokens, max_short_length) pairs worth judging: each of the timed token counts (or none) with
+    each of the synthetic lengths (or none), one pair for each way of splitting the timed calls between the engines
+    (the lowest thresholds of the pairs that split them alike: a pure token count first, then a pure length)."""
+    tokens = [0, *sorted({t.batch * t.seq_len for t in timings})]
+    lengths = [0, *sorted({s for s in SEQ_LENS if any(t.seq_len > s for t in timings)})]
+    rules: dict[tuple[bool, ...], tuple[int, int]] = {}
+    for length in lengths:
+        for threshold in tokens:
+            split = tuple(route_goes_long(t.batch, t.seq_len, threshold, length) for t in timings)
+            if any(split) and not all(split):
+                rules.setdefault(split, (threshold, length))
+    return list(rules.values())
 
 
 def ranked_plans(timings: list[ShapeTiming], candidates: Sequence[str], *, allow_route: bool = True) -> list[Plan]:
     """Every plan the timings can judge, best predicted envelope first: each candidate alone, and with each other
-    variant taking its calls over each threshold (`long_on_repeat` where it won every short shape repeated)."""
+    variant taking its long calls by each rule of `_rules` (`long_on_repeat` where it won every short shape
+    repeated)."""
     timed = [name for name in candidates if timings and name in timings[0].ms]
     plans = [Plan(serving, None, envelope(timings, serving, None, 0)) for serving in timed]
     if allow_route:
-        thresholds = sorted({t.batch * t.seq_len for t in timings})[:-1]
+        rules = _rules(timings)
         alone = {plan.serving: plan.envelope_min for plan in plans}
         for serving in timed:
             for variant in timings[0].ms:
                 if variant == serving:
                     continue
-                for threshold in thresholds:
-                    value = envelope(timings, serving, variant, threshold)
+                for threshold, length in rules:
+                    value = envelope(timings, serving, variant, threshold, length)
                     route = ServingRoute(
                         variant=variant,
                         max_short_tokens=threshold,
+                        max_short_length=length,
                         envelope_min=value,
                         envelope_min_unrouted=alone[serving],
-                        long_on_repeat=wins_repeats(timings, serving, variant, threshold),
+                        long_on_repeat=wins_repeats(timings, serving, variant, threshold, length),
                     )
                     plans.append(Plan(serving, route, value))
                     if route.long_on_repeat:
@@ -425,7 +458,15 @@ def _routed(classifiers: Mapping[str, Classifier], plan: Plan) -> Any:
         return classifiers[plan.serving]
     route = plan.route
     short, long = classifiers[plan.serving].engine, classifiers[route.variant].engine
-    return _Served(RoutedEngine(short, long, route.max_short_tokens, long_on_repeat=route.long_on_repeat))
+    return _Served(
+        RoutedEngine(
+            short,
+            long,
+            route.max_short_tokens,
+            max_short_length=route.max_short_length,
+            long_on_repeat=route.long_on_repeat,
+        )
+    )
 
 
 def measured_envelopes(timings: list[ShapeTiming], variants: Sequence[str], labels: Sequence[str]) -> dict[str, float]:

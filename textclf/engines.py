@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from textclf.errors import ArtifactError
+from textclf.schema import route_goes_long
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,8 @@ def _pad_columns(array: np.ndarray, width: int, value: int) -> np.ndarray:
 
 
 class RoutedEngine:
-    """Two engines over one model: calls up to `max_short_tokens` padded tokens run on `short`, longer on `long`.
+    """Two engines over one model: calls over `max_short_tokens` padded tokens whose texts are padded past
+    `max_short_length` tokens run on `long`, the others on `short` (`textclf.schema.route_goes_long`).
 
     With `long_on_repeat`, a short call runs on `long` too when its exact shape repeats: it is the shape of `long`'s
     last call, or of the two calls before it (a run of one shape has begun: bulk rows all cut at max_seq_len, a client
@@ -232,6 +234,7 @@ class RoutedEngine:
         long: Engine,
         max_short_tokens: int,
         *,
+        max_short_length: int = 0,
         long_on_repeat: bool = False,
         names: tuple[str, str] = ("short", "long"),
     ) -> None:
@@ -240,6 +243,7 @@ class RoutedEngine:
         self.short = short
         self.long = long
         self.max_short_tokens = max_short_tokens
+        self.max_short_length = max_short_length
         self.long_on_repeat = long_on_repeat
         self.name = short.name
         self.input_names = short.input_names
@@ -249,13 +253,14 @@ class RoutedEngine:
         self._long_last: tuple[int, int] | None = None
         self._recent: list[tuple[int, int] | None] = [None, None]  # the shapes of the two calls before this one
 
-    def engine_for(self, tokens: int) -> Engine:
-        return self.short if tokens <= self.max_short_tokens else self.long
+    def engine_for(self, rows: int, length: int) -> Engine:
+        """The engine of a call of `rows` texts padded to `length` tokens, by size alone."""
+        return self.long if route_goes_long(rows, length, self.max_short_tokens, self.max_short_length) else self.short
 
     def engine_for_call(self, inputs: dict[str, np.ndarray]) -> Engine:
         """The engine of one call, by its size and (with `long_on_repeat`) whether its exact shape repeats."""
         rows, length = next(iter(inputs.values())).shape
-        engine = self.engine_for(rows * length)
+        engine = self.engine_for(rows, length)
         if not self.long_on_repeat:
             return engine
         shape = (int(rows), int(length))
@@ -278,7 +283,8 @@ class RoutedEngine:
 
     def describe(self) -> str:
         repeats = ", and shorter calls whose shape repeats" if self.long_on_repeat else ""
+        per_text = f" or up to {self.max_short_length} tokens a text" if self.max_short_length else ""
         return (
-            f"calls up to {self.max_short_tokens} padded tokens: {self.short.describe()}; "
+            f"calls up to {self.max_short_tokens} padded tokens{per_text}: {self.short.describe()}; "
             f"longer{repeats}: {self.long.describe()}"
         )

@@ -259,16 +259,24 @@ class Classifier:
             raise ArtifactError(f"{self.variant_dir}: not an ONNX Runtime variant ({self.engine.describe()})")
         return self.engine.session
 
-    def route_long_calls(self, long: Classifier, max_short_tokens: int, *, long_on_repeat: bool = False) -> None:
-        """Run calls over `max_short_tokens` padded tokens on `long`'s engine (the same model, another engine), and
-        with `long_on_repeat` the short calls whose shape repeats too (`RoutedEngine`)."""
+    def route_long_calls(
+        self, long: Classifier, max_short_tokens: int, *, max_short_length: int = 0, long_on_repeat: bool = False
+    ) -> None:
+        """Run calls over `max_short_tokens` padded tokens (and over `max_short_length` tokens a text) on `long`'s
+        engine (the same model, another engine), and with `long_on_repeat` the short calls whose shape repeats too
+        (`RoutedEngine`)."""
         if long.labels != self.labels or long.max_seq_len != self.max_seq_len:
             raise ArtifactError(f"{long.variant_dir} is not the same model as {self.variant_dir}; cannot route to it")
         if len(long.engines) != len(self.engines):
             raise ArtifactError(f"{long.variant_dir} runs {len(long.engines)} streams, not {len(self.engines)}")
         self.engines = [
             RoutedEngine(
-                short, other, max_short_tokens, long_on_repeat=long_on_repeat, names=(self.variant, long.variant)
+                short,
+                other,
+                max_short_tokens,
+                max_short_length=max_short_length,
+                long_on_repeat=long_on_repeat,
+                names=(self.variant, long.variant),
             )
             for short, other in zip(self.engines, long.engines, strict=True)
         ]
@@ -293,7 +301,9 @@ class Classifier:
         plan = export.serving_route
         if variant is None and route and plan is not None:
             long = cls._load_variant(Path(run_dir), export, plan.variant, **kwargs)
-            classifier.route_long_calls(long, plan.max_short_tokens, long_on_repeat=plan.long_on_repeat)
+            classifier.route_long_calls(
+                long, plan.max_short_tokens, max_short_length=plan.max_short_length, long_on_repeat=plan.long_on_repeat
+            )
         return classifier
 
     @classmethod

@@ -197,11 +197,28 @@ class ShapeTiming(Record):
     )
 
 
+def route_goes_long(rows: int, length: int, max_short_tokens: int, max_short_length: int = 0) -> bool:
+    """The long-call rule of a route: over `max_short_tokens` padded tokens and over `max_short_length` tokens a text.
+
+    Two conditions, not one: where the engines cross over depends mostly on the texts' padded length (OpenVINO's
+    int8 wins from ~32 tokens a text at any batch, ONNX Runtime's below it), so a token count alone sent b32 × 16
+    calls to OpenVINO at 37.7 ms against 23.9 on int8-qdq-mha (reports/zen4, 2026-12-03 sweep).
+    """
+    return rows * length > max_short_tokens and length > max_short_length
+
+
 class ServingRoute(Record):
-    """Calls over `max_short_tokens` padded tokens (texts × longest) run on `variant` instead of the serving one."""
+    """Calls over `max_short_tokens` padded tokens (texts × longest) whose texts are padded past `max_short_length`
+    tokens run on `variant` instead of the serving one (`goes_long`)."""
 
     variant: str
     max_short_tokens: int
+    max_short_length: int = Field(
+        0,
+        ge=0,
+        description="calls padded to at most this many tokens per text stay on the serving variant, however many "
+        "texts (0: no such rule, as in exports before it)",
+    )
     envelope_min: float = Field(description="over the timed cases: min(best variant's time ÷ the routed time)")
     envelope_min_unrouted: float = Field(description="the same for the serving variant alone")
     long_on_repeat: bool = Field(
@@ -209,6 +226,15 @@ class ServingRoute(Record):
         description="short calls whose shape repeats run on `variant` too (where it was its last shape, or the last "
         "two calls had it): export measured `variant` faster than the serving one on every short shape repeated",
     )
+
+    def goes_long(self, rows: int, length: int) -> bool:
+        """Whether a call of `rows` texts padded to `length` tokens runs on `variant` (its shape aside)."""
+        return route_goes_long(rows, length, self.max_short_tokens, self.max_short_length)
+
+    def describe(self) -> str:
+        """`calls over N padded tokens[ and M tokens a text] on VARIANT`, for logs and reports."""
+        per_text = f" and {self.max_short_length} tokens a text" if self.max_short_length else ""
+        return f"calls over {self.max_short_tokens} padded tokens{per_text} on {self.variant}"
 
 
 class PlanTiming(Record):

@@ -64,6 +64,37 @@ def test_routed_engine_sends_calls_by_padded_tokens() -> None:
     assert engine.run(long)[0, 0] == 2.0  # 3 × 128 = 384: long
 
 
+def test_routed_engine_keeps_calls_of_short_texts_short_however_many_texts() -> None:
+    engine = RoutedEngine(_Fixed(1.0), _Fixed(2.0), max_short_tokens=32, max_short_length=16)  # type: ignore[arg-type]
+    assert engine.run(_ids(32, 16))[0, 0] == 1.0  # 512 padded tokens, but 16 a text: short
+    assert engine.run(_ids(1, 32))[0, 0] == 1.0  # 32 padded tokens: short
+    assert engine.run(_ids(2, 17))[0, 0] == 2.0  # 34 tokens, 17 a text: long
+    assert engine.run(_ids(8, 32))[0, 0] == 2.0
+
+
+def test_where_engines_cross_over_by_text_length_the_route_takes_the_length_too() -> None:
+    # The Zen 4 shape of it (reports/zen4, 2026-12-03): ort wins every call of 16-token texts, however many; ov wins
+    # from 32 tokens a text at 8 texts and from 64 at one. No token count alone splits that: b8 x 16 (128 tokens)
+    # must stay on ort while b1 x 64 (64 tokens) goes to ov.
+    rows = [
+        ((1, 16), 2.6, 3.7),
+        ((1, 32), 3.8, 4.4),
+        ((1, 64), 6.4, 6.0),
+        ((8, 16), 10.5, 13.1),
+        ((8, 32), 18.2, 13.8),
+        ((8, 64), 32.3, 25.0),
+        ((32, 16), 23.9, 37.7),
+        ((32, 128), 280.0, 211.0),
+    ]
+    timings = [ShapeTiming(case=f"b{b}-s{s}", batch=b, seq_len=s, ms={"ort": a, "ov": o}) for (b, s), a, o in rows]
+    route = choose_route(timings, "ort")
+    assert route is not None and route.variant == "ov"
+    assert (route.max_short_tokens, route.max_short_length) == (32, 16)
+    assert route.envelope_min == pytest.approx(1.0)
+    assert envelope(timings, "ort", "ov", 32) == pytest.approx(23.9 / 37.7)  # the token count alone: b32 x 16 on ov
+    assert [route.goes_long(b, s) for (b, s), _, _ in rows] == [False, False, True, False, True, True, False, True]
+
+
 # -- the joint choice over cases (synthetic shapes and real texts) ----------------------------------------------
 def _real(case: str, rows: list[tuple[int, int, int, float, float]]) -> list[ShapeTiming]:
     """(batch, seq_len, calls, ms of "ort", ms of "ov") rows of one real-text case."""
