@@ -416,12 +416,12 @@ def ranked_plans(timings: list[ShapeTiming], candidates: Sequence[str], *, allow
                         envelope_min_unrouted=alone[serving],
                         long_on_repeat=wins_repeats(timings, serving, variant, threshold, length),
                     )
-                    plans.append(Plan(serving, route, value))
-                    if route.long_on_repeat:
-                        # Its twin without: the repeats are judged in runs of one shape, the cases in traffic,
-                        # where a short text's padded shape can repeat the long engine's last one by chance.
-                        twin = route.model_copy(update={"long_on_repeat": False})
-                        plans.append(Plan(serving, twin, value))
+                    # And its twin with the other repeat rule, after it: the variants' repeats only predict which
+                    # rule wins, and on the 2-core Zen 4 they predicted wrong (2026-12-06, default run: b1 x 16
+                    # repeated 1.88 ms on openvino-int8 against 1.86 on int8-qdq-mha among the variants, so no
+                    # plan sent repeats long; 1.22 against 1.97 two minutes later, when the plans were timed).
+                    twin = route.model_copy(update={"long_on_repeat": not route.long_on_repeat})
+                    plans += [Plan(serving, route, value), Plan(serving, twin, value)]
     order = {name: i for i, name in enumerate(timed)}  # among equals: the earlier candidate, the lower threshold
     return sorted(plans, key=lambda p: (-p.envelope_min, order[p.serving], p.route is not None))
 

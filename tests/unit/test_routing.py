@@ -395,3 +395,28 @@ def test_plans_are_judged_on_repeated_shapes_too(monkeypatch: pytest.MonkeyPatch
     assert measured["ort+ov>32/repeat"] == pytest.approx(1.0)
     assert measured["ort+ov>32"] == pytest.approx(0.3 / 0.5)  # b1 x 16 repeated: ov 0.048 ms, ort 0.08
     assert routing.plan_label(plan) == "ort+ov>32/repeat"
+
+
+def test_a_route_is_timed_with_repeats_long_even_where_its_variants_repeats_predicted_against_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As above, but the variants' own runs of one shape had ov no faster on b1 x 16 (the host's noise): the
+    # prediction keeps repeats short, its twin that sends them long is timed beside it, and the timing decides.
+    from textclf_export import routing
+
+    clock = _Clock()
+    monkeypatch.setattr(routing, "clock", clock)
+    last: list[object] = []
+    classifiers = {
+        "ort": _FakeClassifier(_Waking(clock, last, base_ms=0.5)),
+        "ov": _FakeClassifier(_Waking(clock, last, base_ms=0.3, switch_ms=0.5)),
+    }
+    calls = _plan_calls()
+    timings = time_calls(classifiers, calls, budget_s=0.0)  # type: ignore[arg-type]
+    for timing in timings:
+        if timing.case == "b1-s16" and timing.repeat_ms:
+            timing.repeat_ms = {"ort": 0.08, "ov": 0.08}
+    ranked = routing.ranked_plans(timings, ["ort", "ov"])
+    assert [routing.plan_label(p) for p in ranked[:2]] == ["ort+ov>32", "ort+ov>32/repeat"]
+    plan, _, _ = routing.verify_plans(classifiers, calls, routing.plans_to_verify(ranked), budget_s=0.0)  # type: ignore[arg-type]
+    assert routing.plan_label(plan) == "ort+ov>32/repeat"
