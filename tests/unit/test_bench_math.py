@@ -690,3 +690,21 @@ def test_envelope_compares_the_engine_the_served_pair_ran_a_case_on() -> None:
     bench.rows = [r for r in bench.rows if not (r.engine == "served" and r.case == "long-b8")]
     h = headline(bench, None)
     assert h.engine_envelope_min == pytest.approx(1.0) and h.engine_envelope_min_measured == pytest.approx(30 / 33)
+
+
+def test_infinity_serves_the_fastest_onnx_variant_where_openvino_serves() -> None:
+    from tests.artifacts import export_section
+    from textclf_benchmarks.load_servers import copy_peer_variant, peer_onnx_variant
+
+    export = export_section("openvino-int8")
+    record = export.variants["openvino-int8"]
+    for name, b1, b32 in [("int8-qdq", 2.0, 1.0), ("int8-qdq-mha", 1.5, 1.1), ("fp32", 1.0, 3.0)]:
+        export.variants[name] = record.model_copy(update={"latency_ms": b1, "batch32_ms_per_text": b32})
+    export.variants["int8-static"] = export.variants["int8-qdq"].model_copy(update={"passed": False, "latency_ms": 0.1})
+    assert peer_onnx_variant(export) == "int8-qdq-mha"  # sqrt(1.5 × 1.1) < sqrt(2 × 1) < sqrt(1 × 3); a failed one not
+    export.serving_variant = "int8-qdq"
+    assert peer_onnx_variant(export) == "int8-qdq"  # an ONNX Runtime serving variant: its own model.onnx
+    alone = export_section("openvino-int8")
+    assert peer_onnx_variant(alone) is None
+    with pytest.raises(RuntimeError, match="no passing ONNX Runtime variant"):
+        copy_peer_variant(Path("."), None, Path("unused"))
