@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -372,9 +373,8 @@ def test_plans_are_chosen_as_timed_when_served_not_as_their_variants_predict(
         assert plan.route.envelope_min_unrouted == pytest.approx(ov_alone / ort_served)
 
 
-def test_plans_are_judged_on_repeated_shapes_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    # ov is slower than ort on short calls whose shape changes and faster on a repeated one: the plan that sends
-    # repeats to ov and its twin that does not tie in traffic; the runs of one shape tell them apart.
+def _repeat_winner(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], list[Call], list[ShapeTiming]]:
+    """ort, and ov slower on a shape change but faster on a repeated shape, timed on the plans' calls."""
     from textclf_export import routing
 
     clock = _Clock()
@@ -385,7 +385,15 @@ def test_plans_are_judged_on_repeated_shapes_too(monkeypatch: pytest.MonkeyPatch
         "ov": _FakeClassifier(_Waking(clock, last, base_ms=0.3, switch_ms=0.5)),
     }
     calls = _plan_calls()
-    timings = time_calls(classifiers, calls, budget_s=0.0)  # type: ignore[arg-type]
+    return classifiers, calls, time_calls(classifiers, calls, budget_s=0.0)  # type: ignore[arg-type]
+
+
+def test_plans_are_judged_on_repeated_shapes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ov is slower than ort on short calls whose shape changes and faster on a repeated one: the plan that sends
+    # repeats to ov and its twin that does not tie in traffic; the runs of one shape tell them apart.
+    from textclf_export import routing
+
+    classifiers, calls, timings = _repeat_winner(monkeypatch)
     ranked = routing.ranked_plans(timings, ["ort", "ov"])
     labels = [routing.plan_label(p) for p in ranked]
     assert labels[:2] == ["ort+ov>32/repeat", "ort+ov>32"]
@@ -404,15 +412,7 @@ def test_a_route_is_timed_with_repeats_long_even_where_its_variants_repeats_pred
     # prediction keeps repeats short, its twin that sends them long is timed beside it, and the timing decides.
     from textclf_export import routing
 
-    clock = _Clock()
-    monkeypatch.setattr(routing, "clock", clock)
-    last: list[object] = []
-    classifiers = {
-        "ort": _FakeClassifier(_Waking(clock, last, base_ms=0.5)),
-        "ov": _FakeClassifier(_Waking(clock, last, base_ms=0.3, switch_ms=0.5)),
-    }
-    calls = _plan_calls()
-    timings = time_calls(classifiers, calls, budget_s=0.0)  # type: ignore[arg-type]
+    classifiers, calls, timings = _repeat_winner(monkeypatch)
     for timing in timings:
         if timing.case == "b1-s16" and timing.repeat_ms:
             timing.repeat_ms = {"ort": 0.08, "ov": 0.08}
