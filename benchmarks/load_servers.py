@@ -147,15 +147,12 @@ def peer_onnx_variant(export: ExportSection) -> str | None:
     serving = str(export.serving_variant)
     if VARIANTS.get(serving) is None or VARIANTS[serving].engine == "onnxruntime":
         return serving
-    timed = {
-        name: (record.latency_ms * record.batch32_ms_per_text) ** 0.5
+    costs = {
+        name: record.serving_cost()
         for name, record in export.variants.items()
-        if record.passed
-        and name in VARIANTS
-        and VARIANTS[name].engine == "onnxruntime"
-        and record.latency_ms is not None
-        and record.batch32_ms_per_text is not None
+        if record.passed and name in VARIANTS and VARIANTS[name].engine == "onnxruntime"
     }
+    timed = {name: cost for name, cost in costs.items() if cost is not None}
     return min(timed, key=timed.__getitem__) if timed else None
 
 

@@ -281,8 +281,9 @@ def case_ratios(
         cases.setdefault(_case_of(timing), []).append(timing)
 
     def runs(t: ShapeTiming) -> str:
-        goes_long = long is not None and route_goes_long(t.batch, t.seq_len, max_short_tokens, max_short_length)
-        return long if goes_long and long is not None else short
+        if long is None or not route_goes_long(t.batch, t.seq_len, max_short_tokens, max_short_length):
+            return short
+        return long
 
     ratios = {}
     for case, rows in cases.items():

@@ -123,19 +123,12 @@ def write_eval_texts(run_dir: Path, texts: list[str], labels: list[TestLabel]) -
     return path
 
 
-def _serving_cost(record: VariantRecord) -> float | None:
-    """Geometric mean of single-text latency and per-text time in a batch of 32: the server sees both."""
-    if record.latency_ms is None or record.batch32_ms_per_text is None:
-        return None
-    return float((record.latency_ms * record.batch32_ms_per_text) ** 0.5)
-
-
 def _speed_gate(variants: dict[str, VariantRecord], onnx_dir: Path) -> None:
     """Refuse a passing `must_beat_fp32` variant that runs no faster than fp32 here (its folder goes)."""
     fp32 = variants.get("fp32")
-    baseline = _serving_cost(fp32) if fp32 else None
+    baseline = fp32.serving_cost() if fp32 else None
     for name, record in variants.items():
-        cost = _serving_cost(record)
+        cost = record.serving_cost()
         if not (variant_spec(name).must_beat_fp32 and record.passed) or cost is None or baseline is None:
             continue
         if cost >= baseline:
@@ -183,7 +176,7 @@ def _choose_serving(variants: dict[str, VariantRecord], onnx_dir: Path, texts: l
     # The short timing's order (geometric mean of b1 latency and b32 per-text time) breaks ties only.
     passing = sorted(
         (n for n, r in variants.items() if r.passed and n in variants_on("cpu")),
-        key=lambda n: _serving_cost(variants[n]) or float("inf"),
+        key=lambda n: variants[n].serving_cost() or float("inf"),
     )
     pinned = cfg.export.serving_variant
     if pinned is not None:

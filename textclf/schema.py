@@ -154,6 +154,13 @@ class VariantRecord(Attempt):
     samples_b32: int | None = None
     bytes: int = 0
 
+    def serving_cost(self) -> float | None:
+        """Geometric mean of single-text latency and per-text time in a batch of 32 (a server sees both); None when
+        export did not time it."""
+        if self.latency_ms is None or self.batch32_ms_per_text is None:
+            return None
+        return float((self.latency_ms * self.batch32_ms_per_text) ** 0.5)
+
 
 class ExportCheckpoint(Record):
     path: str
