@@ -21,17 +21,17 @@ import bentoml
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
-from textclf.auth import parse_api_keys
-from textclf.batcher import BatchStats, Engine, GreedyBatcher
-from textclf.bentoml_patch import check_request_timer_replaced, replace_bentoml_request_timer
 from textclf.config import load_config
-from textclf.engines import RoutedEngine
 from textclf.errors import RequestError
-from textclf.guard import Access, ModelState, RequestGuard, error_body
-from textclf.runtime import Classifier, default_intra_op_threads
-from textclf.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions, TruncationDirection
-from textclf.validation import NON_BLANK_PATTERN, Limits
-from textclf.windows import Windows
+from textclf.inference.engines import RoutedEngine
+from textclf.inference.runtime import Classifier, default_intra_op_threads
+from textclf.inference.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions, TruncationDirection
+from textclf.inference.windows import Windows
+from textclf.serving.auth import parse_api_keys
+from textclf.serving.batcher import BatchStats, Engine, GreedyBatcher
+from textclf.serving.bentoml_patch import check_request_timer_replaced, replace_bentoml_request_timer
+from textclf.serving.guard import Access, ModelState, RequestGuard, error_body
+from textclf.serving.validation import NON_BLANK_PATTERN, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ MODEL_STATE = ModelState()  # this worker's loaded model, shared with the guard 
 BASE_IMAGE = os.environ.get("TEXTCLF_BASE_IMAGE", "python:3.11-slim")
 IMAGE = bentoml.images.Image(base_image=BASE_IMAGE, distro="prebuilt-wheels-only", lock_python_packages=False)
 # BentoML's own per-request timer leaked every request's context for its whole timeout and is replaced by a
-# pass-through (textclf.bentoml_patch, with the measurements); the guard enforces serve.timeout_s.
+# pass-through (textclf.serving.bentoml_patch, with the measurements); the guard enforces serve.timeout_s.
 replace_bentoml_request_timer()
 # After its engine thread dies a worker answers 503 at once, fails /livez for this long (probes and logs see it),
 # then exits through uvicorn's graceful shutdown: BentoML's arbiter (circus) starts a fresh one. Nothing else would:
@@ -209,7 +209,7 @@ def _route_logs_to_bentoml() -> None:
     name="textclf",
     workers=SERVE.workers,
     # No traffic.max_concurrency here: the guard enforces it and answers 503 + Retry-After in our error shape.
-    # BentoML's timeout middleware is a pass-through (textclf.bentoml_patch): the guard enforces this timeout.
+    # BentoML's timeout middleware is a pass-through (textclf.serving.bentoml_patch): the guard enforces this timeout.
     traffic={"timeout": SERVE.timeout_s},
     image=IMAGE,
     metrics={"enabled": True},
@@ -217,7 +217,7 @@ def _route_logs_to_bentoml() -> None:
     logging={"access": {"enabled": SERVE.access_log}},
 )
 class TextClassifier:
-    """Classifies texts; concurrent requests are merged by the project's greedy batcher (textclf.batcher)."""
+    """Classifies texts; concurrent requests are merged by the project's greedy batcher (textclf.serving.batcher)."""
 
     if not ARTIFACTS_OVERRIDE:
         model_ref = bentoml.models.BentoModel(f"{SERVE.model_name}:latest")
@@ -260,7 +260,7 @@ class TextClassifier:
         self.batcher = GreedyBatcher.from_config(engine, SERVE, on_batch=_observe, on_death=_exit_after_engine_death)
         self.batcher.start()
         MODEL_STATE.is_ready = lambda: self.batcher.alive
-        MODEL_STATE.submit = self.batcher.submit  # the other protocols' routes (textclf.protocols) queue here
+        MODEL_STATE.submit = self.batcher.submit  # the other protocols' routes (textclf.serving.protocols) queue here
         MODEL_STATE.platform = _platform(self.classifier)
         check_request_timer_replaced()  # the app's middleware stack is built before its startup runs this
         # Everything loaded so far lives as long as the worker: freezing it keeps the collector from walking

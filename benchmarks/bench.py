@@ -15,15 +15,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from textclf.engines import RoutedEngine, providers_for
-from textclf.files import now_iso
+from textclf.artifacts.files import now_iso
+from textclf.artifacts.manifest import package_versions, require_export
+from textclf.artifacts.records import Machine, write_report
+from textclf.artifacts.schema import ExportSection, ServingRoute, VariantRecord
 from textclf.hardware import machine_info, usable_cores
-from textclf.manifest import package_versions, require_export
+from textclf.inference.engines import RoutedEngine, providers_for
+from textclf.inference.runtime import Classifier
+from textclf.inference.timing import summarize, time_interleaved
+from textclf.inference.variants import VARIANTS, variants_on
 from textclf.paths import BENCH_JSON, ONNX_DIR
-from textclf.records import Machine, write_report
-from textclf.runtime import Classifier
-from textclf.schema import ExportSection, ServingRoute, VariantRecord
-from textclf.variants import VARIANTS, variants_on
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.engines import Engine, RuntimeEngine, TorchEngine
 from textclf_benchmarks.envelope import engine_label, served_label
@@ -40,7 +41,6 @@ from textclf_benchmarks.schema import (
     RooflineCase,
 )
 from textclf_benchmarks.texts import long_cases, read_eval_texts, real_cases
-from textclf_benchmarks.timing import summarize, time_interleaved
 
 logger = logging.getLogger(__name__)
 

@@ -37,13 +37,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from textclf.bulk import bulk_streams
-from textclf.bulk import run as local_run
-from textclf.bulk_ray import WORKER_POOL
-from textclf.files import now_iso
+from textclf.artifacts.files import now_iso
+from textclf.artifacts.manifest import package_versions, require_export
+from textclf.artifacts.records import Machine, write_report
+from textclf.bulk.local import bulk_streams
+from textclf.bulk.local import run as local_run
+from textclf.bulk.ray_data import WORKER_POOL
 from textclf.hardware import machine_info
-from textclf.manifest import package_versions, require_export
-from textclf.records import Machine, write_report
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.schema import BULK_JSON, BulkReport, BulkRun
 from textclf_benchmarks.texts import read_eval_texts

@@ -1,5 +1,6 @@
 """The engines under test, behind one interface: PyTorch (eager, compiled, fp16 on CUDA) and the exported variants
-(ONNX Runtime or OpenVINO, alone or routed by call size as the service runs them) through `textclf.runtime` (the
+(ONNX Runtime or OpenVINO, alone or routed by call size as the service runs them) through
+`textclf.inference.runtime` (the
 serving path) or their engine alone.
 """
 
@@ -12,8 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from textclf.model_inputs import accepted_inputs
-from textclf.runtime import Classifier
+from textclf.inference.model_inputs import accepted_inputs
+from textclf.inference.runtime import Classifier
 from textclf_benchmarks.envelope import engine_label
 
 logger = logging.getLogger(__name__)

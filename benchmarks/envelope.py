@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from textclf.schema import ExportSection
-from textclf.variants import VARIANTS
+from textclf.artifacts.schema import ExportSection
+from textclf.inference.variants import VARIANTS
 from textclf_benchmarks.schema import ONE_THREAD_SUFFIX, SERVED_ENGINE, BenchEngine, BenchRow, EnvelopeCase, Mode
 
 logger = logging.getLogger(__name__)

@@ -26,12 +26,12 @@ import numpy as np
 import psutil
 import requests
 
+from textclf.artifacts.files import now_iso
+from textclf.artifacts.manifest import package_versions, require_export
+from textclf.artifacts.records import Machine, write_report
 from textclf.errors import ConfigError
-from textclf.files import now_iso
 from textclf.hardware import machine_info, usable_cores
-from textclf.manifest import package_versions, require_export
 from textclf.paths import LOAD_JSON, ONNX_DIR
-from textclf.records import Machine, write_report
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.load_servers import BIN, ServerSpec, server_specs, started
 from textclf_benchmarks.load_texts import long_excerpts

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from textclf.artifacts.schema import ExportSection
+from textclf.inference.runtime import default_intra_op_threads
+from textclf.inference.variants import VARIANTS
 from textclf.paths import ONNX_DIR
-from textclf.runtime import default_intra_op_threads
-from textclf.schema import ExportSection
-from textclf.variants import VARIANTS
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.servers import free_port, running
 

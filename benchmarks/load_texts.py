@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from textclf.errors import ArtifactError
-from textclf.runtime import TOKENIZER_FILE
+from textclf.inference.runtime import TOKENIZER_FILE
 from textclf_benchmarks.schema import LoadLongTexts
 from textclf_benchmarks.texts import LONG_TEXTS_FILE, LONG_TEXTS_PIP, read_long_texts
 

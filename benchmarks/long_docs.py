@@ -25,15 +25,15 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from textclf.artifacts.files import atomic_write_text, now_iso, sha256_file
+from textclf.artifacts.manifest import package_versions, require_export
+from textclf.artifacts.records import SCHEMA_VERSION, Machine, Record, write_report
 from textclf.errors import ArtifactError
-from textclf.files import atomic_write_text, now_iso, sha256_file
 from textclf.hardware import machine_info
-from textclf.manifest import package_versions, require_export
+from textclf.inference.runtime import Classifier
+from textclf.inference.text_options import TextOptions
+from textclf.inference.windows import aggregate
 from textclf.paths import EVAL_TEXTS
-from textclf.records import SCHEMA_VERSION, Machine, Record, write_report
-from textclf.runtime import Classifier
-from textclf.text_options import TextOptions
-from textclf.windows import aggregate
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.texts import LONG_TEXTS_FILE, LONG_TEXTS_PIP, read_long_texts
 

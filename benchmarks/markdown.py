@@ -200,7 +200,8 @@ def _real(results: Results) -> list[str]:
             ]
         )
     note = (
-        "`serving` = tokenize + pad + infer + softmax (for the exported engines, `textclf.runtime`, the service's own "
+        "`serving` = tokenize + pad + infer + softmax (for the exported engines, `textclf.inference.runtime`, "
+        "the service's own "
         "path; for PyTorch, the HF tokenizer + model); `session` = the engine alone (ONNX Runtime session or OpenVINO "
         "compiled model) on pre-tokenized inputs. "
         "`real-b32` takes the texts in test-set order (mixed lengths, much padding); `real-b32-sorted` sorts them by "

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from textclf.engines import MODEL_FILES, OpenVinoEngine, OrtEngine, create_session
-from textclf.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, read_sidecar
+from textclf.inference.engines import MODEL_FILES, OpenVinoEngine, OrtEngine, create_session
+from textclf.inference.runtime import DISABLED_OPTIMIZERS_KEY, MODEL_FILE, read_sidecar
 from textclf_benchmarks.engines import Engine, RuntimeEngine
 from textclf_benchmarks.schema import ONE_THREAD_SUFFIX, OpProfile
 

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any, Literal
 
-from textclf.files import atomic_write_bytes
+from textclf.artifacts.files import atomic_write_bytes
 from textclf_benchmarks.schema import BenchRow, ServerRecord
 
 

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from textclf.artifacts.files import atomic_write_text, now_iso
+from textclf.artifacts.records import load_report, write_report
 from textclf.errors import ArtifactError
-from textclf.files import atomic_write_text, now_iso
 from textclf.hardware import has_int8_dot_products
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
-from textclf.records import load_report, write_report
 from textclf_benchmarks import plots
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.envelope import envelope_cases, envelope_min, envelope_min_measured, envelope_min_p50

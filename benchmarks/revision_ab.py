@@ -32,12 +32,12 @@ from pathlib import Path
 import psutil
 import requests
 
+from textclf.artifacts.files import atomic_write_text, now_iso
+from textclf.artifacts.manifest import package_versions, require_export
+from textclf.artifacts.records import Machine, write_report
 from textclf.config import load_config
-from textclf.files import atomic_write_text, now_iso
 from textclf.hardware import machine_info, usable_cores
 from textclf.log import setup_logging
-from textclf.manifest import package_versions, require_export
-from textclf.records import Machine, write_report
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.load import _measure_phase, run_locust
 from textclf_benchmarks.load_servers import BIN, PROJECT_ROOT, ServerSpec, server_specs, started

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from textclf.records import SCHEMA_VERSION, Machine, Record
+from textclf.artifacts.records import SCHEMA_VERSION, Machine, Record
 from textclf_benchmarks.markdown_cells import fmt, table
 from textclf_benchmarks.revision_manifest import collapse
 from textclf_benchmarks.schema import LoadPhase

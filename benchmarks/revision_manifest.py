@@ -34,7 +34,10 @@ import json, sys
 from pathlib import Path
 import textclf
 from pydantic import ValidationError
-from textclf.manifest import Manifest
+try:
+    from textclf.artifacts.manifest import Manifest
+except ImportError:  # revisions before the core's rooms
+    from textclf.manifest import Manifest
 data = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
 out = {"textclf_file": textclf.__file__, "errors": [], "served_variants": []}
 try:

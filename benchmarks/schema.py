@@ -1,5 +1,5 @@
 """The benchmark reports' schema: `reports/<run>/{bench,load,results}.json` (bench / load → report), declared once
-as pydantic models on the same strict record base as the manifest (`textclf.records`).
+as pydantic models on the same strict record base as the manifest (`textclf.artifacts.records`).
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from textclf.records import SCHEMA_VERSION, Machine, Record
-from textclf.schema import PlanTiming, ServingRoute, ShapeTiming
+from textclf.artifacts.records import SCHEMA_VERSION, Machine, Record
+from textclf.artifacts.schema import PlanTiming, ServingRoute, ShapeTiming
 
 EngineKind = Literal["pytorch", "onnxruntime", "openvino"]
 Mode = Literal["session", "serving"]  # the engine alone on prepared inputs, or the whole path from texts

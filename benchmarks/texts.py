@@ -13,12 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from textclf.artifacts.files import sha256_file
+from textclf.artifacts.packaged import packaged_file
+from textclf.artifacts.schema import ExportSection
 from textclf.errors import ArtifactError
-from textclf.files import sha256_file
-from textclf.packaged import packaged_file
+from textclf.inference.runtime import TOKENIZER_FILE, length_order
 from textclf.paths import EVAL_TEXTS
-from textclf.runtime import TOKENIZER_FILE, length_order
-from textclf.schema import ExportSection
 from textclf_benchmarks.schema import LongTexts
 
 logger = logging.getLogger(__name__)

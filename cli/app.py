@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from textclf.artifacts.files import atomic_write_text
 from textclf.config import load_config
 from textclf.errors import ConfigError, TextclfError
-from textclf.files import atomic_write_text
 from textclf.log import setup_logging
 from textclf.paths import SCHEMAS_DIR
 from textclf_benchmarks.config import LOAD_SERVERS, BenchmarkConfig
@@ -26,7 +26,7 @@ from textclf_cli.schemas import json_schemas
 from textclf_cli.summaries import print_export_table, print_train_summary, stdout_console
 
 if TYPE_CHECKING:
-    from textclf.bulk import BulkProgress, BulkSummary
+    from textclf.bulk.local import BulkProgress, BulkSummary
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -133,7 +133,7 @@ def build(
     """Import the run's serving variant into the BentoML model store and `bentoml build` the Bento."""
 
     with _stage():
-        from textclf.bento import build_bento, import_model
+        from textclf.artifacts.bento import build_bento, import_model
 
         cfg = _load(config, set_, run)
         tag = import_model(cfg.run_dir, cfg.serve.model_name)
@@ -246,7 +246,7 @@ def predict(
         cfg = _load(config, set_, run)
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine {engine!r}: use local or ray")
-        from textclf.bulk import BULK_OVERLENGTH
+        from textclf.bulk.local import BULK_OVERLENGTH
 
         column = text_column or cfg.data.text_column
         if on_overlength not in BULK_OVERLENGTH:
@@ -262,7 +262,7 @@ def predict(
             )
             stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
             return
-        from textclf.bulk import run as bulk_run
+        from textclf.bulk.local import run as bulk_run
 
         with _bulk_progress() as progress:
             summary = bulk_run(
@@ -295,8 +295,8 @@ def _predict_on_ray(
     try:
         import ray  # noqa: F401  (only to name the missing extra before any work)
 
-        from textclf.bulk_ray import RayOptions
-        from textclf.bulk_ray import run as ray_run
+        from textclf.bulk.ray_data import RayOptions
+        from textclf.bulk.ray_data import run as ray_run
     except ImportError:
         raise ConfigError("--engine ray needs Ray Data: pip install -e '.[ray]'") from None
     options = RayOptions(address=address, actors=actors, cpus_per_actor=cpus_per_actor, streams=streams)

@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-from textclf.schema import Manifest
+from textclf.artifacts.schema import Manifest
 from textclf_benchmarks.schema import BenchReport, BulkReport, LoadReport, Results
 
 # The file name each schema is written under by `textclf schema`.

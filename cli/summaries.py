@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from textclf.artifacts.manifest import read_manifest
 from textclf.config import Config
-from textclf.manifest import read_manifest
 from textclf.paths import MANIFEST_NAME
 
 

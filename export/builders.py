@@ -1,6 +1,6 @@
 """Build each ONNX variant with Optimum's exporter and ONNX Runtime's optimizer and quantizer.
 
-Every variant builder named in the registry (`textclf.variants`) has the signature
+Every variant builder named in the registry (`textclf.inference.variants`) has the signature
 `(source: BuildSource, out: Path, **candidate) -> params` and writes a complete variant folder (model + tokenizer +
 config; the caller adds textclf.json) into `out`, which the caller commits only after the gates pass.
 """
@@ -20,10 +20,10 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from textclf.config import ExportConfig
-from textclf.engines import ENGINE_KEY
 from textclf.errors import ExportError
 from textclf.hardware import isa_preset
-from textclf.runtime import MODEL_FILE, SIDECAR_FILE
+from textclf.inference.engines import ENGINE_KEY
+from textclf.inference.runtime import MODEL_FILE, SIDECAR_FILE
 from textclf_export.fusions import fold_bias_into_matmul_integer_to_float, read_floats_before_quantization
 
 logger = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from textclf.artifacts.schema import TrainSection
 from textclf.config import Config, DataConfig
 from textclf.errors import DataError
-from textclf.predictions import multi_label_threshold
-from textclf.schema import TrainSection
+from textclf.inference.predictions import multi_label_threshold
 from textclf_export.gates import TestLabel
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textclf.predictions import over_threshold, sigmoid
-from textclf.runtime import Classifier
-from textclf.schema import BatchInvariance
+from textclf.artifacts.schema import BatchInvariance
+from textclf.inference.predictions import over_threshold, sigmoid
+from textclf.inference.runtime import Classifier
 
 # A test text's truth: a class id, or for a multi-label model the ids of its labels.
 TestLabel = int | list[int]

@@ -11,11 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from textclf.files import now_iso, replace_dir
-from textclf.manifest import file_entries
-from textclf.runtime import DISABLED_OPTIMIZERS_KEY, OPENVINO_PRECISION_KEY, Classifier, default_intra_op_threads
-from textclf.schema import Attempt, VariantRecord, Verdict
-from textclf.variants import VariantSpec, variant_spec
+from textclf.artifacts.files import now_iso, replace_dir
+from textclf.artifacts.manifest import file_entries
+from textclf.artifacts.schema import Attempt, VariantRecord, Verdict
+from textclf.inference.runtime import (
+    DISABLED_OPTIMIZERS_KEY,
+    OPENVINO_PRECISION_KEY,
+    Classifier,
+    default_intra_op_threads,
+)
+from textclf.inference.variants import VariantSpec, variant_spec
 from textclf_export import builders, openvino_ir
 from textclf_export.evaldata import EvalData
 from textclf_export.gates import MetricScores, batch_invariance, metric_scores, parity

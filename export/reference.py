@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from textclf.model_inputs import accepted_inputs
-from textclf.runtime import length_order
+from textclf.inference.model_inputs import accepted_inputs
+from textclf.inference.runtime import length_order
 
 
 def pytorch_logits(checkpoint: Path, texts: list[str], max_seq_len: int, batch_size: int = 32) -> np.ndarray:

@@ -51,9 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from textclf.engines import RoutedEngine
-from textclf.runtime import Classifier, length_order
-from textclf.schema import PlanTiming, ServingRoute, ShapeTiming, route_goes_long
+from textclf.artifacts.schema import PlanTiming, ServingRoute, ShapeTiming, route_goes_long
+from textclf.inference.engines import RoutedEngine
+from textclf.inference.runtime import Classifier, length_order
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from textclf.config import Config
-from textclf.errors import ArtifactError, ExportError
-from textclf.files import atomic_write_text, sha256_bytes, sha256_file
-from textclf.hardware import isa_preset, machine_info
-from textclf.manifest import (
+from textclf.artifacts.files import atomic_write_text, sha256_bytes, sha256_file
+from textclf.artifacts.manifest import (
     Manifest,
     file_entries,
     folder_digest,
@@ -26,10 +23,8 @@ from textclf.manifest import (
     update_manifest,
     verify_files,
 )
-from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
-from textclf.records import Machine
-from textclf.runtime import Classifier
-from textclf.schema import (
+from textclf.artifacts.records import Machine
+from textclf.artifacts.schema import (
     EvalTextsRecord,
     ExportCheckpoint,
     ExportSection,
@@ -39,7 +34,12 @@ from textclf.schema import (
     ShapeTiming,
     VariantRecord,
 )
-from textclf.variants import VARIANTS, variant_spec, variants_on
+from textclf.config import Config
+from textclf.errors import ArtifactError, ExportError
+from textclf.hardware import isa_preset, machine_info
+from textclf.inference.runtime import Classifier
+from textclf.inference.variants import VARIANTS, variant_spec, variants_on
+from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
 from textclf_export.builders import BuildSource, export_fp32
 from textclf_export.evaldata import DataLoader, checkpoint_labels, checkpoint_threshold, load_eval_data
 from textclf_export.gates import TestLabel, scores_from_logits, time_variant

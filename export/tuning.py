@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from textclf.engines import MODEL_FILES, OpenVinoEngine, create_session
-from textclf.runtime import MODEL_FILE, OPENVINO_PRECISION_KEY, OPENVINO_STEP_KEY, Classifier
+from textclf.inference.engines import MODEL_FILES, OpenVinoEngine, create_session
+from textclf.inference.runtime import MODEL_FILE, OPENVINO_PRECISION_KEY, OPENVINO_STEP_KEY, Classifier
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import jsonschema
 
-from textclf.paths import SCHEMAS_DIR
-from textclf.records import FileEntry, Machine
-from textclf.schema import (
+from textclf.artifacts.records import FileEntry, Machine
+from textclf.artifacts.schema import (
     BaseModelRecord,
     BatchInvariance,
     DataRecord,
@@ -28,6 +27,7 @@ from textclf.schema import (
     TrainSection,
     VariantRecord,
 )
+from textclf.paths import SCHEMAS_DIR
 
 _SHA = "0" * 64
 MACHINE = Machine(

@@ -15,12 +15,12 @@ from typing import Any, Literal, TypeVar, overload
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from textclf.artifacts.records import describe_validation_error
 from textclf.errors import ConfigError
+from textclf.inference.text_options import OverlengthPolicy
+from textclf.inference.variants import DEFAULT_VARIANTS, variant_spec
+from textclf.inference.windows import AggregationSetting
 from textclf.paths import DEFAULT_CONFIG
-from textclf.records import describe_validation_error
-from textclf.text_options import OverlengthPolicy
-from textclf.variants import DEFAULT_VARIANTS, variant_spec
-from textclf.windows import AggregationSetting
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class ExportConfig(Section):
     """ONNX variants and the gates each must pass."""
 
     variants: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_VARIANTS), description="names from the registry in textclf.variants"
+        default_factory=lambda: list(DEFAULT_VARIANTS),
+        description="names from the registry in textclf.inference.variants",
     )
     optimization_level: int = Field(2, ge=1, le=4, description="ORT graph optimization level O1..O4")
     max_fp32_parity: float = Field(1e-4, gt=0)

@@ -15,11 +15,11 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
+from textclf.artifacts.files import sha256_bytes, sha256_file
+from textclf.artifacts.packaged import packaged_file
+from textclf.bulk.tables import FORMATS
 from textclf.config import DataConfig
 from textclf.errors import DataError
-from textclf.files import sha256_bytes, sha256_file
-from textclf.packaged import packaged_file
-from textclf.tables import FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ HUB_PREFIX = "hf:"
 TEXT = "text"  # column names after loading, whatever the source calls them
 LABEL = "label"
 SPLITS = ("train", "validation", "test")
-# The `datasets` builder of each of the core's file formats (textclf.tables.FORMATS, shared with bulk prediction).
+# The `datasets` builder of each of the core's file formats (textclf.bulk.tables.FORMATS, shared with bulk prediction).
 _BUILDERS = {"csv": "csv", "tsv": "csv", "jsonl": "json", "parquet": "parquet"}
 
 

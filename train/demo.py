@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from textclf.files import atomic_write_text
+from textclf.artifacts.files import atomic_write_text
 
 TOPIC_CUES: dict[str, tuple[str, ...]] = {
     "sports": ("match", "goal", "coach", "league", "striker", "season", "stadium", "referee"),

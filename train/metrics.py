@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from textclf.files import atomic_write_bytes
-from textclf.predictions import over_threshold, sigmoid
+from textclf.artifacts.files import atomic_write_bytes
+from textclf.inference.predictions import over_threshold, sigmoid
 
 
 def trainer_metrics(eval_pred: Any) -> dict[str, float]:

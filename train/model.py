@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from textclf.artifacts.manifest import file_entries, folder_digest
+from textclf.artifacts.packaged import packaged_file
+from textclf.artifacts.schema import BaseModelRecord
 from textclf.errors import ConfigError
-from textclf.manifest import file_entries, folder_digest
-from textclf.packaged import packaged_file
-from textclf.schema import BaseModelRecord
 
 logger = logging.getLogger(__name__)
 

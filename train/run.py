@@ -11,11 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from textclf.config import Config
-from textclf.files import atomic_dir, now_iso
-from textclf.manifest import file_entries, folder_digest, update_manifest
-from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG, TRAINER_STATE_DIR
-from textclf.schema import (
+from textclf.artifacts.files import atomic_dir, now_iso
+from textclf.artifacts.manifest import file_entries, folder_digest, update_manifest
+from textclf.artifacts.schema import (
     DataRecord,
     EpochMetrics,
     FolderRecord,
@@ -26,6 +24,8 @@ from textclf.schema import (
     TrainMetrics,
     TrainSection,
 )
+from textclf.config import Config
+from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG, TRAINER_STATE_DIR
 from textclf_train.data import LABEL, SPLITS, TEXT, LabelledData, load_labelled_data
 from textclf_train.metrics import (
     full_metrics,

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.artifacts import validate_against_schema
+from textclf.artifacts.manifest import read_manifest, require_export, write_manifest
+from textclf.artifacts.records import load_report
+from textclf.artifacts.schema import ServingRoute
 from textclf.config import Config
 from textclf.hardware import usable_cores
-from textclf.manifest import read_manifest, require_export, write_manifest
+from textclf.inference.variants import variant_spec
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
-from textclf.records import load_report
-from textclf.schema import ServingRoute
-from textclf.variants import variant_spec
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.envelope import engine_label
 from textclf_benchmarks.schema import BenchReport, LoadReport, Results

@@ -39,12 +39,13 @@ def test_bento_requirements_are_runtime_only(built: tuple[Path, Path]) -> None:
     names = {line.split("==")[0].split(">")[0].split("<")[0].strip() for line in requirements if line.strip()}
     assert {"tokenizers", "numpy", "bentoml"} <= names
     assert not names & set(FORBIDDEN), f"the Bento must not ship {names & set(FORBIDDEN)}"
-    # The engine comes with the image's setup script (installed and trimmed in one layer: textclf.bento_image).
+    # The engine comes with the image's setup script (installed and trimmed in one layer:
+    # textclf.artifacts.bento_image).
     scripts = [p.read_text() for p in (bento / "env" / "docker").glob("script__*")]
     assert len(scripts) == 1 and "uv pip install --no-cache onnxruntime==" in scripts[0]
     assert "openvino" not in scripts[0], "the tiny run serves ONNX Runtime alone"
     shipped = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*") if p.is_file()}
-    assert "service.py" in shipped and "textclf/runtime.py" in shipped and "configs/default.yaml" in shipped
+    assert "service.py" in shipped and "textclf/inference/runtime.py" in shipped and "configs/default.yaml" in shipped
     assert not any(p.startswith(("train/", "export/", "benchmarks/", "tests/")) for p in shipped)
 
 

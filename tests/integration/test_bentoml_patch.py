@@ -19,7 +19,7 @@ from tests.serving import PROJECT_ROOT
 from textclf.config import Config
 
 BENTOML_TIMER = "bentoml._internal.server.http.traffic.TimeoutMiddleware"
-PASS_THROUGH = "textclf.bentoml_patch.PassThroughTimeout"
+PASS_THROUGH = "textclf.serving.bentoml_patch.PassThroughTimeout"
 
 # Builds the app as `bentoml serve` does (Service.to_asgi), runs its startup (the service's __init__ loads the
 # model) and prints the classes of the built middleware stack, outermost first.
@@ -27,8 +27,8 @@ SCRIPT = """
 import json, logging, sys
 logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
 if sys.argv[1] == "unpatched":
-    import textclf.bentoml_patch
-    textclf.bentoml_patch.replace_bentoml_request_timer = lambda: False
+    import textclf.serving.bentoml_patch
+    textclf.serving.bentoml_patch.replace_bentoml_request_timer = lambda: False
 import service
 from starlette.testclient import TestClient
 
@@ -62,7 +62,7 @@ def test_the_pass_through_replaces_bentoml_timer_in_the_served_app(patched: tupl
     stack = built["stack"]
     assert isinstance(stack, list) and PASS_THROUGH in stack, stack
     assert BENTOML_TIMER not in stack
-    assert stack.index(PASS_THROUGH) < stack.index("textclf.guard.RequestGuard")  # where BentoML put its timer
+    assert stack.index(PASS_THROUGH) < stack.index("textclf.serving.guard.RequestGuard")  # where BentoML put its timer
     assert built["livez"] == 200
     assert "PassThroughTimeout" not in log  # the startup check found it: no error
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 
 from tests.tiny import tiny_texts
 from textclf.config import Config
-from textclf.runtime import Classifier
+from textclf.inference.runtime import Classifier
 from textclf_cli.app import app
 
 ray = pytest.importorskip("ray")
@@ -167,7 +167,7 @@ def test_an_actor_keeps_no_copy_of_the_model_on_disk_once_loaded(
 ) -> None:
     import pandas as pd
 
-    from textclf.bulk_ray import Predictor, _model_files
+    from textclf.bulk.ray_data import Predictor, _model_files
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the actor writes the shipped files
     files, _ = _model_files(exported_run.artifacts_root / exported_run.run)

@@ -18,9 +18,9 @@ import requests
 from tests.serving import serve_env, served
 from tests.tiny import tiny_texts
 from textclf.config import Config
-from textclf.predictions import softmax
-from textclf.runtime import Classifier
-from textclf.text_options import TextOptions
+from textclf.inference.predictions import softmax
+from textclf.inference.runtime import Classifier
+from textclf.inference.text_options import TextOptions
 
 OVERLAP = 8  # tokens each window repeats from the one before (the tiny model's windows hold 30 text tokens)
 MAX_PER_TEXT = 120

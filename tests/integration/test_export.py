@@ -12,14 +12,14 @@ from typer.testing import CliRunner
 
 from tests.artifacts import validate_against_schema
 from tests.tiny import build_tiny_bert, build_tiny_distilbert, tiny_texts, write_csv
+from textclf.artifacts.manifest import Manifest, read_manifest, require_export, require_train
+from textclf.artifacts.schema import ServingRoute
 from textclf.config import Config
-from textclf.engines import OpenVinoEngine, OrtEngine
 from textclf.errors import ArtifactError
-from textclf.manifest import Manifest, read_manifest, require_export, require_train
+from textclf.inference.engines import OpenVinoEngine, OrtEngine
+from textclf.inference.runtime import IDENTITY_FILES, Classifier
+from textclf.inference.variants import DEFAULT_VARIANTS, variant_spec, variants_on
 from textclf.paths import EVAL_TEXTS, MANIFEST_NAME, ONNX_DIR
-from textclf.runtime import IDENTITY_FILES, Classifier
-from textclf.schema import ServingRoute
-from textclf.variants import DEFAULT_VARIANTS, variant_spec, variants_on
 from textclf_cli.app import app
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from textclf.artifacts.records import load_report
 from textclf.config import Config
-from textclf.records import load_report
 from textclf_benchmarks.long_docs import LONG_DOCS_JSON, LONG_DOCS_MD, SENTENCES_PER_DOC, LongDocsReport
 from textclf_cli.app import app
 

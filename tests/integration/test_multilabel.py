@@ -13,11 +13,11 @@ import requests
 from tests.conftest import tiny_config
 from tests.serving import serve_env, served
 from tests.tiny import build_tiny_bert
+from textclf.artifacts.manifest import require_export, require_train
 from textclf.config import Config
-from textclf.manifest import require_export, require_train
+from textclf.inference.predictions import label_sets
+from textclf.inference.runtime import Classifier
 from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG
-from textclf.predictions import label_sets
-from textclf.runtime import Classifier
 from textclf_train.demo import FILLER, TOPIC_CUES, multi_label_rows
 
 TOPICS = sorted(TOPIC_CUES)
@@ -150,8 +150,8 @@ def test_served_label_sets_equal_pytorch_sigmoid_over_threshold(server: str, mul
 
 
 def test_a_served_long_document_takes_each_labels_max_over_its_windows(server: str, multi_label_run: Config) -> None:
-    from textclf.predictions import sigmoid
-    from textclf.text_options import TextOptions
+    from textclf.inference.predictions import sigmoid
+    from textclf.inference.text_options import TextOptions
 
     words = " ".join(str(row["text"]) for row in multi_label_rows(400, seed=13)).split()
     document, short = " ".join(words[:2000]), str(multi_label_rows(1, seed=14)[0]["text"])
@@ -176,7 +176,7 @@ def test_a_served_long_document_takes_each_labels_max_over_its_windows(server: s
 
 @pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
 def test_bulk_prediction_writes_each_rows_label_set(multi_label_run: Config, tmp_path: Path, suffix: str) -> None:
-    from textclf import bulk
+    from textclf.bulk import local as bulk
 
     rows = multi_label_rows(50, seed=9)
     source = tmp_path / "in.jsonl"

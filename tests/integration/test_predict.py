@@ -14,10 +14,10 @@ from typer.testing import CliRunner, Result
 
 from tests.imports import assert_imports_without
 from tests.tiny import tiny_texts
+from textclf.bulk.tables import CHUNK_ROWS
 from textclf.config import Config
-from textclf.predictions import Prediction
-from textclf.runtime import Classifier
-from textclf.tables import CHUNK_ROWS
+from textclf.inference.predictions import Prediction
+from textclf.inference.runtime import Classifier
 from textclf_cli.app import app
 
 pa = pytest.importorskip("pyarrow")
@@ -252,12 +252,12 @@ def test_bento_tag_not_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_bulk_modules_import_without_torch_pandas_or_pyarrow() -> None:
     assert_imports_without(
-        ["textclf.bulk", "textclf.tables", "textclf_cli.app"], ["torch", "transformers", "pandas", "pyarrow"]
+        ["textclf.bulk.local", "textclf.bulk.tables", "textclf_cli.app"], ["torch", "transformers", "pandas", "pyarrow"]
     )
 
 
 def test_on_overlength_chunk_writes_a_chunks_column(exported_run: Config, tmp_path: Path) -> None:
-    from textclf.text_options import TextOptions
+    from textclf.inference.text_options import TextOptions
 
     long_texts = [" ".join(t for t, _ in tiny_texts(n, seed=n)) for n in (120, 40)]  # ~1,000 and ~350 tokens
     texts = [long_texts[0], "a good film", "", long_texts[1], "awful plot"]
@@ -293,7 +293,7 @@ def test_on_overlength_chunk_writes_a_chunks_column(exported_run: Config, tmp_pa
 
 
 def test_streams_option_changes_the_copies_not_the_rows(exported_run: Config, tmp_path: Path) -> None:
-    from textclf.runtime import default_intra_op_threads
+    from textclf.inference.runtime import default_intra_op_threads
 
     texts = [text for text, _ in tiny_texts(400, seed=21)]
     source = tmp_path / "in.jsonl"

@@ -102,7 +102,7 @@ def test_tritonclient_with_an_api_key(keyed_server: str) -> None:
 def test_tritonclient_health_metadata_and_infer_equal_predict(server: str, exported_run: Config) -> None:
     import tritonclient.http as triton
 
-    from textclf.manifest import require_export
+    from textclf.artifacts.manifest import require_export
 
     client = triton.InferenceServerClient(server.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("textclf")

@@ -10,9 +10,9 @@ import pytest
 
 from tests.tiny import tiny_texts
 from textclf.config import Config
-from textclf.engines import RoutedEngine, providers_for
-from textclf.predictions import softmax
-from textclf.runtime import Classifier, OverlengthError, default_intra_op_threads
+from textclf.inference.engines import RoutedEngine, providers_for
+from textclf.inference.predictions import softmax
+from textclf.inference.runtime import Classifier, OverlengthError, default_intra_op_threads
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,8 @@ def test_thread_settings(exported_run: Config) -> None:
 def test_the_serving_route_runs_long_calls_on_the_other_engine(exported_run: Config, tmp_path: Path) -> None:
     import shutil
 
-    from textclf.manifest import read_manifest, write_manifest
-    from textclf.schema import ServingRoute
+    from textclf.artifacts.manifest import read_manifest, write_manifest
+    from textclf.artifacts.schema import ServingRoute
 
     run_dir = tmp_path / "run"
     shutil.copytree(exported_run.run_dir, run_dir)
@@ -134,8 +134,8 @@ def test_streams_run_the_calls_side_by_side_with_the_same_logits(exported_run: C
     import shutil
     import threading
 
-    from textclf.manifest import read_manifest, write_manifest
-    from textclf.schema import ServingRoute
+    from textclf.artifacts.manifest import read_manifest, write_manifest
+    from textclf.artifacts.schema import ServingRoute
 
     run_dir = tmp_path / "run"
     shutil.copytree(exported_run.run_dir, run_dir)

@@ -14,8 +14,8 @@ import requests
 from tests.serving import serve_env, served
 from tests.tiny import tiny_texts
 from textclf.config import Config
+from textclf.inference.runtime import Classifier
 from textclf.paths import ONNX_DIR
-from textclf.runtime import Classifier
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_predictions_equal_the_runtime_and_keep_order(server: str, exported_run:
 
 
 def test_response_names_the_model(server: str, exported_run: Config) -> None:
-    from textclf.manifest import require_export
+    from textclf.artifacts.manifest import require_export
 
     export = require_export(exported_run.run_dir)
     variant = export.serving_variant
@@ -162,7 +162,7 @@ def test_metrics_expose_the_new_histograms(server: str) -> None:
 
 
 def test_tampered_model_is_refused_at_start(tmp_path: Path, exported_run: Config) -> None:
-    from textclf.manifest import require_export
+    from textclf.artifacts.manifest import require_export
 
     run_dir = tmp_path / "run"
     shutil.copytree(exported_run.run_dir, run_dir)

@@ -22,7 +22,7 @@ import requests
 from tests.serving import serve_env, served, served_process
 from tests.tiny import tiny_texts
 from textclf.config import Config
-from textclf.runtime import Classifier
+from textclf.inference.runtime import Classifier
 from textclf_benchmarks.soak import worker_pids
 
 TEXTS = [t for t, _ in tiny_texts(96, seed=5)]

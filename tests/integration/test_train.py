@@ -12,8 +12,8 @@ import pytest
 
 from tests.artifacts import export_section
 from tests.conftest import tiny_config
+from textclf.artifacts.manifest import read_manifest, require_train, verify_files
 from textclf.config import Config
-from textclf.manifest import read_manifest, require_train, verify_files
 from textclf.paths import CHECKPOINT_DIR, CONFUSION_MATRIX_PNG, TRAINER_STATE_DIR
 
 
@@ -97,7 +97,7 @@ def test_resume_continues_an_interrupted_run(tmp_path: Path, tiny_base: Path, ti
 
 
 def test_retraining_drops_a_stale_export_section(tmp_path: Path, trained_run: Config) -> None:
-    from textclf.manifest import update_manifest
+    from textclf.artifacts.manifest import update_manifest
     from textclf_train.run import run
 
     run_dir = tmp_path / "copy"

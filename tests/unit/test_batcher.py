@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-from textclf.batcher import Answer, BatchStats, EngineUnavailable, GreedyBatcher, QueueFull
 from textclf.config import ServeConfig
-from textclf.text_options import TextOptions
-from textclf.windows import TooManyChunks, Windows
+from textclf.inference.text_options import TextOptions
+from textclf.inference.windows import TooManyChunks, Windows
+from textclf.serving.batcher import Answer, BatchStats, EngineUnavailable, GreedyBatcher, QueueFull
 
 
 class FakeClock:
@@ -270,7 +270,7 @@ def test_long_requests_are_tokenized_off_the_event_loop() -> None:
 
 
 def test_choose_call_groups_the_oldest_text_with_its_neighbours_in_length() -> None:
-    from textclf.batcher import _Pending, _Text, choose_call
+    from textclf.serving.batcher import _Pending, _Text, choose_call
 
     def waiting(lengths: list[int]) -> list[_Text]:
         pending = _Pending([None] * len(lengths), lengths, 0.0, 0.0, None, None)  # type: ignore[arg-type]
@@ -389,7 +389,7 @@ def test_a_dead_engine_thread_answers_everything_waiting_at_once_and_refuses_mor
 
 
 def test_a_failure_while_picking_the_next_call_also_ends_visibly(monkeypatch: pytest.MonkeyPatch) -> None:
-    import textclf.batcher as batcher_module
+    import textclf.serving.batcher as batcher_module
 
     gate = threading.Event()
     engine = FakeEngine(gate=gate)

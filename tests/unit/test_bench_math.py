@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from textclf.records import Machine
-from textclf.schema import PlanTiming, ServingRoute, ShapeTiming
+from textclf.artifacts.records import Machine
+from textclf.artifacts.schema import PlanTiming, ServingRoute, ShapeTiming
+from textclf.inference.timing import round_best, summarize, time_interleaved
 from textclf_benchmarks.envelope import engine_label, envelope_cases, envelope_min
 from textclf_benchmarks.load_texts import cut_by_words
 from textclf_benchmarks.markdown import render
@@ -33,7 +34,6 @@ from textclf_benchmarks.schema import (
 )
 from textclf_benchmarks.soak import pid_changes
 from textclf_benchmarks.soak import summarize as summarize_soak
-from textclf_benchmarks.timing import round_best, summarize, time_interleaved
 
 MINILM = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from textclf.bento import BENTOFILE, SETUP_SCRIPT, bentofile_for
-from textclf.bento_image import setup_script
+from textclf.artifacts.bento import BENTOFILE, SETUP_SCRIPT, bentofile_for
+from textclf.artifacts.bento_image import setup_script
 
 
 def _names(spec: dict) -> set[str]:  # type: ignore[type-arg]

@@ -12,7 +12,7 @@ import importlib.util
 import weakref
 from typing import Any
 
-from textclf.bentoml_patch import PassThroughTimeout
+from textclf.serving.bentoml_patch import PassThroughTimeout
 
 SPAN: contextvars.ContextVar[object] = contextvars.ContextVar("span")  # as OpenTelemetry keeps a request's span
 REQUESTS = 200

@@ -15,10 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from textclf.auth import parse_api_keys
 from textclf.errors import ERROR_STATUS, ConfigError, RequestError
-from textclf.guard import Access, ModelState, RequestGuard
-from textclf.validation import Limits, validate_payload
+from textclf.serving.auth import parse_api_keys
+from textclf.serving.guard import Access, ModelState, RequestGuard
+from textclf.serving.validation import Limits, validate_payload
 
 LIMITS = Limits(max_texts_per_request=3, max_chars_per_text=20, max_body_bytes=500, max_concurrency=4)
 
@@ -167,7 +167,7 @@ def test_deeply_nested_json_is_a_quick_400() -> None:
 
 
 def test_an_exception_in_validation_is_a_500_json_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    import textclf.guard
+    import textclf.serving.guard
 
     client, _ = _client()
     guard: RequestGuard = client.app  # type: ignore[assignment]
@@ -175,7 +175,7 @@ def test_an_exception_in_validation_is_a_500_json_answer(monkeypatch: pytest.Mon
     def broken(payload: object, limits: Limits) -> object:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(textclf.guard, "validate_payload", broken)
+    monkeypatch.setattr(textclf.serving.guard, "validate_payload", broken)
     response = client.post("/predict", json={"texts": ["a"]})
     assert response.status_code == 500 and response.json()["error_type"] == "internal"
     assert "a bug" not in response.text and response.headers["x-request-id"]
@@ -202,7 +202,7 @@ def test_request_id_is_echoed_or_generated() -> None:
     assert len(generated) == 32 and client.get("/model").headers["x-request-id"] != generated
     newline = client.post("/predict", json={"texts": ["a"]}, headers={"x-request-id": "abc"})
     assert newline.headers["x-request-id"] == "abc"
-    from textclf.guard import request_id
+    from textclf.serving.guard import request_id
 
     assert request_id({"headers": [(b"x-request-id", b"abc\n")]}) != b"abc\n"
     unsafe = client.post("/predict", json={"texts": ["a"]}, headers={"x-request-id": "a b\x7f" * 50})

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.artifacts import export_section, train_section
-from textclf.errors import ArtifactError
-from textclf.files import atomic_dir
-from textclf.manifest import (
+from textclf.artifacts.files import atomic_dir
+from textclf.artifacts.manifest import (
     SCHEMA_VERSION,
     file_entries,
     folder_digest,
@@ -19,6 +18,7 @@ from textclf.manifest import (
     update_manifest,
     verify_files,
 )
+from textclf.errors import ArtifactError
 
 
 def test_update_keeps_other_sections_and_drops_stale_ones(tmp_path: Path) -> None:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from textclf.errors import RequestError
-from textclf.predictions import softmax
-from textclf.protocols.common import ModelFacts
-from textclf.protocols.hf import HfAdapter
-from textclf.protocols.v2 import V2Adapter, check_model, match_model_route, model_metadata
-from textclf.validation import Limits
+from textclf.inference.predictions import softmax
+from textclf.serving.protocols.common import ModelFacts
+from textclf.serving.protocols.hf import HfAdapter
+from textclf.serving.protocols.v2 import V2Adapter, check_model, match_model_route, model_metadata
+from textclf.serving.validation import Limits
 
 LIMITS = Limits(max_texts_per_request=4, max_chars_per_text=50, max_body_bytes=10_000, max_concurrency=4)
 MODEL = ModelFacts("textclf", "int8-qdq", "ab" * 32, ["neg", "pos"], None, 128)

@@ -11,10 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from tests.artifacts import export_section, train_section
+from textclf.artifacts.manifest import update_manifest
+from textclf.artifacts.schema import Manifest
 from textclf.errors import ArtifactError
-from textclf.manifest import update_manifest
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.schema import Manifest
 from textclf_benchmarks.revision_ab_report import PhaseRun, summarize
 from textclf_benchmarks.revision_manifest import collapse, delete_path, strip_unknown, view_for
 from textclf_benchmarks.schema import LoadPhase

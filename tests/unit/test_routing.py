@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from textclf.engines import RoutedEngine
-from textclf.schema import ShapeTiming
+from textclf.artifacts.schema import ShapeTiming
+from textclf.inference.engines import RoutedEngine
 from textclf_export.routing import Call, case_ratios, choose_plan, choose_route, envelope, time_calls, traffic_order
 
 

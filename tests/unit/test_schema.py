@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from tests.artifacts import export_section, train_section, validate_against_schema
 from tests.imports import assert_imports_without
+from textclf.artifacts.manifest import read_manifest, update_manifest
+from textclf.artifacts.records import load_report, parse_artifact
+from textclf.artifacts.schema import Manifest
 from textclf.errors import ArtifactError
-from textclf.manifest import read_manifest, update_manifest
 from textclf.paths import SCHEMAS_DIR
-from textclf.records import load_report, parse_artifact
-from textclf.schema import Manifest
 from textclf_benchmarks.schema import BenchReport, BulkReport, LoadReport, Results
 from textclf_cli.app import app
 from textclf_cli.schemas import SCHEMAS, json_schemas
@@ -182,6 +182,12 @@ def test_committed_reports_validate_against_the_json_schemas(name: str) -> None:
 
 def test_schema_modules_import_without_torch_or_transformers() -> None:
     assert_imports_without(
-        ["textclf.schema", "textclf.manifest", "textclf.runtime", "textclf.bento", "textclf_cli.app"],
+        [
+            "textclf.artifacts.schema",
+            "textclf.artifacts.manifest",
+            "textclf.inference.runtime",
+            "textclf.artifacts.bento",
+            "textclf_cli.app",
+        ],
         ["torch", "transformers", "optimum", "datasets"],
     )

@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from textclf.config import ExportConfig
-from textclf.variants import DEFAULT_VARIANTS, VARIANTS, variant_spec, variants_on
+from textclf.inference.variants import DEFAULT_VARIANTS, VARIANTS, variant_spec, variants_on
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -9,7 +9,7 @@ into place when every block is written, so a failed or interrupted job leaves no
 Ray is imported only here, and only when `--engine ray` is asked for: the serve-only install and the Bento stay
 free of it. Each actor's engines run `cpus_per_actor` intra-op threads in all, the CPUs Ray reserves for it, so
 actors sharing a node never oversubscribe its cores (onnxruntime issue #16793); by default one engine copy a CPU, each
-on one thread, side by side (`textclf.streams`).
+on one thread, side by side (`textclf.inference.streams`).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textclf.bulk import BULK_OVERLENGTH, BulkSummary, bulk_streams, classify, columns_of, model_dir, text_problem
+from textclf.artifacts.manifest import require_export, verify_files
+from textclf.bulk.local import BULK_OVERLENGTH, BulkSummary, bulk_streams, classify, columns_of, model_dir, text_problem
+from textclf.bulk.sinks import RENAME_PREFIX, cell_text
+from textclf.bulk.tables import CHUNK_ROWS, FORMATS, file_format, open_source
 from textclf.errors import ArtifactError, InputError
-from textclf.manifest import require_export, verify_files
+from textclf.inference.runtime import Classifier, engine_of, identity_sha256, passed_variant, read_sidecar
+from textclf.inference.text_options import OverlengthPolicy, TextOptions
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.runtime import Classifier, engine_of, identity_sha256, passed_variant, read_sidecar
-from textclf.table_sinks import RENAME_PREFIX, cell_text
-from textclf.tables import CHUNK_ROWS, FORMATS, file_format, open_source
-from textclf.text_options import OverlengthPolicy, TextOptions
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class RayOptions:
     # the texts of its batch by length as the local path sorts a chunk's; at 1024 rows the calls padded 3 % more
     # tokens (the default run's test texts, batches of 32).
     batch_rows: int = CHUNK_ROWS
-    # Engine copies in each actor, sharing its CPUs (`textclf.streams`); None: one a CPU.
+    # Engine copies in each actor, sharing its CPUs (`textclf.inference.streams`); None: one a CPU.
     streams: int | None = None
 
 
@@ -303,7 +303,7 @@ def run(
     """Classify every row of the input file(s) on Ray Data into the folder `output_path` (committed atomically).
 
     `on_overlength` and the window settings in `chunk_options` (`chunk_overlap_tokens`, `chunk_aggregation`) are
-    those of the local path (`textclf.bulk.run`).
+    those of the local path (`textclf.bulk.local.run`).
 
     Everything a user can get wrong (input paths, the text column, the output name, the model) is checked here,
     before any cluster work starts.

@@ -19,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.predictions import sigmoid, softmax
-from textclf.protocols.common import Call, ModelFacts, Reply, parse_json
-from textclf.text_options import OverlengthPolicy, TextOptions
-from textclf.validation import Limits, check_count, check_fields, check_texts
+from textclf.inference.predictions import sigmoid, softmax
+from textclf.inference.text_options import OverlengthPolicy, TextOptions
+from textclf.serving.protocols.common import Call, ModelFacts, Reply, parse_json
+from textclf.serving.validation import Limits, check_count, check_fields, check_texts
 
 Dialect = Literal["hub", "tei"]
 FIELDS = ("inputs", "parameters", "truncate", "truncation_direction", "raw_scores")

@@ -15,8 +15,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from textclf.artifacts.schema import route_goes_long
 from textclf.errors import ArtifactError
-from textclf.schema import route_goes_long
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def _pad_columns(array: np.ndarray, width: int, value: int) -> np.ndarray:
 
 class RoutedEngine:
     """Two engines over one model: calls over `max_short_tokens` padded tokens whose texts are padded past
-    `max_short_length` tokens run on `long`, the others on `short` (`textclf.schema.route_goes_long`).
+    `max_short_length` tokens run on `long`, the others on `short` (`textclf.artifacts.schema.route_goes_long`).
 
     With `long_on_repeat`, a short call runs on `long` too when its exact shape repeats: it is the shape of `long`'s
     last call, or of the two calls before it (a run of one shape has begun: bulk rows all cut at max_seq_len, a client

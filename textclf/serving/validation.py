@@ -1,7 +1,8 @@
 """What a valid `POST /predict` body is: the limits, and the checks that name the field at fault.
 
-Checked in the guard before the project's batcher (`textclf.batcher`) queues a request's texts, so one bad request never
-fails an engine call holding other clients' texts. The OpenAPI document states the same limits (`textclf.openapi`).
+Checked in the guard before the project's batcher (`textclf.serving.batcher`) queues a request's texts, so one bad
+request never fails an engine call holding other clients' texts. The OpenAPI document states the same limits
+(`textclf.serving.openapi`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from textclf.errors import RequestError
-from textclf.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS
+from textclf.inference.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS
 
 # A text must hold something other than whitespace: the schema's pattern and the check below say the same.
 NON_BLANK_PATTERN = r"\S"

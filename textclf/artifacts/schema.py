@@ -1,7 +1,7 @@
 """The run manifest's schema: `artifacts/<run>/manifest.json` (train → export → bento / bench / load), declared
 once as pydantic models. Writers build these models and readers use their attributes; `textclf schema` writes their
 JSON Schema for tools outside Python. The shared pieces (record base, file entries, machine) are in
-`textclf.records`.
+`textclf.artifacts.records`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from textclf.records import FileEntry, Machine, Record
+from textclf.artifacts.records import FileEntry, Machine, Record
 
 # transformers' own names: a multi-label model is trained with BCE-with-logits and served through a sigmoid.
 ProblemType = Literal["single_label_classification", "multi_label_classification"]

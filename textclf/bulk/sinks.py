@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from textclf.bulk.tables import Chunk, Source, file_format, pyarrow_modules
 from textclf.errors import InputError
-from textclf.tables import Chunk, Source, file_format, pyarrow_modules
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from textclf.engines import Engine, RoutedEngine
+from textclf.inference.engines import Engine, RoutedEngine
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

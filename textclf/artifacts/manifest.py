@@ -1,6 +1,6 @@
 """The run manifest (`artifacts/<run>/manifest.json`): read, update one stage's section, write atomically.
 
-The manifest's schema lives in `textclf.schema`; this module does its IO (typed reads with errors that say which
+The manifest's schema lives in `textclf.artifacts.schema`; this module does its IO (typed reads with errors that say which
 stage to run, atomic writes) and records and verifies the files of a stage's folders by sha256.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from textclf.errors import ArtifactError
-from textclf.files import atomic_write_text, git_sha, now_iso, sha256_bytes, sha256_file
+from textclf.artifacts.files import atomic_write_text, git_sha, now_iso, sha256_bytes, sha256_file
 from textclf.paths import MANIFEST_NAME
-from textclf.records import SCHEMA_VERSION, FileEntry, load_report
-from textclf.schema import ExportSection, Manifest, TrainSection
+from textclf.artifacts.records import SCHEMA_VERSION, FileEntry, load_report
+from textclf.artifacts.schema import ExportSection, Manifest, TrainSection
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The one inference path: Rust tokenizer → dynamic padding → onnxruntime session → softmax (multi-label: sigmoid
 and a threshold) → labels. Texts past max_seq_len tokens are cut, refused, or read in windows whose logits are
-aggregated per text (`textclf.windows`).
+aggregated per text (`textclf.inference.windows`).
 
 Used by the service, the export gates and the benchmarks alike. Imports neither torch nor transformers.
 """
@@ -16,7 +16,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from textclf.engines import (
+from textclf.artifacts.manifest import require_export, verify_files
+from textclf.artifacts.records import FileEntry
+from textclf.artifacts.schema import ExportSection, VariantRecord
+from textclf.errors import ArtifactError, RequestError
+from textclf.hardware import usable_cores
+from textclf.inference.engines import (
     ENGINE_KEY,
     MODEL_FILES,
     OPENVINO_LENGTH_STEP,
@@ -26,16 +31,11 @@ from textclf.engines import (
     OrtEngine,
     RoutedEngine,
 )
-from textclf.errors import ArtifactError, RequestError
-from textclf.hardware import usable_cores
-from textclf.manifest import require_export, verify_files
+from textclf.inference.predictions import Prediction, multi_label_threshold, predictions, probabilities
+from textclf.inference.streams import EngineStreams
+from textclf.inference.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, OverlengthPolicy, TextOptions
+from textclf.inference.windows import AGGREGATIONS, AggregationSetting, Windows, aggregation_for, window_overlap
 from textclf.paths import ONNX_DIR
-from textclf.predictions import Prediction, multi_label_threshold, predictions, probabilities
-from textclf.records import FileEntry
-from textclf.schema import ExportSection, VariantRecord
-from textclf.streams import EngineStreams
-from textclf.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, OverlengthPolicy, TextOptions
-from textclf.windows import AGGREGATIONS, AggregationSetting, Windows, aggregation_for, window_overlap
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,8 @@ class Classifier:
         """Load a variant, verifying its files first when `expected_files` (from the manifest) is given.
 
         `streams` copies of the engine share `intra_op_threads` (at least one thread each) and run the calls of one
-        `infer_encoded` side by side (`textclf.streams`: the bulk paths' throughput mode); the service keeps one.
+        `infer_encoded` side by side (`textclf.inference.streams`: the bulk paths' throughput mode); the service keeps
+        one.
 
         `on_overlength` is the policy for texts over max_seq_len tokens when a call names none; `chunk_overlap_tokens`
         and `chunk_aggregation` shape the windows of the `chunk` policy (`serve.chunk_*`).

@@ -11,19 +11,19 @@ from typing import Any
 
 import yaml
 
-from textclf.bento_image import setup_script
-from textclf.engines import EngineName
+from textclf.artifacts.bento_image import setup_script
+from textclf.inference.engines import EngineName
 from textclf.errors import ArtifactError
-from textclf.files import atomic_write_text, sha256_bytes
-from textclf.manifest import require_manifest, require_section, verify_files
+from textclf.artifacts.files import atomic_write_text, sha256_bytes
+from textclf.artifacts.manifest import require_manifest, require_section, verify_files
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.runtime import IDENTITY_FILES, identity_sha256
-from textclf.schema import ExportSection, VariantRecord
-from textclf.variants import variant_spec
+from textclf.inference.runtime import IDENTITY_FILES, identity_sha256
+from textclf.artifacts.schema import ExportSection, VariantRecord
+from textclf.inference.variants import variant_spec
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BENTOFILE = PROJECT_ROOT / "bentofile.yaml"
 
 
@@ -117,7 +117,7 @@ def bentofile_for(engines: set[EngineName], bentofile: Path = BENTOFILE) -> tupl
     """The bentofile with only the served engines, and the engine packages its image's setup script installs.
 
     A Bento that serves OpenVINO alone ships no onnxruntime, and one that serves ONNX Runtime alone no openvino.
-    The CPU engines are not in the Python packages: the setup script (`textclf.bento_image`, written by
+    The CPU engines are not in the Python packages: the setup script (`textclf.artifacts.bento_image`, written by
     `build_bento`) installs them pinned and leaves out, in the same image layer, what serving never loads. The GPU
     flavour's onnxruntime-gpu (not an engine package name here) stays in the packages as it is.
     """

@@ -1,6 +1,6 @@
 """Tabular input files read a chunk at a time: CSV, TSV, JSONL and Parquet (by extension), and the one table of the
 file types textclf reads. Readers stream, so memory stays flat in a file's size; pyarrow is needed for Parquet only,
-and imported there. The writers are in `textclf.table_sinks`.
+and imported there. The writers are in `textclf.bulk.sinks`.
 """
 
 from __future__ import annotations

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from textclf import __version__
-from textclf.auth import is_authorized, needs_key
 from textclf.errors import ERROR_STATUS, RequestError
-from textclf.openapi import patch_openapi
-from textclf.pages import page
-from textclf.protocols import v2
-from textclf.protocols.common import Adapter, Call, ModelFacts, Reply, parse_json
-from textclf.protocols.hf import HfAdapter
-from textclf.validation import Limits, validate_payload
+from textclf.serving.auth import is_authorized, needs_key
+from textclf.serving.openapi import patch_openapi
+from textclf.serving.pages import page
+from textclf.serving.protocols import v2
+from textclf.serving.protocols.common import Adapter, Call, ModelFacts, Reply, parse_json
+from textclf.serving.protocols.hf import HfAdapter
+from textclf.serving.validation import Limits, validate_payload
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.predictions import label_sets, probabilities
-from textclf.protocols.common import Call, ModelFacts, Reply, parse_json
-from textclf.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS, TextOptions
-from textclf.validation import Limits, check_choice, check_fields, check_texts
+from textclf.inference.predictions import label_sets, probabilities
+from textclf.inference.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS, TextOptions
+from textclf.serving.protocols.common import Call, ModelFacts, Reply, parse_json
+from textclf.serving.validation import Limits, check_choice, check_fields, check_texts
 
 PREFIX = "/v2"
 LIVE_PATH = "/v2/health/live"

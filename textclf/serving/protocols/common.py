@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.text_options import DEFAULT_OPTIONS, TextOptions
+from textclf.inference.text_options import DEFAULT_OPTIONS, TextOptions
 
 
 @dataclass(frozen=True)

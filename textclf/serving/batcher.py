@@ -14,7 +14,8 @@ Small calls keep the queue moving: a text that arrives just after a call started
 for a whole merged batch (measured: with whole-queue batches, 2-3 % of requests at 32 users missed a cycle and
 took 2.5× the median).
 
-A long document read in windows (`on_overlength: chunk`, `textclf.windows`) is queued as its windows, each one a
+A long document read in windows (`on_overlength: chunk`, `textclf.inference.windows`) is queued as its windows, each one
+a
 text to the queue: they share calls with other requests' texts, count against `max_queued_texts`, and the request is
 answered when its last window is done, with each document's windows aggregated once, after the last one.
 
@@ -43,8 +44,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.text_options import DEFAULT_OPTIONS, TextOptions
-from textclf.windows import Windows
+from textclf.inference.text_options import DEFAULT_OPTIONS, TextOptions
+from textclf.inference.windows import Windows
 
 if TYPE_CHECKING:
     from textclf.config import ServeConfig

@@ -1,10 +1,11 @@
 """Bulk prediction: every row of a CSV, TSV, JSONL or Parquet file classified into a new file.
 
-The input streams in chunks (`textclf.tables`), so memory stays flat in the file's size. Each chunk's texts go to
+The input streams in chunks (`textclf.bulk.tables`), so memory stays flat in the file's size. Each chunk's texts go to
 the torch-free runtime, which sorts them by token length and runs calls of `batch_size` texts, so a call pads only
 to its own longest text. A row without a text (empty, whitespace only, missing, not a string) fails nothing: it
 gets an `error` and no prediction, and the summary counts it. With `on_overlength="chunk"` a long text is read in
-windows of max_seq_len tokens (`textclf.windows`), sorted and batched among the other texts' windows, and a `chunks`
+windows of max_seq_len tokens (`textclf.inference.windows`), sorted and batched among the other texts' windows, and a
+`chunks`
 column says how many each row took.
 """
 
@@ -19,12 +20,12 @@ from typing import Any, Final
 
 import numpy as np
 
+from textclf.bulk.sinks import Column, check_output, open_sink
+from textclf.bulk.tables import CHUNK_ROWS, Chunk, Source, open_source
 from textclf.errors import ArtifactError, InputError
-from textclf.predictions import Prediction
-from textclf.runtime import Classifier, default_intra_op_threads
-from textclf.table_sinks import Column, check_output, open_sink
-from textclf.tables import CHUNK_ROWS, Chunk, Source, open_source
-from textclf.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions
+from textclf.inference.predictions import Prediction
+from textclf.inference.runtime import Classifier, default_intra_op_threads
+from textclf.inference.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def text_problem(value: Any) -> str | None:
 
 def bulk_streams(threads: int | None, streams: int | None = None) -> int:
     """Engine copies for bulk prediction on `threads` intra-op threads (default: the usable cores): `streams` where
-    given, else one a thread (`textclf.streams`: side by side, one thread each, they keep more of the cores busy).
+    given, else one a thread (`textclf.inference.streams`: side by side, one thread each, they keep more of the cores
+    busy).
 
     Raises:
         InputError: `streams` below 1 or above the threads (a copy needs a thread of its own).

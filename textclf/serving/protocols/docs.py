@@ -1,16 +1,16 @@
 """The OpenAPI description of the other protocols' routes: request and answer schemas, and their error shapes.
 
 Written from the same constants the adapters use (fields, functions, outputs), so the document and the routes
-say the same thing. `textclf.openapi` adds these to BentoML's document.
+say the same thing. `textclf.serving.openapi` adds these to BentoML's document.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from textclf.protocols import hf, v2
-from textclf.text_options import OVERLENGTH_POLICIES
-from textclf.validation import NON_BLANK_PATTERN, Limits
+from textclf.inference.text_options import OVERLENGTH_POLICIES
+from textclf.serving.protocols import hf, v2
+from textclf.serving.validation import NON_BLANK_PATTERN, Limits
 
 HF_ERROR = "HfError"
 V2_ERROR = "V2Error"

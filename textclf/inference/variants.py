@@ -18,7 +18,7 @@ class VariantSpec:
     builder: str  # a builder function of the export stage: (source, out, **candidate) -> params in the manifest
     summary: str
     device: Literal["cpu", "cuda"] = "cpu"  # where the gates judge it and where it can serve
-    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"  # what runs it (textclf.engines)
+    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"  # what runs it (textclf.inference.engines)
     candidates: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({},))
     parity_field: str | None = None  # the ExportConfig field with its max |Δ logit| (None: recorded, not gated)
     default: bool = True  # in export.variants unless the config says otherwise

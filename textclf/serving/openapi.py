@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from textclf.auth import needs_key
 from textclf.errors import ERROR_STATUS
-from textclf.protocols.docs import HF_ERROR, hf_schemas, protocol_paths
-from textclf.validation import Limits
+from textclf.serving.auth import needs_key
+from textclf.serving.protocols.docs import HF_ERROR, hf_schemas, protocol_paths
+from textclf.serving.validation import Limits
 
 ERROR_SCHEMA = "Error"
 _OURS = ("/predict", "/model", "/")  # routes the guard serves itself (besides /v2/...)

@@ -1,7 +1,7 @@
 """What every file that crosses a stage boundary shares: a strict record base, the schema version, the pieces
 several files hold (file entries, the machine), and typed reads and writes whose errors name the file and field.
 
-The run manifest's models live in `textclf.schema`; the benchmark reports' in `textclf_benchmarks.schema`. Records
+The run manifest's models live in `textclf.artifacts.schema`; the benchmark reports' in `textclf_benchmarks.schema`. Records
 are strict (`extra="forbid"`) so a foreign or misspelt file is caught; values that are free-form by nature stay
 plain dicts, and numbers a stage may not have measured are `None`.
 """
@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from textclf.errors import ArtifactError
-from textclf.files import atomic_write_text
+from textclf.artifacts.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ class TextOptions:
     Attributes:
         on_overlength: `truncate` cuts a text at max_seq_len tokens (and flags it), `error` refuses it (422),
             `chunk` classifies it in overlapping windows of max_seq_len tokens and aggregates their logits
-            (`textclf.windows`); None keeps the server's `serve.on_overlength`.
+            (`textclf.inference.windows`); None keeps the server's `serve.on_overlength`.
         truncation_direction: `right` keeps a cut text's beginning, `left` its end (no effect on `chunk`: its
             windows cover the whole text).
     """

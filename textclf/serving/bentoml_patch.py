@@ -28,7 +28,7 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 class PassThroughTimeout:
-    """Takes BentoML's place in its middleware stack; the request timeout lives in `textclf.guard`."""
+    """Takes BentoML's place in its middleware stack; the request timeout lives in `textclf.serving.guard`."""
 
     built: ClassVar[int] = 0  # middleware stacks this process built with the pass-through in them
 

@@ -1,0 +1,1 @@
+"""Bulk prediction: tables read and written, classified locally or on Ray Data."""
