@@ -1,4 +1,9 @@
-"""Interleaved timing: every engine runs in turn, round after round, so machine drift hits all alike."""
+"""Interleaved timing: every engine runs in turn, round after round, so machine drift hits all alike.
+
+The one timer of the project: export times its candidate variants with it, the benchmarks their sweep. A case's
+time is `round_median`: the median over rounds of each round's median, so neither one slow round nor one lucky one
+decides. The same engine entered twice under two names (`aa_spread`) shows the noise floor of the run.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +65,16 @@ def round_best(rounds_ms: list[list[float]]) -> float:
     host, a neighbour's threads) cannot decide, as export's routing times variants. Two instances of one engine read
     0.78-1.08 of each other by p50 over 10-20 calls on the 2026-12-02 Zen 4 sweep."""
     return float(min(np.median(r) for r in rounds_ms if r))
+
+
+def round_median(rounds_ms: list[list[float]]) -> float:
+    """The median over rounds of the round's median (ms): a case's time, robust to a round the host took away."""
+    return float(np.median([np.median(r) for r in rounds_ms if r]))
+
+
+def aa_spread(first_ms: float, second_ms: float) -> float:
+    """How far apart one engine timed as two reads: |a / b - 1|, the noise floor of a comparison in that run."""
+    return abs(first_ms / second_ms - 1.0)
 
 
 def summarize(rounds_ms: list[list[float]], batch: int) -> dict[str, Any]:
