@@ -9,7 +9,7 @@ RUN ?= default
 ARTIFACTS := artifacts/$(RUN)
 # The CPU build of torch lies on these machines; elsewhere set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= serve,openvino,ray,train,export,bench,dev
+EXTRAS ?= serve,openvino,ray,train,export,bench,tracking,dev
 TEXTCLF := $(BIN)/textclf
 ARGS ?=
 SOAK_MINUTES ?= 10  # `make bench`: the Bento alone at 32 users after the load phases (0: no soak)

@@ -1,14 +1,19 @@
-"""The textclf BentoML service: POST /predict classifies texts with the exported ONNX model.
+"""The textclf BentoML service: POST /predict classifies texts with the exported model (ONNX Runtime or OpenVINO).
 
-Torch-free: it imports only `textclf` (config, runtime, guard) and the runtime packages. The model comes from
+Torch-free: it imports only `textclf` (config, runtime, serving) and the runtime packages. The model comes from
 the BentoML model store (`make bento`), or from `TEXTCLF_ARTIFACTS=artifacts/<run>` for local runs.
+
+Every wire shape (native `/predict`, Hugging Face / TEI, Open Inference Protocol v2) is answered by the request
+guard in front of this service (`textclf.serving.guard`, added below with `add_asgi_middleware`) through one
+route table and one pipeline on this worker's batcher; `predict` below declares the native route's typed contract
+for BentoML's OpenAPI document and clients, and runs the same pipeline (see the guard's docstring for why the
+guard, not BentoML's handler, reads the body).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import signal
@@ -23,22 +28,25 @@ from starlette.responses import Response
 
 from textclf.config import load_config
 from textclf.errors import RequestError
-from textclf.inference.engines import RoutedEngine
 from textclf.inference.runtime import Classifier, default_intra_op_threads
 from textclf.inference.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions, TruncationDirection
 from textclf.inference.windows import Windows
-from textclf.serving.auth import parse_api_keys
+from textclf.serving.auth import Access, parse_api_keys
 from textclf.serving.batcher import BatchStats, Engine, GreedyBatcher
 from textclf.serving.bentoml_patch import check_request_timer_replaced, replace_bentoml_request_timer
-from textclf.serving.guard import Access, ModelState, RequestGuard, error_body
-from textclf.serving.validation import NON_BLANK_PATTERN, Limits
+from textclf.serving.guard import RequestGuard
+from textclf.serving.limits import NON_BLANK_PATTERN, Limits
+from textclf.serving.protocols.native import NativeAdapter
+from textclf.serving.state import ModelState
 
 logger = logging.getLogger(__name__)
 
 CONFIG = load_config(os.environ.get("TEXTCLF_CONFIG"))  # configs/default.yaml + TEXTCLF_* environment
 SERVE = CONFIG.serve
 ARTIFACTS_OVERRIDE = os.environ.get("TEXTCLF_ARTIFACTS")
-MODEL_STATE = ModelState()  # this worker's loaded model, shared with the guard middleware
+LIMITS = Limits.from_config(SERVE)  # read once: the signature below, the guard and every adapter use these
+MODEL_STATE = ModelState()  # this worker's loaded model and pipeline, shared with the guard middleware
+NATIVE = NativeAdapter(LIMITS)
 # The container's base: python:3.11-slim on a normal machine, or a local image where no registry is reachable
 # (deploy/base-image.sh). The distro name is deliberately not one BentoML knows, so its Dockerfile does not
 # install build-essential and git: every runtime package here ships as a wheel and nothing is compiled.
@@ -57,13 +65,13 @@ ENGINE_DEATH_EXIT_DELAY_S = 2.0
 DEBUG_ENGINE_DELAY_S = float(os.environ.get("TEXTCLF_DEBUG_ENGINE_DELAY_S") or 0)
 DEBUG_KILL_ENGINE_TEXT = os.environ.get("TEXTCLF_DEBUG_KILL_ENGINE_TEXT") or None
 
-# The request and response as typed, constrained values: BentoML writes them into /docs.json. The guard checks the
-# same limits first (and what a schema cannot say) and answers in the project's error shape.
-Text = Annotated[str, StringConstraints(min_length=1, max_length=SERVE.max_chars_per_text, pattern=NON_BLANK_PATTERN)]
-Texts = Annotated[list[Text], Field(min_length=1, max_length=SERVE.max_texts_per_request)]
+# The request and response as typed, constrained values: BentoML writes them into /docs.json. The native adapter
+# checks the same `LIMITS` (and what a schema cannot say) and answers in the project's error shape.
+Text = Annotated[str, StringConstraints(min_length=1, max_length=LIMITS.max_chars_per_text, pattern=NON_BLANK_PATTERN)]
+Texts = Annotated[list[Text], Field(min_length=1, max_length=LIMITS.max_texts_per_request)]
 TopK = Annotated[int | None, Field(ge=1, description="only the k best classes in `scores`, best first")]
 RawScores = Annotated[bool, Field(description="logits instead of probabilities in `score` and `scores`")]
-# Absent means the server's policy; null is refused (the guard checks it first), so the schema says a string.
+# Absent means the server's policy; null is refused (the native adapter checks it), so the schema says a string.
 OnOverlength = Annotated[
     OverlengthPolicy,
     Field(
@@ -106,7 +114,8 @@ TOKENIZE_SECONDS = bentoml.metrics.Histogram(
 )
 INFER_SECONDS = bentoml.metrics.Histogram(
     name="textclf_infer_seconds",
-    documentation="ONNX Runtime time per engine batch (its sum over wall time is the engine's busy fraction)",
+    documentation="Engine time per batch, ONNX Runtime or OpenVINO (its sum over wall time is the engine's busy "
+    "fraction)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 QUEUE_SECONDS = bentoml.metrics.Histogram(
@@ -187,11 +196,30 @@ def _exit_after_engine_death(_error: BaseException | None) -> None:
 
 
 def _platform(classifier: Classifier) -> str:
-    """The v2 protocol's `platform` of what serves: Triton's names for the engines, both where calls are routed."""
+    """The v2 protocol's `platform` of what serves: Triton's names for the engines, both where long texts run on a
+    second variant."""
     names = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
-    engine = classifier.engine
-    parts = [engine.short, engine.long] if isinstance(engine, RoutedEngine) else [engine]
-    return "+".join(dict.fromkeys(names[part.name] for part in parts))
+    return "+".join(dict.fromkeys(names[part.name] for part in classifier.engine.parts()))
+
+
+def _model_info(classifier: Classifier, run_dir: Path) -> dict[str, Any]:
+    """`GET /model`: the served model, and the engine that runs it (ONNX Runtime or OpenVINO) with its threads."""
+    sha256 = classifier.model_sha256 or ""
+    return {
+        "name": SERVE.model_name,
+        "variant": classifier.variant,
+        "sha256": sha256,
+        "labels": classifier.labels,
+        "multi_label": classifier.multi_label,
+        "threshold": classifier.threshold,
+        "max_seq_len": classifier.max_seq_len,
+        "engine": classifier.engine.name,
+        "engine_threads": classifier.engine.threads,
+        "engine_detail": classifier.engine.describe(),
+        "providers": classifier.providers,
+        "intra_op_threads": classifier.intra_op_threads,
+        "source": str(run_dir),
+    }
 
 
 def _route_logs_to_bentoml() -> None:
@@ -227,6 +255,7 @@ class TextClassifier:
         run_dir = Path(ARTIFACTS_OVERRIDE) if ARTIFACTS_OVERRIDE else Path(self.model_ref.path)
         self.classifier = Classifier.from_run(
             run_dir,
+            SERVE.variant,  # a deploy's pick among the shipped variants; one not shipped is refused here, at start
             intra_op_threads=SERVE.intra_op_threads or default_intra_op_threads(SERVE.workers),
             inter_op_threads=SERVE.inter_op_threads,
             use_cuda=SERVE.use_cuda,
@@ -235,33 +264,17 @@ class TextClassifier:
             chunk_overlap_tokens=SERVE.chunk_overlap_tokens,
             chunk_aggregation=SERVE.chunk_aggregation,
         )
-        sha256 = self.classifier.model_sha256 or ""
-        MODEL_STATE.set_model(
-            SERVE.model_name,
-            self.classifier.variant,
-            sha256,
-            {
-                "name": SERVE.model_name,
-                "variant": self.classifier.variant,
-                "sha256": sha256,
-                "labels": self.classifier.labels,
-                "multi_label": self.classifier.multi_label,
-                "threshold": self.classifier.threshold,
-                "max_seq_len": self.classifier.max_seq_len,
-                "providers": self.classifier.providers,
-                "intra_op_threads": self.classifier.intra_op_threads,
-                "source": str(run_dir),
-            },
-        )
         engine: Engine[Any] = self.classifier
         if DEBUG_ENGINE_DELAY_S or DEBUG_KILL_ENGINE_TEXT:
             logger.warning("test-only engine hooks are on (TEXTCLF_DEBUG_*): never in production")
             engine = _DebugEngine(self.classifier, DEBUG_ENGINE_DELAY_S, DEBUG_KILL_ENGINE_TEXT)
         self.batcher = GreedyBatcher.from_config(engine, SERVE, on_batch=_observe, on_death=_exit_after_engine_death)
         self.batcher.start()
-        MODEL_STATE.is_ready = lambda: self.batcher.alive
-        MODEL_STATE.submit = self.batcher.submit  # the other protocols' routes (textclf.serving.protocols) queue here
-        MODEL_STATE.platform = _platform(self.classifier)
+        # Every protocol's route (textclf.serving.routes) runs its calls on this pipeline: this batcher, then the
+        # classifier's own scoring of the logits.
+        self.pipeline = MODEL_STATE.set_model(
+            _model_info(self.classifier, run_dir), self.batcher, self.classifier.predictions, _platform(self.classifier)
+        )
         check_request_timer_replaced()  # the app's middleware stack is built before its startup runs this
         # Everything loaded so far lives as long as the worker: freezing it keeps the collector from walking
         # those objects again in every full collection (each one a pause of the event loop and the engine).
@@ -296,43 +309,36 @@ class TextClassifier:
         truncation_direction: Direction = "right",
     ) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ the label set of a
-        multi-label model, + truncated, + chunks for a text read in windows)."""
-        options = TextOptions(on_overlength, truncation_direction)
-        try:
-            answer = await self.batcher.submit(texts, options)
-        except RequestError as exc:
-            # A full queue or a dead engine (503); in error mode a too-long text (422); in chunk mode too many
-            # windows (413).
-            # Our own error body: the guard passes it on as it is (with Retry-After on a 503).
-            return Response(json.dumps(error_body(exc)), status_code=exc.status)  # type: ignore[return-value]
-        out = []
-        predictions = self.classifier.predictions(
-            answer.logits, answer.truncated, top_k=top_k, raw_scores=raw_scores, chunks=answer.chunks
+        multi-label model, + truncated, + chunks for a text read in windows).
+
+        Over HTTP the guard answers `POST /predict` (through the same native adapter and pipeline); this body
+        serves callers that reach the method itself, BentoML's in-process ones."""
+        call = NATIVE.call(
+            texts,
+            top_k=top_k,
+            raw_scores=raw_scores,
+            on_overlength=on_overlength,
+            truncation_direction=truncation_direction,
         )
-        for prediction in predictions:
-            item: dict[str, object] = {
-                "label": prediction.label,
-                "score": prediction.score,
-                "scores": prediction.scores,
-            }
-            if prediction.labels is not None:
-                item["labels"] = prediction.labels
-            if prediction.truncated:
-                item["truncated"] = True
-            if prediction.chunks is not None:
-                item["chunks"] = prediction.chunks
-            out.append(item)
+        try:
+            reply = await self.pipeline.reply(NATIVE, call)
+        except RequestError as exc:  # a full queue or a dead engine (503), a text too long (422), too many windows
+            reply = NATIVE.error(exc)
         # A ready Response skips BentoML's output serializer, which rebuilds the output type's JSON schema for
         # every response: 15 % of the event loop's time at 32 users (py-spy, issue 10). The annotation above
         # still documents the body in the OpenAPI spec.
-        return Response(json.dumps(out).encode(), media_type="application/json")  # type: ignore[return-value]
+        return Response(  # type: ignore[return-value]
+            reply.body,
+            status_code=reply.status,
+            headers={k.decode(): v.decode() for k, v in [*MODEL_STATE.headers, *reply.headers]},
+            media_type=reply.content_type,
+        )
 
 
 # @bentoml.service returns a Service object, which mypy cannot see through the decorator.
 TextClassifier.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
-    limits=Limits(SERVE.max_texts_per_request, SERVE.max_chars_per_text, SERVE.max_body_bytes, SERVE.max_concurrency),
+    limits=LIMITS,
     state=MODEL_STATE,
     access=Access(parse_api_keys(SERVE.api_keys.get_secret_value() if SERVE.api_keys else None), SERVE.metrics_public),
-    timeout_s=SERVE.timeout_s,
 )

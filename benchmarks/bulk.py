@@ -1,23 +1,15 @@
-"""`textclf bench-bulk`: bulk prediction locally and on Ray Data, on the same generated file and machine.
+"""`textclf bench-bulk`: bulk prediction locally and on Ray Data, on one generated file of test texts.
 
-Three questions, each answered by texts/s on one file of `rows` test texts (repeated in order):
-- Ray's overhead at equal cores: `--engine ray` with 1 actor × 2 CPUs on a local cluster ÷ the local path on 2
-  threads (`bulk_ray_vs_local`).
-- a scaling proxy on one machine: 2 Ray nodes × 1 CPU with 2 actors ÷ 1 node × 1 CPU with 1 actor
-  (`bulk_ray_scaling_2_nodes`); the nodes are real `ray start` processes on loopback.
-- each actor's peak RSS, sampled from the actor processes while they run.
-Both sides count loading the model, as a job pays it: Ray's seconds run from the dataset's start to the last part
-file (starting the actors and loading the model in each included; starting the cluster not: a standing cluster has
-paid it), the local path's from the call to its return (its one-line summary leaves the load out; `load_seconds`
-says how much it was). Everything runs on 127.0.0.1 with Ray's token authentication.
+`bulk_ray_vs_local`: `--engine ray`, 1 actor × 2 CPUs on its own local cluster ÷ the local path on 2 threads.
+`bulk_ray_scaling_2_nodes`: 2 Ray nodes × 1 CPU (2 actors) ÷ 1 node × 1 CPU (1 actor), the nodes real `ray start`
+processes on loopback (a one-machine proxy for scaling out). Each actor's peak RSS is sampled while it runs. Both
+sides count loading the model, as a job pays it (starting a cluster not: a standing cluster has paid it).
 
 The two `ray start` clusters are timed on their second job, as a standing cluster runs every job after its first: a
-short job (WARMUP_ROWS) goes first. The first Ray Data job on a cluster creates four detached helper actors (the
-stats, autoscaling-coordinator, actor-location and usage actors), each a Python worker of its own (~2.5 CPU-s to
-start), which the cluster keeps for later jobs. On the 2-node proxy they took the actors' cores; on 1 node the
-second core. 20,000 rows, three jobs in a row on each cluster (2-core AMD EPYC Zen 4, 2026-12-03): 2 nodes 332 ->
-402, 383 texts/s; 1 node 246 -> 273, 270. The warm-up's seconds are recorded beside each run (`warmup_seconds`).
-`ray-1x2` starts its own cluster as `--engine ray` without an address does, and pays everything.
+short job (WARMUP_ROWS) goes first. The first Ray Data job on a cluster creates four detached helper actors (stats,
+autoscaling coordinator, actor location, usage), each a Python worker of its own (~2.5 CPU-s to start), which the
+cluster keeps; on the 2-node proxy they took the actors' cores. 20,000 rows, three jobs in a row on each cluster
+(2-core AMD EPYC Zen 4, 2026-12-03): 2 nodes 332 -> 402, 383 texts/s; 1 node 246 -> 273, 270.
 """
 
 from __future__ import annotations
@@ -28,24 +20,21 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from textclf.artifacts.files import now_iso
-from textclf.artifacts.manifest import package_versions, require_export
-from textclf.artifacts.records import Machine, write_report
+from textclf.artifacts.manifest import require_export
+from textclf.artifacts.records import write_report
 from textclf.bulk.local import bulk_streams
 from textclf.bulk.local import run as local_run
 from textclf.bulk.ray_data import WORKER_POOL
-from textclf.hardware import machine_info
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.schema import BULK_JSON, BulkReport, BulkRun
+from textclf_benchmarks.schema import BULK_JSON, BulkReport, BulkRun, Measured
+from textclf_benchmarks.servers import free_port, sampling
 from textclf_benchmarks.texts import read_eval_texts
 
 logger = logging.getLogger(__name__)
@@ -60,30 +49,15 @@ def _write_input(path: Path, texts: list[str], rows: int) -> None:
             handle.write(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n")
 
 
-class _RssSampler:
-    """Peak RSS of the pool's actor processes, sampled every half second in a thread."""
+def _actor_rss_mb() -> float:
+    """The largest RSS (MiB) of the pool's actor processes running now (0 where none is)."""
+    import psutil
 
-    def __init__(self) -> None:
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        while not self._stop.wait(0.5):
-            for process in psutil.process_iter(["cmdline", "memory_info"]):
-                cmdline = " ".join(process.info["cmdline"] or [])
-                if ACTOR_PATTERN in cmdline and process.info["memory_info"] is not None:
-                    self.peak_mb = max(self.peak_mb, process.info["memory_info"].rss / 2**20)
-
-    def __enter__(self) -> _RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    sizes = [0.0]
+    for process in psutil.process_iter(["cmdline", "memory_info"]):
+        if ACTOR_PATTERN in " ".join(process.info["cmdline"] or []) and process.info["memory_info"] is not None:
+            sizes.append(process.info["memory_info"].rss / 2**20)
+    return max(sizes)
 
 
 @contextlib.contextmanager
@@ -94,9 +68,7 @@ def ray_cluster(nodes: int, cpus_per_node: int, work: Path) -> Iterator[dict[str
     env |= {f"RAY_{key}": str(value) for key, value in WORKER_POOL.items()}  # as a local `--engine ray` cluster
     full_env = {**os.environ, **env}
     common = ["--num-cpus", str(cpus_per_node), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     head = [ray, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common]
 
     def start(command: list[str]) -> None:
@@ -121,7 +93,8 @@ def _ray_run(
     command = [textclf, "predict", "--set", f"artifacts_root={cfg.artifacts_root}", "--run", cfg.run]
     command += ["-i", str(source), "-o", str(out), "--engine", "ray", "--actors", str(actors)]
     command += ["--cpus-per-actor", str(cpus)]
-    with _RssSampler() as sampler:
+    peaks = [0.0]
+    with sampling(lambda: peaks.append(_actor_rss_mb()), 0.5):
         done = subprocess.run(command, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"textclf predict --engine ray failed:\n{done.stderr[-3000:]}")
@@ -136,7 +109,7 @@ def _ray_run(
         rows=rows,
         seconds=seconds,
         texts_per_s=round(rows / seconds, 1),
-        peak_actor_rss_mb=round(sampler.peak_mb, 1) or None,
+        peak_actor_rss_mb=round(max(peaks), 1) or None,
     )
 
 
@@ -152,14 +125,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, rows: int = 100_000, out_dir: Pa
     export = require_export(run_dir)
     out_dir = out_dir or cfg.reports_root / cfg.run
     texts = read_eval_texts(run_dir, export)
-    report = BulkReport(
-        created_at=now_iso(),
-        run=cfg.run,
-        machine=Machine.model_validate(machine_info()),
-        versions=package_versions(),
-        rows=rows,
-        runs={},
-    )
+    report = BulkReport(**Measured.now(cfg.run), rows=rows, runs={})
     work = Path(tempfile.mkdtemp(prefix="textclf-bulk-"))
     try:
         source = work / "texts.jsonl"

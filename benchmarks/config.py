@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from textclf.config import Config, Section
 
 LoadServer = Literal["bento", "bento-1x2", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch"]
-LOAD_SERVERS: tuple[LoadServer, ...] = (
-    "bento",
-    "bento-1x2",
-    "bento-2x1",
-    "baseline",
-    "infinity-optimum",
-    "infinity-torch",
-)
+LOAD_SERVERS: tuple[LoadServer, ...] = get_args(LoadServer)
 # The configured layout (`bento`, 2 workers × 1 thread by default) and the other one, the baseline and the peer.
 DEFAULT_LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch")
 # The long-text phase: the configured Bento, the baseline and the peer's ONNX Runtime engine on the same model.onnx.
@@ -38,21 +31,9 @@ class BenchConfig(Section):
     )
     load_seconds: int = Field(20, ge=1)
     load_warmup_seconds: int = Field(5, ge=0, description="one user, not recorded, before a server's phases")
-    load_servers: list[LoadServer] = Field(
-        default_factory=lambda: list(DEFAULT_LOAD_SERVERS),
-        description="servers `textclf load` measures, in order",
-    )
-    load_long_users: int = Field(
-        32,
-        ge=0,
-        description="users of the long-text phase (one speech excerpt per request) after the short ones; 0: none",
-    )
-    load_protocol_users: int = Field(
-        32,
-        ge=0,
-        description="the configured Bento's phase of this many users also runs through the v2 and Hugging Face "
-        "routes, right after the native one; 0: no protocol phases",
-    )
+    load_servers: list[LoadServer] = Field(default_factory=lambda: list(DEFAULT_LOAD_SERVERS), description="in order")
+    load_long_users: int = Field(32, ge=0, description="users of the long-text phase (speech excerpts); 0: none")
+    load_protocol_users: int = Field(32, ge=0, description="this phase runs again on the v2 and HF routes; 0: none")
     load_long_servers: list[LoadServer] = Field(
         default_factory=lambda: list(DEFAULT_LONG_SERVERS), description="servers that also run the long-text phase"
     )

@@ -1,7 +1,6 @@
 """The engines under test, behind one interface: PyTorch (eager, compiled, fp16 on CUDA) and the exported variants
-(ONNX Runtime or OpenVINO, alone or routed by call size as the service runs them) through
-`textclf.inference.runtime` (the
-serving path) or their engine alone.
+(ONNX Runtime or OpenVINO) loaded through `textclf.inference.runtime`, timed on their whole serving path or on their
+engine alone (the benchmarks' own wrapper: the core keeps no timing hooks).
 """
 
 from __future__ import annotations
@@ -49,8 +48,8 @@ def synthetic_ids(batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> n
 
 @dataclass
 class RuntimeEngine:
-    """An exported variant (or the service's routed pair), loaded exactly as the service loads it: `kind` is the
-    engine that runs it (a routed classifier's: that of its short calls)."""
+    """A loaded `Classifier` (one variant, or what `Classifier.from_run` gives the service): `run_texts` is the
+    service's whole path, `run_prepared` its engine alone (`classifier.engine.run`)."""
 
     classifier: Classifier
     vocab_size: int
@@ -67,17 +66,19 @@ class RuntimeEngine:
     def fixed(self, batch: int, seq_len: int) -> dict[str, np.ndarray]:
         ids = synthetic_ids(batch, seq_len, self.vocab_size)
         available = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        return {name: available[name] for name in self.classifier.input_names}
+        return {name: available[name] for name in self.classifier.engine.input_names}
 
     def run_prepared(self, prepared: dict[str, np.ndarray]) -> None:
         if self.io_binding:
             self._run_bound(prepared)
         else:
-            self.classifier.run_session(prepared)
+            self.classifier.engine.run(prepared)
 
     def _run_bound(self, prepared: dict[str, np.ndarray]) -> None:
         # IO binding keeps inputs and outputs on the device: no host copies inside the timed call.
-        session = self.classifier.session
+        session = getattr(self.classifier.engine, "session", None)
+        if session is None:
+            raise RuntimeError(f"{self.name}: IO binding needs an ONNX Runtime session ({self.classifier.engine})")
         binding = session.io_binding()
         for name, array in prepared.items():
             binding.bind_cpu_input(name, array)
@@ -100,7 +101,7 @@ class TorchEngine:
     device: str = "cpu"
     fp16: bool = False
     compile: bool = False
-    name: str = ""
+    name: str = "pytorch-fp32"
     kind: str = "pytorch"
     variant: str | None = None
     model: Any = field(init=False)
@@ -119,12 +120,8 @@ class TorchEngine:
         if self.compile:
             model = torch.compile(model, dynamic=True)
         self.model = model
-        suffix = "-compile" if self.compile else ""
-        self.name = self.name or f"pytorch-{'fp16' if self.fp16 else 'fp32'}{suffix}" + (
-            "-cuda" if self.device == "cuda" else ""
-        )
 
-    def _forward(self, inputs: dict[str, Any]) -> None:
+    def run_prepared(self, inputs: dict[str, Any]) -> None:
         with self.torch.inference_mode():
             logits = self.model(**accepted_inputs(self.model.forward, inputs)).logits
             self.torch.softmax(logits.float(), dim=-1).cpu()  # .cpu() waits for the device to finish
@@ -133,12 +130,9 @@ class TorchEngine:
         ids = self.torch.from_numpy(synthetic_ids(batch, seq_len, self.vocab_size)).to(self.device)
         return {"input_ids": ids, "attention_mask": self.torch.ones_like(ids)}
 
-    def run_prepared(self, prepared: dict[str, Any]) -> None:
-        self._forward(prepared)
-
     def prepare_texts(self, texts: list[str]) -> dict[str, Any]:
         batch = self.tokenizer(texts, truncation=True, max_length=self.max_seq_len, padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def run_texts(self, texts: list[str]) -> None:
-        self._forward(self.prepare_texts(texts))
+        self.run_prepared(self.prepare_texts(texts))

@@ -1,16 +1,15 @@
-"""`textclf load`: locust against the served Bento (two worker layouts), the FastAPI + PyTorch baseline, and
-the peer server infinity-emb (ONNX Runtime and torch engines), all in one run on the same texts.
+"""`textclf load`: locust against the served Bento (two worker layouts), the FastAPI + PyTorch baseline and the
+peer server infinity-emb, all in one run on the same texts (`textclf_benchmarks.servers` says what each is).
 
-Each server gets a short unrecorded warm-up, then the phases 1, 8, 32, 64 users and 1 user again right after
-the burst (`1-after-64`): a batcher that stays slow after load shows there. Then the long-text phase (`32-long`,
-one 256–512-token speech excerpt per request, every server cutting at max_seq_len) on the configured Bento, the
-baseline and the peer's ONNX Runtime engine. Per phase: req/s, exact latency percentiles, failures, the server's CPU
-seconds per request (its whole process tree) and, for the Bento, the engine's busy fraction (engine seconds from
-the service's own histogram ÷ wall seconds × workers). Last, where asked, the soak (`textclf_benchmarks.soak`).
+Per server: a short unrecorded warm-up, the phases of `bench.load_users` and 1 user again right after the burst
+(`1-after-64`: a batcher that stays slow after load shows there), then the long-text phase (`32-long`). Per phase:
+req/s, exact latency percentiles, failures, the server's CPU seconds per request (its whole process tree) and, for
+the Bento, the engine's busy fraction. Last, where asked, the soak (`textclf_benchmarks.soak`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -21,23 +20,22 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
 import requests
 
-from textclf.artifacts.files import now_iso
-from textclf.artifacts.manifest import package_versions, require_export
-from textclf.artifacts.records import Machine, write_report
+from textclf.artifacts.manifest import require_export
+from textclf.artifacts.records import write_report
 from textclf.errors import ConfigError
-from textclf.hardware import machine_info, usable_cores
+from textclf.hardware import usable_cores
 from textclf.paths import LOAD_JSON, ONNX_DIR
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.load_servers import BIN, ServerSpec, server_specs, started
-from textclf_benchmarks.load_texts import long_excerpts
-from textclf_benchmarks.schema import LONG_SUFFIX, PROTOCOL_APIS, LoadPhase, LoadReport, ServerRecord
+from textclf_benchmarks.schema import LONG_SUFFIX, PROTOCOL_APIS, LoadPhase, LoadReport, Measured, ServerRecord
+from textclf_benchmarks.servers import BIN, ServerSpec, server_specs, started
 from textclf_benchmarks.soak import run_soak
-from textclf_benchmarks.texts import read_eval_texts
+from textclf_benchmarks.texts import long_excerpts, read_eval_texts
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +63,9 @@ def tree_cpu_seconds(pid: int) -> float:
         return 0.0
     total = 0.0
     for process in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker that exited between listing and reading
             times = process.cpu_times()
-        except psutil.NoSuchProcess:  # a worker that exited between listing and reading
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
+            total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
@@ -83,6 +79,15 @@ def engine_seconds(url: str) -> float | None:
     return sum(float(v) for v in values) if values else None
 
 
+def served_model(url: str) -> dict[str, Any] | None:
+    """A Bento's own account of what it runs (`GET /model`: variant, engine, threads), None where it gives none."""
+    try:
+        answer = requests.get(f"{url}/model", timeout=10)
+        return dict(answer.json()) if answer.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
 def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, work: Path, cpus: set[int]) -> dict:
     """One headless, closed-loop locust run; req/s and failures from locust, percentiles from exact times."""
     prefix = work / f"{api}-{users}-{time.monotonic_ns()}"
@@ -90,34 +95,18 @@ def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, w
     command = [str(BIN / "locust"), "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users)]
     command += ["-t", f"{seconds}s", "--host", url, "--csv", str(prefix), "--only-summary", "--stop-timeout", "5"]
     command += ["--exit-code-on-error", "0", "--loglevel", "WARNING"]
-    env = {
-        "TEXTCLF_LOAD_TEXTS": str(texts_file),
-        "TEXTCLF_LOAD_API": api,
-        "TEXTCLF_LOAD_MODEL": "textclf",
-        "TEXTCLF_LOAD_TIMES": str(times_file),
-    }
+    env = {"TEXTCLF_LOAD_TEXTS": str(texts_file), "TEXTCLF_LOAD_API": api, "TEXTCLF_LOAD_TIMES": str(times_file)}
+    pin = partial(os.sched_setaffinity, 0, cpus)
     subprocess.run(
-        command,
-        env={**os.environ, **env},
-        check=True,
-        timeout=seconds + 90,
-        capture_output=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        command, env={**os.environ, **env}, check=True, timeout=seconds + 90, capture_output=True, preexec_fn=pin
     )
     with (prefix.parent / f"{prefix.name}_stats.csv").open() as handle:
         aggregated = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
     times = np.loadtxt(times_file, ndmin=1) if times_file.is_file() and times_file.stat().st_size else np.zeros(0)
-    p50, p95, p99 = np.percentile(times, [50, 95, 99]) if times.size else (float("nan"),) * 3
-    return {
-        "users": users,
-        "seconds": seconds,
-        "requests": int(aggregated["Request Count"]),
-        "failures": int(aggregated["Failure Count"]),
-        "rps": float(aggregated["Requests/s"]),
-        "p50_ms": float(p50),
-        "p95_ms": float(p95),
-        "p99_ms": float(p99),
-    }
+    quantiles = np.percentile(times, [50, 95, 99]) if times.size else [float("nan")] * 3
+    counts = {"requests": int(aggregated["Request Count"]), "failures": int(aggregated["Failure Count"])}
+    latency = {f"p{q}_ms": float(ms) for q, ms in zip((50, 95, 99), quantiles, strict=True)}
+    return {"users": users, "seconds": seconds, **counts, "rps": float(aggregated["Requests/s"]), **latency}
 
 
 def _measure_phase(
@@ -142,16 +131,8 @@ def _measure_phase(
         phase.cpu_s_per_request = cpu_used / phase.requests
     if engine_before is not None and engine_after is not None:
         phase.engine_busy = (engine_after - engine_before) / (seconds * spec.workers)
-    logger.info(
-        "%s @%s: %.1f req/s, p50 %.1f ms, p99 %.1f ms, %d failures, engine busy %s",
-        spec.name,
-        name,
-        phase.rps,
-        phase.p50_ms,
-        phase.p99_ms,
-        phase.failures,
-        "n/a" if phase.engine_busy is None else f"{phase.engine_busy:.2f}",
-    )
+    figures = f"{phase.rps:.1f} req/s, p50 {phase.p50_ms:.1f} ms, p99 {phase.p99_ms:.1f} ms, {phase.failures} failures"
+    logger.info("%s @%s: %s, engine busy %s", spec.name, name, figures, phase.engine_busy)
     return phase
 
 
@@ -211,10 +192,7 @@ def run(
     chosen = servers or list(bench.load_servers)
     soak_minutes = bench.soak_minutes if soak_minutes is None else soak_minutes
     result = LoadReport(
-        created_at=now_iso(),
-        run=cfg.run,
-        machine=Machine.model_validate(machine_info()),
-        versions=package_versions(),
+        **Measured.now(cfg.run),
         pinning=f"servers and the locust client all pinned to CPUs {sorted(cpus)} with sched_setaffinity "
         "(the client shares the servers' cores)",
         request="one test-split text per request, closed loop (no wait between requests); "
@@ -249,6 +227,7 @@ def run(
             server_texts = texts if name in long_servers else {"short": texts["short"]}
             try:
                 with started(spec, out_dir / "logs" / f"{name}.log", cpus) as (process, url):
+                    record.model = served_model(url) if spec.has_engine_metrics else None
                     record.results = _measure_server(spec, process, url, cfg, server_texts, work, cpus)
                 record.ran = True
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:

@@ -16,7 +16,6 @@ else runs on it: read them as a ratio.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -25,17 +24,16 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from textclf.artifacts.files import atomic_write_text, now_iso, sha256_file
-from textclf.artifacts.manifest import package_versions, require_export
-from textclf.artifacts.records import SCHEMA_VERSION, Machine, Record, write_report
-from textclf.errors import ArtifactError
-from textclf.hardware import machine_info
+from textclf.artifacts.files import atomic_write_text
+from textclf.artifacts.manifest import require_export
+from textclf.artifacts.records import Record, write_report
 from textclf.inference.runtime import Classifier
 from textclf.inference.text_options import TextOptions
 from textclf.inference.windows import aggregate
-from textclf.paths import EVAL_TEXTS
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.texts import LONG_TEXTS_FILE, LONG_TEXTS_PIP, read_long_texts
+from textclf_benchmarks.markdown_load import table
+from textclf_benchmarks.schema import Measured
+from textclf_benchmarks.texts import LONG_TEXTS_FILE, LONG_TEXTS_PIP, load_tokenizer, read_eval_rows, read_long_texts
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +64,9 @@ class DocSet(Record):
     engine_s: dict[str, float]  # truncate, chunk (both aggregations share the windows' logits)
 
 
-class LongDocsReport(Record):
+class LongDocsReport(Measured):
     """`reports/<run>/long_docs.json`."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
-    created_at: str
-    run: str
-    machine: Machine
-    versions: dict[str, str]
     variant: str
     engine: str
     max_seq_len: int
@@ -81,15 +74,6 @@ class LongDocsReport(Record):
     batch_texts: int
     seed: int
     sets: list[DocSet]
-
-
-def _labelled_test_texts(run_dir: Path) -> list[tuple[str, int]]:
-    export = require_export(run_dir)
-    path = run_dir / EVAL_TEXTS
-    if not path.is_file() or sha256_file(path) != export.eval_texts.sha256:
-        raise ArtifactError(f"{path}: missing or not the manifest's; run `textclf export` again")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [(str(row["text"]), int(row["label"])) for row in rows]
 
 
 def review_documents(rows: list[tuple[str, int]], k: int, seed: int) -> tuple[list[str], list[int]]:
@@ -143,41 +127,34 @@ def _doc_set(
 ) -> DocSet:
     logits, counts, seconds = read_all_ways(classifier, texts)
     labels = {method: logits[method].argmax(axis=1) for method in METHODS}
-    accuracy = None
-    if gold is not None:
-        truth = np.asarray(gold)
-        accuracy = {method: round(float((labels[method] == truth).mean()), 4) for method in METHODS}
+    whole = load_tokenizer(classifier.variant_dir)  # the documents' whole length, uncut
+    whole.no_truncation()
+
+    def agreement(method: Method, truth: Any) -> float:
+        return round(float((labels[method] == truth).mean()), 4)
+
     return DocSet(
         name=name,
         source=source,
         documents=len(texts),
         sentences_per_doc=k,
-        mean_tokens=round(_whole_tokens(classifier, texts) / len(texts), 1),
+        mean_tokens=round(sum(len(e.ids) for e in whole.encode_batch(texts)) / len(texts), 1),
         over_max_seq_len=sum(count > 1 for count in counts),
         mean_windows=round(sum(counts) / len(counts), 2),
         max_windows=max(counts),
         over_max_chunks_per_text=sum(count > cfg.serve.max_chunks_per_text for count in counts),
         over_max_chars_per_text=sum(len(text) > cfg.serve.max_chars_per_text for text in texts),
-        accuracy=accuracy,
-        same_label_as_truncate={
-            method: round(float((labels[method] == labels["truncate"]).mean()), 4) for method in METHODS[1:]
-        },
+        accuracy=None if gold is None else {method: agreement(method, np.asarray(gold)) for method in METHODS},
+        same_label_as_truncate={method: agreement(method, labels["truncate"]) for method in METHODS[1:]},
         engine_s=seconds,
     )
-
-
-def _whole_tokens(classifier: Classifier, texts: list[str]) -> int:
-    from tokenizers import Tokenizer
-
-    whole = Tokenizer.from_str(classifier.tokenizer.to_str())
-    whole.no_truncation()
-    return sum(len(e.ids) for e in whole.encode_batch(texts))
 
 
 def run(cfg: BenchmarkConfig, run_dir: Path, *, seed: int = 0) -> Path:
     """Read both document sets every way with the run's served model; write long_docs.json and long_docs.md."""
     classifier = Classifier.from_run(run_dir, chunk_overlap_tokens=cfg.serve.chunk_overlap_tokens)
-    rows = _labelled_test_texts(run_dir)
+    export = require_export(run_dir)
+    rows = [(str(row["text"]), int(row["label"])) for row in read_eval_rows(run_dir, export)]
     sets = []
     for k in SENTENCES_PER_DOC:
         texts, gold = review_documents(rows, k, seed)
@@ -190,12 +167,8 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, seed: int = 0) -> Path:
     speeches = read_long_texts()
     source = f"`{LONG_TEXTS_FILE}` of {LONG_TEXTS_PIP}, column `text` (no sentiment label)"
     sets.append(_doc_set(cfg, classifier, "convention-speeches", source, speeches, None))
-    export = require_export(run_dir)
     report = LongDocsReport(
-        created_at=now_iso(),
-        run=cfg.run,
-        machine=Machine.model_validate(machine_info()),
-        versions=package_versions(),
+        **Measured.now(cfg.run),
         variant=classifier.variant,
         engine=classifier.engine.describe(),
         max_seq_len=classifier.max_seq_len,
@@ -217,33 +190,30 @@ def _pct(value: float | None) -> str:
 
 def markdown(report: LongDocsReport, serving_variant: str | None) -> str:
     """The report as a short markdown page."""
-    lines = [
-        "# Long documents: truncate vs chunk",
-        "",
-        f"{report.created_at}, run `{report.run}`, {report.machine.cpu_model} ({report.machine.cores} cores), "
-        f"variant `{report.variant}` (serving: `{serving_variant}`; {report.engine}), max_seq_len "
-        f"{report.max_seq_len}, overlap {report.chunk_overlap_tokens} tokens, {report.batch_texts} texts or "
-        f"windows a call, seed {report.seed}. Command: `textclf bench-long`.",
-        "",
-        "| set | docs | mean tokens | over one window | mean / max windows | accuracy truncate | chunk-mean | "
-        "chunk-max | label as truncate (mean / max) | engine s truncate / chunk |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    header = ["set", "docs", "mean tokens", "over one window", "mean / max windows", "accuracy truncate"]
+    header += ["chunk-mean", "chunk-max", "label as truncate (mean / max)", "engine s truncate / chunk"]
+    rows = [
+        [s.name, str(s.documents), f"{s.mean_tokens:,.0f}", str(s.over_max_seq_len)]
+        + [f"{s.mean_windows:.1f} / {s.max_windows}", *(_pct((s.accuracy or {}).get(m)) for m in METHODS)]
+        + [" / ".join(_pct(s.same_label_as_truncate[m]) for m in METHODS[1:])]
+        + [f"{s.engine_s['truncate']:.2f} / {s.engine_s['chunk']:.2f}"]
+        for s in report.sets
     ]
-    for s in report.sets:
-        acc: dict[str, Any] = dict(s.accuracy or {})
-        same = s.same_label_as_truncate
-        lines.append(
-            f"| {s.name} | {s.documents} | {s.mean_tokens:,.0f} | {s.over_max_seq_len} | {s.mean_windows:.1f} / "
-            f"{s.max_windows} | {_pct(acc.get('truncate'))} | {_pct(acc.get('chunk-mean'))} | "
-            f"{_pct(acc.get('chunk-max'))} | {_pct(same['chunk-mean'])} / {_pct(same['chunk-max'])} | "
-            f"{s.engine_s['truncate']:.2f} / {s.engine_s['chunk']:.2f} |"
-        )
     speeches = report.sets[-1]
-    lines += [
-        "",
-        f"Served with the defaults, {speeches.over_max_chars_per_text} of the {speeches.documents} speeches are over "
-        f"serve.max_chars_per_text and {speeches.over_max_chunks_per_text} over serve.max_chunks_per_text (both 413);"
-        " offline (`textclf predict`) neither limit applies.",
-        "",
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            "# Long documents: truncate vs chunk",
+            "",
+            f"{report.created_at}, run `{report.run}`, {report.machine.cpu_model} ({report.machine.cores} cores), "
+            f"variant `{report.variant}` (serving: `{serving_variant}`; {report.engine}), max_seq_len "
+            f"{report.max_seq_len}, overlap {report.chunk_overlap_tokens} tokens, {report.batch_texts} texts or "
+            f"windows a call, seed {report.seed}. Command: `textclf bench-long`.",
+            "",
+            *table(header, rows),
+            "",
+            f"Served with the defaults, {speeches.over_max_chars_per_text} of the {speeches.documents} speeches are "
+            f"over serve.max_chars_per_text and {speeches.over_max_chunks_per_text} over serve.max_chunks_per_text "
+            "(both 413); offline (`textclf predict`) neither limit applies.",
+            "",
+        ]
+    )

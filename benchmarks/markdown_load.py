@@ -1,16 +1,40 @@
-"""report.md sections on HTTP: the short-text phases of every server, the long-text phase, and the soak."""
+"""report.md's cells and tables, and its sections on HTTP (every server's short-text phases, the long-text phase,
+the soak) and bulk prediction."""
 
 from __future__ import annotations
 
-from textclf_benchmarks.markdown_cells import fmt as _fmt
-from textclf_benchmarks.markdown_cells import table as _table
-from textclf_benchmarks.schema import LONG_SUFFIX, LoadPhase, Results, Soak
+from typing import Any
+
+from textclf_benchmarks.schema import LONG_SUFFIX, LoadPhase, Results
+
+
+def fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
+    """A value with its unit, or n/a: the cell every report.md table is made of."""
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
 
 SOAK_HINT = "`textclf load --set bench.soak_minutes=10` (the configured Bento alone; the other phases run first)"
+PHASE_HEADER = [
+    "server",
+    "phase (users)",
+    "req/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "failed / total",
+    "server CPU ms / req",
+]
 
 
-def _cpu_ms(phase: LoadPhase) -> str:
-    return _fmt(None if phase.cpu_s_per_request is None else phase.cpu_s_per_request * 1000, ".2f")
+def _phase(server: str, name: str, s: LoadPhase) -> list[str]:
+    cpu_ms = None if s.cpu_s_per_request is None else s.cpu_s_per_request * 1000
+    figures = [fmt(s.rps, ".1f"), fmt(s.p50_ms, ".1f"), fmt(s.p95_ms, ".0f"), fmt(s.p99_ms, ".0f")]
+    return [server, name, *figures, f"{s.failures} / {s.requests}", fmt(cpu_ms, ".2f")]
 
 
 def http(results: Results) -> list[str]:
@@ -18,163 +42,120 @@ def http(results: Results) -> list[str]:
     load = results.http
     if load is None:
         return ["## HTTP load", "", "Not run for this report (`textclf load`).", ""]
-    rows = []
-    whats = []
+    rows, whats = [], []
     for name, server in load.servers.items():
-        whats.append(f"- `{name}`: {server.what}")
+        runs = server.model or {}  # a Bento's own `GET /model`: the variant and engine it runs
+        engine = runs.get("engine") or ", ".join(runs.get("providers") or [])
+        said = f"; its `GET /model`: `{runs.get('variant')}` on {engine}" if runs else ""
+        whats.append(f"- `{name}`: {server.what}{said}")
         if not server.ran:
-            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "-", f"not run: {(server.reason or '')[:300]}"])
-            continue
-        for phase, s in server.results.items():
-            if phase.endswith(LONG_SUFFIX):
-                continue
-            rows.append(
-                [
-                    name,
-                    phase,
-                    _fmt(s.rps, ".1f"),
-                    _fmt(s.p50_ms, ".1f"),
-                    _fmt(s.p95_ms, ".0f"),
-                    _fmt(s.p99_ms, ".0f"),
-                    f"{s.failures} / {s.requests}",
-                    _cpu_ms(s),
-                    _fmt(s.engine_busy, ".2f"),
-                    "ran",
-                ]
-            )
-    header = ["server", "phase (users)", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total"]
-    header += ["server CPU ms / request", "engine busy", "status"]
+            rows.append([name, *["-"] * 8, f"not run: {(server.reason or '')[:300]}"])
+        rows += [
+            [*_phase(name, phase, s), fmt(s.engine_busy, ".2f"), "ran"]
+            for phase, s in server.results.items()
+            if not phase.endswith(LONG_SUFFIX)
+        ]
     intro = (
-        f"{load.request}; {load.pinning}. Phase `1-after-N` is one user right after the N-user burst. "
-        "Latency percentiles come from every request's exact time; server CPU is the whole process tree's; "
-        "engine busy = engine seconds (the service's histogram) ÷ wall seconds × workers."
+        f"{load.request}; {load.pinning}. Phase `1-after-N` is one user right after the N-user burst. Requests, "
+        "failures and req/s are locust's own (`--csv`); latency percentiles come from every request's exact time "
+        "(locust's CSV rounds them to whole milliseconds, too coarse for a few-ms p50); server CPU is the whole "
+        "process tree's; engine busy = engine seconds (the service's histogram) ÷ wall seconds × workers."
     )
-    lines = ["## HTTP load", "", intro, ""] + _table(header, rows) + ["", *whats, ""]
-    return lines + long_texts(results) + soak(results)
+    lines = ["## HTTP load", "", intro, "", *table([*PHASE_HEADER, "engine busy", "status"], rows), "", *whats, ""]
+    return lines + _long_texts(results) + _soak(results)
 
 
-def long_texts(results: Results) -> list[str]:
+def _long_texts(results: Results) -> list[str]:
     """The long-text phase: the excerpts, where each server cuts them, and each server's figures."""
     load = results.http
-    assert load is not None
+    record = load.long_texts if load else None
     lines = ["### Long texts", ""]
-    record = load.long_texts
-    if record is None:
+    if load is None or record is None:
         return [*lines, "Not part of this run (`bench.load_long_users`; load.json from before the phase).", ""]
     if not record.ran:
         return [*lines, f"Not run: {record.reason}.", ""]
     ran = {name: found for name, server in load.servers.items() if (found := server.long_phase()) is not None}
-    bento = ran.get("bento")
     lines += [
         f"{record.texts} {record.source}: {record.min_tokens}–{record.max_tokens} tokens by the model's tokenizer "
-        f"([CLS] and [SEP] included), {_fmt(record.mean_tokens, '.0f')} on average ({_fmt(record.mean_words, '.0f')} "
+        f"([CLS] and [SEP] included), {fmt(record.mean_tokens, '.0f')} on average ({fmt(record.mean_words, '.0f')} "
         f"words). One excerpt per request, closed loop, after each server's short-text phases and "
         f"a short warm-up on the excerpts. Every server cuts each text at **{record.max_seq_len} tokens** "
         f"(the export's max_seq_len; {record.truncated} of the {record.texts} excerpts are longer), so none reads less "
         "than another:",
         "",
+        *[f"- `{name}`: {server.truncation}" for name, server in load.servers.items() if server.truncation],
+        "",
     ]
-    lines += [f"- `{name}`: {server.truncation}" for name, server in load.servers.items() if server.truncation]
-    rows = []
-    for name, (phase_name, s) in ran.items():
-        ratio = _fmt(bento[1].rps / s.rps if bento and s.rps else None, ".2f", "×")
-        rows.append(
-            [
-                name,
-                phase_name,
-                _fmt(s.rps, ".1f"),
-                _fmt(s.p50_ms, ".0f"),
-                _fmt(s.p95_ms, ".0f"),
-                _fmt(s.p99_ms, ".0f"),
-                f"{s.failures} / {s.requests}",
-                _cpu_ms(s),
-                ratio,
-            ]
-        )
-    header = ["server", "phase (users)", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total"]
-    header += ["server CPU ms / request", "Bento req/s ÷ this"]
-    if not rows:
-        return [*lines, "", "No server ran the phase.", ""]
-    return [*lines, "", *_table(header, rows), ""]
+    if not ran:
+        return [*lines, "No server ran the phase.", ""]
+    bento = ran["bento"][1].rps if "bento" in ran else None
+    rows = [
+        [*_phase(name, phase, s), fmt(bento / s.rps if bento and s.rps else None, ".2f", "×")]
+        for name, (phase, s) in ran.items()
+    ]
+    return [*lines, *table([*PHASE_HEADER, "Bento req/s ÷ this"], rows), ""]
 
 
-def soak(results: Results) -> list[str]:
+def _soak(results: Results) -> list[str]:
     """The soak: requests and failures over the whole run, and each worker's memory after the first minute."""
-    load = results.http
-    record: Soak | None = load.soak if load else None
+    record = results.http.soak if results.http else None
     lines = ["## Soak", ""]
     if record is None:
         return [*lines, f"Not run for this report: {SOAK_HINT}.", ""]
     if not record.ran or record.phase is None:
         return [*lines, f"Not run: {record.reason}.", ""]
     p = record.phase
-    settled = next((s.t_s for s in record.samples if s.t_s >= record.settle_s), None)
+    settled = fmt(next((s.t_s for s in record.samples if s.t_s >= record.settle_s), None), ".0f")
     lines += [
         f"`{record.server}` ({record.what}) alone, {record.users} closed-loop users for {record.minutes:g} min, one "
         f"test-split text per request: {p.requests} requests, **{p.failures} failed**, {p.rps:.1f} req/s, p50 "
         f"{p.p50_ms:.1f} ms, p99 {p.p99_ms:.0f} ms. Each BentoML worker's RSS was read every "
         f"{record.sample_interval_s:g} s ({len(record.samples)} samples, the workers' PIDs re-read each time); growth "
-        f"runs from the sample at {_fmt(settled, '.0f')} s (after the first {record.settle_s:g} s) to the last one. "
-        f"Largest growth: **{_fmt(record.rss_growth_pct, '.2f', ' %')}**; workers restarted: "
-        f"{_fmt(record.worker_restarts, 'd')}.",
+        f"runs from the sample at {settled} s (after the first {record.settle_s:g} s) to the last one. "
+        f"Largest growth: **{fmt(record.rss_growth_pct, '.2f', ' %')}**; workers restarted: "
+        f"{fmt(record.worker_restarts, 'd')}.",
         "",
     ]
     rows = [
-        [str(w.pid), _fmt(w.rss_mb_settled, ".1f"), _fmt(w.rss_mb_end, ".1f"), _fmt(w.growth_pct, "+.2f", " %")]
+        [str(w.pid), fmt(w.rss_mb_settled, ".1f"), fmt(w.rss_mb_end, ".1f"), fmt(w.growth_pct, "+.2f", " %")]
         for w in record.workers
     ]
-    header = ["worker PID", f"RSS at {_fmt(settled, '.0f')} s MiB", "RSS at the end MiB", "growth"]
-    lines += _table(header, rows) + [""]
-    for change in record.pid_changes:
-        lines.append(f"- at {change.t_s:.0f} s: started {change.started or 'none'}, gone {change.gone or 'none'}")
-    return lines + ([""] if record.pid_changes else [])
+    lines += table(["worker PID", f"RSS at {settled} s MiB", "RSS at the end MiB", "growth"], rows) + [""]
+    changes = [f"- at {c.t_s:.0f} s: started {c.started or '-'}, gone {c.gone or '-'}" for c in record.pid_changes]
+    return lines + (changes + [""] if changes else [])
 
 
 def bulk(results: Results) -> list[str]:
     """Bulk prediction locally and on Ray Data, from `textclf bench-bulk`."""
     report = results.bulk
-    lines = ["## Bulk prediction (local and Ray Data)", ""]
     if report is None:
-        return [*lines, "Not run for this report (`textclf bench-bulk`).", ""]
+        return ["## Bulk prediction (local and Ray Data)", "", "Not run for this report (`textclf bench-bulk`).", ""]
     local = report.runs.get("local")
-    if local is not None and local.load_seconds is not None:
-        timing = (
-            "Both count loading the model: Ray's seconds include starting the actors and loading it in each (not "
-            f"starting the cluster), the local path's loading it once ({local.load_seconds:.1f} s)."
-        )
-    else:  # bulk.json from before load_seconds: the local seconds were the summary line's
-        timing = "Ray's times include starting the actors and loading the model in each; the local path's exclude it."
-    warmups = [run.warmup_seconds for run in report.runs.values() if run.warmup_seconds is not None]
-    standing = (
-        " Each `ray start` cluster is timed on its second job, as a standing cluster runs every job after its first: "
-        "an untimed short job first creates Ray Data's detached helper actors, which the cluster keeps "
-        f"({', '.join(f'{s:.1f}' for s in warmups)} s)."
-        if warmups
-        else ""
+    loading = local.load_seconds if local else None  # None: a bulk.json from before it, whose local time left it out
+    timing = (
+        f"Both count loading the model (the local path once, {loading:.1f} s; Ray in each actor, not starting the "
+        "cluster)."
+        if loading is not None
+        else "Ray's times include starting the actors and loading the model in each; the local path's exclude it."
     )
-    lines += [
-        f"`textclf bench-bulk`, {report.created_at}: one JSONL file of {report.rows:,} test-split texts (repeated), "
-        f"written as JSONL. {timing} Nodes are `ray start` processes on this machine (loopback).{standing}",
-        "",
-    ]
+    warmups = ", ".join(f"{run.warmup_seconds:.1f}" for run in report.runs.values() if run.warmup_seconds is not None)
+    if warmups:  # see textclf_benchmarks.bulk
+        timing += f" Each `ray start` cluster is timed on its second job (its untimed first: {warmups} s)."
     rows = [
-        [
-            name,
-            run.engine,
-            str(run.nodes),
-            f"{run.actors} × {run.cpus_per_actor}",
-            f"{run.seconds:.1f}",
-            f"{run.texts_per_s:,.0f}",
-            _fmt(run.peak_actor_rss_mb, ".0f"),
-        ]
+        [name, run.engine, str(run.nodes), f"{run.actors} × {run.cpus_per_actor}", f"{run.seconds:.1f}"]
+        + [f"{run.texts_per_s:,.0f}", fmt(run.peak_actor_rss_mb, ".0f")]
         for name, run in report.runs.items()
     ]
-    lines += _table(["run", "engine", "nodes", "actors × CPUs", "s", "texts/s", "peak actor RSS MiB"], rows)
-    lines += [
+    return [
+        "## Bulk prediction (local and Ray Data)",
         "",
-        f"Ray 1 × 2 CPUs ÷ local: **{_fmt(report.bulk_ray_vs_local, '.2f', '×')}**; 2 nodes × 1 CPU ÷ 1 node × 1 CPU: "
-        f"**{_fmt(report.bulk_ray_scaling_2_nodes, '.2f', '×')}** (a scaling proxy: both nodes share this "
+        f"`textclf bench-bulk`, {report.created_at}: one JSONL file of {report.rows:,} test-split texts (repeated). "
+        f"Nodes are `ray start` processes on this machine (loopback). {timing}",
+        "",
+        *table(["run", "engine", "nodes", "actors × CPUs", "s", "texts/s", "peak actor RSS MiB"], rows),
+        "",
+        f"Ray 1 × 2 CPUs ÷ local: **{fmt(report.bulk_ray_vs_local, '.2f', '×')}**; 2 nodes × 1 CPU ÷ 1 node × 1 CPU: "
+        f"**{fmt(report.bulk_ray_scaling_2_nodes, '.2f', '×')}** (a scaling proxy: both nodes share this "
         "machine's cores, disk and the driver).",
         "",
     ]
-    return lines

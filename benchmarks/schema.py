@@ -1,5 +1,8 @@
-"""The benchmark reports' schema: `reports/<run>/{bench,load,results}.json` (bench / load → report), declared once
-as pydantic models on the same strict record base as the manifest (`textclf.artifacts.records`).
+"""The benchmark reports' schema: `reports/<run>/{bench,load,bulk,results}.json` (bench / load / bulk → report),
+declared once as pydantic models on the same strict record base as the manifest (`textclf.artifacts.records`).
+
+Files written before a field existed load with its default; fields older sweeps wrote and this code no longer does
+(the long-call route's records) load as plain data, so every committed report still renders.
 """
 
 from __future__ import annotations
@@ -8,16 +11,35 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from textclf.artifacts.files import now_iso
+from textclf.artifacts.manifest import package_versions
 from textclf.artifacts.records import SCHEMA_VERSION, Machine, Record
-from textclf.artifacts.schema import PlanTiming, ServingRoute, ShapeTiming
+from textclf.hardware import machine_info
 
 EngineKind = Literal["pytorch", "onnxruntime", "openvino"]
 Mode = Literal["session", "serving"]  # the engine alone on prepared inputs, or the whole path from texts
-SERVED_ENGINE = "served"  # the label of what the service runs, where export recorded a long-call route
+SERVED_ENGINE = "served"  # what the service runs: `Classifier.from_run(run_dir)`
+SERVED_AA_ENGINE = "served-aa"  # the same, loaded a second time: the A/A control (`textclf_benchmarks.envelope`)
 ONE_THREAD_SUFFIX = "-1thread"  # the serving variant once more on one thread (a multi-worker Bento's worker)
 LONG_SUFFIX = "-long"  # the long-text load phase: "32-long"
-# The other protocols' load phases of the configured Bento ("32-v2", "32-hf"), by locustfile request shape.
-PROTOCOL_APIS = ("v2", "hf")
+PROTOCOL_APIS = ("v2", "hf")  # the Bento's other protocols' load phases ("32-v2", "32-hf"), by locustfile shape
+Legacy = Any  # what a sweep before issue 35 recorded of export's long-call route: read, never written again
+
+
+class Measured(Record):
+    """What every measurement file opens with: when, for which run, on what machine, with which packages."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str
+    run: str
+    machine: Machine
+    versions: dict[str, str]
+
+    @staticmethod
+    def now(run: str) -> dict[str, Any]:
+        """Those fields for a file measured now, on this machine."""
+        machine = Machine.model_validate(machine_info())
+        return {"created_at": now_iso(), "run": run, "machine": machine, "versions": package_versions()}
 
 
 # -- reports/<run>/bench.json --------------------------------------------------------------------------------
@@ -25,24 +47,19 @@ class BenchEngine(Record):
     """One engine of the sweep: what it is, its size and accuracy, or why it was left out."""
 
     label: str
-    kind: EngineKind = Field(description="what runs it; a routed engine: the engine of its short calls")
+    kind: EngineKind
     variant: str | None = None
-    long_variant: str | None = Field(None, description="routed (`served`): the variant of the long calls")
-    max_short_tokens: int | None = Field(
-        None,
-        description="routed (`served`): calls up to this many padded tokens run on `variant`, longer ones on "
-        "`long_variant`",
-    )
-    max_short_length: int = Field(
-        0, description="routed (`served`): calls padded to at most this many tokens a text run on `variant` too"
-    )
+    runs: str | None = Field(None, description="the engine as it describes itself (engine, threads, settings)")
     bytes: int
     test_accuracy: float | None = None
     accuracy_delta: float | None = None
     loaded: bool
     rss_load_mb: float | None = None
     reason: str | None = None
-    threads: int | None = None  # intra-op threads (ORT) or torch threads it ran with; None in older reports
+    threads: int | None = None  # intra-op threads (ORT, OpenVINO) or torch threads it ran with
+    long_variant: Legacy = None
+    max_short_tokens: Legacy = None
+    max_short_length: Legacy = None
 
 
 class BenchRow(Record):
@@ -60,12 +77,11 @@ class BenchRow(Record):
     p99_ms: float
     mean_ms: float
     seq_per_s: float
-    round_best_ms: float | None = Field(
-        None, description="lowest over the interleaved rounds of the round's median ms (older reports: absent)"
+    round_median_ms: float | None = Field(
+        None, description="the case's time: median over the interleaved rounds of each round's median"
     )
-    ran_on: dict[str, int] | None = Field(
-        None, description="the served pair's row: how many of the case's calls each engine ran, by its sweep label"
-    )
+    round_best_ms: float | None = Field(None, description="lowest over the rounds of the round's median")
+    ran_on: Legacy = None
 
 
 class GemmRate(Record):
@@ -86,58 +102,39 @@ class Roofline(Record):
     model_flops: float
 
 
-class OpProfile(Record):
-    """An engine's own profiler on one variant at the roofline case: node time split by operator type (ONNX
-    Runtime's op types after its fusions, or the node types OpenVINO's CPU plugin runs)."""
-
-    engine: Literal["onnxruntime", "openvino"] | None = Field(
-        None, description="whose profiler; None in files written before OpenVINO: onnxruntime"
-    )
-    runs: int
-    ms_per_run: float = Field(description="the profiled engine's own time per run (profiling adds a little)")
-    node_ms_per_run: float
-    share: dict[str, float] = Field(description="op type -> fraction of node time, largest first")
-
-
 class LongTexts(Record):
-    """The long-text cases' texts (`long-b1`, `long-b8`), or why they did not run."""
+    """The long texts of the sweep's cases (`long-b1`, `long-b8`: the speeches) or of the load's long-text phase
+    (speech excerpts, one a request), or why they did not run."""
 
     ran: bool
     reason: str | None = None
     source: str | None = None
     texts: int | None = None
     mean_words: float | None = None
-    max_seq_len: int | None = Field(None, description="tokens every engine cuts each text at")
-    mean_tokens: float | None = Field(None, description="after truncation")
+    min_tokens: int | None = Field(None, description="load phase: the model's tokenizer, special tokens included")
+    max_tokens: int | None = None
+    mean_tokens: float | None = Field(None, description="the sweep: after the cut; the load phase: before")
+    max_seq_len: int | None = Field(None, description="tokens every engine or server cuts each text at")
     truncated: int | None = Field(None, description="texts longer than max_seq_len tokens")
 
 
-class BenchReport(Record):
+class BenchReport(Measured):
     """`reports/<run>/bench.json` (and `bench-cuda.json`): the engine sweep."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
-    created_at: str
-    run: str
     device: str
-    machine: Machine
-    versions: dict[str, str]
     config: dict[str, Any]
     ran: bool
     reason: str | None = None
     engines: dict[str, BenchEngine] = Field(default_factory=dict)
     rows: list[BenchRow] = Field(default_factory=list)
     roofline: Roofline | None = None
-    op_profiles: dict[str, OpProfile] = Field(
-        default_factory=dict, description="engine label -> its op-type split at the roofline case (CPU runs)"
-    )
+    op_profiles: dict[str, Legacy] = Field(default_factory=dict)
     real_texts: int | None = None
     long_texts: LongTexts | None = None
-    served_engine: str | None = Field(None, description="the label of the engine the service runs (see `served`)")
-    serving_route: ServingRoute | None = Field(None, description="the manifest's long-call route, as benchmarked")
-    shape_timings: list[ShapeTiming] = Field(
-        default_factory=list, description="export's own timings the route was chosen from (the manifest's)"
-    )
-    plans: list[PlanTiming] = Field(default_factory=list, description="the manifest's plans timed as served")
+    served_engine: str | None = Field(None, description="the label of what the service runs")
+    serving_route: Legacy = None
+    shape_timings: list[Legacy] = Field(default_factory=list)
+    plans: list[Legacy] = Field(default_factory=list)
     wall_time_s: float | None = None
 
 
@@ -166,27 +163,13 @@ class ServerRecord(Record):
     reason: str | None = None
     settings: dict[str, Any] | None = None
     truncation: str | None = Field(None, description="where and how this server cuts a text over max_seq_len tokens")
+    model: dict[str, Any] | None = Field(None, description="a Bento's own `GET /model` answer: what it runs")
 
     def long_phase(self) -> tuple[str, LoadPhase] | None:
         """The long-text phase (`32-long`) and its name, where this server ran one."""
         if not self.ran:
             return None
         return next(((name, p) for name, p in self.results.items() if name.endswith(LONG_SUFFIX)), None)
-
-
-class LoadLongTexts(Record):
-    """The long-text phase's texts: one convention-speech excerpt per request, the same excerpts for every server."""
-
-    ran: bool
-    reason: str | None = None
-    source: str | None = None
-    texts: int | None = None
-    mean_words: float | None = None
-    min_tokens: int | None = Field(None, description="the model's tokenizer, [CLS] and [SEP] included, before any cut")
-    max_tokens: int | None = None
-    mean_tokens: float | None = None
-    max_seq_len: int | None = Field(None, description="tokens every server cuts each text at")
-    truncated: int | None = Field(None, description="excerpts longer than max_seq_len tokens")
 
 
 class RssSample(Record):
@@ -230,20 +213,41 @@ class Soak(Record):
     samples: list[RssSample] = Field(default_factory=list)
 
 
-class LoadReport(Record):
+class LoadReport(Measured):
     """`reports/<run>/load.json`: HTTP load on each server."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
-    created_at: str
-    run: str
-    machine: Machine
-    versions: dict[str, str]
     pinning: str
     request: str
     servers: dict[str, ServerRecord]
-    long_texts: LoadLongTexts | None = Field(None, description="the long-text phase's texts (None: no such phase)")
+    long_texts: LongTexts | None = Field(None, description="the long-text phase's texts (None: no such phase)")
     soak: Soak | None = Field(None, description="None: no soak in this run (`bench.soak_minutes`)")
     wall_time_s: float | None = None
+
+
+# -- reports/<run>/bulk.json ---------------------------------------------------------------------------------
+BULK_JSON = "bulk.json"
+
+
+class BulkRun(Record):
+    engine: str = Field(description="local, or ray with its layout")
+    nodes: int
+    actors: int
+    cpus_per_actor: int
+    rows: int
+    seconds: float = Field(description="the job's seconds, loading the model included on both engines")
+    texts_per_s: float
+    peak_actor_rss_mb: float | None = None
+    load_seconds: float | None = Field(None, description="local: loading the model, within `seconds`")
+    warmup_seconds: float | None = Field(None, description="a `ray start` cluster: its first, untimed job")
+
+
+class BulkReport(Measured):
+    """`reports/<run>/bulk.json`."""
+
+    rows: int
+    runs: dict[str, BulkRun]
+    bulk_ray_vs_local: float | None = None
+    bulk_ray_scaling_2_nodes: float | None = None
 
 
 # -- reports/<run>/results.json ------------------------------------------------------------------------------
@@ -255,7 +259,7 @@ class Target(Record):
 
 
 class EnvelopeCase(Record):
-    """One sweep case: the fastest engine measured against what the service runs for that call."""
+    """One sweep case: the fastest engine measured against what the service runs, and the A/A pair."""
 
     case: str
     mode: Mode
@@ -263,17 +267,7 @@ class EnvelopeCase(Record):
     best_ms: float
     served_ms: float
     ratio: float = Field(description="best_ms ÷ served_ms: 1.0 = the service runs the fastest engine measured")
-    statistic: Literal["round_best", "p50"] | None = Field(
-        None, description="which time per engine the ratio compares (round_best where the rows have it; older: p50)"
-    )
-    p50_ratio: float | None = Field(None, description="the same ratio by p50 over all calls")
-    served_by: str | None = Field(
-        None,
-        description="the one engine the served pair ran every call of the case on, whose own row gives served_ms "
-        "(None: calls on both engines, or an older report without call counts; served_ms is then the pair's own)",
-    )
-    measured_served_ms: float | None = Field(None, description="the served pair's own time, by the same statistic")
-    measured_ratio: float | None = Field(None, description="best_ms ÷ measured_served_ms")
+    aa_ratio: float | None = Field(None, description="served ÷ served-aa: one engine timed as two (None: older)")
 
 
 class Headline(Record):
@@ -303,70 +297,26 @@ class Headline(Record):
     after_burst_p50_ratio: float | None = None
     engine_busy_32_users: float | None = None
     http_errors_max: int | None = None
-    http_rps_ratio_v2_vs_predict_32_users: float | None = Field(
-        None, description="Bento req/s through the Open Inference Protocol v2 route ÷ through /predict, 32 users"
-    )
-    http_rps_ratio_hf_vs_predict_32_users: float | None = Field(
-        None, description="Bento req/s through the Hugging Face route (POST /) ÷ through /predict, 32 users"
-    )
-    http_long_rps_ratio_vs_peer_32_users: float | None = Field(
-        None, description="long-text phase: Bento req/s ÷ infinity-emb (optimum engine) req/s"
-    )
-    http_long_rps_ratio_32_users: float | None = Field(None, description="long-text phase: Bento ÷ baseline req/s")
+    http_rps_ratio_v2_vs_predict_32_users: float | None = None
+    http_rps_ratio_hf_vs_predict_32_users: float | None = None
+    http_long_rps_ratio_vs_peer_32_users: float | None = Field(None, description="long texts: Bento ÷ peer req/s")
+    http_long_rps_ratio_32_users: float | None = Field(None, description="long texts: Bento ÷ baseline req/s")
     http_long_rps_32_users: float | None = None
     http_long_p99_ms_32_users: float | None = None
-    http_long_errors: int | None = Field(None, description="failed requests of the Bento in the long-text phase")
+    http_long_errors: int | None = None
     soak_failures: int | None = None
     soak_rss_growth_pct: float | None = Field(None, description="largest worker RSS growth after the first minute")
     soak_worker_restarts: int | None = None
     bulk_ray_vs_local: float | None = Field(None, description="Ray 1 actor × 2 CPUs ÷ local, texts/s, same file")
     bulk_ray_scaling_2_nodes: float | None = Field(None, description="2 Ray nodes × 1 CPU ÷ 1 node × 1 CPU, texts/s")
-    engine_envelope_min: float | None = Field(
-        None, description="min over sweep cases of (best passing engine's time ÷ the served engine's time)"
+    engine_envelope_geomean: float | None = Field(
+        None, description="geometric mean over sweep cases of (best passing engine's time ÷ the served engine's)"
     )
+    engine_envelope_min: float | None = Field(None, description="the same ratio's worst case")
     engine_envelope_case: str | None = Field(None, description="where the min is: `case (mode)`")
-    engine_envelope_min_p50: float | None = Field(None, description="the envelope's min by p50 over all calls")
-    engine_envelope_min_measured: float | None = Field(
-        None, description="the envelope's min with the served pair's own time in every case (`measured_ratio`)"
-    )
+    engine_aa_spread: float | None = Field(None, description="median over sweep cases of |served ÷ served-aa − 1|")
     served_engine: str | None = None
     targets: dict[str, Target] = Field(default_factory=dict)
-    engine_target_row: str | None = Field(None, description="which ISA row of the engine targets applies")
-
-
-# -- reports/<run>/bulk.json ---------------------------------------------------------------------------------
-BULK_JSON = "bulk.json"
-
-
-class BulkRun(Record):
-    engine: str = Field(description="local, or ray with its layout")
-    nodes: int
-    actors: int
-    cpus_per_actor: int
-    rows: int
-    seconds: float = Field(description="the job's seconds, loading the model included on both engines")
-    texts_per_s: float
-    peak_actor_rss_mb: float | None = None
-    load_seconds: float | None = Field(
-        None, description="local: loading the model, within `seconds` (the summary line leaves it out)"
-    )
-    warmup_seconds: float | None = Field(
-        None, description="a `ray start` cluster: its first, untimed job (WARMUP_ROWS rows) before this one"
-    )
-
-
-class BulkReport(Record):
-    """`reports/<run>/bulk.json`."""
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    created_at: str
-    run: str
-    machine: Machine
-    versions: dict[str, str]
-    rows: int
-    runs: dict[str, BulkRun]
-    bulk_ray_vs_local: float | None = None
-    bulk_ray_scaling_2_nodes: float | None = None
 
 
 class NotRun(Record):
@@ -374,26 +324,17 @@ class NotRun(Record):
     reason: str
 
 
-class Results(Record):
-    """`reports/<run>/results.json`: the headline, and every number behind it."""
+class Results(Measured):
+    """`reports/<run>/results.json`: the headline, and every number behind it (`created_at`: when it was written)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
-    created_at: str = Field(description="when this report was written (from the measurements below)")
     bench_created_at: str | None = Field(None, description="when the sweep (bench.json) was measured")
-    run: str
     headline: Headline
-    machine: Machine
-    versions: dict[str, str]
     engines: dict[str, BenchEngine]
     speedups: dict[str, dict[str, float]] = Field(description="engine → case → p50 speed-up over PyTorch fp32")
     roofline: Roofline
     rows: list[BenchRow]
-    op_profiles: dict[str, OpProfile] = Field(default_factory=dict)
     envelope: list[EnvelopeCase] = Field(default_factory=list, description="per case: best engine vs served")
     long_texts: LongTexts | None = None
-    serving_route: ServingRoute | None = None
-    shape_timings: list[ShapeTiming] = Field(default_factory=list)
-    plans: list[PlanTiming] = Field(default_factory=list, description="export's plans timed as served")
     http: LoadReport | None = None
     bulk: BulkReport | None = None
     gpu: BenchReport | NotRun

@@ -1,17 +1,39 @@
-"""Start HTTP servers as child processes on loopback, wait for them, and stop them by their process group."""
+"""The servers `textclf load` measures, as child processes: how to start each one, what it serves, what its requests
+look like; started on loopback, waited for, stopped by their process group, and sampled while they run.
+
+- `bento`: the textclf service (serving variant, greedy batcher) as configured (`serve.workers` × threads),
+  `bento-1x2` and `bento-2x1`: the same as 1 worker × 2 engine threads and 2 workers × 1 thread;
+- `baseline`: FastAPI + a transformers pipeline on PyTorch, the way most teams serve a classifier today;
+- `infinity-optimum` and `infinity-torch`: the peer server infinity-emb, from its own venv (`make peer`),
+  serving the Bento's own `model.onnx` with its ONNX Runtime engine, and the checkpoint with its torch engine.
+
+Every server cuts a text at the export's max_seq_len tokens, so none wins by reading less: the Bento by its runtime's
+tokenizer, the baseline by its pipeline's `max_length`, infinity-emb through `peer_server.py` (see there).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
+
+from textclf.artifacts.schema import ExportSection
+from textclf.inference.runtime import default_intra_op_threads
+from textclf.inference.variants import VARIANTS
+from textclf.paths import ONNX_DIR
+from textclf_benchmarks.config import BenchmarkConfig
 
 
 def free_port() -> int:
@@ -20,42 +42,88 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _pin(cpus: set[int] | None) -> None:
-    os.setsid()  # its own process group: workers it forks are stopped with it
-    if cpus:
-        os.sched_setaffinity(0, cpus)
+@contextmanager
+def sampling(sample: Callable[[], None], interval_s: float) -> Iterator[None]:
+    """Calls `sample` when the block starts, every `interval_s` in a thread while it runs, and once when it ends."""
+    stop_event = threading.Event()
+
+    def loop() -> None:
+        while not stop_event.wait(interval_s):
+            sample()
+
+    thread = threading.Thread(target=loop, name="sampler", daemon=True)
+    sample()
+    thread.start()
+    try:
+        yield
+    finally:
+        stop_event.set()
+        thread.join()
+        sample()
+
+
+BIN = Path(sys.executable).parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PEER_SETUP = "make peer (benchmarks/peer/setup.sh)"
+ENGINE_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+PEER_SERVER = Path(__file__).resolve().parent / "peer_server.py"  # infinity-emb's CLI, cutting at max_seq_len
+
+
+@dataclass
+class ServerSpec:
+    """One server under test. `command` holds `{port}` where the port goes."""
+
+    name: str
+    what: str
+    command: list[str]
+    ready: str
+    api: str  # request shape, see benchmarks/locustfile.py
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = PROJECT_ROOT
+    workers: int = 1  # engine processes, for the busy fraction
+    has_engine_metrics: bool = False  # exposes textclf_infer_seconds on /metrics
+    settings: dict[str, Any] = field(default_factory=dict)
+    missing: str | None = None  # why it cannot run here
+    prepare: Callable[[], object] | None = None  # run just before the server starts (not for servers left out)
+    truncation: str | None = None  # where it cuts a long text, for the report
 
 
 @contextmanager
-def running(
-    command: list[str],
-    ready_url: str,
-    *,
-    env: dict[str, str] | None = None,
-    log: Path,
-    cwd: Path | None = None,
-    cpus: set[int] | None = None,
-    ready_timeout_s: float = 120,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `command` until the block ends; `ready_url` must answer 200 before the block starts."""
+def started(spec: ServerSpec, log: Path, cpus: set[int]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The server of `spec` on a free loopback port, pinned to `cpus`, ready (its `ready` path answers 200), as
+    (process, base URL); stopped when the block ends, whatever happens: its process group gets SIGTERM, then SIGKILL
+    if it lingers, so the workers it forked go with it."""
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in spec.command]
+    url = f"http://127.0.0.1:{port}"
+    if spec.prepare is not None:
+        spec.prepare()
+
+    def own_group() -> None:
+        os.setsid()  # its own process group: the workers it forks are stopped with it
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
+        env = {**os.environ, **spec.env}
         process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: _pin(cpus),
+            command, cwd=spec.cwd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=own_group
         )
     try:
-        wait_ready(ready_url, process, log, ready_timeout_s)
-        yield process
+        _wait_ready(url + spec.ready, process, log)
+        yield process, url
     finally:
-        stop(process)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -69,12 +137,160 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s:
     raise RuntimeError(f"server not ready after {timeout_s} s:\n{log.read_text()[-4000:]}")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def _bento(
+    name: str, target: str, env: dict[str, str], workers: int, threads: int, runs: str, max_seq_len: int
+) -> ServerSpec:
+    return ServerSpec(
+        name=name,
+        what=f"textclf Bento ({target}), {runs}, greedy batcher, {workers} worker(s) × {threads} thread(s)",
+        command=[str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", "{port}"],
+        ready="/readyz",
+        api="textclf",
+        env={**env, "TEXTCLF_WORKERS": str(workers), "TEXTCLF_INTRA_OP_THREADS": str(threads)},
+        workers=workers,
+        has_engine_metrics=True,
+        settings={"workers": workers, "intra_op_threads": threads, "max_seq_len": max_seq_len},
+        truncation=f"{max_seq_len} tokens: its runtime's tokenizer truncation at the export's max_seq_len",
+    )
+
+
+def peer_venv(cfg: BenchmarkConfig) -> Path:
+    path = Path(cfg.bench.peer_venv)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _infinity(
+    name: str,
+    cfg: BenchmarkConfig,
+    model_dir: Path,
+    engine: str,
+    what: str,
+    work: Path,
+    max_seq_len: int,
+    prepare: Callable[[], object] | None = None,
+) -> ServerSpec:
+    executable = peer_venv(cfg) / "bin" / "infinity_emb"
+    # infinity-emb's own CLI through peer_server.py (which makes it cut at max_seq_len like the others); -P: the
+    # script's folder (benchmarks/, with modules such as `markdown.py`) stays off sys.path.
+    # `--model-id .` from inside the folder: 0.0.78 does not find the ONNX file under an absolute path.
+    command = [str(peer_venv(cfg) / "bin" / "python"), "-P", str(PEER_SERVER), "v2", "--model-id", "."]
+    command += ["--engine", engine, "--device", "cpu"]
+    command += ["--host", "127.0.0.1", "--port", "{port}", "--url-prefix", "", "--served-model-name", "textclf"]
+    if engine == "optimum":
+        # Our file as it is (no re-optimized copy), and no warm-up (its warm-up sends texts of 512 tokens and more):
+        # the load tool warms every server itself.
+        command += ["--onnx-disable-optimize", "--no-model-warmup"]
+    home = work / f"{name}-home"  # its caches, outside the model folder and the user's HF cache
+    return ServerSpec(
+        name=name,
+        what=what,
+        command=command,
+        ready="/health",
+        api="infinity",
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_HOME": str(home)}
+        | {"HF_HOME": str(home), "TEXTCLF_MAX_SEQ_LEN": str(max_seq_len)},
+        cwd=model_dir,
+        settings={"engine": engine, "batch_size": "infinity default", "max_seq_len": max_seq_len},
+        prepare=prepare,
+        truncation=f"{max_seq_len} tokens: infinity-emb 0.0.78's {engine} classifier calls its transformers pipeline "
+        + (
+            "without truncation (a text over the model's positions fails)"
+            if engine == "optimum"
+            else "truncating at the tokenizer's model_max_length"
+        )
+        + f"; benchmarks/peer_server.py adds `truncation=True, max_length={max_seq_len}` to that call",
+        missing=None
+        if executable.is_file()
+        else f"infinity-emb is not installed in {executable.parent.parent}; `{PEER_SETUP}` installs it (not measured)",
+    )
+
+
+def peer_onnx_variant(export: ExportSection) -> str | None:
+    """The `model.onnx` infinity's optimum engine serves: the serving variant's where it is an ONNX Runtime one, else
+    the passing ONNX Runtime variant export timed fastest (b1 × b32 per text, as it ranks them), else None. An
+    OpenVINO serving variant has no `model.onnx`; infinity then found none and refused to start (2026-12-06, Zen 4).
+    """
+    serving = str(export.serving_variant)
+    if VARIANTS.get(serving) is None or VARIANTS[serving].engine == "onnxruntime":
+        return serving
+    costs = {
+        name: record.serving_cost()
+        for name, record in export.variants.items()
+        if record.passed and name in VARIANTS and VARIANTS[name].engine == "onnxruntime"
+    }
+    timed = {name: cost for name, cost in costs.items() if cost is not None}
+    return min(timed, key=timed.__getitem__) if timed else None
+
+
+def copy_peer_variant(run_dir: Path, variant: str | None, folder: Path) -> Path:
+    """A copy of a variant's folder (model.onnx, config.json, tokenizer.json) for infinity's optimum engine: it loads
+    the only `*.onnx` under `--model-id .`, and a copy keeps its files out of the artifacts.
+
+    Raises:
+        RuntimeError: no variant (no ONNX Runtime variant passed): the server is recorded as not run, with this.
+    """
+    if variant is None:
+        raise RuntimeError("no passing ONNX Runtime variant with export timings for infinity's optimum engine")
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(run_dir / ONNX_DIR / variant, folder)
+    return folder
+
+
+def server_specs(
+    cfg: BenchmarkConfig, run_dir: Path, export: ExportSection, bento: str | None, work: Path
+) -> list[ServerSpec]:
+    """Every server `textclf load` knows (`textclf_benchmarks.config.LOAD_SERVERS`), in that order."""
+    checkpoint = Path(export.checkpoint.path)
+    if not checkpoint.is_absolute():
+        checkpoint = run_dir / checkpoint if (run_dir / checkpoint).exists() else checkpoint.resolve()
+    target = bento or "service:TextClassifier"
+    env = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
+    variant = str(export.serving_variant)
+    spec = VARIANTS.get(variant)  # as exported; the load report adds what the Bento says it runs (`GET /model`)
+    runs = f"{variant} variant" + (f" on {ENGINE_NAMES[spec.engine]}" if spec else "")
+    max_seq_len = export.max_seq_len
+    baseline = ServerSpec(
+        name="baseline",
+        what="FastAPI + transformers pipeline on PyTorch (eager fp32), one text per request",
+        command=[str(BIN / "python"), "-m", "uvicorn", "textclf_benchmarks.baseline_server:app"]
+        + ["--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"],
+        ready="/healthz",
+        api="baseline",
+        env={"TEXTCLF_CHECKPOINT": str(checkpoint), "TEXTCLF_MAX_SEQ_LEN": str(max_seq_len)},
+        settings={"max_seq_len": max_seq_len},
+        truncation=f"{max_seq_len} tokens: its pipeline's tokenizer with `truncation=True, max_length={max_seq_len}`",
+    )
+    workers = cfg.serve.workers
+    threads = cfg.serve.intra_op_threads or default_intra_op_threads(workers)
+    peer_variant = peer_onnx_variant(export)
+    peer_source = (
+        f"the Bento's own {peer_variant} model.onnx"
+        if peer_variant == variant
+        else f"the {peer_variant} model.onnx (the fastest ONNX Runtime variant; the Bento serves {variant})"
+    )
+    return [
+        _bento("bento", target, env, workers, threads, runs, max_seq_len),
+        _bento("bento-1x2", target, env, 1, 2, runs, max_seq_len),
+        _bento("bento-2x1", target, env, 2, 1, runs, max_seq_len),
+        baseline,
+        _infinity(
+            "infinity-optimum",
+            cfg,
+            work / "peer-model",
+            "optimum",
+            f"infinity-emb 0.0.78, optimum (ONNX Runtime) engine, serving {peer_source} "
+            "(its pipeline runs one text per ONNX call)",
+            work,
+            max_seq_len,
+            prepare=lambda: copy_peer_variant(run_dir, peer_variant, work / "peer-model"),
+        ),
+        _infinity(
+            "infinity-torch",
+            cfg,
+            checkpoint,
+            "torch",
+            "infinity-emb 0.0.78, torch engine, serving the same checkpoint (PyTorch fp32)",
+            work,
+            max_seq_len,
+        ),
+    ]

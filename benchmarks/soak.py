@@ -8,19 +8,18 @@ the batcher's buffers have reached their working size.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 import psutil
 
-from textclf_benchmarks.load_servers import ServerSpec, started
 from textclf_benchmarks.schema import LoadPhase, PidChange, RssSample, Soak, SoakWorker
+from textclf_benchmarks.servers import ServerSpec, sampling, started
 
 logger = logging.getLogger(__name__)
 
@@ -52,45 +51,9 @@ def worker_rss_mb(root_pid: int) -> dict[int, float]:
         return {}
     sizes = {}
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.Error):  # exited between listing and reading
             sizes[pid] = round(psutil.Process(pid).memory_info().rss / _MIB, 1)
-        except psutil.Error:  # exited between listing and reading
-            continue
     return sizes
-
-
-class RssSampler:
-    """Samples the workers' RSS at the start, every `interval_s` in a thread, and once more at the end."""
-
-    def __init__(self, root_pid: int, interval_s: float) -> None:
-        self.root_pid = root_pid
-        self.interval_s = interval_s
-        self.samples: list[RssSample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="soak-rss", daemon=True)
-        self._started = 0.0
-
-    def sample(self) -> None:
-        sizes = worker_rss_mb(self.root_pid)
-        t_s = round(time.monotonic() - self._started, 1)
-        self.samples.append(RssSample(t_s=t_s, rss_mb={str(pid): mb for pid, mb in sorted(sizes.items())}))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def __enter__(self) -> RssSampler:
-        self._started = time.monotonic()
-        self.sample()
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
 
 
 def pid_changes(samples: list[RssSample]) -> list[PidChange]:
@@ -138,39 +101,35 @@ def run_soak(
     """Start `spec` alone, load it with `users` closed-loop users for `minutes`, sample its workers' RSS."""
     seconds = max(1, round(minutes * 60))
     settle_s = min(SETTLE_S, seconds / 2)
-    record = Soak(
-        ran=False,
-        server=spec.name,
-        what=spec.what,
-        users=users,
-        minutes=minutes,
-        sample_interval_s=sample_s,
-        settle_s=settle_s,
-    )
+    shape = {"users": users, "minutes": minutes, "sample_interval_s": sample_s, "settle_s": settle_s}
+    record = Soak(ran=False, server=spec.name, what=spec.what, **shape)
     if spec.missing:
         record.reason = spec.missing
         return record
     logger.info("soak: %s alone, %d users, %d s, RSS every %.0f s", spec.name, users, seconds, sample_s)
+    samples: list[RssSample] = []
     try:
-        with started(spec, log, cpus) as (process, url), RssSampler(process.pid, sample_s) as sampler:
-            stats = locust(url, users, seconds)
+        with started(spec, log, cpus) as (process, url):
+            started_at = time.monotonic()
+
+            def sample() -> None:
+                sizes = {str(pid): mb for pid, mb in sorted(worker_rss_mb(process.pid).items())}
+                samples.append(RssSample(t_s=round(time.monotonic() - started_at, 1), rss_mb=sizes))
+
+            with sampling(sample, sample_s):
+                stats = locust(url, users, seconds)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         record.reason = str(exc)[-500:]
         logger.warning("soak: %s", record.reason[-300:])
         return record
-    record.samples = sampler.samples
-    record.pid_changes = pid_changes(sampler.samples)
-    record.workers, record.rss_growth_pct, record.worker_restarts = summarize(sampler.samples, settle_s)
+    record.samples = samples
+    record.pid_changes = pid_changes(samples)
+    record.workers, record.rss_growth_pct, record.worker_restarts = summarize(samples, settle_s)
     record.phase = LoadPhase.model_validate(stats)
     record.ran = True
     if not record.workers:
         record.ran, record.reason = False, f"no process with `{WORKER_MARK}` in its command line under the server"
-    logger.info(
-        "soak: %.1f req/s, %d failures, p99 %.1f ms, RSS growth %s %%, %d worker restart(s)",
-        record.phase.rps,
-        record.phase.failures,
-        record.phase.p99_ms,
-        record.rss_growth_pct,
-        record.worker_restarts,
-    )
+    p = record.phase
+    logger.info("soak: %.1f req/s, %d failures, p99 %.1f ms", p.rps, p.failures, p.p99_ms)
+    logger.info("soak: RSS growth %s %%, %s worker restart(s)", record.rss_growth_pct, record.worker_restarts)
     return record

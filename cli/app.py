@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from textclf.artifacts.files import atomic_write_text
 from textclf.config import load_config
@@ -58,7 +59,8 @@ def _load(config: Path | None, overrides: list[str] | None, run: str | None) -> 
 
 
 def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # escape: a message may hold brackets that are not markup (pip install -e '.[tracking]').
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -118,6 +120,9 @@ def export(
             export_run(cfg, cfg.run_dir, load_data=load_labelled_data, checkpoint=checkpoint)
         finally:
             print_export_table(cfg)
+        from textclf_cli.tracking import log_export
+
+        log_export(cfg)  # to the training's tracked runs (train.report_to), if it had any
 
 
 @app.command()
@@ -129,18 +134,27 @@ def build(
     bentofile: Annotated[
         Path, typer.Option(help="The bentofile to build (bentofile.gpu.yaml: the GPU flavour).")
     ] = Path("bentofile.yaml"),
+    variants: Annotated[
+        str,
+        typer.Option(
+            "--variants",
+            help="Passing variants to ship beside the served ones, comma-separated (a deploy picks one with "
+            "serve.variant / TEXTCLF_SERVE_VARIANT).",
+        ),
+    ] = "",
 ) -> None:
-    """Import the run's serving variant into the BentoML model store and `bentoml build` the Bento."""
+    """Import the run's served variants (and any --variants) into the BentoML model store and `bentoml build`."""
 
     with _stage():
         from textclf.artifacts.bento import build_bento, import_model
 
         cfg = _load(config, set_, run)
-        tag = import_model(cfg.run_dir, cfg.serve.model_name)
+        extra = [name.strip() for name in variants.split(",") if name.strip()]
+        tag = import_model(cfg.run_dir, cfg.serve.model_name, extra)
         out = stdout_console()
         out.print(f"model: {tag}")
         if not skip_bento:
-            out.print(f"bento: {build_bento(cfg.run_dir, bentofile.resolve())}")
+            out.print(f"bento: {build_bento(cfg.run_dir, bentofile.resolve(), extra)}")
 
 
 @app.command()
@@ -363,6 +377,9 @@ def report(config: ConfigOption = None, set_: SetOption = None, run: RunOption =
 
         path = report_run(cfg, cfg.run_dir)
         stdout_console().print(f"report: {path}")
+        from textclf_cli.tracking import log_report
+
+        log_report(cfg, path.parent)  # to the training's tracked runs (train.report_to), if it had any
 
 
 @app.command()

@@ -23,7 +23,7 @@ from textclf.config import ExportConfig
 from textclf.errors import ExportError
 from textclf.hardware import isa_preset
 from textclf.inference.engines import ENGINE_KEY
-from textclf.inference.runtime import MODEL_FILE, SIDECAR_FILE
+from textclf.inference.folders import MODEL_FILE, SIDECAR_FILE
 from textclf_export.fusions import fold_bias_into_matmul_integer_to_float, read_floats_before_quantization
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""The gates every variant must pass: parity with PyTorch, the test metric, batch invariance.
+"""The gates every variant must pass: parity with PyTorch, the test metric, batch invariance; and the timing on
+real texts that every passing CPU variant's serving cost comes from.
 
 Single-label models are judged on accuracy and argmax flips; multi-label models on micro-F1 at the model's threshold
 and on label-set changes.
@@ -6,15 +7,20 @@ and on label-set changes.
 
 from __future__ import annotations
 
+import logging
 import random
-import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from textclf.artifacts.schema import BatchInvariance
 from textclf.inference.predictions import over_threshold, sigmoid
-from textclf.inference.runtime import Classifier
+from textclf.inference.runtime import Classifier, length_order
+from textclf.inference.timing import ROUNDS, aa_spread, round_median, time_interleaved
+
+logger = logging.getLogger(__name__)
 
 # A test text's truth: a class id, or for a multi-label model the ids of its labels.
 TestLabel = int | list[int]
@@ -108,37 +114,103 @@ def batch_invariance(classifier: Classifier, texts: list[str], batch_size: int =
     return BatchInvariance(texts=len(texts), batch_size=batch_size, flips=flips, max_prob_change=max_prob_change)
 
 
+# The cases of a variant's serving cost, all on real test texts: texts one at a time at evenly spaced quantiles of
+# the split's lengths, sorted batches of 32 (as the batcher and `textclf predict` sort them) evenly spaced along the
+# length order, and long texts (test texts joined end to end, cut at max_seq_len tokens: full windows, one a call).
+SINGLE_TEXTS = 16
+SORTED_BATCH = 32
+SORTED_BATCHES = 4
+LONG_TEXTS = 8
+CASES = ("b1", f"b{SORTED_BATCH}-sorted", "long")
+
+
 @dataclass(frozen=True)
 class Timing:
-    """The export-time timing recorded on a variant (same names as its manifest fields)."""
+    """The export-time timing recorded on a variant (same names as its manifest fields): ms per text by case."""
 
     latency_ms: float
     batch32_ms_per_text: float
-    samples_b1: int
-    samples_b32: int
+    long_ms_per_text: float
 
 
-def time_variant(classifier: Classifier, texts: list[str], seconds: float) -> Timing:
-    """A short timing at the data's real lengths: p50 latency at batch 1 and per-text time at batch 32."""
+@dataclass(frozen=True)
+class TimingRun:
+    """One interleaved timing of every candidate variant and the A/A control (the first candidate again)."""
 
-    def measure(batch: int, budget: float) -> list[float]:
-        samples: list[float] = []
-        deadline = time.perf_counter() + budget
-        i = 0
-        classifier.predict(texts[:batch])  # warm-up
-        while time.perf_counter() < deadline or len(samples) < 3:
-            chunk = [texts[(i + k) % len(texts)] for k in range(batch)]
-            started = time.perf_counter()
-            classifier.predict(chunk)
-            samples.append((time.perf_counter() - started) * 1000)
-            i += batch
-        return samples
+    timings: dict[str, Timing]
+    control: str  # the name the first candidate was timed under a second time
+    aa_spread_by_case: dict[str, float]
+    ms_per_text: dict[str, dict[str, float]]  # case → name (candidates and control) → ms per text
 
-    b1 = measure(1, seconds / 2)
-    b32 = measure(32, seconds / 2)
-    return Timing(
-        latency_ms=float(np.median(b1)),
-        batch32_ms_per_text=float(np.median(b32) / 32),
-        samples_b1=len(b1),
-        samples_b32=len(b32),
-    )
+    @property
+    def aa_spread(self) -> float:
+        """The run's noise floor: the largest of the cases' A/A spreads (a cost is a mean over them all)."""
+        return max(self.aa_spread_by_case.values())
+
+
+def _spread(count: int, wanted: int) -> list[int]:
+    """`wanted` indices evenly spaced over range(count) (each at the middle of its share), or all of them."""
+    if count <= wanted:
+        return list(range(count))
+    return [int((k + 0.5) * count / wanted) for k in range(wanted)]
+
+
+def long_texts(classifier: Classifier, texts: list[str], count: int = LONG_TEXTS) -> list[Any]:
+    """`count` encodings of max_seq_len real tokens: consecutive test texts joined until they fill a window (the
+    split read round again where it is shorter), each window starting where the one before stopped."""
+    if not texts:
+        raise ValueError("no texts to build long texts from")
+    lengths = [len(e.ids) for e in classifier.encode(texts)]
+    windows, position = [], 0
+    for _ in range(count):
+        parts: list[str] = []
+        tokens = 0
+        while tokens <= classifier.max_seq_len:  # one token past the window, so the cut falls inside real text
+            parts.append(texts[position % len(texts)])
+            tokens += max(1, lengths[position % len(texts)] - 2)  # without each text's own [CLS] and [SEP]
+            position += 1
+        windows.extend(classifier.encode([" ".join(parts)]))
+    return windows
+
+
+def timing_cases(classifier: Classifier, texts: list[str]) -> dict[str, list[list[Any]]]:
+    """Per case (`CASES`), its calls, each a list of encoded texts in the order they are padded together."""
+    encodings = classifier.encode(texts)
+    by_length = length_order([len(e.ids) for e in encodings])
+    singles = [[encodings[by_length[i]]] for i in _spread(len(by_length), SINGLE_TEXTS)]
+    batches = [by_length[i : i + SORTED_BATCH] for i in range(0, len(by_length), SORTED_BATCH)]
+    full = [b for b in batches if len(b) == SORTED_BATCH] or batches[:1]  # a split under 32 texts: all of it once
+    sorted_calls = [[encodings[i] for i in full[k]] for k in _spread(len(full), SORTED_BATCHES)]
+    return dict(zip(CASES, (singles, sorted_calls, [[e] for e in long_texts(classifier, texts)]), strict=True))
+
+
+def _case_call(classifier: Classifier, calls: list[list[Any]]) -> Callable[[], None]:
+    """One timed call of a case: every call of it in turn on `classifier`'s engine, padded beforehand."""
+    inputs = [classifier.pad(call).inputs for call in calls]
+
+    def run() -> None:
+        for one in inputs:
+            classifier.run_session(one)
+
+    return run
+
+
+def time_variants(classifiers: Mapping[str, Classifier], texts: list[str], seconds: float) -> TimingRun:
+    """Every candidate's ms per text on each case, with `textclf.inference.timing.time_interleaved` (the variants
+    take turns, round after round; a case's time is `round_median`, the median over its rounds), `seconds` per
+    variant over the cases. The first candidate runs a second time under another name (the A/A control): how far
+    its two readings differ is the noise floor the choice is judged against (`aa_spread`)."""
+    first = next(iter(classifiers))
+    control = f"{first} (A/A)"
+    cases = timing_cases(classifiers[first], texts)
+    ms: dict[str, dict[str, float]] = {}
+    for case, calls in cases.items():
+        runs = {name: _case_call(classifier, calls) for name, classifier in classifiers.items()}
+        runs[control] = runs[first]
+        samples = time_interleaved(runs, warmup=1, min_iters=ROUNDS, max_seconds=seconds / len(cases))
+        count = sum(len(call) for call in calls)
+        ms[case] = {name: round(round_median(rounds) / count, 5) for name, rounds in samples.items()}
+        logger.info("%s (%d texts a round): %s ms per text", case, count, ms[case])
+    spreads = {case: round(aa_spread(by_name[first], by_name[control]), 4) for case, by_name in ms.items()}
+    timings = {name: Timing(*(ms[case][name] for case in CASES)) for name in classifiers}
+    return TimingRun(timings, control, spreads, ms)

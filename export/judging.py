@@ -14,12 +14,8 @@ import numpy as np
 from textclf.artifacts.files import now_iso, replace_dir
 from textclf.artifacts.manifest import file_entries
 from textclf.artifacts.schema import Attempt, VariantRecord, Verdict
-from textclf.inference.runtime import (
-    DISABLED_OPTIMIZERS_KEY,
-    OPENVINO_PRECISION_KEY,
-    Classifier,
-    default_intra_op_threads,
-)
+from textclf.inference.folders import DISABLED_OPTIMIZERS_KEY, OPENVINO_PRECISION_KEY
+from textclf.inference.runtime import Classifier, default_intra_op_threads
 from textclf.inference.variants import VariantSpec, variant_spec
 from textclf_export import builders, openvino_ir
 from textclf_export.evaldata import EvalData

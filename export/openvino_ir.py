@@ -16,7 +16,7 @@ import numpy as np
 
 from textclf.errors import ExportError
 from textclf.inference.engines import MODEL_FILES, cpu_has_native_bf16
-from textclf.inference.runtime import MODEL_FILE
+from textclf.inference.folders import MODEL_FILE
 from textclf_export.builders import BuildSource, calibration_inputs, copy_tokenizer
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from textclf.artifacts.files import atomic_write_text, sha256_bytes, sha256_file
@@ -28,10 +28,7 @@ from textclf.artifacts.schema import (
     EvalTextsRecord,
     ExportCheckpoint,
     ExportSection,
-    PlanTiming,
     PyTorchReference,
-    ServingRoute,
-    ShapeTiming,
     VariantRecord,
 )
 from textclf.config import Config
@@ -42,10 +39,10 @@ from textclf.inference.variants import VARIANTS, variant_spec, variants_on
 from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
 from textclf_export.builders import BuildSource, export_fp32
 from textclf_export.evaldata import DataLoader, checkpoint_labels, checkpoint_threshold, load_eval_data
-from textclf_export.gates import TestLabel, scores_from_logits, time_variant
+from textclf_export.gates import TestLabel, TimingRun, scores_from_logits, time_variants
 from textclf_export.judging import BuildContext, Reference, build_and_judge
 from textclf_export.reference import pytorch_logits
-from textclf_export.routing import choose_measured_plan, choose_route, time_shapes
+from textclf_export.selection import Selection, select
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +62,10 @@ _NOT_IN_KEY = (
     "timing_seconds",
     "variants",
     "route_long_calls",
-    "shape_timing_seconds",
-)  # choosing/timing does not change a variant
+)  # choosing/timing changes no variant
 # Bumped whenever a builder or the session tuning changes what a variant folder holds (or how it is chosen):
-# earlier folders rebuild.
-BUILD_VERSION = 6
+# earlier folders rebuild. 7: one engine per machine (the serving cost on real texts, one long route at most).
+BUILD_VERSION = 7
 
 
 def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> tuple[Path, int, Manifest | None]:
@@ -133,8 +129,8 @@ def _speed_gate(variants: dict[str, VariantRecord], onnx_dir: Path) -> None:
             continue
         if cost >= baseline:
             reason = (
-                f"no faster than fp32 on this CPU ({cost:.2f} vs {baseline:.2f} ms, geometric mean of b1 and b32 "
-                "per-text time): ONNX Runtime's CPU provider has no fast kernels for it here"
+                f"no faster than fp32 on this CPU ({cost:.2f} vs {baseline:.2f} ms, serving cost on real texts): "
+                "ONNX Runtime's CPU provider has no fast kernels for it here"
             )
             logger.info("%s: refused: %s", name, reason)
             shutil.rmtree(onnx_dir / name, ignore_errors=True)
@@ -151,56 +147,50 @@ def _timed_classifiers(
     """
     spin = cfg.serve.ort_spinning
     classifiers = {n: Classifier(onnx_dir / n, expected_files=variants[n].files, allow_spinning=spin) for n in passing}
-    logger.info("timing %d variants across call shapes and real texts", len(classifiers))
+    logger.info("timing %d variants on real texts", len(classifiers))
     return classifiers
 
 
 @dataclass
-class ServingChoice:
-    """What `_choose_serving` found: the serving variant, why, and the timings and route it came from."""
+class Timed:
+    """The passing CPU variants, loaded, and their interleaved timing (none where no CPU variant passed)."""
 
-    serving: str
-    reason: str
-    timings: list[ShapeTiming] = field(default_factory=list)
-    route: ServingRoute | None = None
-    plans: list[PlanTiming] = field(default_factory=list)
-    plan_timings: list[ShapeTiming] = field(default_factory=list)
+    classifiers: dict[str, Classifier]
+    run: TimingRun | None
 
 
-def _choose_serving(variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config) -> ServingChoice:
-    """The serving variant, why, the timings it came from, and its long-call route.
-
-    Unless pinned, the serving variant and its route are chosen together (`routing.choose_measured_plan`): every
-    variant timed alone predicts each plan's worst case, and the leading plans are then timed as served.
-    """
-    # The short timing's order (geometric mean of b1 latency and b32 per-text time) breaks ties only.
-    passing = sorted(
-        (n for n, r in variants.items() if r.passed and n in variants_on("cpu")),
-        key=lambda n: variants[n].serving_cost() or float("inf"),
-    )
-    pinned = cfg.export.serving_variant
-    if pinned is not None:
-        if not variants[pinned].passed:
-            raise ExportError(f"export.serving_variant={pinned} was refused: {variants[pinned].reason}")
-        if not (cfg.export.route_long_calls and pinned in passing and len(passing) > 1):
-            return ServingChoice(pinned, "pinned by export.serving_variant")
-        classifiers = _timed_classifiers(passing, variants, onnx_dir, cfg)
-        timings = time_shapes(classifiers, texts, cfg.export.shape_timing_seconds)
-        return ServingChoice(pinned, "pinned by export.serving_variant", timings, choose_route(timings, pinned))
+def _time_passing(variants: dict[str, VariantRecord], onnx_dir: Path, texts: list[str], cfg: Config) -> Timed:
+    """Time every passing CPU variant on real texts (their timing fields), then apply the speed gate."""
+    for name, record in variants.items():
+        variants[name] = record.model_copy(update={"bytes": sum(f.bytes for f in record.files.values())})
+    passing = [n for n in variants_on("cpu") if n in variants and variants[n].passed]
     if not passing:
-        raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
-    if len(passing) == 1:
-        return ServingChoice(passing[0], "the only passing CPU variant")
+        return Timed({}, None)
     classifiers = _timed_classifiers(passing, variants, onnx_dir, cfg)
-    plan, timings, plans, plan_timings = choose_measured_plan(
-        classifiers, texts, cfg.export.shape_timing_seconds, passing, allow_route=cfg.export.route_long_calls
-    )
-    timed = "timed as served after " if plans else ""
-    reason = (
-        f"the best worst case {timed}export's interleaved timing of call shapes and real texts: "
-        f"{plan.envelope_min:.3f} of the fastest variant" + (" with its long-call route" if plan.route else " alone")
-    )
-    return ServingChoice(plan.serving, reason, timings, plan.route, plans, plan_timings)
+    run = time_variants(classifiers, texts, cfg.export.timing_seconds)
+    for name, timing in run.timings.items():
+        variants[name] = variants[name].model_copy(update=dataclasses.asdict(timing))
+    _speed_gate(variants, onnx_dir)
+    return Timed(classifiers, run)
+
+
+def _select(variants: dict[str, VariantRecord], timed: Timed, texts: list[str], cfg: Config) -> Selection:
+    """The serving variant (and long route) among the passing timed variants, or the pinned one.
+
+    Raises:
+        ExportError: the pinned variant was refused, or no CPU variant passed.
+    """
+    pinned = cfg.export.serving_variant
+    if pinned is not None and not variants[pinned].passed:
+        raise ExportError(f"export.serving_variant={pinned} was refused: {variants[pinned].reason}")
+    costs = {n: c for n in timed.classifiers if variants[n].passed and (c := variants[n].serving_cost()) is not None}
+    if timed.run is None or not costs:
+        if pinned is None:
+            raise ExportError("no CPU variant passed its gates; see the reasons in the table and the manifest")
+        return Selection(pinned, "pinned by export.serving_variant")
+    seconds = cfg.export.timing_seconds / 3  # a repeat of the long case gets what a case got in the main timing
+    kept = {n: timed.classifiers[n] for n in costs}
+    return select(kept, timed.run, costs, texts, seconds, pinned=pinned, route_long_calls=cfg.export.route_long_calls)
 
 
 def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path | None = None) -> Path:
@@ -256,14 +246,7 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
                 logger.info("%s: building and judging", name)
                 variants[name] = build_and_judge(name, ctx, keys[name])
     variants = {name: variants[name] for name in ordered}
-
-    for name, record in variants.items():
-        update: dict[str, object] = {"bytes": sum(f.bytes for f in record.files.values())}
-        if record.passed and name in variants_on("cpu"):
-            classifier = Classifier(onnx_dir / name, expected_files=record.files)
-            update |= dataclasses.asdict(time_variant(classifier, eval_data.test_texts, cfg.export.timing_seconds))
-        variants[name] = record.model_copy(update=update)
-    _speed_gate(variants, onnx_dir)
+    timed = _time_passing(variants, onnx_dir, eval_data.test_texts, cfg)
 
     eval_file = write_eval_texts(run_dir, eval_data.test_texts, eval_data.test_labels)
     section = ExportSection(
@@ -286,10 +269,9 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
         variants=variants,
     )
     try:
-        choice = _choose_serving(variants, onnx_dir, eval_data.test_texts, cfg)
+        choice = _select(variants, timed, eval_data.test_texts, cfg)
         serving = section.serving_variant = choice.serving
-        section.serving_reason, section.serving_route = choice.reason, choice.route
-        section.shape_timings, section.plans, section.plan_timings = choice.timings, choice.plans, choice.plan_timings
+        section.serving_reason, section.long_route, section.serving_timing = choice.reason, choice.route, choice.record
     finally:
         section.wall_time_s = round(time.perf_counter() - started, 1)
         update_manifest(run_dir, section, config=cfg.to_dict())

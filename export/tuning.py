@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from textclf.inference.engines import MODEL_FILES, OpenVinoEngine, create_session
-from textclf.inference.runtime import MODEL_FILE, OPENVINO_PRECISION_KEY, OPENVINO_STEP_KEY, Classifier
+from textclf.inference.folders import MODEL_FILE, OPENVINO_PRECISION_KEY, OPENVINO_STEP_KEY
+from textclf.inference.runtime import Classifier
 
 logger = logging.getLogger(__name__)
 

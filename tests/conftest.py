@@ -63,6 +63,7 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory, trained_run: Config) 
     """The tiny trained run, copied and exported with every CPU variant (short timing)."""
     import shutil
 
+    from textclf.inference.variants import variants_on
     from textclf_export.run import run
     from textclf_train.data import load_labelled_data
 
@@ -73,9 +74,15 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory, trained_run: Config) 
             "artifacts_root": root / "artifacts",
             # The serving variant is pinned and no long-call route is timed: the served answers must equal
             # `Classifier.predict`'s to 1e-5 whatever the batching, and int8-dynamic (a timing's pick on a tiny model
-            # now and then) depends on its batch by construction, as would a route across two engines.
+            # now and then) depends on its batch by construction, as would a route across two engines. Every CPU
+            # variant is built, not only the default ones, so each builder is tested.
             "export": trained_run.export.model_copy(
-                update={"timing_seconds": 0.4, "serving_variant": "optimized", "route_long_calls": False}
+                update={
+                    "variants": list(variants_on("cpu")),
+                    "timing_seconds": 0.4,
+                    "serving_variant": "optimized",
+                    "route_long_calls": False,
+                }
             ),
         }
     )

@@ -55,6 +55,11 @@ class DataConfig(Section):
     )
 
 
+# Experiment trackers `train.report_to` may name: the Hugging Face Trainer's names for them.
+Tracker = Literal["tensorboard", "mlflow", "wandb"]
+TRACKERS: tuple[Tracker, ...] = ("tensorboard", "mlflow", "wandb")
+
+
 class TrainConfig(Section):
     """Fine-tuning with the Hugging Face Trainer."""
 
@@ -75,6 +80,27 @@ class TrainConfig(Section):
     threshold: float = Field(
         0.5, gt=0, lt=1, description="multi-label: a label is predicted at or over this probability (saved with model)"
     )
+    report_to: list[Tracker] = Field(
+        default_factory=list,
+        description="experiment trackers of the Trainer, export and report: none, tensorboard, mlflow, wandb, or a "
+        "list (docs/tracking.md)",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> list[str]:
+        # `none` (the Trainer's own word), one name, `a,b` or a YAML list; every name checked here so a typo lists
+        # the valid ones instead of pydantic's one-literal-at-a-time message.
+        if value is None:
+            return []
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"expected a tracker name or a list of them, one of: none, {', '.join(TRACKERS)}")
+        chosen = [name.strip().lower() for name in names if name.strip().lower() not in ("", "none")]
+        unknown = [name for name in chosen if name not in TRACKERS]
+        if unknown:
+            raise ValueError(f"unknown tracker(s) {unknown}; valid: none, {', '.join(TRACKERS)}")
+        return list(dict.fromkeys(chosen))
 
 
 class ExportConfig(Section):
@@ -82,7 +108,8 @@ class ExportConfig(Section):
 
     variants: list[str] = Field(
         default_factory=lambda: list(DEFAULT_VARIANTS),
-        description="names from the registry in textclf.inference.variants",
+        description="names from the registry in textclf.inference.variants (default: those that served on some CPU "
+        "measured, and the fp32 reference)",
     )
     optimization_level: int = Field(2, ge=1, le=4, description="ORT graph optimization level O1..O4")
     max_fp32_parity: float = Field(1e-4, gt=0)
@@ -98,14 +125,14 @@ class ExportConfig(Section):
     timing_seconds: float = Field(
         3.0,
         gt=0,
-        description="time per variant for its latency_ms and the must-beat-fp32 gate (ties in the serving choice)",
+        description="time per passing CPU variant in the interleaved timing on real texts that gives its serving cost "
+        "(the serving choice, the must-beat-fp32 gate); each long-text repeat gets a third of it",
     )
     serving_variant: str | None = Field(None, description="pin the served variant")
     route_long_calls: bool = Field(
-        True, description="time every passing CPU variant across call shapes; route long calls to a faster one"
-    )
-    shape_timing_seconds: float = Field(
-        3.0, gt=0, description="budget per timed case of the joint timing that chooses serving_variant and its route"
+        True,
+        description="a second variant may take long texts where it wins them by 10 % in a repeated timing; false: "
+        "one variant serves every text",
     )
 
     @field_validator("variants")
@@ -131,6 +158,11 @@ class ServeConfig(Section):
     """The BentoML service; every key can also be set with TEXTCLF_<KEY> in the environment."""
 
     model_name: str = "textclf"
+    variant: str | None = Field(
+        None,
+        description="serve this variant alone instead of export's choice: any passing variant the run or Bento ships "
+        "(`textclf build --variants`); TEXTCLF_SERVE_VARIANT",
+    )
     workers: int = Field(2, ge=1, description="worker processes, each with its own engine and batcher")
     intra_op_threads: int | None = Field(None, ge=1, description="default: cores divided by workers")
     inter_op_threads: int = Field(1, ge=1)
@@ -171,6 +203,13 @@ class ServeConfig(Section):
         None, description="comma-separated API keys or a file of keys, one per line; none: the API is open"
     )
     metrics_public: bool = Field(True, description="/metrics without a key when api_keys are set")
+
+    @field_validator("variant")
+    @classmethod
+    def _variant_known(cls, value: str | None) -> str | None:
+        if value is not None:
+            variant_spec(value)
+        return value
 
     @model_validator(mode="after")
     def _a_full_request_fits_the_queue(self) -> ServeConfig:
@@ -245,11 +284,34 @@ def _apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+# Keys an earlier textclf read, each with what replaces it: a config that still sets one is told why, not only that
+# the key is unknown.
+REMOVED_KEYS: dict[tuple[str, str], str] = {
+    ("export", "shape_timing_seconds"): "export no longer times call shapes or routing plans; the serving variant "
+    "comes from one interleaved timing on real texts, within export.timing_seconds per variant",
+}
+
+
+def _refuse_removed_keys(raw: dict[str, Any]) -> None:
+    """A ConfigError naming every removed key `raw` still sets and what replaces it."""
+    found = [
+        f"{section}.{key} was removed: {instead}; delete the key"
+        for (section, key), instead in REMOVED_KEYS.items()
+        if isinstance(raw.get(section), dict) and key in raw[section]
+    ]
+    if found:
+        raise ConfigError(f"invalid config: {'; '.join(found)}")
+
+
+# Serve keys whose environment name says more than TEXTCLF_<KEY> would (TEXTCLF_VARIANT could be export's list).
+_ENV_NAMES = {"variant": "TEXTCLF_SERVE_VARIANT"}
+
+
 def _env_overrides(environ: dict[str, str]) -> list[str]:
-    """TEXTCLF_<KEY>=value for every key of the serve section, plus TEXTCLF_RUN."""
+    """TEXTCLF_<KEY>=value for every key of the serve section (`_ENV_NAMES` where it names one), plus TEXTCLF_RUN."""
     overrides = []
     for key in ServeConfig.model_fields:
-        env_name = f"TEXTCLF_{key.upper()}"
+        env_name = _ENV_NAMES.get(key, f"TEXTCLF_{key.upper()}")
         if env_name in environ:
             overrides.append(f"serve.{key}={environ[env_name]}")
     if "TEXTCLF_RUN" in environ:
@@ -289,7 +351,8 @@ def load_config(
         model: the config class to validate into; a stage that owns a section types it in a subclass of `Config`.
 
     Raises:
-        ConfigError: the file is missing or malformed, or a key is unknown or has a wrong type.
+        ConfigError: the file is missing or malformed, or a key is unknown, removed (`REMOVED_KEYS`: the message
+            says what replaces it) or has a wrong type.
     """
     config_path = Path(path) if path is not None else DEFAULT_CONFIG
     raw: dict[str, Any] = {}
@@ -308,6 +371,7 @@ def load_config(
     for item in [*_env_overrides(dict(env)), *(overrides or [])]:
         keys, value = _parse_override(item)
         _apply_override(raw, keys, value)
+    _refuse_removed_keys(raw)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# Every error type the HTTP API can answer, and its status. The guard, the OpenAPI document and the README's
-# table all read this one mapping.
+# Every error type the HTTP API can answer, and its status. The guard, the OpenAPI document and docs/serving.md's
+# error table all read this one mapping.
 ERROR_STATUS: Final[dict[str, int]] = {
     "invalid_json": 400,
     "unauthorized": 401,

@@ -1,6 +1,7 @@
 """A generated multi-label data set: short news-like texts tagged with any subset of three topics.
 
-Offline and seeded, so the README's multi-label example and the tests train on the same kind of data without a hub.
+Offline and seeded, so the multi-label example in docs/data.md and the tests train on the same kind of data without a
+hub.
 Each topic is told by its own cue words; a text may carry none, one or several topics. Some texts also mention a
 topic's word in passing without being tagged with it, so no model gets every label set right.
 """

@@ -35,6 +35,7 @@ from textclf_train.metrics import (
     trainer_metrics,
 )
 from textclf_train.model import resolve_base_model
+from textclf_train.tracking import TrainTracking
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _training_arguments(cfg: Config, output_dir: Path, world_size: int, use_cuda: bool) -> Any:
+def _training_arguments(
+    cfg: Config, output_dir: Path, world_size: int, use_cuda: bool, tracking: dict[str, Any]
+) -> Any:
     from transformers import TrainingArguments
 
     tc = cfg.train
@@ -66,7 +69,6 @@ def _training_arguments(cfg: Config, output_dir: Path, world_size: int, use_cuda
         logging_steps=tc.logging_steps,
         seed=tc.seed,
         data_seed=tc.seed,
-        report_to="none",
         use_cpu=not use_cuda,
         ddp_backend=None if use_cuda or world_size == 1 else "gloo",
         dataloader_num_workers=0,
@@ -74,6 +76,7 @@ def _training_arguments(cfg: Config, output_dir: Path, world_size: int, use_cuda
         group_by_length=tc.group_by_length,
         save_safetensors=True,
         disable_tqdm=False,
+        **tracking,  # report_to, run_name (textclf's run), logging_dir (TensorBoard's event folder)
     )
 
 
@@ -147,8 +150,9 @@ def _best_epoch(state: Any, resumed_from: str | None) -> TrainerRecord:
 def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any] | None = None) -> Path:
     """Fine-tune `cfg.train.base_model` on `cfg.data` and write `run_dir/checkpoint` plus the manifest.
 
-    Data and model are validated before anything is written. The checkpoint folder appears only when
-    complete, and the manifest's `train` section is written last, so a failed run never claims success.
+    Data and model are validated before anything is written, and the trackers of `train.report_to` before
+    that. The checkpoint folder appears only when complete, and the manifest's `train` section is written last, so
+    a failed run never claims success.
 
     Args:
         cfg: the whole config; `data` and `train` are read.
@@ -158,7 +162,18 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
 
     Returns:
         The checkpoint folder.
+
+    Raises:
+        ConfigError: a tracker of `train.report_to` cannot run here (its package is missing), before any work.
     """
+    tracking = TrainTracking.prepare(cfg, run_dir, is_main=_world()[0] == 0)
+    with tracking.closing():
+        return _fine_tune(cfg, run_dir, tracking, resume=resume, callbacks=callbacks)
+
+
+def _fine_tune(
+    cfg: Config, run_dir: Path, tracking: TrainTracking, *, resume: bool, callbacks: list[Any] | None
+) -> Path:
     started = time.perf_counter()
     data = load_labelled_data(cfg.data)
     base = resolve_base_model(cfg.train.base_model)
@@ -201,9 +216,10 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
     encoded = _tokenize(data, tokenizer, cfg.train.max_seq_len)
     output_dir = run_dir / TRAINER_STATE_DIR
     resume_from = _resume_point(output_dir, resume, rank)
+    tracking.start()
     trainer = Trainer(
         model=model,
-        args=_training_arguments(cfg, output_dir, world_size, use_cuda),
+        args=_training_arguments(cfg, output_dir, world_size, use_cuda, tracking.trainer_arguments()),
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
@@ -235,17 +251,18 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
             test_metrics.confusion_matrix, data.label_names, run_dir / CONFUSION_MATRIX_PNG, "test split"
         )
     entries = file_entries(checkpoint)
+    data_record = DataRecord(
+        source=data.source,
+        config=cfg.data.model_dump(mode="json"),  # what export needs to rebuild the same test split
+        splits={name: SplitRecord(rows=data.splits[name].num_rows, sha256=data.split_sha256[name]) for name in SPLITS},
+        dropped_empty_texts=data.dropped_empty_texts,
+    )
+    train_metrics = TrainMetrics(validation=metrics["validation"], test=test_metrics)
+    plots = [run_dir / CONFUSION_MATRIX_PNG] if test_metrics.confusion_matrix is not None else []
     section = TrainSection(
         completed_at=now_iso(),
         wall_time_s=round(time.perf_counter() - started, 1),
-        data=DataRecord(
-            source=data.source,
-            config=cfg.data.model_dump(mode="json"),  # what export needs to rebuild the same test split
-            splits={
-                name: SplitRecord(rows=data.splits[name].num_rows, sha256=data.split_sha256[name]) for name in SPLITS
-            },
-            dropped_empty_texts=data.dropped_empty_texts,
-        ),
+        data=data_record,
         base_model=base.record,
         label_names=data.label_names,
         problem_type=problem_type,
@@ -253,9 +270,10 @@ def run(cfg: Config, run_dir: Path, *, resume: bool = False, callbacks: list[Any
         max_seq_len=cfg.train.max_seq_len,
         checkpoint=FolderRecord(path=CHECKPOINT_DIR, sha256=folder_digest(entries), files=entries),
         confusion_matrix_png=CONFUSION_MATRIX_PNG if test_metrics.confusion_matrix is not None else None,
-        metrics=TrainMetrics(validation=metrics["validation"], test=test_metrics),
+        metrics=train_metrics,
         trainer=_best_epoch(trainer.state, resume_from),
         hardware=TrainHardware(device="cuda" if use_cuda else "cpu", world_size=world_size, torch_threads=threads),
+        tracking=tracking.finish(data=data_record, metrics=train_metrics, step=trainer.state.global_step, files=plots),
     )
     # A new checkpoint makes any earlier export stale, so its section goes.
     update_manifest(run_dir, section, config=cfg.to_dict(), drop_sections=("export",))

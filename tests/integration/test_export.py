@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 from tests.artifacts import validate_against_schema
 from tests.tiny import build_tiny_bert, build_tiny_distilbert, tiny_texts, write_csv
 from textclf.artifacts.manifest import Manifest, read_manifest, require_export, require_train
-from textclf.artifacts.schema import ServingRoute
 from textclf.config import Config
 from textclf.errors import ArtifactError
 from textclf.inference.engines import OpenVinoEngine, OrtEngine
-from textclf.inference.runtime import IDENTITY_FILES, Classifier
-from textclf.inference.variants import DEFAULT_VARIANTS, variant_spec, variants_on
+from textclf.inference.folders import IDENTITY_FILES
+from textclf.inference.runtime import Classifier
+from textclf.inference.variants import variant_spec, variants_on
 from textclf.paths import EVAL_TEXTS, MANIFEST_NAME, ONNX_DIR
 from textclf_cli.app import app
 
@@ -34,7 +34,7 @@ def _copy_run(cfg: Config, dest: Path, **export_updates: object) -> Config:
 
 def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) -> None:
     export = require_export(exported_run.run_dir)
-    assert list(export.variants) == list(DEFAULT_VARIANTS)
+    assert list(export.variants) == list(variants_on("cpu"))  # every builder, not only the default list
     texts = ["a really good film", "the plot was dull and the acting weak"]
     for name, record in export.variants.items():
         if variant_spec(name).must_beat_fp32 and not record.passed:  # slower than fp32 here: refused, no folder
@@ -43,7 +43,8 @@ def test_every_cpu_variant_exports_runs_and_is_recorded(exported_run: Config) ->
             continue
         assert record.passed, (name, record.reason)
         assert record.parity_max_abs_diff is not None and record.test_accuracy is not None
-        assert record.accuracy_delta is not None and record.latency_ms is not None and record.files
+        assert record.accuracy_delta is not None and record.files
+        assert record.latency_ms and record.batch32_ms_per_text and record.long_ms_per_text
         assert record.batch_invariance is not None and record.batch_invariance.flips == 0
         assert record.bytes == sum(f.bytes for f in record.files.values())
         assert all(len(f.sha256) == 64 for f in record.files.values())
@@ -166,35 +167,33 @@ def test_fp32_matches_pytorch_logits(exported_run: Config) -> None:
 
 def test_reexport_is_skipped_when_nothing_changed(tmp_path: Path, exported_run: Config) -> None:
     from textclf_export.run import run
+    from textclf_export.selection import TIE, choose_serving
     from textclf_train.data import load_labelled_data
 
-    cfg = _copy_run(exported_run, tmp_path, route_long_calls=True)  # choosing and timing change no variant
+    # Choosing and timing change no variant. Four variants, so a long route can be judged and the run is short.
+    variants = ["fp32", "int8-qdq", "openvino-fp32", "openvino-int8"]
+    cfg = _copy_run(exported_run, tmp_path, route_long_calls=True, variants=variants)
     model = cfg.run_dir / ONNX_DIR / "fp32" / "model.onnx"
     before = model.stat().st_mtime_ns
     run(cfg, cfg.run_dir, load_data=load_labelled_data)
     export = require_export(cfg.run_dir)
-    assert all(record.skipped for record in export.variants.values())
+    assert list(export.variants) == variants and all(record.skipped for record in export.variants.values())
     assert model.stat().st_mtime_ns == before
-    # Not pinned: the serving variant and its route come from one interleaved timing of shapes and real texts,
-    # recorded with the choice; the run loads what was chosen.
-    assert export.serving_reason is not None and "interleaved timing" in export.serving_reason
-    assert {"real-b1", "b1-s32"} <= {t.case for t in export.shape_timings}
-    route = export.serving_route
-    assert route is None or (
-        route.variant != export.serving_variant and route.envelope_min > route.envelope_min_unrouted
-    )
-    # The leading plans were timed as served (real engines, routed over the very sessions timed alone), and the
-    # chosen one is the best measured of them.
-    assert "timed as served" in export.serving_reason and len(export.plans) >= 2
-    labels = {p.label for p in export.plans}
-    assert all(set(t.ms) >= labels for t in export.plan_timings) and export.plan_timings
-    best = max(export.plans, key=lambda p: p.measured_envelope)
-
-    def key(serving: str | None, plan_route: ServingRoute | None) -> tuple[object, ...]:
-        return (serving, plan_route.variant if plan_route else None, plan_route.max_short_tokens if plan_route else 0)
-
-    chosen = next(p for p in export.plans if key(p.serving, p.route) == key(export.serving_variant, route))
-    assert chosen.measured_envelope >= best.measured_envelope / 1.03 - 1e-9  # a route needs MIN_GAIN over one alone
+    # Not pinned: the serving variant is the one the recorded costs and tie choose (the timing on real texts with
+    # its A/A control), and the reason says why; a long route, if kept, won its repeats by 10 % or more.
+    timing = export.serving_timing
+    costs = {name: record.serving_cost() for name, record in export.variants.items() if record.passed}
+    assert timing["costs"] == costs and set(timing["ms_per_text"]) == {"b1", "b32-sorted", "long"}
+    assert timing["aa_control"] == "fp32 (A/A)" and timing["tie"] == max(TIE, timing["aa_spread"])
+    assert all(set(by_name) == {*costs, "fp32 (A/A)"} for by_name in timing["ms_per_text"].values())
+    assert export.serving_variant == choose_serving(costs, timing["tie"])
+    assert export.serving_reason is not None and "lowest serving cost on real texts" in export.serving_reason
+    route = export.long_route
+    trial = timing.get("long_trial")
+    assert (route is not None) == bool(trial and trial["kept"])
+    if route is not None:
+        assert route.variant == trial["candidate"] != export.serving_variant and trial["gain"] >= 0.10
+        assert route.max_short_tokens_per_text == export.max_seq_len - 1
     served = Classifier.from_run(cfg.run_dir)
     assert served.variant == export.serving_variant and len(served.predict(["a good film"])) == 1
 
@@ -325,25 +324,33 @@ def test_export_without_training_names_the_missing_stage(tmp_path: Path) -> None
     assert "textclf train" in result.output
 
 
-def test_every_passing_variant_is_timed_across_call_shapes_for_the_route(exported_run: Config) -> None:
-    from textclf_export.routing import REAL_SINGLE_TEXTS, choose_plan, shape_case, shapes, time_shapes
+def test_every_passing_variant_is_timed_on_real_texts_with_an_a_a_control(exported_run: Config) -> None:
+    from textclf_export.gates import CASES, SORTED_BATCH, long_texts, time_variants, timing_cases
+    from textclf_export.selection import LONG_REPEATS, confirm_long
 
     export = require_export(exported_run.run_dir)
     passing = [n for n, r in export.variants.items() if r.passed and n in variants_on("cpu")]
     classifiers = {n: Classifier.from_run(exported_run.run_dir, n) for n in passing[:3]}
     texts = [json.loads(line)["text"] for line in (exported_run.run_dir / EVAL_TEXTS).read_text().splitlines()]
-    timings = time_shapes(classifiers, texts, seconds_per_shape=0.01)
-    synthetic = [t for t in timings if not t.case or not t.case.startswith("real-")]
-    assert [(t.batch, t.seq_len) for t in synthetic] == shapes(export.max_seq_len)
-    assert all(t.case == shape_case(t.batch, t.seq_len) and t.calls == 1 for t in synthetic)
-    # Real test texts one at a time (lengths spread over the split) and sorted batches of 32, next to the shapes.
-    singles = [t for t in timings if t.case == "real-b1"]
-    assert (
-        sum(t.calls or 1 for t in singles) == min(REAL_SINGLE_TEXTS, len(texts))
-        and len({t.seq_len for t in singles}) > 1
-    )
-    assert all(t.batch == 32 for t in timings if t.case == "real-b32-sorted") == (len(texts) >= 32)
-    assert all(set(t.ms) == set(classifiers) and min(t.ms.values()) > 0 for t in timings)
-    plan = choose_plan(timings, list(classifiers))
-    assert plan.serving in classifiers and 0 < plan.envelope_min <= 1
-    assert plan.route is None or (plan.route.variant in classifiers and plan.route.envelope_min == plan.envelope_min)
+    first = next(iter(classifiers.values()))
+    cases = timing_cases(first, texts)
+    assert list(cases) == list(CASES)
+    singles = [len(call[0].ids) for call in cases["b1"]]
+    assert all(len(call) == 1 for call in cases["b1"]) and len(set(singles)) > 1  # lengths spread over the split
+    assert all(len(call) == min(SORTED_BATCH, len(texts)) for call in cases["b32-sorted"])
+    for call in cases["b32-sorted"]:
+        assert [len(e.ids) for e in call] == sorted(len(e.ids) for e in call)
+    # Long texts: real test texts end to end, cut at max_seq_len: full windows, no padding.
+    windows = long_texts(first, texts)
+    assert all(len(w.ids) == first.max_seq_len and w.overflowing and 0 not in w.attention_mask for w in windows)
+    assert len({tuple(w.ids) for w in windows}) > 1
+
+    run = time_variants(classifiers, texts, seconds=0.05)
+    assert set(run.timings) == set(classifiers) and run.control == f"{next(iter(classifiers))} (A/A)"
+    assert all(t.latency_ms > 0 and t.batch32_ms_per_text > 0 and t.long_ms_per_text > 0 for t in run.timings.values())
+    assert set(run.aa_spread_by_case) == set(CASES) and run.aa_spread == max(run.aa_spread_by_case.values())
+    # The long-text A/B on the real engines: LONG_REPEATS readings, and the verdict the median of them gives.
+    serving, candidate = list(classifiers)[:2]
+    trial = confirm_long(classifiers, serving, candidate, texts, seconds=0.01, spread=run.aa_spread)
+    assert len(trial.gains) == LONG_REPEATS and all(gain > -1 for gain in trial.gains)
+    assert trial.kept == (trial.gain >= max(0.10, run.aa_spread))

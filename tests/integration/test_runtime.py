@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +11,14 @@ import numpy as np
 import pytest
 
 from tests.tiny import tiny_texts
+from textclf.artifacts.manifest import read_manifest, write_manifest
+from textclf.artifacts.schema import LongRoute
 from textclf.config import Config
-from textclf.inference.engines import RoutedEngine, providers_for
+from textclf.errors import ArtifactError
+from textclf.inference.engines import providers_for
 from textclf.inference.predictions import softmax
 from textclf.inference.runtime import Classifier, OverlengthError, default_intra_op_threads
+from textclf.paths import MANIFEST_NAME, ONNX_DIR
 
 
 @pytest.fixture(scope="module")
@@ -92,64 +98,99 @@ def test_thread_settings(exported_run: Config) -> None:
     assert providers_for(use_cuda=True)[-1] == "CPUExecutionProvider"
 
 
-def test_the_serving_route_runs_long_calls_on_the_other_engine(exported_run: Config, tmp_path: Path) -> None:
+def _copy_with_export(exported_run: Config, tmp_path: Path, **update: Any) -> Path:
+    """A copy of the exported run whose manifest's export section has `update`."""
     import shutil
-
-    from textclf.artifacts.manifest import read_manifest, write_manifest
-    from textclf.artifacts.schema import ServingRoute
 
     run_dir = tmp_path / "run"
     shutil.copytree(exported_run.run_dir, run_dir)
     manifest = read_manifest(run_dir)
     assert manifest is not None and manifest.export is not None
-    serving = "int8-qdq-mha" if manifest.export.variants["int8-qdq-mha"].passed else "fp32"
-    route = ServingRoute(variant="openvino-fp32", max_short_tokens=16, envelope_min=1.0, envelope_min_unrouted=0.8)
-    export = manifest.export.model_copy(update={"serving_variant": serving, "serving_route": route})
-    write_manifest(run_dir, manifest.model_copy(update={"export": export}))
+    write_manifest(run_dir, manifest.model_copy(update={"export": manifest.export.model_copy(update=update)}))
+    return run_dir
+
+
+def test_the_long_route_runs_calls_past_its_threshold_on_the_other_engine(exported_run: Config, tmp_path: Path) -> None:
+    route = LongRoute(variant="openvino-fp32", max_short_tokens_per_text=16)
+    run_dir = _copy_with_export(exported_run, tmp_path, serving_variant="fp32", long_route=route)
 
     routed = Classifier.from_run(run_dir, intra_op_threads=1)
-    assert isinstance(routed.engine, RoutedEngine)
-    assert "openvino" in routed.engine.describe()
+    assert [part.name for part in routed.engine.parts()] == ["onnxruntime", "openvino"]
+    assert "openvino" in routed.engine.describe() and routed.providers == ["CPUExecutionProvider"]
     alone = Classifier.from_run(run_dir, route=False, intra_op_threads=1)
-    assert not isinstance(alone.engine, RoutedEngine)
+    assert alone.engine.parts() == (alone.engine,)
     openvino = Classifier.from_run(run_dir, "openvino-fp32", intra_op_threads=1)
     short, long = "good film", " ".join(["a long and rather dull film"] * 20)
     assert len(routed.encode([long])[0].ids) > 16 >= len(routed.encode([short])[0].ids)
-    np.testing.assert_array_equal(routed.logits([short])[0], alone.logits([short])[0])
+    assert not np.array_equal(alone.logits([long])[0], openvino.logits([long])[0])  # the engines can be told apart
     np.testing.assert_array_equal(routed.logits([long])[0], openvino.logits([long])[0])
-    assert not routed.engine.long_on_repeat
+    # Stateless: a short call after long ones, and many short calls in a row, stay on the serving engine.
+    for _ in range(3):
+        np.testing.assert_array_equal(routed.logits([short])[0], alone.logits([short])[0])
+    # A deploy that names a variant serves it alone.
+    named = Classifier.from_run(run_dir, "fp32", intra_op_threads=1)
+    assert named.engine.parts() == (named.engine,)
 
-    # With long_on_repeat, the third short call of one shape runs on OpenVINO, its logits those of OpenVINO alone.
-    repeat = export.model_copy(update={"serving_route": route.model_copy(update={"long_on_repeat": True})})
-    write_manifest(run_dir, manifest.model_copy(update={"export": repeat}))
-    repeating = Classifier.from_run(run_dir, intra_op_threads=1)
-    assert isinstance(repeating.engine, RoutedEngine) and repeating.engine.long_on_repeat
-    answers = [repeating.logits([short])[0] for _ in range(3)]
-    assert not np.array_equal(alone.logits([short])[0], openvino.logits([short])[0])  # the engines can be told apart
-    np.testing.assert_array_equal(answers[0], alone.logits([short])[0])
-    np.testing.assert_array_equal(answers[2], openvino.logits([short])[0])
+
+def test_a_run_exported_with_a_routing_plan_serves_its_variant_alone_and_says_so(
+    exported_run: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The manifest as the code before one engine per machine (d5797dc) wrote it: a route by padded tokens (its
+    # repeat and length rules at their defaults; tests/unit/test_schema.py reads them set), shape timings and plans.
+    run_dir = _copy_with_export(exported_run, tmp_path, serving_variant="fp32")
+    data = json.loads((run_dir / MANIFEST_NAME).read_text())
+    old_route = {"variant": "openvino-fp32", "max_short_tokens": 16, "envelope_min": 1.0, "envelope_min_unrouted": 0.8}
+    shape = {"case": "real-b1", "batch": 1, "seq_len": 12, "calls": 3, "ms": {"fp32": 1.0}, "repeat_ms": None}
+    data["export"] |= {"serving_route": old_route, "shape_timings": [shape], "plans": [], "plan_timings": [shape]}
+    for record in data["export"]["variants"].values():
+        record |= {"samples_b1": 10, "samples_b32": 5}
+        record.pop("long_ms_per_text", None)
+    (run_dir / MANIFEST_NAME).write_text(json.dumps(data))
+
+    with caplog.at_level(logging.WARNING, logger="textclf.inference.runtime"):
+        served = Classifier.from_run(run_dir, intra_op_threads=1)
+    said = [r.getMessage() for r in caplog.records if "older textclf" in r.getMessage()]
+    assert len(said) == 1 and "long-call route (to openvino-fp32) is ignored; re-export to route long texts" in said[0]
+    assert served.variant == "fp32" and served.engine.parts() == (served.engine,)
+    long = " ".join(["a long and rather dull film"] * 20)
+    assert served.predict([long])[0].truncated
+
+
+def test_a_variant_the_run_does_not_ship_is_refused_naming_those_it_ships(exported_run: Config, tmp_path: Path) -> None:
+    import shutil
+
+    # What a Bento holds: the manifest trimmed to the shipped variants, and only their folders.
+    run_dir = _copy_with_export(exported_run, tmp_path, serving_variant="fp32")
+    manifest = read_manifest(run_dir)
+    assert manifest is not None and manifest.export is not None
+    shipped = {name: manifest.export.variants[name] for name in ("fp32", "int8-qdq")}
+    trimmed = manifest.export.model_copy(update={"variants": shipped})
+    write_manifest(run_dir, manifest.model_copy(update={"export": trimmed}))
+    for folder in (run_dir / ONNX_DIR).iterdir():
+        if folder.name not in shipped:
+            shutil.rmtree(folder)
+    assert Classifier.from_run(run_dir, "int8-qdq").variant == "int8-qdq"
+    with pytest.raises(
+        ArtifactError, match=r"variant 'openvino-int8' is not shipped here \(it ships: fp32, int8-qdq\)"
+    ):
+        Classifier.from_run(run_dir, "openvino-int8")
+    # A local run: a passing variant whose folder is gone is not served either.
+    shutil.rmtree(run_dir / ONNX_DIR / "int8-qdq")
+    with pytest.raises(ArtifactError, match=r"'int8-qdq' is not shipped here \(it ships: fp32\)"):
+        Classifier.from_run(run_dir, "int8-qdq")
 
 
 def test_streams_run_the_calls_side_by_side_with_the_same_logits(exported_run: Config, tmp_path: Path) -> None:
-    import shutil
     import threading
 
-    from textclf.artifacts.manifest import read_manifest, write_manifest
-    from textclf.artifacts.schema import ServingRoute
-
-    run_dir = tmp_path / "run"
-    shutil.copytree(exported_run.run_dir, run_dir)
-    manifest = read_manifest(run_dir)
-    assert manifest is not None and manifest.export is not None
-    route = ServingRoute(variant="openvino-fp32", max_short_tokens=40, envelope_min=1.0, envelope_min_unrouted=0.8)
-    export = manifest.export.model_copy(update={"serving_variant": "fp32", "serving_route": route})
-    write_manifest(run_dir, manifest.model_copy(update={"export": export}))
+    route = LongRoute(variant="openvino-fp32", max_short_tokens_per_text=30)
+    run_dir = _copy_with_export(exported_run, tmp_path, serving_variant="fp32", long_route=route)
     texts = [t for t, _ in tiny_texts(60, seed=5)] + [" ".join(["a long and rather dull film"] * 20)] * 5
 
     one = Classifier.from_run(run_dir, intra_op_threads=2)
     two = Classifier.from_run(run_dir, intra_op_threads=2, streams=2)
     assert (one.stream_count, two.stream_count) == (1, 2)
-    assert all(isinstance(e, RoutedEngine) and e.short.threads == 1 for e in two.engines)  # 2 threads, 1 a copy
+    assert all(len(e.parts()) == 2 and e.parts()[0].threads == 1 for e in two.engines)  # 2 threads, 1 a copy
     threads: dict[int, set[str]] = {0: set(), 1: set()}
     for index, engine in enumerate(two.engines):
         run = engine.run

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.serving import serve_env, served
+from tests.serving import PROJECT_ROOT, serve_env, served
 from tests.tiny import tiny_texts
 from textclf.config import Config
 from textclf.inference.runtime import Classifier
@@ -69,6 +73,10 @@ def test_response_names_the_model(server: str, exported_run: Config) -> None:
     assert response.headers["X-Model-Sha256"] == export.variants[variant].files["model.onnx"].sha256
     info = requests.get(f"{server}/model", timeout=10).json()
     assert info["variant"] == variant and info["labels"] == ["neg", "pos"]
+    # The engine that runs, by its own name and threads (not "ORT threads" for an OpenVINO variant).
+    engine = Classifier.from_run(exported_run.run_dir).engine
+    assert (info["engine"], info["engine_threads"]) == (engine.name, engine.threads)
+    assert info["engine"] in info["engine_detail"] and info["engine_threads"] >= 1
 
 
 def test_top_k_and_raw_scores_change_the_response_as_documented(server: str, exported_run: Config) -> None:
@@ -190,3 +198,42 @@ def test_overlength_error_mode_is_a_422_naming_the_text(exported_run: Config, tm
             assert response.status_code == 422, response.text
             assert response.json()["error_type"] == "text_too_long" and "texts[1]" in response.json()["error"]
         assert _predict(url, {"texts": ["a good film", "a dull plot"]}).status_code == 200
+
+
+# The service's typed `predict` called in-process, as BentoML's local callers do (over HTTP the guard answers
+# POST /predict through the same adapter and pipeline). A fresh interpreter: the service module reads its config
+# and patches BentoML when it is imported.
+IN_PROCESS = """
+import asyncio, json, sys
+import service
+
+async def main():
+    svc = service.TextClassifier()
+    try:
+        answers = []
+        for fields in ({"texts": sys.argv[1:], "top_k": 1}, {"texts": sys.argv[1:], "on_overlength": "error"}):
+            response = await svc.predict(**fields)
+            answers.append({"status": response.status_code, "body": json.loads(response.body),
+                            "variant": response.headers["x-model-variant"]})
+        print(json.dumps(answers))
+    finally:
+        svc.batcher.close()
+
+asyncio.run(main())
+"""
+
+
+def test_the_typed_predict_method_runs_the_same_pipeline(exported_run: Config, tmp_path: Path) -> None:
+    texts = ["a good and lovely film", " ".join(["good film"] * 40)]  # the second is over the 32-token window
+    env = {**os.environ, **serve_env(exported_run.run_dir, tmp_path / "home"), "TEXTCLF_WORKERS": "1"}
+    command = [sys.executable, "-c", IN_PROCESS, *texts]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    top, refused = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = Classifier.from_run(exported_run.run_dir).predict(texts)
+    assert top["status"] == 200 and [item["label"] for item in top["body"]] == [p.label for p in expected]
+    assert [item["scores"] for item in top["body"]] == [{p.label: pytest.approx(p.score, abs=1e-5)} for p in expected]
+    assert top["body"][1]["truncated"] is True and "truncated" not in top["body"][0]
+    assert top["variant"] == Classifier.from_run(exported_run.run_dir).variant
+    assert refused["status"] == 422 and refused["body"]["error_type"] == "text_too_long"
+    assert "texts[1]" in refused["body"]["error"]

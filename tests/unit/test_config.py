@@ -116,3 +116,22 @@ def test_pinned_serving_variant_must_be_built() -> None:
 def test_a_full_request_must_fit_the_queue() -> None:
     with pytest.raises(ConfigError, match="max_texts_per_request=64 is over max_queued_texts=8"):
         load_config(overrides=["serve.max_queued_texts=8"], environ={})
+
+
+def test_a_removed_key_names_the_removal_and_what_replaces_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("export:\n  shape_timing_seconds: 3.0\n")
+    for source, overrides in ((path, []), (None, ["export.shape_timing_seconds=1.0"])):
+        with pytest.raises(ConfigError) as failure:
+            load_config(source, overrides, environ={})
+        message = str(failure.value)
+        assert "export.shape_timing_seconds was removed" in message and "export.timing_seconds" in message
+        assert "unknown key" not in message
+
+
+def test_a_deploy_names_the_served_variant_in_the_config_or_the_environment() -> None:
+    assert load_config(environ={}).serve.variant is None
+    assert load_config(environ={"TEXTCLF_SERVE_VARIANT": "fp32"}).serve.variant == "fp32"
+    assert load_config(overrides=["serve.variant=int8-qdq"], environ={}).serve.variant == "int8-qdq"
+    with pytest.raises(ConfigError, match=r"serve\.variant: Value error, unknown variant 'int9'"):
+        load_config(environ={"TEXTCLF_SERVE_VARIANT": "int9"})

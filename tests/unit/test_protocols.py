@@ -6,16 +6,18 @@ side against its own parser: the real client's bytes, not our reading of the spe
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
 from textclf.errors import RequestError
-from textclf.inference.predictions import softmax
-from textclf.serving.protocols.common import ModelFacts
+from textclf.inference.predictions import predictions, softmax
+from textclf.serving.limits import Limits
+from textclf.serving.protocols.common import Adapter, Body, Call, ModelFacts
 from textclf.serving.protocols.hf import HfAdapter
 from textclf.serving.protocols.v2 import V2Adapter, check_model, match_model_route, model_metadata
-from textclf.serving.validation import Limits
+from textclf.serving.wire import Reply
 
 LIMITS = Limits(max_texts_per_request=4, max_chars_per_text=50, max_body_bytes=10_000, max_concurrency=4)
 MODEL = ModelFacts("textclf", "int8-qdq", "ab" * 32, ["neg", "pos"], None, 128)
@@ -23,20 +25,29 @@ MULTI = ModelFacts("textclf", "fp32", "cd" * 32, ["a", "b", "c"], 0.5, 128)
 LOGITS = np.array([[0.5, -1.0], [-2.0, 1.5]], dtype=np.float32)
 
 
-def _json(body: dict[str, object]) -> bytes:
-    return json.dumps(body).encode()
+def _json(body: dict[str, object]) -> Body:
+    return Body(json.dumps(body).encode())
+
+
+def _answer(
+    adapter: Adapter[Any], call: Call[Any], model: ModelFacts, logits: np.ndarray, truncated: list[bool]
+) -> Reply:
+    """What the pipeline does between parse and render: the model's scoring with the call's answer options."""
+    scored = predictions(logits, truncated, model.labels, model.threshold, **call.answer.as_kwargs())
+    return adapter.render(call, scored, model)
 
 
 def _hf(dialect: str, body: dict[str, object], model: ModelFacts = MODEL, logits: np.ndarray = LOGITS) -> object:
-    call = HfAdapter(dialect, LIMITS).parse(_json(body), None, model)  # type: ignore[arg-type]
-    reply = call.render(logits[: len(call.texts)], [False] * len(call.texts))
+    adapter = HfAdapter(dialect, LIMITS)  # type: ignore[arg-type]
+    call = adapter.parse(_json(body), model)
+    reply = _answer(adapter, call, model, logits[: len(call.texts)], [False] * len(call.texts))
     assert reply.status == 200
     return json.loads(reply.body)
 
 
-def _refused(adapter: HfAdapter | V2Adapter, body: bytes, model: ModelFacts = MODEL) -> RequestError:
+def _refused(adapter: HfAdapter | V2Adapter, body: Body, model: ModelFacts = MODEL) -> RequestError:
     with pytest.raises(RequestError) as caught:
-        adapter.parse(body, None, model)
+        adapter.parse(body, model)
     return caught.value
 
 
@@ -71,12 +82,45 @@ def test_functions_and_raw_scores() -> None:
     assert multi[0][1]["score"] == pytest.approx(0.5)  # type: ignore[index]
 
 
+def test_a_function_other_than_the_models_is_applied_to_the_logits_and_cut_to_top_k() -> None:
+    logits = np.array([[2.0, -1.0, 0.0]], dtype=np.float32)
+    body = {"inputs": "x", "parameters": {"function_to_apply": "softmax", "top_k": 2}}
+    got = _hf("hub", body, MULTI, logits)
+    expected = softmax(logits)[0]
+    assert got == [[{"label": "a", "score": float(expected[0])}, {"label": "c", "score": float(expected[2])}]]
+    sig = _hf("tei", {"inputs": "x", "parameters": {"function_to_apply": "sigmoid", "top_k": 1}})
+    assert sig == [{"label": "neg", "score": pytest.approx(1 / (1 + np.exp(-0.5)), abs=1e-6)}]
+
+
+def test_native_answers_are_the_predictions_json() -> None:
+    from textclf.serving.protocols.native import NativeAdapter
+
+    adapter = NativeAdapter(LIMITS)
+    call = adapter.read({"texts": ["a", "b"], "top_k": 1})
+    scored = predictions(LOGITS, [True, False], MULTI.labels[:2], None, chunks=[3, 1], **call.answer.as_kwargs())
+    body = json.loads(adapter.render(call, scored, MODEL).body)
+    probs = softmax(LOGITS)
+    assert body == [
+        {
+            "label": "a",
+            "score": float(probs[0, 0]),
+            "scores": {"a": float(probs[0, 0])},
+            "truncated": True,
+            "chunks": 3,
+        },
+        {"label": "b", "score": float(probs[1, 1]), "scores": {"b": float(probs[1, 1])}, "chunks": 1},
+    ]
+    refused = adapter.error(RequestError("overloaded", "busy"))
+    assert refused.status == 503 and (b"retry-after", b"1") in refused.headers
+    assert json.loads(refused.body) == {"error": "busy", "error_type": "overloaded"}
+
+
 def test_truncation_options_reach_the_call() -> None:
     adapter = HfAdapter("tei", LIMITS)
-    strict = adapter.parse(_json({"inputs": "x", "truncate": False, "truncation_direction": "Left"}), None, MODEL)
+    strict = adapter.parse(_json({"inputs": "x", "truncate": False, "truncation_direction": "Left"}), MODEL)
     assert (strict.options.on_overlength, strict.options.truncation_direction) == ("error", "left")
-    assert adapter.parse(_json({"inputs": "x", "truncate": True}), None, MODEL).options.on_overlength == "truncate"
-    assert adapter.parse(_json({"inputs": "x"}), None, MODEL).options.on_overlength is None  # the server's
+    assert adapter.parse(_json({"inputs": "x", "truncate": True}), MODEL).options.on_overlength == "truncate"
+    assert adapter.parse(_json({"inputs": "x"}), MODEL).options.on_overlength is None  # the server's
 
 
 @pytest.mark.parametrize(
@@ -106,14 +150,14 @@ def test_hf_errors_use_tei_types_and_statuses() -> None:
     assert adapter.error(RequestError("empty_text", "empty")).status == 400
 
 
-def _triton_body(texts: list[str], *, binary: bool, outputs: list[object] | None = None) -> tuple[bytes, bytes | None]:
+def _triton_body(texts: list[str], *, binary: bool, outputs: list[object] | None = None) -> Body:
     from tritonclient.http import InferInput
     from tritonclient.http._utils import _get_inference_request
 
     tensor = InferInput("text", [len(texts)], "BYTES")
     tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_), binary_data=binary)
     body, header_length = _get_inference_request([tensor], "req-1", outputs, 0, False, False, 0, None, None)
-    return body, (str(header_length).encode() if header_length is not None else None)
+    return Body(body, str(header_length).encode() if header_length is not None else None)
 
 
 def _triton_result(reply_body: bytes, headers: list[tuple[bytes, bytes]]) -> object:
@@ -126,10 +170,10 @@ def _triton_result(reply_body: bytes, headers: list[tuple[bytes, bytes]]) -> obj
 @pytest.mark.parametrize("binary", [False, True])
 def test_v2_reads_tritonclients_request_and_tritonclient_reads_the_answer(binary: bool) -> None:
     texts = ["a good film", "a dull plot"]
-    body, header_length = _triton_body(texts, binary=binary)
-    call = V2Adapter(LIMITS).parse(body, header_length, MODEL)
+    adapter = V2Adapter(LIMITS)
+    call = adapter.parse(_triton_body(texts, binary=binary), MODEL)
     assert call.texts == texts
-    reply = call.render(LOGITS, [False, True])
+    reply = _answer(adapter, call, MODEL, LOGITS, [False, True])
     result = _triton_result(reply.body, reply.headers)
     assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")] == ["neg", "pos"]  # type: ignore[attr-defined]
     np.testing.assert_array_equal(result.as_numpy("probabilities"), softmax(LOGITS))  # type: ignore[attr-defined]
@@ -141,9 +185,9 @@ def test_v2_classification_extension_and_multi_label_sets() -> None:
     from tritonclient.http import InferRequestedOutput
 
     wanted = [InferRequestedOutput("probabilities", binary_data=False, class_count=2), InferRequestedOutput("labels")]
-    body, header_length = _triton_body(["x"], binary=False, outputs=wanted)
-    call = V2Adapter(LIMITS).parse(body, header_length, MULTI)
-    reply = call.render(np.array([[2.0, -1.0, 0.0]], dtype=np.float32), [False])
+    adapter = V2Adapter(LIMITS)
+    call = adapter.parse(_triton_body(["x"], binary=False, outputs=wanted), MULTI)
+    reply = _answer(adapter, call, MULTI, np.array([[2.0, -1.0, 0.0]], dtype=np.float32), [False])
     result = _triton_result(reply.body, reply.headers)
     top = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("probabilities").reshape(-1)]  # type: ignore[attr-defined]
     assert [cell.split(":")[1:] for cell in top] == [["0", "a"], ["2", "c"]]

@@ -191,3 +191,29 @@ def test_schema_modules_import_without_torch_or_transformers() -> None:
         ],
         ["torch", "transformers", "optimum", "datasets"],
     )
+
+
+def test_an_export_section_of_the_routing_era_loads_without_its_route(tmp_path: Path) -> None:
+    # The keys an export before one engine per machine wrote (d5797dc): shape timings, plans timed as served, and a
+    # route with a repeat rule and a length rule; the variants' sample counts.
+    data = _written_manifest(tmp_path)
+    route = {"variant": "openvino-int8", "max_short_tokens": 53, "max_short_length": 0}
+    route |= {"envelope_min": 1.0, "envelope_min_unrouted": 0.57, "long_on_repeat": True}
+    timing = {"case": "b1-s16", "batch": 1, "seq_len": 16, "calls": 1, "ms": {"fp32": 1.2}, "repeat_ms": None}
+    plan = {"label": "fp32", "serving": "fp32", "route": None, "modeled_envelope": 1.0, "measured_envelope": 0.9}
+    data["export"] |= {"serving_route": route, "shape_timings": [timing], "plans": [plan], "plan_timings": [timing]}
+    data["export"]["variants"]["fp32"] |= {"samples_b1": 40, "samples_b32": 12, "latency_ms": 2.0}
+    data["export"]["variants"]["fp32"]["batch32_ms_per_text"] = 0.5
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and manifest.export is not None
+    export = manifest.export
+    assert export.ignored_route == "openvino-int8" and export.long_route is None
+    assert export.served_variants() == ["fp32"]  # the serving variant alone
+    assert export.variants["fp32"].serving_cost() == pytest.approx(1.0)  # √(2.0 × 0.5): the two cases it had
+    assert "serving_route" not in manifest.to_json() and "samples_b1" not in manifest.to_json()
+    # Without a route to ignore, an older section is read quietly.
+    del data["export"]["serving_route"]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    quiet = read_manifest(tmp_path)
+    assert quiet is not None and quiet.export is not None and quiet.export.ignored_route is None

@@ -31,3 +31,16 @@ def test_defaults_and_devices_come_from_the_registry() -> None:
     assert all(VARIANTS[name].device == "cpu" for name in DEFAULT_VARIANTS)
     with pytest.raises(ValueError, match="unknown variant 'int4'; known variants: fp32"):
         variant_spec("int4")
+
+
+def test_the_default_list_is_what_served_on_some_cpu_and_the_fp32_reference() -> None:
+    # Served per the README's results table and reports/*/default: openvino-int8 (Zen 4, 2026-12-06), int8-qdq-mha
+    # (Xeon, Zen 3, Zen 5), int8-qdq (Zen 4, 2026-12-02); fp32 is the parity reference. The rest: --set away.
+    assert DEFAULT_VARIANTS == ("fp32", "int8-qdq", "int8-qdq-mha", "openvino-int8")
+    assert set(variants_on("cpu")) - set(DEFAULT_VARIANTS) == {
+        "optimized",
+        "int8-dynamic",
+        "int8-static",
+        "fp16-cpu",
+        "openvino-fp32",
+    }

@@ -1,25 +1,26 @@
-"""Package a run for BentoML: import its served variants into the model store, then build the Bento with only
-the engines they run on."""
+"""Package a run for BentoML: import its shipped variants (the served ones, and any `textclf build --variants`
+adds for `serve.variant` to name) into the model store, then build the Bento with only the engines they run on."""
 
 from __future__ import annotations
 
 import logging
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from textclf.artifacts.bento_image import setup_script
-from textclf.inference.engines import EngineName
-from textclf.errors import ArtifactError
 from textclf.artifacts.files import atomic_write_text, sha256_bytes
 from textclf.artifacts.manifest import require_manifest, require_section, verify_files
-from textclf.paths import MANIFEST_NAME, ONNX_DIR
-from textclf.inference.runtime import IDENTITY_FILES, identity_sha256
 from textclf.artifacts.schema import ExportSection, VariantRecord
+from textclf.errors import ArtifactError
+from textclf.inference.engines import EngineName
+from textclf.inference.folders import IDENTITY_FILES, identity_sha256
 from textclf.inference.variants import variant_spec
+from textclf.paths import MANIFEST_NAME, ONNX_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +34,34 @@ def model_version(run: str, variant: str, sha256: str) -> str:
     return re.sub(r"[^a-z0-9_.-]", "-", raw)
 
 
-def served_variants(export: ExportSection) -> list[str]:
-    """`export.served_variants()`, which must name at least the serving variant to package anything."""
+def shipped_variants(export: ExportSection, extra: Sequence[str] = ()) -> list[str]:
+    """What a Bento ships: the variants the model serves (`export.served_variants()`: the serving one, and the long
+    route's), then `extra` ones (`textclf build --variants`) a deploy may name with `serve.variant`.
+
+    Raises:
+        ArtifactError: no serving variant, or an extra one that did not pass at export (the message names those
+            that did).
+    """
     names = export.served_variants()
     if not names:
         raise ArtifactError("the export chose no serving variant; nothing to package")
-    return names
+    passing = [name for name, record in export.variants.items() if record.passed]
+    for name in extra:
+        if name not in passing:
+            raise ArtifactError(f"--variants {name}: not a passing variant of this run; it has {', '.join(passing)}")
+    return list(dict.fromkeys([*names, *extra]))
 
 
-def import_model(run_dir: Path, model_name: str) -> str:
-    """Copy the manifest and the served variants of `run_dir` into the BentoML model store.
+def import_model(run_dir: Path, model_name: str, variants: Sequence[str] = ()) -> str:
+    """Copy the manifest and the shipped variants of `run_dir` into the BentoML model store.
 
     The model folder mirrors the run folder (`manifest.json` + `onnx/<variant>/`) so the service loads it with
     the same verified path as a local run. Importing the same artifacts twice is a no-op.
+
+    Args:
+        run_dir: the exported run.
+        model_name: the store's model name (`serve.model_name`).
+        variants: passing variants to ship beside the served ones (`shipped_variants`).
 
     Returns:
         The model tag, ``name:version``.
@@ -55,28 +71,34 @@ def import_model(run_dir: Path, model_name: str) -> str:
 
     manifest = require_manifest(run_dir, "export")
     export = require_section(manifest.export, run_dir, "export")
-    names = served_variants(export)
+    if export.ignored_route is not None:
+        logger.warning(
+            "%s was exported by an older textclf: its long-call route is ignored (%s is not shipped for it); "
+            "re-export to route long texts",
+            run_dir,
+            export.ignored_route,
+        )
+    names = shipped_variants(export, variants)
     records = {name: export.variants[name] for name in names}
     for name, record in records.items():
         verify_files(run_dir / ONNX_DIR / name, record.files)
     variant = names[0]
-    sha256 = model_sha256(records[variant], variant_engine(variant))
-    version_key = "+".join(names)
-    if len(names) > 1:  # the route's model is part of what is served: another route is another model version
-        sha256_route = model_sha256(records[names[1]], variant_engine(names[1]))
-        sha256 = sha256_bytes(f"{sha256}:{sha256_route}".encode())
-    tag = f"{model_name}:{model_version(manifest.run, version_key, sha256)}"
+    # Every shipped model is part of the version: another route or another extra variant is another model version.
+    digests = [model_sha256(records[name], variant_engine(name)) for name in names]
+    sha256 = digests[0] if len(names) == 1 else sha256_bytes(":".join(digests).encode())
+    tag = f"{model_name}:{model_version(manifest.run, '+'.join(names), sha256)}"
     try:
         bentoml.models.get(tag)
         logger.info("model %s is already in the store", tag)
         return tag
     except NotFound:
         pass
-    # Only the served variants travel; the manifest keeps the other variants' verdicts out.
+    # Only the shipped variants travel; the manifest keeps the other variants' verdicts out.
     trimmed = manifest.model_copy(update={"export": export.model_copy(update={"variants": records})})
     metadata: dict[str, Any] = {
         "variant": variant,
-        **({"route": export.serving_route.model_dump()} if export.serving_route else {}),
+        **({"long_route": export.long_route.model_dump()} if export.long_route else {}),
+        "variants": names,
         "engines": sorted({variant_engine(name) for name in names}),
         "sha256": sha256,
         "test_accuracy": records[variant].test_accuracy,
@@ -89,7 +111,7 @@ def import_model(run_dir: Path, model_name: str) -> str:
         for name in names:
             shutil.copytree(run_dir / ONNX_DIR / name, target / ONNX_DIR / name)
         (target / MANIFEST_NAME).write_text(trimmed.to_json())
-    logger.info("imported %s into the BentoML model store", tag)
+    logger.info("imported %s (%s) into the BentoML model store", tag, ", ".join(names))
     return tag
 
 
@@ -135,12 +157,13 @@ def bentofile_for(engines: set[EngineName], bentofile: Path = BENTOFILE) -> tupl
     return spec, installed
 
 
-def build_bento(run_dir: Path, bentofile: Path = BENTOFILE) -> str:
-    """`bentoml build` of the project's bentofile with the run's served engines; returns the Bento's tag."""
+def build_bento(run_dir: Path, bentofile: Path = BENTOFILE, variants: Sequence[str] = ()) -> str:
+    """`bentoml build` of the project's bentofile with the engines of the run's shipped variants (`variants`: those
+    shipped beside the served ones, as `import_model` took them); returns the Bento's tag."""
     import bentoml
 
     export = require_section(require_manifest(run_dir, "export").export, run_dir, "export")
-    engines = {variant_engine(name) for name in served_variants(export)}
+    engines = {variant_engine(name) for name in shipped_variants(export, variants)}
     spec, installed = bentofile_for(engines, bentofile)
     # BentoML reads a bentofile from a path; a hidden one beside the original keeps its build context and includes.
     generated = bentofile.with_name(f".{bentofile.stem}.generated.yaml")

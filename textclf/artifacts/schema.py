@@ -6,14 +6,20 @@ JSON Schema for tools outside Python. The shared pieces (record base, file entri
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, ValidatorFunctionWrapHandler, model_validator
 
 from textclf.artifacts.records import FileEntry, Machine, Record
 
 # transformers' own names: a multi-label model is trained with BCE-with-logits and served through a sigmoid.
 ProblemType = Literal["single_label_classification", "multi_label_classification"]
+# Keys of the export section written before one engine per machine (shape timings, plans, and a route with a repeat
+# rule and a length rule), and of its variants' older timing: read and dropped, so such a run still loads; it serves
+# its serving variant alone (`ExportSection.ignored_route` names the route's variant, for the log).
+_OLDER_EXPORT_KEYS = ("serving_route", "shape_timings", "plans", "plan_timings")
+_OLDER_VARIANT_KEYS = ("samples_b1", "samples_b32")
 
 
 # -- manifest: train section ---------------------------------------------------------------------------------
@@ -90,6 +96,25 @@ class TrainHardware(Record):
     torch_threads: int
 
 
+class TrackedRun(Record):
+    """One experiment tracker's run that `textclf train` started; `export` and `report` log to the same run."""
+
+    run_id: str
+    location: str | None = Field(
+        None,
+        description="mlflow: the tracking URI (none: the run's own tracking/mlflow.db); tensorboard: the event "
+        "folder, relative to the run's folder; wandb: entity/project",
+    )
+
+
+class TrackingSection(Record):
+    """The tracked runs of one training, by tracker (`train.report_to`); a tracker turned off has none."""
+
+    mlflow: TrackedRun | None = None
+    tensorboard: TrackedRun | None = None
+    wandb: TrackedRun | None = None
+
+
 class TrainSection(Record):
     """What `textclf train` did: data, base model, checkpoint files and metrics."""
 
@@ -106,6 +131,9 @@ class TrainSection(Record):
     metrics: TrainMetrics
     trainer: TrainerRecord
     hardware: TrainHardware
+    tracking: TrackingSection | None = Field(
+        None, description="the experiment trackers' runs (`tracking.<tracker>.run_id`); none: train.report_to=none"
+    )
 
 
 # -- manifest: export section --------------------------------------------------------------------------------
@@ -148,18 +176,32 @@ class VariantRecord(Attempt):
     input_key: str = Field(description="sha256 of everything the build depends on; unchanged → export skips it")
     built_at: str
     skipped: bool = False
-    latency_ms: float | None = Field(None, description="p50 at batch 1, real test texts (export-time timing)")
-    batch32_ms_per_text: float | None = None
-    samples_b1: int | None = None
-    samples_b32: int | None = None
+    latency_ms: float | None = Field(
+        None, description="ms per real single text (b1): export's interleaved timing, median over rounds"
+    )
+    batch32_ms_per_text: float | None = Field(None, description="ms per text in sorted batches of 32 real texts")
+    long_ms_per_text: float | None = Field(
+        None, description="ms per real long text (a full max_seq_len window, alone); none: an older export"
+    )
     bytes: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_older_timing(cls, data: Any) -> Any:
+        # Sample counts of the timing before the interleaved one: nothing reads them now.
+        if isinstance(data, dict) and any(key in data for key in _OLDER_VARIANT_KEYS):
+            data = {key: value for key, value in data.items() if key not in _OLDER_VARIANT_KEYS}
+        return data
+
     def serving_cost(self) -> float | None:
-        """Geometric mean of single-text latency and per-text time in a batch of 32 (a server sees both); None when
-        export did not time it."""
+        """The geometric mean of the per-text times export measured: single texts, sorted batches of 32 and long
+        texts (an older export: the first two), so no one case decides; None when export did not time it."""
         if self.latency_ms is None or self.batch32_ms_per_text is None:
             return None
-        return float((self.latency_ms * self.batch32_ms_per_text) ** 0.5)
+        times = [self.latency_ms, self.batch32_ms_per_text]
+        if self.long_ms_per_text is not None:
+            times.append(self.long_ms_per_text)
+        return float(math.prod(times) ** (1 / len(times)))
 
 
 class ExportCheckpoint(Record):
@@ -179,81 +221,23 @@ class EvalTextsRecord(Record):
     sha256: str
 
 
-class ShapeTiming(Record):
-    """One call shape every passing CPU variant was timed at (engine alone), as part of one case: a synthetic
-    shape (token ids of real text cut to `seq_len`), or the calls of real test texts that had this shape."""
-
-    case: str | None = Field(
-        None,
-        description="b<batch>-s<seq_len> (a synthetic shape), real-b1 (test texts one at a time) or real-b32-sorted "
-        "(batches of 32 sorted by length); none: a synthetic shape, from an export before real-text cases",
-    )
-    batch: int
-    seq_len: int
-    calls: int | None = Field(
-        None, ge=1, description="the case's timed calls of this shape, its weight in the case's mean (none: one)"
-    )
-    ms: dict[str, float] = Field(
-        description="per call, by variant: the lowest over interleaved rounds of the round's median (older exports: "
-        "p50 over one shape's repeats)"
-    )
-    repeat_ms: dict[str, float] | None = Field(
-        None,
-        description="synthetic shapes: per call, by variant, when the call repeats the shape of the call before it "
-        "(the median of a run of repeats, the lowest over rounds); none: not timed so (real-text cases, older exports)",
-    )
-
-
-def route_goes_long(rows: int, length: int, max_short_tokens: int, max_short_length: int = 0) -> bool:
-    """The long-call rule of a route: over `max_short_tokens` padded tokens and over `max_short_length` tokens a text.
-
-    Two conditions, not one: where the engines cross over depends mostly on the texts' padded length (OpenVINO's
-    int8 wins from ~32 tokens a text at any batch, ONNX Runtime's below it), so a token count alone sent b32 × 16
-    calls to OpenVINO at 37.7 ms against 23.9 on int8-qdq-mha (reports/zen4, 2026-12-03 sweep).
-    """
-    return rows * length > max_short_tokens and length > max_short_length
-
-
-class ServingRoute(Record):
-    """Calls over `max_short_tokens` padded tokens (texts × longest) whose texts are padded past `max_short_length`
-    tokens run on `variant` instead of the serving one (`goes_long`)."""
+class LongRoute(Record):
+    """The one second variant: a call whose texts are padded past `max_short_tokens_per_text` tokens runs on
+    `variant` instead of the serving one. Export keeps it only where `variant` won the real long-text case by 10 %
+    or more in a repeated, order-alternating timing (`textclf_export.selection`)."""
 
     variant: str
-    max_short_tokens: int
-    max_short_length: int = Field(
-        0,
-        ge=0,
-        description="calls padded to at most this many tokens per text stay on the serving variant, however many "
-        "texts (0: no such rule, as in exports before it)",
-    )
-    envelope_min: float = Field(description="over the timed cases: min(best variant's time ÷ the routed time)")
-    envelope_min_unrouted: float = Field(description="the same for the serving variant alone")
-    long_on_repeat: bool = Field(
-        False,
-        description="short calls whose shape repeats run on `variant` too (where it was its last shape, or the last "
-        "two calls had it): export measured `variant` faster than the serving one on every short shape repeated",
+    max_short_tokens_per_text: int = Field(
+        ge=1, description="calls padded to at most this many tokens a text stay on the serving variant"
     )
 
-    def goes_long(self, rows: int, length: int) -> bool:
-        """Whether a call of `rows` texts padded to `length` tokens runs on `variant` (its shape aside)."""
-        return route_goes_long(rows, length, self.max_short_tokens, self.max_short_length)
+    def goes_long(self, tokens_per_text: int) -> bool:
+        """Whether a call padded to `tokens_per_text` tokens a text runs on `variant`."""
+        return tokens_per_text > self.max_short_tokens_per_text
 
     def describe(self) -> str:
-        """`calls over N padded tokens[ and M tokens a text] on VARIANT`, for logs and reports."""
-        per_text = f" and {self.max_short_length} tokens a text" if self.max_short_length else ""
-        return f"calls over {self.max_short_tokens} padded tokens{per_text} on {self.variant}"
-
-
-class PlanTiming(Record):
-    """One plan (serving variant, optional long-call route) export timed as the service would run it."""
-
-    label: str = Field(description="the serving variant, or `serving+route>threshold` (`/repeat`: long_on_repeat)")
-    serving: str
-    route: ServingRoute | None = None
-    modeled_envelope: float = Field(description="its worst case predicted from the variants' own timings")
-    measured_envelope: float = Field(
-        description="its worst case timed as served: min over cases of (fastest variant alone ÷ the plan's time)"
-    )
+        """`calls over N tokens a text on VARIANT`, for logs and reports."""
+        return f"calls over {self.max_short_tokens_per_text} tokens a text on {self.variant}"
 
 
 class ExportSection(Record):
@@ -274,21 +258,38 @@ class ExportSection(Record):
     variants: dict[str, VariantRecord]
     serving_variant: str | None = None
     serving_reason: str | None = None
-    shape_timings: list[ShapeTiming] = Field(default_factory=list)
-    serving_route: ServingRoute | None = Field(
-        None, description="long calls on another variant, where export's shape timings found one faster there"
+    long_route: LongRoute | None = Field(
+        None, description="long texts on a second variant, where it won export's repeated long-text timing by ≥ 10 %"
     )
-    plans: list[PlanTiming] = Field(
-        default_factory=list, description="the leading plans, timed as served (the chosen one is the serving plan)"
-    )
-    plan_timings: list[ShapeTiming] = Field(
-        default_factory=list, description="that timing, per call: ms by variant alone and by plan label"
+    serving_timing: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the choice was made on (written by textclf_export.selection): per case and variant ms, the "
+        "A/A spread, the long-text repeats",
     )
     wall_time_s: float | None = None
+    _ignored_route: str | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _drop_older_route(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> ExportSection:
+        ignored = None
+        if isinstance(data, dict) and any(key in data for key in _OLDER_EXPORT_KEYS):
+            route = data.get("serving_route")
+            ignored = route.get("variant") if isinstance(route, dict) else None
+            data = {key: value for key, value in data.items() if key not in _OLDER_EXPORT_KEYS}
+        section: ExportSection = handler(data)
+        if ignored is not None:  # an instance passed in again keeps what its first validation found
+            section._ignored_route = ignored
+        return section
+
+    @property
+    def ignored_route(self) -> str | None:
+        """The variant of a long-call route an older textclf exported (ignored now: re-export to route), or None."""
+        return self._ignored_route
 
     def served_variants(self) -> list[str]:
-        """What a served model runs: the serving variant, then the long-call route's variant where there is one."""
-        route = [self.serving_route.variant] if self.serving_route else []
+        """What a served model runs: the serving variant, then the long route's variant where there is one."""
+        route = [self.long_route.variant] if self.long_route else []
         return [self.serving_variant, *route] if self.serving_variant else []
 
 

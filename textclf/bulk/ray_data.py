@@ -56,7 +56,7 @@ BLOCK_BYTES = 16 * 2**20
 # variables): keep finished task workers for the job's length instead of stopping them after a second, so the next
 # read or write task reuses one rather than paying a fresh worker's start. 20,000 rows, 1 actor x 2 CPUs, 2-core AMD
 # EPYC Zen 3 (2026-12-02): fresh idle workers 7 -> 3, their CPU 11.4 -> 5.9 s, 313 -> 327 texts/s. A cluster joined
-# with --address keeps its own settings (README: Beyond one machine).
+# with --address keeps its own settings (docs/bulk.md: On Ray Data).
 WORKER_POOL = {"num_workers_soft_limit": 16, "idle_worker_killing_time_threshold_ms": 600_000}
 
 

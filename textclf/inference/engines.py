@@ -2,8 +2,9 @@
 
 Two engines run an exported variant: ONNX Runtime (`model.onnx`, every ORT variant) and OpenVINO's CPU plugin
 (`model.xml` + `model.bin`, the NNCF int8 and fp32 IR variants). A variant's sidecar (`textclf.json`) names its
-engine; a folder without one is an ORT folder, as export wrote them before OpenVINO. `RoutedEngine` runs each
-call on one of two loaded engines by the call's padded token count (export measures where one overtakes the other).
+engine; a folder without one is an ORT folder, as export wrote them before OpenVINO. `RoutedEngine` runs a call
+whose texts are padded past one tokens-per-text threshold on a second loaded engine (where export measured one faster
+on long texts), every other call on the serving one.
 Each engine's package is imported when a variant needs it, so a Bento ships only the engines it serves.
 """
 
@@ -15,7 +16,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from textclf.artifacts.schema import route_goes_long
 from textclf.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ class Engine(Protocol):
 
     def describe(self) -> str:
         """One line for logs and `GET /model`: engine, device, threads."""
+        ...
+
+    def parts(self) -> tuple[Engine, ...]:
+        """The engines that run this one's calls: itself, or a routed pair's two (to warm up or name each)."""
         ...
 
 
@@ -126,6 +130,9 @@ class OrtEngine:
     def describe(self) -> str:
         return f"onnxruntime {self.providers[0]}, {self.threads} intra-op threads"
 
+    def parts(self) -> tuple[Engine, ...]:
+        return (self,)
+
 
 class OpenVinoEngine:
     """An OpenVINO IR compiled for the CPU plugin, with one reused infer request (the caller's thread owns it).
@@ -140,7 +147,8 @@ class OpenVinoEngine:
     only, b1-b8 × those steps ~600 ms; after that first call, times were the same either way. A call whose shape
     differs from the previous one costs more than a repeat (min of 15 round medians: 1.93 vs 1.49 ms on 2 threads,
     3.10 vs 2.47 on 1, b1 × 16-64), and one infer request per shape does not avoid it (1.85 / 3.06 ms): the cost is
-    the compiled model's, which is why export times engines on calls whose shapes change (export/routing.py).
+    the compiled model's, which is why export times each case on calls of real texts of changing lengths
+    (`textclf_export.gates.time_variants`).
     """
 
     name: EngineName = "openvino"
@@ -201,6 +209,9 @@ class OpenVinoEngine:
         steps = f"lengths in steps of {self.length_step}"
         return f"openvino CPU {self.precision}, {self.threads} threads, {self.hint}, {steps}"
 
+    def parts(self) -> tuple[Engine, ...]:
+        return (self,)
+
 
 def _pad_columns(array: np.ndarray, width: int, value: int) -> np.ndarray:
     out = np.full((array.shape[0], width), value, dtype=array.dtype)
@@ -209,82 +220,31 @@ def _pad_columns(array: np.ndarray, width: int, value: int) -> np.ndarray:
 
 
 class RoutedEngine:
-    """Two engines over one model: calls over `max_short_tokens` padded tokens whose texts are padded past
-    `max_short_length` tokens run on `long`, the others on `short` (`textclf.artifacts.schema.route_goes_long`).
+    """Two engines over one model: a call whose texts are padded past `max_short_tokens_per_text` tokens runs on
+    `long`, every other call on `short`. Stateless: where a call runs depends on that call's inputs alone."""
 
-    With `long_on_repeat`, a short call runs on `long` too when its exact shape repeats: it is the shape of `long`'s
-    last call, or of the two calls before it (a run of one shape has begun: bulk rows all cut at max_seq_len, a client
-    sending one length). Exact, not as `long` pads it: real single texts of different lengths pad to the same
-    OpenVINO shape, and the padded rule sent 65 % of them to OpenVINO, where they ran no faster (200 eval texts of the
-    default run through `predict`, int8-qdq-mha short and openvino-int8 over 64 tokens, ORT not spinning, 20 shuffled
-    rounds, 2-core AMD EPYC Zen 4, 2026-12-03, round-best / median ms: exact rule 3.57 / 4.44 with no call on
-    OpenVINO, int8-qdq-mha alone 3.69 / 4.47, padded rule 3.80 / 4.57, openvino-int8 alone 3.90 / 4.85). OpenVINO
-    prepares its kernels again whenever a call's shape differs from its last one, so on changing shapes ONNX Runtime
-    wins short calls, and on repeated ones OpenVINO can win them all; export times both orders and sets the flag only
-    where `long` won every short shape repeated. One thread owns the engine (the batcher's, or the bulk loop's), so
-    the last shapes need no lock.
-
-    `calls` counts the calls each engine ran, by `names` (the variants' names where the caller gives them): the
-    benchmarks read which engine ran each case.
-    """
-
-    def __init__(
-        self,
-        short: Engine,
-        long: Engine,
-        max_short_tokens: int,
-        *,
-        max_short_length: int = 0,
-        long_on_repeat: bool = False,
-        names: tuple[str, str] = ("short", "long"),
-    ) -> None:
-        if short.input_names != long.input_names and set(short.input_names) != set(long.input_names):
+    def __init__(self, short: Engine, long: Engine, max_short_tokens_per_text: int) -> None:
+        if set(short.input_names) != set(long.input_names):
             raise ArtifactError(f"routed engines take different inputs: {short.input_names} vs {long.input_names}")
         self.short = short
         self.long = long
-        self.max_short_tokens = max_short_tokens
-        self.max_short_length = max_short_length
-        self.long_on_repeat = long_on_repeat
+        self.max_short_tokens_per_text = max_short_tokens_per_text
         self.name = short.name
         self.input_names = short.input_names
         self.threads = short.threads
-        self.names = names
-        self.calls: dict[str, int] = dict.fromkeys(names, 0)
-        self._long_last: tuple[int, int] | None = None
-        self._recent: list[tuple[int, int] | None] = [None, None]  # the shapes of the two calls before this one
 
-    def engine_for(self, rows: int, length: int) -> Engine:
-        """The engine of a call of `rows` texts padded to `length` tokens, by size alone."""
-        return self.long if route_goes_long(rows, length, self.max_short_tokens, self.max_short_length) else self.short
-
-    def engine_for_call(self, inputs: dict[str, np.ndarray]) -> Engine:
-        """The engine of one call, by its size and (with `long_on_repeat`) whether its exact shape repeats."""
-        rows, length = next(iter(inputs.values())).shape
-        engine = self.engine_for(rows, length)
-        if not self.long_on_repeat:
-            return engine
-        shape = (int(rows), int(length))
-        if engine is self.short and (shape == self._long_last or self._recent == [shape, shape]):
-            engine = self.long
-        self._recent = [self._recent[1], shape]
-        if engine is self.long:
-            self._long_last = shape
-        return engine
+    def engine_for(self, tokens_per_text: int) -> Engine:
+        """The engine of a call whose texts are padded to `tokens_per_text` tokens."""
+        return self.long if tokens_per_text > self.max_short_tokens_per_text else self.short
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        engine = self.engine_for_call(inputs)
-        self.calls[self.names[engine is self.long]] += 1
-        return engine.run(inputs)
-
-    def take_calls(self) -> dict[str, int]:
-        """The calls each engine ran since the last take (by `names`), and a fresh count."""
-        taken, self.calls = self.calls, dict.fromkeys(self.names, 0)
-        return taken
+        return self.engine_for(next(iter(inputs.values())).shape[1]).run(inputs)
 
     def describe(self) -> str:
-        repeats = ", and shorter calls whose shape repeats" if self.long_on_repeat else ""
-        per_text = f" or up to {self.max_short_length} tokens a text" if self.max_short_length else ""
         return (
-            f"calls up to {self.max_short_tokens} padded tokens{per_text}: {self.short.describe()}; "
-            f"longer{repeats}: {self.long.describe()}"
+            f"up to {self.max_short_tokens_per_text} tokens a text: {self.short.describe()}; "
+            f"longer: {self.long.describe()}"
         )
+
+    def parts(self) -> tuple[Engine, ...]:
+        return (self.short, self.long)

@@ -18,19 +18,24 @@ import numpy as np
 
 from textclf.artifacts.manifest import require_export, verify_files
 from textclf.artifacts.records import FileEntry
-from textclf.artifacts.schema import ExportSection, VariantRecord
+from textclf.artifacts.schema import ExportSection
 from textclf.errors import ArtifactError, RequestError
 from textclf.hardware import usable_cores
-from textclf.inference.engines import (
-    ENGINE_KEY,
-    MODEL_FILES,
-    OPENVINO_LENGTH_STEP,
-    Engine,
-    EngineName,
-    OpenVinoEngine,
-    OrtEngine,
-    RoutedEngine,
+from textclf.inference.engines import MODEL_FILES, Engine, OrtEngine, RoutedEngine
+from textclf.inference.folders import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    engine_of,
+    identity_sha256,
+    load_engine,
+    passed_variant,
+    read_sidecar,
+    shipped_variants,
 )
+
+# Moved to `textclf.inference.folders` with the rest of a variant folder's names; still importable from here.
+from textclf.inference.folders import DISABLED_OPTIMIZERS_KEY as DISABLED_OPTIMIZERS_KEY
+from textclf.inference.folders import MODEL_FILE as MODEL_FILE
 from textclf.inference.predictions import Prediction, multi_label_threshold, predictions, probabilities
 from textclf.inference.streams import EngineStreams
 from textclf.inference.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, OverlengthPolicy, TextOptions
@@ -38,17 +43,6 @@ from textclf.inference.windows import AGGREGATIONS, AggregationSetting, Windows,
 from textclf.paths import ONNX_DIR
 
 logger = logging.getLogger(__name__)
-
-MODEL_FILE = MODEL_FILES["onnxruntime"]  # what the ORT builders write and read
-# The file whose sha256 names a variant's model (X-Model-Sha256): an OpenVINO IR's weights are in its .bin.
-IDENTITY_FILES: dict[EngineName, str] = {"onnxruntime": "model.onnx", "openvino": "model.bin"}
-TOKENIZER_FILE = "tokenizer.json"
-CONFIG_FILE = "config.json"
-SIDECAR_FILE = "textclf.json"  # written by export: max_seq_len, the variant's name, session settings
-DISABLED_OPTIMIZERS_KEY = "disabled_optimizers"  # sidecar: ORT graph fusions export measured as slower here
-OPENVINO_HINT_KEY = "openvino_hint"  # sidecar: the PERFORMANCE_HINT export chose
-OPENVINO_STEP_KEY = "openvino_length_step"  # sidecar: the sequence-length step OpenVINO calls are padded to
-OPENVINO_PRECISION_KEY = "openvino_precision"  # sidecar: OpenVINO's inference precision (f32, or bf16 where native)
 
 
 class OverlengthError(RequestError):
@@ -76,74 +70,6 @@ class Batch:
 def default_intra_op_threads(workers: int = 1) -> int:
     """Cores divided by worker processes: one ORT pool per process, never oversubscribed."""
     return max(1, usable_cores() // max(1, workers))
-
-
-def engine_of(sidecar: Mapping[str, Any]) -> EngineName:
-    """The engine a variant's sidecar names (ONNX Runtime for a folder written before there was a choice)."""
-    name = sidecar.get(ENGINE_KEY, "onnxruntime")
-    if name not in MODEL_FILES:
-        raise ArtifactError(f"unknown engine {name!r} in a variant's {SIDECAR_FILE}; known: {', '.join(MODEL_FILES)}")
-    return name
-
-
-def load_engine(
-    variant_dir: Path,
-    sidecar: Mapping[str, Any],
-    *,
-    threads: int,
-    inter_op_threads: int = 1,
-    use_cuda: bool = False,
-    allow_spinning: bool = True,
-    pad_id: int = 0,
-) -> Engine:
-    """The engine of one variant folder, with the settings export recorded in its sidecar."""
-    name = engine_of(sidecar)
-    model = Path(variant_dir) / MODEL_FILES[name]
-    if name == "openvino":
-        return OpenVinoEngine(
-            model,
-            threads=threads,
-            hint=sidecar.get(OPENVINO_HINT_KEY, "LATENCY"),
-            length_step=int(sidecar.get(OPENVINO_STEP_KEY, OPENVINO_LENGTH_STEP)),
-            precision=sidecar.get(OPENVINO_PRECISION_KEY, "f32"),
-            pad_id=pad_id,
-        )
-    return OrtEngine(
-        model,
-        threads=threads,
-        inter_op_threads=inter_op_threads,
-        use_cuda=use_cuda,
-        allow_spinning=allow_spinning,
-        # Fusions export timed as slower on its machine for this graph (e.g. SkipLayerNorm next to int8 MatMuls).
-        disabled_optimizers=list(sidecar.get(DISABLED_OPTIMIZERS_KEY) or []),
-    )
-
-
-def read_sidecar(variant_dir: Path) -> dict[str, Any]:
-    """The variant's textclf.json (empty for a folder export did not write)."""
-    path = Path(variant_dir) / SIDECAR_FILE
-    sidecar: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    return sidecar
-
-
-def identity_sha256(files: Mapping[str, FileEntry], engine: EngineName) -> str | None:
-    """The sha256 that names a variant's model: that of the engine's weights file (None where it is not listed)."""
-    identity = files.get(IDENTITY_FILES[engine])
-    return identity.sha256 if identity else None
-
-
-def passed_variant(run_dir: Path, export: ExportSection, name: str) -> VariantRecord:
-    """The manifest's record of a variant that passed its gates.
-
-    Raises:
-        ArtifactError: the variant is not in the manifest, or export refused it.
-    """
-    record = export.variants.get(name)
-    if record is None:
-        raise ArtifactError(f"{run_dir}: variant {name!r} is not in the manifest")
-    if not record.passed:
-        raise ArtifactError(f"{run_dir}: variant {name!r} was refused at export: {record.reason}")
-    return record
 
 
 class Classifier:
@@ -249,8 +175,8 @@ class Classifier:
 
     @property
     def providers(self) -> list[str]:
-        """ONNX Runtime's execution providers, or the OpenVINO device, of the engine that runs short calls."""
-        engine = self.engine.short if isinstance(self.engine, RoutedEngine) else self.engine
+        """ONNX Runtime's execution providers, or the OpenVINO device, of the serving variant's engine."""
+        engine = self.engine.parts()[0]
         return list(engine.providers) if isinstance(engine, OrtEngine) else ["OpenVINO CPU"]
 
     @property
@@ -260,25 +186,15 @@ class Classifier:
             raise ArtifactError(f"{self.variant_dir}: not an ONNX Runtime variant ({self.engine.describe()})")
         return self.engine.session
 
-    def route_long_calls(
-        self, long: Classifier, max_short_tokens: int, *, max_short_length: int = 0, long_on_repeat: bool = False
-    ) -> None:
-        """Run calls over `max_short_tokens` padded tokens (and over `max_short_length` tokens a text) on `long`'s
-        engine (the same model, another engine), and with `long_on_repeat` the short calls whose shape repeats too
-        (`RoutedEngine`)."""
+    def route_long_calls(self, long: Classifier, max_short_tokens_per_text: int) -> None:
+        """Run calls whose texts are padded past `max_short_tokens_per_text` tokens on `long`'s engine (the same
+        model, another variant), every other call on this one's (`RoutedEngine`)."""
         if long.labels != self.labels or long.max_seq_len != self.max_seq_len:
             raise ArtifactError(f"{long.variant_dir} is not the same model as {self.variant_dir}; cannot route to it")
         if len(long.engines) != len(self.engines):
             raise ArtifactError(f"{long.variant_dir} runs {len(long.engines)} streams, not {len(self.engines)}")
         self.engines = [
-            RoutedEngine(
-                short,
-                other,
-                max_short_tokens,
-                max_short_length=max_short_length,
-                long_on_repeat=long_on_repeat,
-                names=(self.variant, long.variant),
-            )
+            RoutedEngine(short, other, max_short_tokens_per_text)
             for short, other in zip(self.engines, long.engines, strict=True)
         ]
         self.engine = self.engines[0]
@@ -289,22 +205,38 @@ class Classifier:
 
     @classmethod
     def from_run(cls, run_dir: Path, variant: str | None = None, *, route: bool = True, **kwargs: Any) -> Classifier:
-        """Load the manifest's serving variant (or `variant`) of a run folder, verified against its sha256s.
+        """Load the manifest's serving variant, or `variant` (alone), of a run folder, verified against its sha256s.
 
-        The serving variant comes with export's long-call route when it recorded one (`route=False` leaves it out):
-        calls over the route's padded-token threshold run on the route variant's engine.
+        The serving variant comes with export's long route where it recorded one (`route=False` leaves it out):
+        calls whose texts are padded past the route's threshold run on the route variant's engine. `variant` may
+        name any passing variant whose folder is here (a Bento holds those `textclf build` shipped).
+
+        Raises:
+            ArtifactError: no serving variant, or `variant` is not shipped here (the message names those that are),
+                or a file differs from its recorded sha256.
         """
-        export = require_export(Path(run_dir))
+        run_dir = Path(run_dir)
+        export = require_export(run_dir)
+        if export.ignored_route is not None:
+            logger.warning(
+                "%s was exported by an older textclf: its long-call route (to %s) is ignored; re-export to route "
+                "long texts",
+                run_dir,
+                export.ignored_route,
+            )
         name = variant or export.serving_variant
         if not name:
             raise ArtifactError(f"{run_dir}: the export chose no serving variant (none passed its gates)")
-        classifier = cls._load_variant(Path(run_dir), export, name, **kwargs)
-        plan = export.serving_route
+        shipped = shipped_variants(run_dir, export)
+        if variant is not None and variant not in shipped:
+            record = export.variants.get(variant)
+            why = f"was refused at export: {record.reason}" if record and not record.passed else "is not shipped here"
+            raise ArtifactError(f"{run_dir}: variant {variant!r} {why} (it ships: {', '.join(shipped) or 'none'})")
+        classifier = cls._load_variant(run_dir, export, name, **kwargs)
+        plan = export.long_route
         if variant is None and route and plan is not None:
-            long = cls._load_variant(Path(run_dir), export, plan.variant, **kwargs)
-            classifier.route_long_calls(
-                long, plan.max_short_tokens, max_short_length=plan.max_short_length, long_on_repeat=plan.long_on_repeat
-            )
+            long = cls._load_variant(run_dir, export, plan.variant, **kwargs)
+            classifier.route_long_calls(long, plan.max_short_tokens_per_text)
         return classifier
 
     @classmethod

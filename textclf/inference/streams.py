@@ -18,15 +18,15 @@ from typing import TypeVar
 
 import numpy as np
 
-from textclf.inference.engines import Engine, RoutedEngine
+from textclf.inference.engines import Engine
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 class EngineStreams:
-    """A pool of engines, each lent to one thread at a time (an OpenVINO infer request and a RoutedEngine's memory of
-    recent shapes are one caller's state); the engines release the GIL while they run, so the calls overlap."""
+    """A pool of engines, each lent to one thread at a time (an OpenVINO infer request is one caller's state); the
+    engines release the GIL while they run, so the calls overlap."""
 
     def __init__(self, engines: Sequence[Engine], warm_inputs: dict[str, np.ndarray]) -> None:
         """`warm_inputs`: one small call each engine runs once here, one engine after the other (`_warm`)."""
@@ -55,9 +55,9 @@ class EngineStreams:
 
 
 def _warm(engines: Sequence[Engine], inputs: dict[str, np.ndarray]) -> None:
-    """Run every engine (both halves of a RoutedEngine) once, in turn: OpenVINO's Python binding sets up its numpy
+    """Run every engine (each part of a routed pair) once, in turn: OpenVINO's Python binding sets up its numpy
     bridge on its first call, and two threads making that first call at once deadlock in it (seen: both streams of a
     Ray actor stuck in pybind11's `gil_safe_call_once_and_store<npy_api>`, the job hung)."""
     for engine in engines:
-        for part in (engine.short, engine.long) if isinstance(engine, RoutedEngine) else (engine,):
+        for part in engine.parts():
             part.run(inputs)

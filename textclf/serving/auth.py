@@ -7,6 +7,7 @@ per line (blank lines and `#` comments ignored). They are compared in constant t
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from pathlib import Path
 
 from textclf.errors import ConfigError
@@ -67,3 +68,17 @@ def is_authorized(header: bytes | None, keys: tuple[bytes, ...]) -> bool:
     for key in keys:
         matched |= hmac.compare_digest(token, key)
     return matched
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call what: the API keys (none: the API is open) and whether /metrics needs one."""
+
+    api_keys: tuple[bytes, ...] = ()
+    metrics_public: bool = True
+
+    def allows(self, path: str, method: str, authorization: bytes | None) -> bool:
+        """Whether a request may pass: no keys configured, an open route, or a right key in `authorization`."""
+        if not self.api_keys or not needs_key(path, method, metrics_public=self.metrics_public):
+            return True
+        return is_authorized(authorization, self.api_keys)

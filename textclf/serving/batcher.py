@@ -14,10 +14,10 @@ Small calls keep the queue moving: a text that arrives just after a call started
 for a whole merged batch (measured: with whole-queue batches, 2-3 % of requests at 32 users missed a cycle and
 took 2.5× the median).
 
-A long document read in windows (`on_overlength: chunk`, `textclf.inference.windows`) is queued as its windows, each one
-a
-text to the queue: they share calls with other requests' texts, count against `max_queued_texts`, and the request is
-answered when its last window is done, with each document's windows aggregated once, after the last one.
+A long document read in windows (`on_overlength: chunk`, `textclf.inference.windows`) is queued as its windows,
+each one a text to the queue: they share calls with other requests' texts, count against `max_queued_texts`, and
+the request is answered when its last window is done, with each document's windows aggregated once, after the
+last one.
 
 Requests are tokenized on arrival (in the caller's thread, overlapping the engine's current call) and answered
 through their own asyncio future. A failing call fails only the requests with a text inside it. A bounded queue
@@ -26,8 +26,9 @@ request costs nothing. If the engine thread ends for any reason but `close()` (a
 engine), every request it held or queued is answered `EngineUnavailable` (503) at once, later ones too, `alive`
 turns False and `on_death` runs: a dead engine must never leave clients waiting for their timeout.
 
-One module of ~430 lines on purpose: the queue, the choice of a call and the engine thread's life and death share
-one lock and one invariant (every text queued is answered exactly once); split, each half would need the other's.
+The queue and the engine thread's life and death stay in this module: they share one lock and one invariant (every
+text queued is answered exactly once). What a queued request is, and the choice of a call among the waiting texts
+(a pure function, no lock), live in `textclf.serving.calls`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np
 from textclf.errors import RequestError
 from textclf.inference.text_options import DEFAULT_OPTIONS, TextOptions
 from textclf.inference.windows import Windows
+from textclf.serving.calls import Pending, QueuedText, choose_call
 
 if TYPE_CHECKING:
     from textclf.config import ServeConfig
@@ -53,9 +55,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 E = TypeVar("E")  # one tokenized text (a `tokenizers.Encoding` in the service)
-# An engine call's fixed cost, in tokens of work: one text per call took 2.72 ms/text and length-sorted calls of
-# 32 took 2.03 ms/text on ~25-token texts (issue 10), so ~0.7 ms per call at ~0.08 ms per token.
-CALL_OVERHEAD_TOKENS = 9
 # Requests up to this many characters are tokenized on the event loop: cheaper than a thread hop (a few hundred
 # µs of Rust at most), while a long one would stall every other client on the loop.
 INLINE_TOKENIZE_CHARS = 8192
@@ -111,55 +110,6 @@ class BatchStats:
     failed: bool = False
 
 
-@dataclass(eq=False)
-class _Pending(Generic[E]):
-    """One request: its texts, where their results go, and how many are still to run."""
-
-    encodings: list[E]
-    lengths: list[int]
-    enqueued_at: float
-    tokenize_s: float
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[tuple[np.ndarray, list[bool]]]
-    logits: np.ndarray | None = None
-    truncated: list[bool] = field(default_factory=list)
-    remaining: int = 0
-    failed: bool = False
-
-
-@dataclass(frozen=True)
-class _Text:
-    pending: _Pending[Any]
-    index: int
-
-    @property
-    def length(self) -> int:
-        return self.pending.lengths[self.index]
-
-
-def choose_call(waiting: Sequence[_Text], max_texts: int, max_tokens: int, lookahead: int) -> list[int]:
-    """Positions (in `waiting`, oldest first) of the texts for the next engine call.
-
-    The oldest text always goes in. Among the `lookahead` oldest waiting texts, sorted by length, the call
-    is the run of neighbours around it that wastes least per text: (call overhead + padding) ÷ count, within
-    `max_texts` and `max_tokens` padded tokens (a single text over the budget still runs, alone).
-    """
-    pool = sorted(range(min(len(waiting), max(lookahead, 1))), key=lambda i: (waiting[i].length, i))
-    lengths = [waiting[i].length for i in pool]
-    at = pool.index(0)
-    best = (float("inf"), at, 1)
-    for size in range(1, min(max_texts, len(pool)) + 1):
-        for start in range(max(0, at - size + 1), min(at, len(pool) - size) + 1):
-            padded = size * lengths[start + size - 1]
-            if size > 1 and padded > max_tokens:
-                continue
-            waste = (CALL_OVERHEAD_TOKENS + padded - sum(lengths[start : start + size])) / size
-            if waste <= best[0]:  # ties go to the bigger call
-                best = (waste, start, size)
-    _, start, size = best
-    return [pool[i] for i in range(start, start + size)]
-
-
 def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
     if future.done():  # the client went away and its request was cancelled
         return
@@ -204,7 +154,7 @@ class GreedyBatcher(Generic[E]):
     on_batch: Callable[[BatchStats], None] | None = None
     on_death: Callable[[BaseException | None], None] | None = None
     clock: Callable[[], float] = time.perf_counter
-    _waiting: deque[_Text] = field(default_factory=deque, init=False)
+    _waiting: deque[QueuedText] = field(default_factory=deque, init=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _closing: bool = field(default=False, init=False)
@@ -296,7 +246,7 @@ class GreedyBatcher(Generic[E]):
                 windows.check(self.max_chunks_per_text, self.max_chunks_per_request)
             encodings = windows.units
         enqueued = self.clock()
-        pending = _Pending(
+        pending = Pending(
             encodings=encodings,
             lengths=[self.engine.token_count(e) for e in encodings],
             enqueued_at=enqueued,
@@ -309,7 +259,7 @@ class GreedyBatcher(Generic[E]):
         with self._cond:
             # Again, now in windows: others may have filled the queue while this one tokenized.
             self._check_room(len(encodings))
-            self._waiting.extend(_Text(pending, i) for i in range(len(encodings)))
+            self._waiting.extend(QueuedText(pending, i) for i in range(len(encodings)))
             self._cond.notify()
         try:
             logits, truncated = await pending.future
@@ -321,7 +271,7 @@ class GreedyBatcher(Generic[E]):
         # Once per document, after its last window: nothing of a document is cut, so nothing is flagged truncated.
         return Answer(windows.aggregate(logits), [False] * len(windows.counts), windows.counts)
 
-    def _drop(self, pending: _Pending[Any]) -> None:
+    def _drop(self, pending: Pending[Any]) -> None:
         """Take a request's remaining texts out of the queue (it failed or was cancelled)."""
         with self._cond:
             pending.failed = True
@@ -329,7 +279,7 @@ class GreedyBatcher(Generic[E]):
             if len(kept) != len(self._waiting):
                 self._waiting = deque(kept)
 
-    def _next_call(self) -> list[_Text] | None:
+    def _next_call(self) -> list[QueuedText] | None:
         # A failed or cancelled request's texts are already out of the queue (`_drop`): everything here is wanted.
         with self._cond:
             while not self._waiting:
@@ -343,7 +293,7 @@ class GreedyBatcher(Generic[E]):
             return texts
 
     def _serve(self) -> None:
-        running: list[_Text] = []
+        running: list[QueuedText] = []
         ended_by: BaseException | None = None
         try:
             while (texts := self._next_call()) is not None:
@@ -361,7 +311,7 @@ class GreedyBatcher(Generic[E]):
         finally:
             self._end(running, ended_by)
 
-    def _end(self, running: list[_Text], ended_by: BaseException | None) -> None:
+    def _end(self, running: list[QueuedText], ended_by: BaseException | None) -> None:
         """The engine thread is ending: every request it held or queued gets a 503 now, and so will later ones."""
         with self._cond:
             self._ended = True
@@ -383,19 +333,19 @@ class GreedyBatcher(Generic[E]):
             except Exception:
                 logger.exception("on_death callback failed")
 
-    def _fail(self, pending: _Pending[Any], error: BaseException) -> None:
+    def _fail(self, pending: Pending[Any], error: BaseException) -> None:
         """Answer a request with an error and take its other texts, wherever they wait, out of the queue."""
         self._drop(pending)
         self._answer(pending, None, error)
 
     @staticmethod
-    def _answer(pending: _Pending[Any], value: Any, error: BaseException | None) -> None:
+    def _answer(pending: Pending[Any], value: Any, error: BaseException | None) -> None:
         try:
             pending.loop.call_soon_threadsafe(_resolve, pending.future, value, error)
         except RuntimeError:  # its event loop is closed: nobody is waiting any more
             logger.debug("dropped an answer for a closed event loop")
 
-    def run_call(self, texts: list[_Text]) -> None:
+    def run_call(self, texts: list[QueuedText]) -> None:
         """Run one engine call in the calling thread; answer each request whose last text it held."""
         taken = self.clock()
         error: BaseException | None = None
@@ -405,7 +355,7 @@ class GreedyBatcher(Generic[E]):
             logger.exception("engine call of %d texts failed", len(texts))
             error = exc
         finished = self.clock()
-        requests: dict[int, _Pending[Any]] = {}
+        requests: dict[int, Pending[Any]] = {}
         for row, text in enumerate(texts):
             pending = text.pending
             requests[id(pending)] = pending

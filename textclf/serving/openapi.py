@@ -1,19 +1,22 @@
 """The OpenAPI document clients are generated from: BentoML's, completed with what the guard adds.
 
-BentoML generates the request and response schemas from the service's typed, constrained signature. The guard
-answers some requests itself (errors, `GET /model`, keys), so its statuses, the error body's schema, the model
-route and the bearer scheme are added here, from the same tables the guard uses.
+BentoML generates the request and response schemas from the service's typed, constrained signature (its limits
+from the one `Limits`). The guard answers some requests itself (errors, `GET /model`, keys, the other protocols),
+so its statuses, the error body's schema, those routes and the bearer scheme are added here, from the same tables
+the guard uses.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from textclf.errors import ERROR_STATUS
 from textclf.serving.auth import needs_key
+from textclf.serving.limits import Limits
 from textclf.serving.protocols.docs import HF_ERROR, hf_schemas, protocol_paths
-from textclf.serving.validation import Limits
+from textclf.serving.wire import ASGIApp, Receive, Reply, Scope, collect
 
 ERROR_SCHEMA = "Error"
 _OURS = ("/predict", "/model", "/")  # routes the guard serves itself (besides /v2/...)
@@ -40,8 +43,11 @@ _MODEL_INFO = {
         "multi_label": {"type": "boolean", "description": "sigmoid per label; predictions carry `labels`"},
         "threshold": {"type": "number", "nullable": True, "description": "multi-label: a label's probability cut-off"},
         "max_seq_len": {"type": "integer"},
+        "engine": {"type": "string", "enum": ["onnxruntime", "openvino"], "description": "the engine that runs"},
+        "engine_threads": {"type": "integer", "description": "its threads (ORT intra-op, or OpenVINO's)"},
+        "engine_detail": {"type": "string", "description": "the engine, its device, threads and settings"},
         "providers": {"type": "array", "items": {"type": "string"}},
-        "intra_op_threads": {"type": "integer"},
+        "intra_op_threads": {"type": "integer", "description": "the threads asked for (serve.intra_op_threads)"},
         "source": {"type": "string"},
     },
     "required": ["name", "variant", "sha256", "labels", "max_seq_len"],
@@ -66,6 +72,18 @@ def _error_response(status: int) -> dict[str, Any]:
 def _responses(ok: dict[str, Any], statuses: list[int], has_keys: bool) -> dict[str, Any]:
     codes = sorted({*statuses, *([401] if has_keys else [])})
     return {"200": ok, **{str(code): _error_response(code) for code in codes}}
+
+
+async def completed_openapi(app: ASGIApp, scope: Scope, receive: Receive, limits: Limits, *, has_keys: bool) -> Reply:
+    """BentoML's OpenAPI document (its answer to this same request), completed by `patch_openapi`.
+
+    Raises:
+        RuntimeError: BentoML did not answer 200 (the guard turns it into a 500 in the error shape).
+    """
+    status, document = await collect(app, scope, receive)
+    if status != 200:
+        raise RuntimeError(f"BentoML answered {status} for {scope.get('path')}")
+    return Reply.json(200, patch_openapi(json.loads(document), limits, has_keys=has_keys))
 
 
 def patch_openapi(spec: dict[str, Any], limits: Limits, *, has_keys: bool) -> dict[str, Any]:

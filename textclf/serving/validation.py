@@ -1,56 +1,15 @@
-"""What a valid `POST /predict` body is: the limits, and the checks that name the field at fault.
+"""The checks every protocol's adapter runs on its request: each names the field at fault.
 
-Checked in the guard before the project's batcher (`textclf.serving.batcher`) queues a request's texts, so one bad
-request never fails an engine call holding other clients' texts. The OpenAPI document states the same limits
-(`textclf.serving.openapi`).
+They run in the guard's route, before the batcher queues a request's texts, so one bad request never fails an
+engine call holding other clients' texts. The limits come from the one `textclf.serving.limits.Limits`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from textclf.errors import RequestError
-from textclf.inference.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS
-
-# A text must hold something other than whitespace: the schema's pattern and the check below say the same.
-NON_BLANK_PATTERN = r"\S"
-
-
-FIELDS = ("texts", "top_k", "raw_scores", "on_overlength", "truncation_direction")
-
-
-@dataclass(frozen=True)
-class PredictRequest:
-    """A checked `POST /predict` body."""
-
-    texts: list[str]
-    top_k: int | None = None
-    raw_scores: bool = False
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_texts_per_request: int
-    max_chars_per_text: int
-    max_body_bytes: int
-    max_concurrency: int
-
-
-def validate_payload(payload: Any, limits: Limits) -> PredictRequest:
-    """A valid `{"texts": [...], "top_k"?: k, "raw_scores"?: bool}` body, or a RequestError naming the field."""
-    check_fields(payload, "texts", FIELDS, '{"texts": ["..."]}')
-    texts = payload["texts"]
-    check_texts(texts, limits)
-    top_k = payload.get("top_k")
-    if "top_k" in payload:  # present means a count: null is refused like the schema says
-        check_count(top_k, "top_k")
-    raw_scores = payload.get("raw_scores", False)
-    if not isinstance(raw_scores, bool):
-        raise RequestError("invalid_request", f"'raw_scores' must be true or false, not {raw_scores!r}")
-    check_choice(payload, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
-    check_choice(payload, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
-    return PredictRequest(texts, top_k, raw_scores)
+from textclf.serving.limits import Limits
 
 
 def check_fields(payload: Any, required: str, fields: tuple[str, ...], example: str) -> dict[str, Any]:
@@ -72,7 +31,16 @@ def check_count(value: Any, name: str) -> int:
     return value
 
 
+def check_flag(payload: dict[str, Any], name: str, default: bool = False) -> bool:
+    """A true/false field of the payload (absent: `default`; null is refused like any other non-boolean)."""
+    value = payload.get(name, default)
+    if not isinstance(value, bool):
+        raise RequestError("invalid_request", f"{name!r} must be true or false, not {value!r}")
+    return value
+
+
 def check_choice(payload: dict[str, Any], name: str, choices: tuple[str, ...], *, nullable: bool) -> None:
+    """A field that, when present (and, if `nullable`, not null), is one of `choices`."""
     if name not in payload or (nullable and payload[name] is None):
         return
     if payload[name] not in choices:

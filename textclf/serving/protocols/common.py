@@ -1,30 +1,70 @@
-"""What a protocol adapter is: a parsed call, a reply, and the model facts every protocol names."""
+"""What every protocol adapter shares: the request body, the one call type, the model facts, the adapter's shape.
+
+An adapter turns its wire request into a `Call` (texts, how to tokenize them, how to score them, and whatever its
+renderer needs of the request) and renders the pipeline's `Prediction`s (`textclf.inference.predictions`) back
+into its wire answer. A new request option is one field of `AnswerOptions` (and of `Classifier.predictions`); a
+new answer field is one field of `Prediction`; each adapter only says whether its protocol carries it.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import numpy as np
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from textclf.errors import RequestError
+from textclf.inference.predictions import Prediction
 from textclf.inference.text_options import DEFAULT_OPTIONS, TextOptions
+from textclf.serving.wire import Reply
+
+W = TypeVar("W")  # what one protocol's renderer needs of its request (a batch flag, requested outputs, ...)
+_UNDECODED = object()
+
+
+class Body:
+    """A request body, decoded from JSON at most once: the route that picks an adapter by the body's fields and
+    the adapter that reads them share one decode."""
+
+    def __init__(self, raw: bytes, header_length: bytes | None = None) -> None:
+        self.raw = raw
+        self.header_length = header_length  # Triton's binary extension: the JSON header's byte count
+        self._decoded: Any = _UNDECODED
+
+    def json(self) -> Any:
+        """The body as JSON, or the project's `invalid_json` error."""
+        if self._decoded is _UNDECODED:
+            self._decoded = parse_json(self.raw)
+        return self._decoded
 
 
 @dataclass(frozen=True)
-class Reply:
-    """A finished HTTP answer."""
+class AnswerOptions:
+    """How a call's predictions are scored: each field is a keyword of `Classifier.predictions`.
 
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    Attributes:
+        top_k: only the k best classes in `scores`, best first; None keeps every class in label order.
+        raw_scores: the logits instead of the model's probabilities in `score` and `scores`.
+    """
 
-    @classmethod
-    def json(cls, status: int, value: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:
-        return cls(status, json.dumps(value).encode(), "application/json", headers or [])
+    top_k: int | None = None
+    raw_scores: bool = False
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as `Classifier.predictions` keywords."""
+        return asdict(self)
+
+
+DEFAULT_ANSWER = AnswerOptions()
+
+
+@dataclass(frozen=True)
+class Call(Generic[W]):
+    """One request of any protocol as the pipeline runs it."""
+
+    texts: list[str]
+    wire: W  # what the protocol's renderer needs of the request; None where it needs nothing
+    options: TextOptions = DEFAULT_OPTIONS  # how the texts are tokenized (over-length policy, cut side)
+    answer: AnswerOptions = DEFAULT_ANSWER  # how they are scored (top_k, raw_scores)
 
 
 @dataclass(frozen=True)
@@ -49,6 +89,7 @@ class ModelFacts:
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> ModelFacts:
+        """The facts in a `GET /model` answer."""
         return cls(
             name=str(info.get("name", "")),
             variant=str(info.get("variant", "")),
@@ -59,25 +100,20 @@ class ModelFacts:
         )
 
 
-@dataclass(frozen=True)
-class Call:
-    """One protocol request as a predict call: its texts, how to tokenize them, and how to answer."""
-
-    texts: list[str]
-    render: Callable[[np.ndarray, list[bool]], Reply]  # logits (input order), truncation flags -> the answer
-    options: TextOptions = DEFAULT_OPTIONS
-
-
-class Adapter(Protocol):
-    """A protocol's two directions; the guard does everything in between."""
+class Adapter(Protocol[W]):
+    """One protocol's two directions and its error shape; the guard and the pipeline do everything between."""
 
     @property
     def name(self) -> str:
         """The protocol's name in the request log."""
         ...
 
-    def parse(self, body: bytes, content_type: bytes | None, model: ModelFacts) -> Call:
+    def parse(self, body: Body, model: ModelFacts) -> Call[W]:
         """The call a request body asks for; raises RequestError naming the field at fault."""
+        ...
+
+    def render(self, call: Call[W], predictions: list[Prediction], model: ModelFacts) -> Reply:
+        """The protocol's answer: one prediction per text of the call, in order."""
         ...
 
     def error(self, exc: RequestError) -> Reply:
@@ -93,3 +129,8 @@ def parse_json(body: bytes) -> Any:
         raise RequestError("invalid_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise RequestError("invalid_json", "the body nests too deeply to be a request") from None
+
+
+def retry_after(status: int, retry_statuses: tuple[int, ...] = (503,)) -> list[tuple[bytes, bytes]]:
+    """`Retry-After: 1` on the statuses that ask a client to come back (overload, a restarting engine)."""
+    return [(b"retry-after", b"1")] if status in retry_statuses else []

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from textclf.inference.text_options import OVERLENGTH_POLICIES
+from textclf.serving.limits import NON_BLANK_PATTERN, Limits
 from textclf.serving.protocols import hf, v2
-from textclf.serving.validation import NON_BLANK_PATTERN, Limits
 
 HF_ERROR = "HfError"
 V2_ERROR = "V2Error"

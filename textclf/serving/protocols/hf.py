@@ -14,20 +14,23 @@ Errors use TEI's shape, `{"error", "error_type"}` with TEI's error types (Valida
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.inference.predictions import sigmoid, softmax
+from textclf.inference.predictions import Prediction, sigmoid, softmax
 from textclf.inference.text_options import OverlengthPolicy, TextOptions
-from textclf.serving.protocols.common import Call, ModelFacts, Reply, parse_json
-from textclf.serving.validation import Limits, check_count, check_fields, check_texts
+from textclf.serving.limits import Limits
+from textclf.serving.protocols.common import AnswerOptions, Body, Call, ModelFacts, retry_after
+from textclf.serving.validation import check_count, check_fields, check_flag, check_texts
+from textclf.serving.wire import Reply
 
 Dialect = Literal["hub", "tei"]
+Function = Literal["softmax", "sigmoid", "none"]
 FIELDS = ("inputs", "parameters", "truncate", "truncation_direction", "raw_scores")
 PARAMETERS = ("top_k", "function_to_apply")
-FUNCTIONS = ("softmax", "sigmoid", "none")
+FUNCTIONS: tuple[Function, ...] = ("softmax", "sigmoid", "none")
 PAIRS_REFUSED = (
     "text pairs are not supported: this model classifies single texts; send one text as a string, "
     'or a batch as [["text one"], ["text two"]]'
@@ -44,12 +47,15 @@ _TEI_ERRORS: dict[str, tuple[str, int | None]] = {
 
 
 @dataclass(frozen=True)
-class HfRequest:
-    texts: list[str]
+class HfWire:
+    """What the renderer needs of a request: whether it was a batch, and a function other than the model's own."""
+
     is_batch: bool
-    top_k: int | None
-    function: str | None  # None: the model's own (softmax, or sigmoid for a multi-label model)
-    options: TextOptions
+    # softmax on a multi-label model, or sigmoid on a single-label one: applied here to the raw logits, and the
+    # best `top_k` kept here. The model's own function is its probabilities and `none` its raw logits: the
+    # pipeline's predictions carry either, already ranked and cut to top_k.
+    function: Function | None = None
+    top_k: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,22 +69,25 @@ class HfAdapter:
     def name(self) -> str:
         return "hf" if self.dialect == "hub" else "tei"
 
-    def parse(self, body: bytes, content_type: bytes | None, model: ModelFacts) -> Call:
-        request = self.read(parse_json(body))
-        return Call(request.texts, lambda logits, _: self._answer(request, logits, model), request.options)
-
-    def read(self, payload: Any) -> HfRequest:
-        """The request a decoded body asks for, or a RequestError naming the field."""
+    def parse(self, body: Body, model: ModelFacts) -> Call[HfWire]:
+        """The call of a request body, or a RequestError naming the field."""
+        payload = body.json()
         check_fields(payload, "inputs", FIELDS, '{"inputs": "..."}')
         texts, is_batch = self._inputs(payload["inputs"])
         check_texts(texts, self.limits, "inputs")
         top_k, function = self._parameters(payload.get("parameters"))
-        raw_scores = payload.get("raw_scores", False)
-        if not isinstance(raw_scores, bool):
-            raise RequestError("invalid_request", f"'raw_scores' must be true or false, not {raw_scores!r}")
-        if raw_scores:
+        if check_flag(payload, "raw_scores"):
             function = "none"
-        return HfRequest(texts, is_batch, top_k, function, self._options(payload))
+        own: Function = "sigmoid" if model.multi_label else "softmax"
+        # Every answer lists its classes best first: top_k of all of them when the request names no k.
+        k = len(model.labels) if top_k is None else min(top_k, len(model.labels))
+        if function in (None, own):
+            answer, other = AnswerOptions(top_k=k), None
+        elif function == "none":
+            answer, other = AnswerOptions(top_k=k, raw_scores=True), None
+        else:  # the other function, over the logits in label order; ranked by the renderer
+            answer, other = AnswerOptions(raw_scores=True), function
+        return Call(texts, HfWire(is_batch, other, k), self._options(payload), answer)
 
     def _inputs(self, inputs: Any) -> tuple[list[str], bool]:
         if isinstance(inputs, str):
@@ -103,7 +112,7 @@ class HfAdapter:
         return texts, True
 
     @staticmethod
-    def _parameters(parameters: Any) -> tuple[int | None, str | None]:
+    def _parameters(parameters: Any) -> tuple[int | None, Function | None]:
         if parameters is None:
             return None, None
         if not isinstance(parameters, dict):
@@ -122,7 +131,7 @@ class HfAdapter:
                 "invalid_request",
                 f"'parameters.function_to_apply' must be one of {', '.join(FUNCTIONS)}, not {function!r}",
             )
-        return top_k, function
+        return top_k, cast(Function | None, function)  # checked just above
 
     @staticmethod
     def _options(payload: dict[str, Any]) -> TextOptions:
@@ -136,26 +145,36 @@ class HfAdapter:
         policy: OverlengthPolicy | None = None if truncate is None else ("truncate" if truncate else "error")
         return TextOptions(policy, "left" if direction.lower() == "left" else "right")
 
-    def _answer(self, request: HfRequest, logits: np.ndarray, model: ModelFacts) -> Reply:
-        function = request.function or ("sigmoid" if model.multi_label else "softmax")
-        if function == "softmax":
-            scores = softmax(logits)
-        elif function == "sigmoid":
-            scores = sigmoid(logits)
+    def render(self, call: Call[HfWire], predictions: list[Prediction], model: ModelFacts) -> Reply:
+        """One list of `{label, score}` per text, best first; TEI answers a single text with its list alone."""
+        if call.wire.function is None:
+            per_text = [[{"label": label, "score": score} for label, score in p.scores.items()] for p in predictions]
         else:
-            scores = logits
-        k = len(model.labels) if request.top_k is None else min(request.top_k, len(model.labels))
-        per_text = []
-        for row in scores:
-            ranked = np.argsort(-row, kind="stable")[:k]
-            per_text.append([{"label": model.labels[i], "score": float(row[i])} for i in ranked])
-        if self.dialect == "tei" and not request.is_batch:
+            per_text = self._ranked(call, predictions, model)
+        if self.dialect == "tei" and not call.wire.is_batch:
             return Reply.json(200, per_text[0])
         return Reply.json(200, per_text)
+
+    @staticmethod
+    def _ranked(call: Call[HfWire], predictions: list[Prediction], model: ModelFacts) -> list[list[dict[str, Any]]]:
+        """The asked function of each text's logits (label order, float32 as the engine gave them), top k."""
+        logits = np.array([list(p.scores.values()) for p in predictions], dtype=np.float32)
+        scores = softmax(logits) if call.wire.function == "softmax" else sigmoid(logits)
+        return [
+            [
+                {"label": model.labels[i], "score": float(row[i])}
+                for i in np.argsort(-row, kind="stable")[: call.wire.top_k]
+            ]
+            for row in scores
+        ]
 
     def error(self, exc: RequestError) -> Reply:
         """TEI's error body; `Retry-After` on an overload, as on the native route."""
         error_type, status = _TEI_ERRORS.get(exc.error_type, ("Validation", None))
         status = status or exc.status
-        headers = [(b"retry-after", b"1")] if status in (429, 503) else []
-        return Reply.json(status, {"error": str(exc), "error_type": error_type}, headers)
+        return Reply.json(status, {"error": str(exc), "error_type": error_type}, retry_after(status, (429, 503)))
+
+
+def is_tei_request(payload: Any) -> bool:
+    """Whether a decoded `/predict` body is text-embeddings-inference's (`inputs`, no `texts`) rather than ours."""
+    return isinstance(payload, dict) and "inputs" in payload and "texts" not in payload

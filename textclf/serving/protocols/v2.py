@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.inference.predictions import label_sets, probabilities
+from textclf.inference.predictions import Prediction
 from textclf.inference.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS, TextOptions
-from textclf.serving.protocols.common import Call, ModelFacts, Reply, parse_json
-from textclf.serving.validation import Limits, check_choice, check_fields, check_texts
+from textclf.serving.limits import Limits
+from textclf.serving.protocols.common import Body, Call, ModelFacts, parse_json, retry_after
+from textclf.serving.validation import check_choice, check_fields, check_texts
+from textclf.serving.wire import Reply
 
 PREFIX = "/v2"
 LIVE_PATH = "/v2/health/live"
@@ -104,9 +106,19 @@ def model_metadata(model: ModelFacts, platform: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Requested:
+    """One output a request asks for."""
+
     name: str
-    classification: int | None
-    binary: bool
+    classification: int | None  # probabilities as Triton's classification extension: the k best
+    binary: bool  # in the binary tensor extension's bytes after the JSON header
+
+
+@dataclass(frozen=True)
+class V2Wire:
+    """What the renderer needs of a request: its id (echoed) and the outputs it asks for."""
+
+    request_id: str | None
+    outputs: list[Requested]
 
 
 @dataclass(frozen=True)
@@ -119,8 +131,9 @@ class V2Adapter:
     def name(self) -> str:
         return "v2"
 
-    def parse(self, body: bytes, header_length: bytes | None, model: ModelFacts) -> Call:
-        header, binary = _split(body, header_length)
+    def parse(self, body: Body, model: ModelFacts) -> Call[V2Wire]:
+        """The call of an infer request (JSON, or Triton's binary extension), or a RequestError naming the field."""
+        header, binary = _split(body.raw, body.header_length)
         payload = check_fields(parse_json(header), "inputs", FIELDS, '{"inputs": [{"name": "text", ...}]}')
         kinds = (("id", str, "a string"), ("parameters", dict, "an object"), ("outputs", list, "a list"))
         for name, kind, what in kinds:
@@ -137,16 +150,16 @@ class V2Adapter:
         check_choice(parameters, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
         check_choice(parameters, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
         options = TextOptions(parameters.get("on_overlength"), parameters.get("truncation_direction", "right"))
+        return Call(texts, V2Wire(request_id, outputs), options)
 
-        def render(logits: np.ndarray, truncated: list[bool]) -> Reply:
-            return _answer(model, request_id, outputs, logits, truncated)
-
-        return Call(texts, render, options)
+    def render(self, call: Call[V2Wire], predictions: list[Prediction], model: ModelFacts) -> Reply:
+        """The requested output tensors, JSON or (where asked) binary after the JSON header."""
+        return _answer(model, call.wire, predictions)
 
     def error(self, exc: RequestError) -> Reply:
+        """`{"error": ...}`; a request the protocol cannot take is its 400, the rest keep their statuses."""
         status = 400 if exc.status in _BAD_REQUEST_STATUSES else exc.status
-        headers = [(b"retry-after", b"1")] if status == 503 else []
-        return Reply.json(status, {"error": str(exc)}, headers)
+        return Reply.json(status, {"error": str(exc)}, retry_after(status))
 
 
 def _split(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes]:
@@ -246,34 +259,33 @@ def _requested(outputs: Any, model: ModelFacts, binary_default: bool) -> list[Re
     return chosen
 
 
-def _answer(
-    model: ModelFacts, request_id: str | None, outputs: list[Requested], logits: np.ndarray, truncated: list[bool]
-) -> Reply:
-    probs = probabilities(logits, model.multi_label)
-    n = len(probs)
+def _answer(model: ModelFacts, wire: V2Wire, predictions: list[Prediction]) -> Reply:
+    """The output tensors from the predictions (the model's probabilities, every class in label order)."""
+    n = len(predictions)
     tensors: dict[str, tuple[str, list[int], list[Any]]] = {}
-    for wanted in outputs:
+    for wanted in wire.outputs:
         if wanted.name == "label":
-            tensors["label"] = ("BYTES", [n], [model.labels[int(row.argmax())] for row in probs])
+            tensors["label"] = ("BYTES", [n], [p.label for p in predictions])
         elif wanted.name == "probabilities" and wanted.classification is None:
-            tensors["probabilities"] = ("FP32", [n, len(model.labels)], [float(v) for v in probs.reshape(-1)])
+            values = [v for p in predictions for v in p.scores.values()]
+            tensors["probabilities"] = ("FP32", [n, len(model.labels)], values)
         elif wanted.name == "probabilities":
             k = wanted.classification or 1
             cells: list[str] = []
-            for row in probs:
-                ranked = np.argsort(-row, kind="stable")[:k]
-                cells.extend(f"{float(row[i])}:{int(i)}:{model.labels[i]}" for i in ranked)
+            for p in predictions:
+                row = list(p.scores.values())
+                ranked = sorted(range(len(row)), key=lambda i: -row[i])[:k]  # stable: ties keep label order
+                cells.extend(f"{row[i]}:{i}:{model.labels[i]}" for i in ranked)
             tensors["probabilities"] = ("BYTES", [n, k], cells)
         elif wanted.name == "labels":
-            sets = label_sets(probs, model.labels, model.threshold or 0.5)
-            tensors["labels"] = ("BYTES", [n], [json.dumps(s) for s in sets])
+            tensors["labels"] = ("BYTES", [n], [json.dumps(p.labels or []) for p in predictions])
         else:
-            tensors["truncated"] = ("BOOL", [n], list(truncated))
+            tensors["truncated"] = ("BOOL", [n], [p.truncated for p in predictions])
     head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-    if request_id is not None:
-        head["id"] = request_id
+    if wire.request_id is not None:
+        head["id"] = wire.request_id
     described, blobs = [], []
-    for wanted in outputs:
+    for wanted in wire.outputs:
         datatype, shape, data = tensors[wanted.name]
         if wanted.binary:
             blob = _encode_binary(datatype, data)

@@ -1,0 +1,96 @@
+"""The one request path behind every protocol: a call's texts → the batcher → predictions → observers → render.
+
+Every route that classifies (native `/predict`, the Hugging Face / TEI shapes, Open Inference Protocol v2) runs its
+`Call` here, on this worker's one batcher, and renders the same `Prediction`s in its own shape. Observers hook in
+once (`Pipeline.on_answer`): each sees every answered request's call and predictions, one per text the client sent
+(a long document read in windows is one prediction, aggregated by the batcher; windows and any perturbed copies of
+a text never reach them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from textclf.errors import RequestError
+from textclf.inference.predictions import Prediction
+from textclf.inference.text_options import DEFAULT_OPTIONS, TextOptions
+from textclf.serving.batcher import Answer
+from textclf.serving.protocols.common import Adapter, Call, ModelFacts
+from textclf.serving.wire import Reply
+
+logger = logging.getLogger(__name__)
+
+Observer = Callable[[Call[Any], list[Prediction]], None]
+
+
+class Batcher(Protocol):
+    """What the pipeline needs of the worker's batcher (`textclf.serving.batcher.GreedyBatcher` is one)."""
+
+    async def submit(self, texts: Sequence[str], options: TextOptions = DEFAULT_OPTIONS) -> Answer:
+        """Queue the texts; their logits and flags, in input order (a RequestError for a refused request)."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine thread still takes work."""
+        ...
+
+
+class Scorer(Protocol):
+    """Logits to predictions with the call's answer options (`Classifier.predictions` is one)."""
+
+    def __call__(
+        self,
+        logits: np.ndarray,
+        truncated: list[bool],
+        *,
+        top_k: int | None = None,
+        raw_scores: bool = False,
+        chunks: list[int] | None = None,
+    ) -> list[Prediction]: ...
+
+
+class Pipeline:
+    """This worker's batcher and scorer, and the observers of every answered call."""
+
+    def __init__(self, batcher: Batcher, scorer: Scorer, model: ModelFacts) -> None:
+        self.batcher = batcher
+        self.scorer = scorer
+        self.model = model
+        self.on_answer: list[Observer] = []  # called with (call, predictions) once per answered call
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine takes work (the batcher's engine thread has not ended)."""
+        return self.batcher.alive
+
+    async def run(self, call: Call[Any]) -> list[Prediction]:
+        """One prediction per text of the call, in order.
+
+        Raises:
+            RequestError: the batcher's refusals (a full queue or a dead engine: 503; under `error` a text over
+                max_seq_len: 422; under `chunk` too many windows: 413), and `internal` for an engine failure
+                (logged here with its traceback, never sent to the client).
+        """
+        try:
+            answer = await self.batcher.submit(call.texts, call.options)
+        except RequestError:
+            raise
+        except Exception:
+            logger.exception("a %d-text call failed in the engine", len(call.texts))
+            raise RequestError("internal", "the server failed to classify") from None
+        predictions = self.scorer(answer.logits, answer.truncated, chunks=answer.chunks, **call.answer.as_kwargs())
+        for observer in self.on_answer:
+            try:
+                observer(call, predictions)
+            except Exception:  # a broken metric must not cost a client its answer
+                logger.exception("an answer observer (%r) failed", observer)
+        return predictions
+
+    async def reply(self, adapter: Adapter[Any], call: Call[Any]) -> Reply:
+        """The call run and rendered in its protocol's shape (errors are the caller's to render)."""
+        return adapter.render(call, await self.run(call), self.model)

@@ -1,0 +1,93 @@
+"""textclf's own shape: `POST /predict {"texts": [...], ...}` → one prediction per text, and `{error, error_type}`.
+
+The body is read here, once: the route already decoded it to tell TEI's `{"inputs": ...}` from ours (both post
+to `/predict`), so this adapter checks the decoded fields rather than hand the bytes to BentoML to decode again.
+The checks say what the service's typed signature says (the same `Limits`), and name the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from textclf.errors import RequestError
+from textclf.inference.predictions import Prediction
+from textclf.inference.text_options import (
+    OVERLENGTH_POLICIES,
+    TRUNCATION_DIRECTIONS,
+    OverlengthPolicy,
+    TextOptions,
+    TruncationDirection,
+)
+from textclf.serving.limits import Limits
+from textclf.serving.protocols.common import AnswerOptions, Body, Call, ModelFacts, retry_after
+from textclf.serving.validation import check_choice, check_count, check_fields, check_flag, check_texts
+from textclf.serving.wire import Reply
+
+FIELDS = ("texts", "top_k", "raw_scores", "on_overlength", "truncation_direction")
+
+
+def error_body(exc: RequestError) -> dict[str, str]:
+    """The project's error body: the message (naming the field at fault) and its type."""
+    return {"error": str(exc), "error_type": exc.error_type}
+
+
+@dataclass(frozen=True)
+class NativeAdapter:
+    """`POST /predict` in textclf's own shape."""
+
+    limits: Limits
+
+    @property
+    def name(self) -> str:
+        return "textclf"
+
+    def parse(self, body: Body, model: ModelFacts) -> Call[None]:
+        """The call of a `/predict` body, or a RequestError naming the field."""
+        return self.read(body.json())
+
+    def read(self, payload: Any) -> Call[None]:
+        """The call of a decoded `{"texts": [...], "top_k"?, "raw_scores"?, "on_overlength"?,
+        "truncation_direction"?}` body, or a RequestError naming the field."""
+        check_fields(payload, "texts", FIELDS, '{"texts": ["..."]}')
+        texts = check_texts(payload["texts"], self.limits)
+        top_k = payload.get("top_k")
+        if "top_k" in payload:  # present means a count: null is refused, as the schema says
+            check_count(top_k, "top_k")
+        raw_scores = check_flag(payload, "raw_scores")
+        # Absent means the server's policy; null is refused (the schema says a string).
+        check_choice(payload, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
+        check_choice(payload, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
+        return self.call(
+            texts,
+            top_k=top_k,
+            raw_scores=raw_scores,
+            on_overlength=payload.get("on_overlength"),
+            truncation_direction=payload.get("truncation_direction", "right"),
+        )
+
+    @staticmethod
+    def call(
+        texts: list[str],
+        *,
+        top_k: int | None = None,
+        raw_scores: bool = False,
+        on_overlength: OverlengthPolicy | None = None,
+        truncation_direction: TruncationDirection = "right",
+    ) -> Call[None]:
+        """The call of checked fields (from a body, or from the service's typed `predict` signature)."""
+        return Call(
+            texts,
+            None,
+            TextOptions(on_overlength, truncation_direction),
+            AnswerOptions(top_k=top_k, raw_scores=raw_scores),
+        )
+
+    def render(self, call: Call[None], predictions: list[Prediction], model: ModelFacts) -> Reply:
+        """A JSON list, one prediction per text, in order (`Prediction.as_dict`, as bulk output writes them)."""
+        return Reply(200, json.dumps([p.as_dict() for p in predictions]).encode())
+
+    def error(self, exc: RequestError) -> Reply:
+        """An error in the project's shape (`Retry-After` on a 503: overload and a restarting engine pass)."""
+        return Reply.json(exc.status, error_body(exc), retry_after(exc.status))
