@@ -13,8 +13,9 @@ from pathlib import Path
 
 from textclf.artifacts.manifest import read_manifest
 from textclf.artifacts.records import load_report
-from textclf.artifacts.schema import VariantRecord
+from textclf.artifacts.schema import Manifest, VariantRecord
 from textclf.config import Config
+from textclf.errors import ArtifactError
 from textclf.paths import MANIFEST_NAME, ONNX_DIR, REPORT_MD, RESULTS_JSON
 from textclf_benchmarks.schema import Headline, Results
 from textclf_train.trackers import TrackedRuns, open_runs
@@ -42,7 +43,7 @@ def gate_metrics(name: str, variant: VariantRecord) -> dict[str, float | None]:
 def log_export(cfg: Config) -> None:
     """Log every variant's gates, the serving choice, the manifest and (MLflow) the served variants' files to the
     training's tracked runs; nothing when the training tracked none or the export was of an outside checkpoint."""
-    manifest = read_manifest(cfg.run_dir)
+    manifest = _manifest(cfg)
     if manifest is None or manifest.train is None or manifest.export is None or manifest.train.tracking is None:
         return
     export = manifest.export
@@ -87,7 +88,7 @@ def headline_figures(headline: Headline) -> tuple[dict[str, float | None], dict[
 def log_report(cfg: Config, out_dir: Path) -> None:
     """Log the report's headline figures and its files (report.md, results.json, the PNGs) to the training's
     tracked runs; nothing when the run's manifest records none."""
-    manifest = read_manifest(cfg.run_dir)
+    manifest = _manifest(cfg)
     tracking = manifest.train.tracking if manifest and manifest.train else None
     if tracking is None:
         return
@@ -101,6 +102,15 @@ def log_report(cfg: Config, out_dir: Path) -> None:
         files = [out_dir / REPORT_MD, out_dir / RESULTS_JSON, *(out_dir / name for name in results.plots)]
         runs.log_files(files, "report")
         _say_where(runs, "report")
+
+
+def _manifest(cfg: Config) -> Manifest | None:
+    # The stage itself has finished: a manifest this textclf cannot read stops its tracking, not the command.
+    try:
+        return read_manifest(cfg.run_dir)
+    except ArtifactError as exc:
+        logger.warning("tracking: nothing logged, the run's manifest cannot be read: %s", exc)
+        return None
 
 
 def _say_where(runs: TrackedRuns, stage: str) -> None:

@@ -60,17 +60,25 @@ def wandb_unconfigured() -> str | None:
     return "W&B has no API key here: run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline"
 
 
-def mlflow_tracking_uri(run_dir: Path, recorded: str | None = None) -> tuple[str, bool]:
-    """`(uri, is_run_store)`: `recorded` (or else MLFLOW_TRACKING_URI) when set, otherwise the run's own SQLite file.
+def run_store_uri(run_dir: Path) -> str:
+    """The run's own MLflow store: a SQLite file under `artifacts/<run>/tracking/` (the folder is made here).
 
-    MLflow 3 refuses a bare `./mlruns` file store (3.17.2 does), so the offline default is a database under the run.
+    MLflow 3 refuses a bare `./mlruns` file store (3.17.2 does), so the offline default is a database.
     """
-    chosen = recorded or os.environ.get("MLFLOW_TRACKING_URI")
-    if chosen:
-        return chosen, False
     store = (run_dir / TRACKING_DIR / MLFLOW_DB).resolve()
     store.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store}", True
+    return f"sqlite:///{store}"
+
+
+def mlflow_tracking_uri(run_dir: Path) -> tuple[str, bool]:
+    """`(uri, is_run_store)` for a new training: MLFLOW_TRACKING_URI when set, otherwise the run's own store."""
+    chosen = os.environ.get("MLFLOW_TRACKING_URI")
+    return (chosen, False) if chosen else (run_store_uri(run_dir), True)
+
+
+def recorded_mlflow_uri(run_dir: Path, record: TrackedRun) -> str:
+    """Where a recorded MLflow run lives: the URI the training used, whatever MLFLOW_TRACKING_URI says now."""
+    return record.location or run_store_uri(run_dir)
 
 
 def server_url(tracker: Tracker, location: str | None) -> str | None:
@@ -90,7 +98,7 @@ def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     except urllib.error.HTTPError:
         return None  # a status code is an answer: the server is there, whatever it thinks of this path
     except urllib.error.URLError as exc:
-        return None
+        return f"{url}: {exc.reason}"
     except (OSError, ValueError) as exc:  # a timeout mid-answer, a malformed URL
         return f"{url}: {exc}"
 
@@ -327,8 +335,7 @@ def _close_quietly(writer: RunWriter) -> None:
 
 def _reopen(tracker: Tracker, record: TrackedRun, run_dir: Path) -> RunWriter:
     if tracker == "mlflow":
-        uri, _ = mlflow_tracking_uri(run_dir, record.location)
-        return MlflowWriter(uri, record.run_id)
+        return MlflowWriter(recorded_mlflow_uri(run_dir, record), record.run_id)
     if tracker == "tensorboard":
         return TensorBoardWriter(run_dir / (record.location or TENSORBOARD_DIR))
     return WandbWriter.reopen(record, run_dir)
@@ -345,7 +352,7 @@ def open_runs(run_dir: Path, section: TrackingSection | None, stage: str) -> Ite
     for tracker, record in records.items():
         if record is None:
             continue
-        location = mlflow_tracking_uri(run_dir, record.location)[0] if tracker == "mlflow" else record.location
+        location = recorded_mlflow_uri(run_dir, record) if tracker == "mlflow" else record.location
         hint = missing_package(tracker)
         url = server_url(tracker, location)
         reason = f"its package is not installed here ({hint})" if hint else (probe(url) if url else None)

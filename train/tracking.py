@@ -72,7 +72,8 @@ class TrainTracking:
         self.run_dir = run_dir
         self.trackers = trackers
         self.is_main = is_main
-        self.mlflow_uri, self._is_run_store = mlflow_tracking_uri(run_dir) if "mlflow" in trackers else ("", False)
+        uri_and_store: tuple[str, bool] = mlflow_tracking_uri(run_dir) if "mlflow" in trackers else ("", False)
+        self.mlflow_uri, self._is_run_store = uri_and_store
         # A new folder per training: TensorBoard shows each one as its own run, and its name is the run id.
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.tensorboard_id = f"{stamp}-{secrets.token_hex(2)}"
@@ -88,7 +89,7 @@ class TrainTracking:
         answer within the probe's timeout is turned off for this training, with one warning."""
         wanted = list(cfg.train.report_to)
         check_trackers(wanted)
-        tracking = cls(cfg, run_dir, wanted, is_main=is_main)
+        tracking = cls(cfg, run_dir, list(wanted), is_main=is_main)
         for tracker in wanted:
             url = server_url(tracker, tracking.mlflow_uri if tracker == "mlflow" else None)
             reason = probe(url) if url and is_main else None

@@ -118,6 +118,28 @@ def test_a_full_request_must_fit_the_queue() -> None:
         load_config(overrides=["serve.max_queued_texts=8"], environ={})
 
 
+@pytest.mark.parametrize(
+    ("value", "trackers"),
+    [
+        ("none", []),
+        ("null", []),
+        ("mlflow", ["mlflow"]),
+        ("MLflow,tensorboard", ["mlflow", "tensorboard"]),
+        ("[tensorboard, wandb, tensorboard]", ["tensorboard", "wandb"]),
+        ("[]", []),
+    ],
+)
+def test_report_to_takes_none_a_name_or_a_list(value: str, trackers: list[str]) -> None:
+    assert load_config(environ={}).train.report_to == []
+    assert load_config(overrides=[f"train.report_to={value}"], environ={}).train.report_to == trackers
+
+
+@pytest.mark.parametrize("value", ["mlfow", "[mlflow, comet]", "3", "{a: 1}"])
+def test_an_unknown_tracker_lists_the_valid_ones(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"train\.report_to: .*none, tensorboard, mlflow, wandb"):
+        load_config(overrides=[f"train.report_to={value}"], environ={})
+
+
 def test_a_removed_key_names_the_removal_and_what_replaces_it(tmp_path: Path) -> None:
     path = tmp_path / "old.yaml"
     path.write_text("export:\n  shape_timing_seconds: 3.0\n")
@@ -135,3 +157,16 @@ def test_a_deploy_names_the_served_variant_in_the_config_or_the_environment() ->
     assert load_config(overrides=["serve.variant=int8-qdq"], environ={}).serve.variant == "int8-qdq"
     with pytest.raises(ConfigError, match=r"serve\.variant: Value error, unknown variant 'int9'"):
         load_config(environ={"TEXTCLF_SERVE_VARIANT": "int9"})
+
+
+def test_confidence_settings_and_the_one_selective_threshold() -> None:
+    cfg = load_config(environ={})
+    assert cfg.export.fit_confidence is True and cfg.export.multi_label_thresholds == "fixed"
+    assert cfg.serve.min_confidence is None and cfg.serve.target_accuracy is None
+    assert load_config(environ={"TEXTCLF_TARGET_ACCURACY": "0.95"}).serve.target_accuracy == 0.95
+    assert load_config(overrides=["serve.min_confidence=1"], environ={}).serve.min_confidence == 1.0
+    with pytest.raises(ConfigError, match="min_confidence and target_accuracy are both set"):
+        load_config(overrides=["serve.min_confidence=0.8", "serve.target_accuracy=0.9"], environ={})
+    for bad in ("serve.min_confidence=0", "serve.target_accuracy=1.01", "export.multi_label_thresholds=best"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
+            load_config(overrides=[bad], environ={})
