@@ -79,7 +79,7 @@ def test_concurrent_requests_equal_the_runtime(exported_run: Config, tmp_path: P
 
 
 def test_overload_answers_503_with_retry_after_and_stays_ready(exported_run: Config, tmp_path: Path) -> None:
-    # A tiny queue and one text per ORT call: 48 concurrent requests of 8 texts cannot all be held.
+    # A tiny queue and one text per engine call: 48 concurrent requests of 8 texts cannot all be held.
     limits = {"max_queued_texts": "8", "max_texts_per_request": "8", "max_concurrency": "6", "max_batch_texts": "1"}
     env = _env(exported_run, tmp_path, **limits)
     with served("service:TextClassifier", env, tmp_path / "log") as url:

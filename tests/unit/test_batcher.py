@@ -270,11 +270,11 @@ def test_long_requests_are_tokenized_off_the_event_loop() -> None:
 
 
 def test_choose_call_groups_the_oldest_text_with_its_neighbours_in_length() -> None:
-    from textclf.serving.batcher import _Pending, _Text, choose_call
+    from textclf.serving.calls import Pending, QueuedText, choose_call
 
-    def waiting(lengths: list[int]) -> list[_Text]:
-        pending = _Pending([None] * len(lengths), lengths, 0.0, 0.0, None, None)  # type: ignore[arg-type]
-        return [_Text(pending, i) for i in range(len(lengths))]
+    def waiting(lengths: list[int]) -> list[QueuedText]:
+        pending = Pending([None] * len(lengths), lengths, 0.0, 0.0, None, None)  # type: ignore[arg-type]
+        return [QueuedText(pending, i) for i in range(len(lengths))]
 
     queue = waiting([20, 5, 90, 21, 19, 6, 22, 95])
     chosen = choose_call(queue, max_texts=4, max_tokens=1000, lookahead=16)

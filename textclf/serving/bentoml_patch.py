@@ -68,7 +68,8 @@ def check_request_timer_replaced() -> bool:
         version = "?"
     logger.error(
         "BentoML %s built its app without textclf's PassThroughTimeout: its per-request timer is back (every "
-        "request's context lives for the whole timeout; long GC pauses under load). See textclf/bentoml_patch.py.",
+        "request's context lives for the whole timeout; long GC pauses under load). See "
+        "textclf/serving/bentoml_patch.py.",
         version,
     )
     return False

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 E = TypeVar("E")  # one tokenized text (a `tokenizers.Encoding` in the service)
+
 # An engine call's fixed cost, in tokens of work: one text per call took 2.72 ms/text and length-sorted calls of
 # 32 took 2.03 ms/text on ~25-token texts (issue 10), so ~0.7 ms per call at ~0.08 ms per token.
 CALL_OVERHEAD_TOKENS = 9
@@ -38,8 +39,10 @@ class Pending(Generic[E]):
 
 @dataclass(frozen=True)
 class QueuedText:
+    """One text (or window) of a request, waiting for an engine call."""
+
     pending: Pending[Any]
-    index: int
+    index: int  # its row in the request's encodings and results
 
     @property
     def length(self) -> int:

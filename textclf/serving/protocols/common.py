@@ -9,7 +9,7 @@ new answer field is one field of `Prediction`; each adapter only says whether it
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Generic, Protocol, TypeVar
 
 from textclf.errors import RequestError
@@ -50,10 +50,12 @@ class AnswerOptions:
     raw_scores: bool = False
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The options as `Classifier.predictions` keywords."""
-        return asdict(self)
+        """The options as `Classifier.predictions` keywords (every field, by its name)."""
+        return {name: getattr(self, name) for name in _ANSWER_FIELDS}
 
 
+# Read once: `dataclasses.asdict` would copy the values recursively for every request.
+_ANSWER_FIELDS = tuple(f.name for f in fields(AnswerOptions))
 DEFAULT_ANSWER = AnswerOptions()
 
 

@@ -45,7 +45,8 @@ async function loadModel() {
   }
   const model = await response.json();
   $("model").textContent = "Model " + model.name + " · variant " + model.variant + " · sha256 " +
-    String(model.sha256).slice(0, 12) + "… · labels " + model.labels.join(", ");
+    String(model.sha256).slice(0, 12) + "… · labels " + model.labels.join(", ") +
+    (model.engine ? " · " + model.engine + ", " + model.engine_threads + " threads" : "");
   $("model").dataset.variant = model.variant;
 }
 
