@@ -1,6 +1,8 @@
 """The engines under test, behind one interface: PyTorch (eager, compiled, fp16 on CUDA) and the exported variants
-(ONNX Runtime or OpenVINO) loaded through `textclf.inference.runtime`, timed on their whole serving path or on their
-engine alone (the benchmarks' own wrapper: the core keeps no timing hooks).
+(ONNX Runtime or OpenVINO) loaded through `textclf.inference.runtime` (the benchmarks' own wrapper: the core keeps no
+timing hooks). Each has a `name` (its sweep label), a `kind` (what runs it) and a `variant`, and four calls:
+`fixed(batch, seq_len)` prepares synthetic inputs and `prepare_texts(texts)` real ones for `run_prepared` (the model
+or engine alone); `run_texts(texts)` is the whole path a server runs (tokenize, pad, infer, softmax).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -17,24 +19,6 @@ from textclf.inference.runtime import Classifier
 from textclf_benchmarks.envelope import engine_label
 
 logger = logging.getLogger(__name__)
-
-
-class Engine(Protocol):
-    name: str
-    kind: str  # "pytorch", "onnxruntime" or "openvino"
-    variant: str | None
-
-    def fixed(self, batch: int, seq_len: int) -> Any:
-        """Prepared fixed-length inputs (synthetic token ids) for `run_prepared`."""
-
-    def run_prepared(self, prepared: Any) -> None:
-        """The model alone on prepared inputs."""
-
-    def prepare_texts(self, texts: list[str]) -> Any:
-        """Tokenized, padded inputs of real texts for `run_prepared`."""
-
-    def run_texts(self, texts: list[str]) -> None:
-        """The whole path a server runs: tokenize, pad, infer, softmax."""
 
 
 def synthetic_ids(batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> np.ndarray:
@@ -136,3 +120,6 @@ class TorchEngine:
 
     def run_texts(self, texts: list[str]) -> None:
         self.run_prepared(self.prepare_texts(texts))
+
+
+Engine = RuntimeEngine | TorchEngine

