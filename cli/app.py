@@ -250,8 +250,27 @@ def predict(
             "logits aggregated per text, a `chunks` column; serve.chunk_overlap_tokens, serve.chunk_aggregation)."
         ),
     ] = "truncate",
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Add an `abstained` column: true where the top probability is under this (default: "
+            "serve.min_confidence).",
+        ),
+    ] = None,
+    target_accuracy: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Instead: abstain under the lowest threshold whose validation accuracy reaches this (default: "
+            "serve.target_accuracy; refused where none does).",
+        ),
+    ] = None,
 ) -> None:
-    """Classify every row of a file into a new file: the input columns + label, score, scores, error.
+    """Classify every row of a file into a new file: the input columns + label, score, scores, error (+ abstained
+    where a selective threshold is in force).
 
     With `--engine ray` the input may also be a folder or a glob of such files, and the output is a folder of
     part files (the type by its extension), renamed into place when the whole job is written."""
@@ -265,14 +284,18 @@ def predict(
         column = text_column or cfg.data.text_column
         if on_overlength not in BULK_OVERLENGTH:
             raise ConfigError(f"--on-overlength {on_overlength!r}: use {' or '.join(BULK_OVERLENGTH)}")
-        chunking = {
+        # A flag replaces both config keys: --min-confidence beside a configured target_accuracy is not "both set".
+        flagged = min_confidence is not None or target_accuracy is not None
+        settings = {  # the bulk run's keywords: how long texts are read, and the selective threshold
             "on_overlength": on_overlength,
             "chunk_overlap_tokens": cfg.serve.chunk_overlap_tokens,
             "chunk_aggregation": cfg.serve.chunk_aggregation,
+            "min_confidence": min_confidence if flagged else cfg.serve.min_confidence,
+            "target_accuracy": target_accuracy if flagged else cfg.serve.target_accuracy,
         }
         if engine == "ray":
             summary = _predict_on_ray(
-                cfg, input_, output, column, batch_size, bento, address, actors, cpus_per_actor, streams, chunking
+                cfg, input_, output, column, batch_size, bento, address, actors, cpus_per_actor, streams, settings
             )
             stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
             return
@@ -288,7 +311,7 @@ def predict(
                 bento=bento,
                 progress=progress,
                 streams=streams,
-                **chunking,
+                **settings,
             )
         stdout_console().print(summary.line(), highlight=False, soft_wrap=True)
 
@@ -304,7 +327,7 @@ def _predict_on_ray(
     actors: int,
     cpus_per_actor: int,
     streams: int | None,
-    chunking: dict[str, Any],
+    settings: dict[str, Any],
 ) -> BulkSummary:
     try:
         import ray  # noqa: F401  (only to name the missing extra before any work)
@@ -315,7 +338,7 @@ def _predict_on_ray(
         raise ConfigError("--engine ray needs Ray Data: pip install -e '.[ray]'") from None
     options = RayOptions(address=address, actors=actors, cpus_per_actor=cpus_per_actor, streams=streams)
     return ray_run(
-        cfg.run_dir, input_, output, text_column=column, batch_size=batch_size, bento=bento, options=options, **chunking
+        cfg.run_dir, input_, output, text_column=column, batch_size=batch_size, bento=bento, options=options, **settings
     )
 
 
@@ -365,6 +388,30 @@ def bench_long(
         from textclf_benchmarks.long_docs import run as long_docs_run
 
         stdout_console().print(f"long documents: {long_docs_run(cfg, cfg.run_dir, seed=seed)}")
+
+
+@app.command()
+def monitor(
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="BentoML's monitoring log of the service (a data.<worker>.log, or a folder of them) or a file "
+            "`textclf predict` wrote.",
+        ),
+    ],
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder; default reports/<run>/monitor.")] = None,
+) -> None:
+    """Judge collected answers against the run's drift reference, window by window, with the service's own tests:
+    monitor.md, monitor.json and monitor.png."""
+
+    with _stage():
+        from textclf_cli.monitor import run as monitor_run
+
+        stdout_console().print(monitor_run(_load(config, set_, run), data, out), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -3,7 +3,8 @@
 Single-label: one temperature T minimising the NLL of softmax(logits / T). Multi-label: one temperature per label
 (each label's sigmoid NLL) and, when asked, per-label thresholds maximising each label's F1 on validation. The
 test split is never used to fit, only to report ECE / NLL / Brier before and after, each with a paired-bootstrap
-95 % interval of (after − before), and the risk–coverage curve at thresholds chosen on validation.
+95 % interval of (after − before), the risk–coverage curve at thresholds chosen on validation, and (multi-label) the
+macro-F1 at the model's one threshold and at per-label ones. `textclf_export.calibrate` runs this per variant.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from textclf.artifacts.confidence import (
     ConfidenceTest,
     CurvePoint,
     Interval,
+    LabelThresholdsF1,
     ReliabilityBin,
 )
 from textclf.inference.confidence import Temperature, calibrated_probabilities, scale_logits
@@ -255,17 +257,16 @@ def fit_confidence(
     test_truth = _check(test_logits, test_labels, multi_label, "test")
     texts = len(val_truth)
     if texts < MIN_VALIDATION_TEXTS:
-        reason = f"{texts} validation texts, fewer than the {MIN_VALIDATION_TEXTS} a temperature is fitted on"
-        logger.warning("confidence skipped: %s; the variant serves raw scores", reason)
-        return ConfidenceRecord(skipped_reason=reason, validation_texts=texts)
+        return skipped_record(texts)
 
     temperature: float | list[float]
-    thresholds = None
+    thresholds = best_thresholds = None
     if threshold is not None:
         temperature = fit_label_temperatures(validation_logits, val_truth)
-        if per_label_thresholds:
-            val_probs = calibrated_probabilities(validation_logits, temperature, multi_label=True)
-            thresholds = f1_thresholds(val_probs, val_truth, threshold)
+        val_probs = calibrated_probabilities(validation_logits, temperature, multi_label=True)
+        # Fitted whichever serves: the test macro-F1 at them is reported beside the fixed threshold's.
+        best_thresholds = f1_thresholds(val_probs, val_truth, threshold)
+        thresholds = best_thresholds if per_label_thresholds else None
     else:
         temperature = fit_temperature(validation_logits, val_truth)
     logger.info("confidence: temperature %s fitted on %d validation texts", temperature, texts)
@@ -291,6 +292,15 @@ def fit_confidence(
             reliability_before=reliability_bins(before.confidence, before.correct),
             reliability_after=reliability_bins(after.confidence, after.correct),
         )
+        if threshold is not None and best_thresholds is not None:
+            test_probs = calibrated_probabilities(test_logits, temperature, multi_label=True)
+            record.label_thresholds_f1 = LabelThresholdsF1(
+                served="per_label" if per_label_thresholds else "fixed",
+                fixed_threshold=threshold,
+                macro_f1_fixed=macro_f1(test_probs >= threshold, test_truth),
+                per_label_thresholds=best_thresholds,
+                macro_f1_per_label=macro_f1(test_probs >= np.asarray(best_thresholds), test_truth),
+            )
     if not multi_label:  # a label set has no single confidence to answer or abstain on
         validation = score_split(validation_logits, val_truth, temperature, multi_label)
         cuts = curve_thresholds(validation.confidence)
@@ -298,6 +308,23 @@ def fit_confidence(
         if after is not None:
             record.risk_coverage = risk_coverage(after.confidence, after.correct, cuts)
     return record
+
+
+def skipped_record(validation_texts: int) -> ConfidenceRecord:
+    """The record of a variant with fewer than `MIN_VALIDATION_TEXTS` validation texts: raw scores, and why."""
+    reason = f"{validation_texts} validation texts, fewer than the {MIN_VALIDATION_TEXTS} a temperature is fitted on"
+    logger.warning("confidence skipped: %s; the variant serves raw scores", reason)
+    return ConfidenceRecord(skipped_reason=reason, validation_texts=validation_texts)
+
+
+def macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Multi-label: the mean over labels of each label's F1 on boolean (texts, labels) matrices (a label neither
+    predicted nor true scores 0, as export's gates and train count it)."""
+    tp = (predicted & truth).sum(axis=0)
+    fp = (predicted & ~truth).sum(axis=0)
+    fn = (~predicted & truth).sum(axis=0)
+    denominator = 2 * tp + fp + fn
+    return float(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0).mean())
 
 
 def _check(logits: np.ndarray, labels: np.ndarray, multi_label: bool, split: str) -> np.ndarray:

@@ -3,19 +3,34 @@ tests (`textclf.serving.drift`) for the served window size, computed here becaus
 
 The alarm may fire on any of the four signals, so each test runs at the family-wise level ÷ 4 (Bonferroni): under no
 drift, a full window raises the alarm with probability at most the level.
+
+Export's one step is `write_references`: after the gates and the timing, every passing CPU variant gets its
+`reference.npz` beside its model (so it ships with the variant in the Bento, and its sha256 in the variant's files
+is checked wherever the folder is verified) and its summary in the manifest (`VariantRecord.drift_reference`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from textclf.artifacts.drift_reference import SIGNALS, DriftReferenceRecord, ReferenceData, write_reference
+from textclf.artifacts.drift_reference import (
+    REFERENCE_NAME,
+    SIGNALS,
+    DriftReferenceRecord,
+    ReferenceData,
+    write_reference,
+)
+from textclf.artifacts.records import FileEntry
+from textclf.artifacts.schema import VariantRecord
 from textclf.errors import ExportError
+from textclf.inference.runtime import Classifier
+from textclf.serving.drift import count_words
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +133,60 @@ def write_drift_reference(
         {name: round(value, 4) for name, value in record.critical_values.items()},
     )
     return record
+
+
+def variant_answers(
+    classifier: Classifier, texts: Sequence[str], batch_size: int = 32
+) -> tuple[np.ndarray, list[int], list[bool]]:
+    """A variant's raw logits, input tokens (after truncation, special tokens included) and truncation flags on
+    `texts`, read as the service reads them: cut at max_seq_len (`truncate`), one row per text, in order."""
+    encodings = classifier.encode(list(texts))
+    logits, truncated = classifier.infer_encoded(encodings, batch_size)
+    return logits, [classifier.token_count(encoding) for encoding in encodings], truncated
+
+
+def write_references(
+    onnx_dir: Path,
+    variants: dict[str, VariantRecord],
+    classifiers: Mapping[str, Classifier],
+    texts: Sequence[str],
+    window: int,
+    *,
+    level: float = DEFAULT_LEVEL,
+) -> None:
+    """Write the drift reference of every passing variant among `classifiers` and record it in `variants`, in place.
+
+    Each reference holds the variant's answers on `texts` (the test split) and the critical values for a served window
+    of `window` texts (`serve.monitor_window`). It is rewritten on every export, reused variants included: the window
+    is a serve setting, outside the variants' input key, and the file is cheap next to the gates.
+
+    Args:
+        onnx_dir: `artifacts/<run>/onnx`; each reference goes to `<variant>/reference.npz`.
+        variants: the export's records by name; a written reference joins its variant's `files` (sha256 and size)
+            and `drift_reference`, and `bytes` is recounted. A variant refused since (the speed gate) loses both.
+        classifiers: the passing CPU variants, loaded as the service runs them (export's timing holds them).
+        texts: the test split, in the order the gates read it.
+        window: the served window size the critical values are for.
+        level: the family-wise false-alarm level over the four signals.
+
+    Raises:
+        ExportError: a reference that cannot be built (the message names the array at fault).
+    """
+    words = [count_words(text) for text in texts]
+    for name, record in list(variants.items()):
+        if not record.passed:
+            if record.drift_reference is not None:  # a reused record the speed gate has just refused: no folder now
+                variants[name] = record.model_copy(update={"drift_reference": None})
+            continue
+        classifier = classifiers.get(name)
+        if classifier is None:  # not a CPU variant: the service never monitors it
+            continue
+        logits, tokens, truncated = variant_answers(classifier, texts)
+        drift = write_drift_reference(
+            onnx_dir / name / REFERENCE_NAME, logits, tokens, words, truncated, window=window, level=level
+        )
+        files = dict(
+            sorted({**record.files, REFERENCE_NAME: FileEntry(sha256=drift.sha256, bytes=drift.bytes)}.items())
+        )
+        update = {"files": files, "drift_reference": drift, "bytes": sum(entry.bytes for entry in files.values())}
+        variants[name] = record.model_copy(update=update)

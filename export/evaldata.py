@@ -1,11 +1,12 @@
-"""The texts the gates judge on: the test split (labels mapped to the checkpoint's ids) and calibration texts."""
+"""The texts export reads: the test split the gates judge on and the validation split each variant's confidence is
+fitted on (labels mapped to the checkpoint's ids), and int8 calibration texts from the train split."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,9 @@ class EvalData:
     test_labels: list[TestLabel]  # the checkpoint's class ids (multi-label: a list of them per text)
     calibration_texts: list[str]
     source: dict[str, Any]
+    # The split confidence is fitted on: never the test split, which only reports the fit.
+    validation_texts: list[str] = field(default_factory=list)
+    validation_labels: list[TestLabel] = field(default_factory=list)
 
 
 def _checkpoint_config(checkpoint: Path) -> dict[str, Any]:
@@ -57,14 +61,18 @@ DataLoader = Callable[[DataConfig], LabelledSplits]
 def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path, load_data: DataLoader) -> EvalData:
     """Rebuild the train stage's splits (from the data config it recorded in `train`) or read `cfg.data` for an
     outside checkpoint (`train` None), and check the labels match the checkpoint's `id2label`.
+
+    Raises:
+        DataError: a rebuilt test or validation split differs from the one train recorded, or the data's labels
+            (or its single/multi-label kind) differ from the checkpoint's.
     """
     data_cfg = DataConfig.model_validate(train.data.config) if train else cfg.data
     data = load_data(data_cfg)
-    if train:
-        recorded = train.data.splits.get("test")
-        if recorded is None or data.split_sha256["test"] != recorded.sha256:
+    for split in ("test", "validation") if train else ():  # train records every split
+        recorded = train.data.splits.get(split) if train else None
+        if recorded is None or data.split_sha256[split] != recorded.sha256:
             raise DataError(
-                "the test split rebuilt from the recorded data config differs from the one the model was trained "
+                f"the {split} split rebuilt from the recorded data config differs from the one the model was trained "
                 "and judged on (did the data file change?)"
             )
     model_labels = checkpoint_labels(checkpoint)
@@ -80,12 +88,20 @@ def load_eval_data(cfg: Config, train: TrainSection | None, checkpoint: Path, lo
             "set data.path to the data set this model classifies"
         )
     to_model_id = {name: model_labels.index(name) for name in data.label_names}
-    test = data.splits["test"]
-    labels: list[TestLabel]
-    if data.multi_label:
-        labels = [sorted(to_model_id[data.label_names[i]] for i in ids) for ids in test["label"]]
-    else:
-        labels = [to_model_id[data.label_names[i]] for i in test["label"]]
+
+    def model_ids(split: Any) -> list[TestLabel]:
+        if data.multi_label:
+            return [sorted(to_model_id[data.label_names[i]] for i in ids) for ids in split["label"]]
+        return [to_model_id[data.label_names[i]] for i in split["label"]]
+
+    test, validation = data.splits["test"], data.splits["validation"]
     train_split = data.splits["train"].shuffle(seed=cfg.data.split_seed)
     calibration = train_split.select(range(min(cfg.export.calibration_samples, train_split.num_rows)))
-    return EvalData(list(test["text"]), labels, list(calibration["text"]), data.source)
+    return EvalData(
+        list(test["text"]),
+        model_ids(test),
+        list(calibration["text"]),
+        data.source,
+        list(validation["text"]),
+        model_ids(validation),
+    )

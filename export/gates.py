@@ -46,12 +46,6 @@ def parity(classifier: Classifier, texts: list[str], reference: np.ndarray) -> f
     return float(np.abs(logits - reference).max())
 
 
-def metric_scores(classifier: Classifier, texts: list[str], labels: list[TestLabel]) -> MetricScores:
-    """The variant's test metrics (numpy only: the runtime side stays free of scikit-learn)."""
-    logits, _ = classifier.logits(texts, batch_size=32)
-    return scores_from_logits(logits, labels, classifier.threshold)
-
-
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     denominator = 2 * tp + fp + fn
     result: np.ndarray = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)

@@ -1,4 +1,4 @@
-"""Build one variant, judge it, and commit its folder only when it passes."""
+"""Build one variant, judge it, fit its confidence when it passes, and commit its folder only then."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from textclf.inference.folders import DISABLED_OPTIMIZERS_KEY, OPENVINO_PRECISIO
 from textclf.inference.runtime import Classifier, default_intra_op_threads
 from textclf.inference.variants import VariantSpec, variant_spec
 from textclf_export import builders, openvino_ir
+from textclf_export.calibrate import variant_confidence
 from textclf_export.evaldata import EvalData
-from textclf_export.gates import MetricScores, batch_invariance, metric_scores, parity
+from textclf_export.gates import MetricScores, batch_invariance, parity, scores_from_logits
 from textclf_export.tuning import tune_openvino, tune_session
 
 logger = logging.getLogger(__name__)
@@ -67,14 +68,25 @@ def _tune(spec: VariantSpec, ctx: BuildContext, folder: Path, params: dict[str, 
     return {DISABLED_OPTIMIZERS_KEY: disabled}
 
 
-def _judge(spec: VariantSpec, ctx: BuildContext, folder: Path) -> Verdict:
+@dataclass
+class Judged:
+    """A built folder's verdict, the variant as judged, and its logits on the test texts (in their order)."""
+
+    verdict: Verdict
+    classifier: Classifier
+    test_logits: np.ndarray
+
+
+def _judge(spec: VariantSpec, ctx: BuildContext, folder: Path) -> Judged:
     """Run the gates on a built folder; the verdict is `passed` plus every failing gate as `reason`."""
     classifier = Classifier(folder, use_cuda=spec.device == "cuda")
     cfg = ctx.source.cfg
     texts = ctx.eval_data.test_texts
     n_parity = min(cfg.parity_samples, len(texts))
     max_diff = parity(classifier, texts[:n_parity], ctx.reference.logits[:n_parity])
-    scores = metric_scores(classifier, texts, ctx.eval_data.test_labels)
+    # Kept for the confidence fit's test report: one pass over the test texts serves the gate and the report.
+    test_logits, _ = classifier.logits(texts, batch_size=32)
+    scores = scores_from_logits(test_logits, ctx.eval_data.test_labels, classifier.threshold)
     delta = scores.gated - ctx.reference.scores.gated
     metric = "accuracy" if scores.micro_f1 is None else "micro-F1"
     n_invariance = min(cfg.invariance_samples or len(texts), len(texts))
@@ -91,7 +103,7 @@ def _judge(spec: VariantSpec, ctx: BuildContext, folder: Path) -> Verdict:
         )
     if invariance.flips > cfg.max_invariance_flips:
         reasons.append(f"{invariance.flips} label flips between alone and batched (limit {cfg.max_invariance_flips})")
-    return Verdict(
+    verdict = Verdict(
         passed=not reasons,
         reason="; ".join(reasons) if reasons else "passed every gate",
         parity_max_abs_diff=max_diff,
@@ -103,10 +115,12 @@ def _judge(spec: VariantSpec, ctx: BuildContext, folder: Path) -> Verdict:
         metric_delta=delta,
         batch_invariance=invariance,
     )
+    return Judged(verdict, classifier, test_logits)
 
 
 def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> VariantRecord:
-    """Try the variant's candidate settings in order; commit the first that passes to `onnx/<name>`.
+    """Try the variant's candidate settings in order; commit the first that passes to `onnx/<name>`, with its
+    confidence fitted on the validation split (`textclf_export.calibrate`).
 
     A refused variant leaves no folder (and removes a stale one from an earlier export); its record carries
     the last attempt's verdict and no files.
@@ -127,14 +141,17 @@ def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> VariantReco
             builders.write_sidecar(staging, name, ctx.source.max_seq_len, params, spec.engine, first)
             settings = _tune(spec, ctx, staging, params)
             builders.write_sidecar(staging, name, ctx.source.max_seq_len, params, spec.engine, settings)
-            verdict = _judge(spec, ctx, staging)
+            judged = _judge(spec, ctx, staging)
         except Exception as exc:  # a failed build refuses this candidate; the others still get their chance
             logger.warning("%s %s: build failed: %s", name, candidate, exc)
             attempts.append(Attempt(params=candidate, passed=False, reason=f"build failed: {exc}"))
             continue
+        verdict = judged.verdict
         attempts.append(Attempt(params=params, **verdict.model_dump()))
         logger.info("%s %s: %s", name, candidate or "", verdict.reason)
         if verdict.passed:
+            # Fitted before the folder is committed: a failed fit fails the export, never leaves a folder unrecorded.
+            confidence = variant_confidence(name, judged.classifier, judged.test_logits, ctx.eval_data, ctx.source.cfg)
             replace_dir(staging, target)
             return VariantRecord(
                 **verdict.model_dump(),
@@ -143,6 +160,7 @@ def build_and_judge(name: str, ctx: BuildContext, input_key: str) -> VariantReco
                 attempts=attempts,
                 input_key=input_key,
                 built_at=now_iso(),
+                confidence=confidence,
             )
     shutil.rmtree(target, ignore_errors=True)
     return VariantRecord(

@@ -90,11 +90,12 @@ def _resolve_checkpoint(run_dir: Path, checkpoint: Path | None, cfg: Config) -> 
     return checkpoint, cfg.train.max_seq_len, outside
 
 
-def _input_key(checkpoint_sha: str, name: str, cfg: Config, max_seq_len: int, test_sha: str) -> str:
-    """Everything a variant's folder and verdict depend on: unchanged key → the export can be skipped."""
+def _input_key(checkpoint_sha: str, name: str, cfg: Config, max_seq_len: int, splits_sha: str) -> str:
+    """Everything a variant's folder, verdict and confidence depend on (the confidence keys are export config keys,
+    and the splits' sha256 covers the validation split it is fitted on): unchanged key → the export can be skipped."""
     export_cfg = {k: v for k, v in cfg.export.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
     versions = {k: v for k, v in package_versions().items() if k in _KEY_PACKAGES}
-    payload = [checkpoint_sha, name, max_seq_len, export_cfg, test_sha, versions, isa_preset(), BUILD_VERSION]
+    payload = [checkpoint_sha, name, max_seq_len, export_cfg, splits_sha, versions, isa_preset(), BUILD_VERSION]
     return sha256_bytes(json.dumps(payload, sort_keys=True).encode())
 
 
@@ -134,7 +135,8 @@ def _speed_gate(variants: dict[str, VariantRecord], onnx_dir: Path) -> None:
             )
             logger.info("%s: refused: %s", name, reason)
             shutil.rmtree(onnx_dir / name, ignore_errors=True)
-            variants[name] = record.model_copy(update={"passed": False, "reason": reason, "files": {}, "bytes": 0})
+            refused = {"passed": False, "reason": reason, "files": {}, "bytes": 0, "confidence": None}
+            variants[name] = record.model_copy(update=refused)
 
 
 def _timed_classifiers(
@@ -218,6 +220,9 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
     threshold = checkpoint_threshold(checkpoint)
     reference = Reference(logits, scores_from_logits(logits, eval_data.test_labels, threshold))
     test_sha = sha256_bytes("\n".join(eval_data.test_texts).encode())
+    # Texts and labels: the validation split's labels are what the confidence is fitted to.
+    validation = [eval_data.validation_texts, eval_data.validation_labels]
+    splits_sha = sha256_bytes(json.dumps([test_sha, validation]).encode())
 
     import torch
 
@@ -227,7 +232,7 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
     onnx_dir.mkdir(parents=True, exist_ok=True)
     variants: dict[str, VariantRecord] = {}
     ordered: list[str] = [name for name in VARIANTS if name in cfg.export.variants]
-    keys = {name: _input_key(checkpoint_sha, name, cfg, max_seq_len, test_sha) for name in ordered}
+    keys = {name: _input_key(checkpoint_sha, name, cfg, max_seq_len, splits_sha) for name in ordered}
     for name in ordered:
         if _reusable(previous.get(name), keys[name], onnx_dir / name):
             logger.info("%s: inputs unchanged since the last export; skipped", name)
@@ -264,6 +269,7 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
             test_micro_f1=reference.scores.micro_f1,
         ),
         test_texts=len(eval_data.test_texts),
+        validation_texts=len(eval_data.validation_texts),
         eval_texts=EvalTextsRecord(path=EVAL_TEXTS, sha256=sha256_file(eval_file)),
         machine=Machine.model_validate(machine_info()),
         variants=variants,

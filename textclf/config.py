@@ -134,6 +134,8 @@ class ExportConfig(Section):
         description="a second variant may take long texts where it wins them by 10 % in a repeated timing; false: "
         "one variant serves every text",
     )
+    fit_confidence: bool = Field(True, description="fit each passing variant's temperature on the validation split")
+    multi_label_thresholds: Literal["fixed", "per_label"] = Field("fixed", description="or F1-best per label")
 
     @field_validator("variants")
     @classmethod
@@ -203,6 +205,18 @@ class ServeConfig(Section):
         None, description="comma-separated API keys or a file of keys, one per line; none: the API is open"
     )
     metrics_public: bool = Field(True, description="/metrics without a key when api_keys are set")
+    min_confidence: float | None = Field(None, gt=0, le=1, description="abstain under this top probability")
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="or where validation reaches this")
+    monitor_window: int = Field(
+        1000,
+        ge=100,
+        le=100_000,
+        description="drift: answered texts per worker compared with export's reference; export computes the tests' "
+        "critical values for this size, so a served window must equal the exported one (export again to change it)",
+    )
+    monitor_texts: bool = Field(
+        False, description="BentoML's data collection logs each answered text itself, not only its features"
+    )
 
     @field_validator("variant")
     @classmethod
@@ -218,6 +232,12 @@ class ServeConfig(Section):
                 f"max_texts_per_request={self.max_texts_per_request} is over max_queued_texts={self.max_queued_texts}:"
                 " such a request could never be queued"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_selective_setting(self) -> ServeConfig:
+        if self.min_confidence is not None and self.target_accuracy is not None:
+            raise ValueError("min_confidence and target_accuracy are both set; set at most one")
         return self
 
 

@@ -79,6 +79,7 @@ def assert_same(ray_rows: dict[int, dict[str, Any]], local_rows: dict[int, dict[
             assert got["scores"] == pytest.approx(local["scores"], abs=1e-5)
         assert got.get("labels") == local.get("labels")
         assert got.get("chunks") == local.get("chunks")
+        assert got.get("abstained") == local.get("abstained")
 
 
 def test_ray_output_equals_the_local_output_row_for_row(exported_run: Config, tmp_path: Path) -> None:
@@ -97,7 +98,17 @@ def test_ray_reads_long_texts_in_windows_like_the_local_path(exported_run: Confi
     for i in (0, 5, 20):  # ~200-600 tokens: 12-40 windows of the tiny model's 32
         rows[i]["text"] = " ".join(text for text, _ in tiny_texts(10 * (i + 2), seed=i))
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    chunk = ("--on-overlength", "chunk", "--set", "serve.chunk_overlap_tokens=8")
+    # A selective threshold rides along (the configured one, as a deploy sets it): both paths write `abstained`.
+    texts = [row["text"] for row in rows if isinstance(row.get("text"), str) and row["text"].strip()]
+    median = sorted(p.score for p in Classifier.from_run(exported_run.run_dir).predict(texts))[len(texts) // 2]
+    chunk = (
+        "--on-overlength",
+        "chunk",
+        "--set",
+        "serve.chunk_overlap_tokens=8",
+        "--set",
+        f"serve.min_confidence={median}",
+    )
     local = predict(exported_run, "-i", source, "-o", tmp_path / "local.jsonl", *chunk)
     assert local.exit_code == 0, local.output
     result = predict(exported_run, "-i", source, "-o", tmp_path / "ray.jsonl", "--engine", "ray", *chunk)
@@ -105,6 +116,8 @@ def test_ray_reads_long_texts_in_windows_like_the_local_path(exported_run: Confi
     ray_rows, local_rows = read_folder(tmp_path / "ray.jsonl"), read_local(tmp_path / "local.jsonl")
     assert [ray_rows[i]["chunks"] for i in (0, 5, 20)] == [local_rows[i]["chunks"] for i in (0, 5, 20)]
     assert min(ray_rows[i]["chunks"] for i in (0, 5, 20)) > 5 and ray_rows[1]["chunks"] == 1
+    assert {row["abstained"] for row in local_rows.values() if row["error"] is None} == {True, False}
+    assert f"{sum(row['abstained'] is True for row in ray_rows.values())} abstained" in result.output
     assert_same(ray_rows, local_rows)
 
 

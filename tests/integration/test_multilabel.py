@@ -217,3 +217,47 @@ def test_ray_bulk_prediction_gives_the_local_label_sets(multi_label_run: Config,
     ray_rows, local_rows = read_folder(tmp_path / "ray.jsonl"), read_local(tmp_path / "local.jsonl")
     assert any(row["labels"] for row in local_rows.values())  # a real label set compared, not only empty ones
     assert_same(ray_rows, local_rows)
+
+
+def test_confidence_fits_per_label_temperatures_and_thresholds_and_reports_both_macro_f1s(
+    multi_label_run: Config, tmp_path: Path
+) -> None:
+    """The trained checkpoint exported again (outside checkpoint) on 600 texts with passing mentions: 240 validation
+    texts to fit on, per-label thresholds served."""
+    from textclf.errors import ConfigError
+    from textclf_export.run import run as export_run
+    from textclf_train.data import load_labelled_data
+
+    data = tmp_path / "topics.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in multi_label_rows(600, seed=4)), encoding="utf-8")
+    cfg = multi_label_run.model_copy(
+        update={
+            "artifacts_root": tmp_path / "artifacts",
+            "data": multi_label_run.data.model_copy(
+                update={"path": str(data), "validation_fraction": 0.4, "test_fraction": 0.2}
+            ),
+            "export": multi_label_run.export.model_copy(
+                update={"variants": ["fp32"], "serving_variant": None, "multi_label_thresholds": "per_label"}
+            ),
+        }
+    )
+    export_run(cfg, cfg.run_dir, load_data=load_labelled_data, checkpoint=multi_label_run.run_dir / CHECKPOINT_DIR)
+    export = require_export(cfg.run_dir)
+    record = export.variants["fp32"].confidence
+    assert export.validation_texts == 240 and record is not None and record.validation_texts == 240
+    assert isinstance(record.temperature, list) and len(record.temperature) == len(TOPICS)
+    assert record.thresholds is not None and len(record.thresholds) == len(TOPICS)
+    assert not record.risk_coverage and not record.validation_curve  # a label set has no single confidence
+    both = record.label_thresholds_f1
+    assert both is not None and both.served == "per_label" and both.per_label_thresholds == record.thresholds
+    assert both.fixed_threshold == 0.4 and 0 < both.macro_f1_fixed <= 1 and 0 < both.macro_f1_per_label <= 1
+    # Served: each label's sigmoid of its own scaled logit, at its own threshold.
+    classifier = Classifier.from_run(cfg.run_dir)
+    texts = [str(row["text"]) for row in multi_label_rows(30, seed=6)]
+    logits, truncated = classifier.logits(texts)
+    probabilities = 1 / (1 + np.exp(-logits.astype(np.float64) / np.array(record.temperature)))
+    for prediction, row in zip(classifier.predictions(logits, truncated), probabilities, strict=True):
+        chosen = [i for i in np.argsort(-row) if row[i] >= record.thresholds[i]]
+        assert prediction.labels == [classifier.labels[i] for i in chosen]
+    with pytest.raises(ConfigError, match="multi-label model has no single confidence"):
+        Classifier.from_run(cfg.run_dir, min_confidence=0.5)

@@ -2,12 +2,13 @@
 per label, and optional per-label thresholds), what it measured on the test split before and after, and the
 validation risk–coverage curve the service resolves `serve.target_accuracy` from without the data.
 
-It will sit at `export.variants.<name>.confidence`; the runtime reads it through `textclf.inference.confidence`.
+It sits at `export.variants.<name>.confidence`; the runtime reads it through `textclf.inference.confidence`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -69,6 +70,17 @@ class ConfidenceTest(Record):
     reliability_after: list[ReliabilityBin] = Field(default_factory=list)
 
 
+class LabelThresholdsF1(Record):
+    """Multi-label: the test split's macro-F1 of the calibrated scores at the model's one threshold and at per-label
+    F1-best thresholds fitted on validation, both measured whichever `export.multi_label_thresholds` serves."""
+
+    served: Literal["fixed", "per_label"]
+    fixed_threshold: float = Field(gt=0, lt=1)
+    macro_f1_fixed: float = Field(ge=0, le=1)
+    per_label_thresholds: list[float] = Field(description="fitted on validation, one per label, in label order")
+    macro_f1_per_label: float = Field(ge=0, le=1)
+
+
 class ConfidenceRecord(Record):
     """`export.variants.<name>.confidence`: fitted on validation, measured on test.
 
@@ -91,6 +103,9 @@ class ConfidenceRecord(Record):
     validation_curve: list[CurvePoint] = Field(
         default_factory=list,
         description="the same thresholds on validation: serve.target_accuracy is resolved from it at start",
+    )
+    label_thresholds_f1: LabelThresholdsF1 | None = Field(
+        None, description="multi-label: test macro-F1 at the fixed threshold and at per-label ones (none otherwise)"
     )
 
     @model_validator(mode="after")

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidatorFunctionWrapHandler, model_validator
 
+from textclf.artifacts.confidence import ConfidenceRecord
+from textclf.artifacts.drift_reference import DriftReferenceRecord
 from textclf.artifacts.records import FileEntry, Machine, Record
 
 # transformers' own names: a multi-label model is trained with BCE-with-logits and served through a sigmoid.
@@ -184,6 +186,17 @@ class VariantRecord(Attempt):
         None, description="ms per real long text (a full max_seq_len window, alone); none: an older export"
     )
     bytes: int = 0
+    confidence: ConfidenceRecord | None = Field(
+        None,
+        description="fitted on this variant's own validation logits (export.fit_confidence) and applied wherever it "
+        "serves; none: not fitted (fit_confidence off, a refused variant, an older export)",
+    )
+    drift_reference: DriftReferenceRecord | None = Field(
+        None,
+        description="its answers on the test split and the drift tests' critical values (`reference.npz` in its "
+        "folder, listed in its files): what a served window is compared with; none: a refused or GPU variant, or an "
+        "older export (the service then serves without drift monitoring)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -253,6 +266,9 @@ class ExportSection(Record):
     )
     pytorch: PyTorchReference
     test_texts: int
+    validation_texts: int | None = Field(
+        None, description="the validation split the confidence is fitted on (never the test split); none: older"
+    )
     eval_texts: EvalTextsRecord
     machine: Machine
     variants: dict[str, VariantRecord]

@@ -5,8 +5,9 @@ the torch-free runtime, which sorts them by token length and runs calls of `batc
 to its own longest text. A row without a text (empty, whitespace only, missing, not a string) fails nothing: it
 gets an `error` and no prediction, and the summary counts it. With `on_overlength="chunk"` a long text is read in
 windows of max_seq_len tokens (`textclf.inference.windows`), sorted and batched among the other texts' windows, and a
-`chunks`
-column says how many each row took.
+`chunks` column says how many each row took. Scores are the served variant's calibrated ones; with a selective
+threshold in force (`min_confidence` or `target_accuracy`, as `serve.*` sets them for the service), an `abstained`
+column says which answers fell under it.
 """
 
 from __future__ import annotations
@@ -35,16 +36,22 @@ CALLS_PER_STEP: Final = 4  # ONNX calls between progress updates
 BULK_OVERLENGTH: Final = ("truncate", "chunk")
 
 
-def prediction_columns(labels: list[str], multi_label: bool = False, chunked: bool = False) -> list[Column]:
+def prediction_columns(
+    labels: list[str], multi_label: bool = False, chunked: bool = False, abstains: bool = False
+) -> list[Column]:
     """The columns appended to every row: label, score, scores (one probability a label), for a multi-label model
-    labels (the label set), truncated, when read in windows chunks (windows per text), error."""
+    labels (the label set), truncated, input_tokens (tokens the model read: after truncation, or a text's first
+    window), when read in windows chunks (windows per text), with a selective threshold in force abstained (the top
+    score fell under it), error."""
     return [
         Column("label", "string"),
         Column("score", "float"),
         Column("scores", "map", tuple(labels)),
         *([Column("labels", "strings")] if multi_label else []),
         Column("truncated", "bool"),
+        Column("input_tokens", "int"),
         *([Column("chunks", "int")] if chunked else []),
+        *([Column("abstained", "bool")] if abstains else []),
         Column("error", "string"),
     ]
 
@@ -52,7 +59,8 @@ def prediction_columns(labels: list[str], multi_label: bool = False, chunked: bo
 def columns_of(classifier: Classifier, options: TextOptions = DEFAULT_OPTIONS) -> list[Column]:
     """The prediction columns of a classifier's output under `options`."""
     chunked = classifier.policy(options) == "chunk"
-    return prediction_columns(classifier.labels, classifier.multi_label, chunked)
+    abstains = classifier.selective_threshold is not None
+    return prediction_columns(classifier.labels, classifier.multi_label, chunked, abstains)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class BulkSummary:
     rows: int = 0
     predicted: int = 0
     truncated: int = 0
+    abstained: int | None = None  # answers under the selective threshold; None: no threshold in force
     error_rows: int = 0
     first_error_rows: list[int] = field(default_factory=list)  # 1-based row numbers (a header is no row)
     renamed: dict[str, str] = field(default_factory=dict)  # input columns written under another name
@@ -91,8 +100,9 @@ class BulkSummary:
             shown = ", ".join(str(n) for n in self.first_error_rows)
             more = ", …" if self.error_rows > len(self.first_error_rows) else ""
             without += f" (row {shown}{more})"
+        abstained = f", {self.abstained:,} abstained" if self.abstained is not None else ""
         return (
-            f"{self.rows:,} rows: {self.predicted:,} predicted, {without}, {self.truncated:,} truncated; "
+            f"{self.rows:,} rows: {self.predicted:,} predicted{abstained}, {without}, {self.truncated:,} truncated; "
             f"{self.seconds:.1f} s, {self.texts_per_s:,.0f} texts/s → {self.output}"
         )
 
@@ -153,11 +163,12 @@ def classify(
     batch_size: int,
     on_step: Callable[[int], None] | None = None,
     options: TextOptions = DEFAULT_OPTIONS,
-) -> list[Prediction]:
+) -> tuple[list[Prediction], list[int]]:
     """`Classifier.predict(texts, batch_size, options)` (sorted by token length, calls of `batch_size` texts or
     windows, input order restored), telling `on_step` how many texts each few calls finished, so a long chunk shows
-    progress."""
+    progress; and the tokens the model read of each text (after truncation; read in windows: the first window's)."""
     encodings = classifier.encode(texts, options) if texts else []
+    tokens = [classifier.token_count(encoding) for encoding in encodings]
     windows = classifier.windows(encodings, options)
     units = encodings if windows is None else windows.units
     count_done = (lambda group: len(group)) if windows is None else _texts_done(windows.counts)
@@ -180,8 +191,8 @@ def classify(
     if on_step is not None and reported:
         on_step(count_done(reported))
     if windows is None:
-        return classifier.predictions(logits, truncated)
-    return classifier.predictions(windows.aggregate(logits), [False] * len(texts), chunks=windows.counts)
+        return classifier.predictions(logits, truncated), tokens
+    return classifier.predictions(windows.aggregate(logits), [False] * len(texts), chunks=windows.counts), tokens
 
 
 def _texts_done(counts: list[int]) -> Callable[[list[int]], int]:
@@ -224,9 +235,12 @@ def _predict_chunk(
             summary.error_rows += 1
             if len(summary.first_error_rows) < SHOWN_ERROR_ROWS:
                 summary.first_error_rows.append(chunk.first_row + offset)
-    for offset, prediction in zip(where, classify(classifier, texts, batch_size, on_step, options), strict=True):
-        added[offset].update(prediction.as_dict(), truncated=prediction.truncated)  # a column: false too
+    predictions, tokens = classify(classifier, texts, batch_size, on_step, options)
+    for offset, prediction, count in zip(where, predictions, tokens, strict=True):
+        added[offset].update(prediction.as_dict(), truncated=prediction.truncated, input_tokens=count)  # false too
         summary.truncated += prediction.truncated
+        if prediction.abstained is not None:
+            summary.abstained = (summary.abstained or 0) + prediction.abstained
     summary.rows += len(chunk.rows)
     return added
 
@@ -275,6 +289,8 @@ def predict_source(
 ) -> BulkSummary:
     """Classify every row of an open source into `output` (written atomically), texts tokenized as `options` say."""
     summary = BulkSummary(output=output, model=f"{classifier.variant} {classifier.model_sha256 or ''}".strip())
+    if classifier.selective_threshold is not None:
+        summary.abstained = 0  # counted even where no answer abstains
     meter = _Meter(summary, source.total, progress)
     with open_sink(output, source, columns_of(classifier, options)) as sink:
         for chunk in source.chunks():
@@ -299,6 +315,8 @@ def run(
     progress: ProgressFn | None = None,
     chunk_rows: int = CHUNK_ROWS,
     on_overlength: OverlengthPolicy = "truncate",
+    min_confidence: float | None = None,
+    target_accuracy: float | None = None,
     **classifier_options: Any,
 ) -> BulkSummary:
     """Classify every row of `input_path` with the run's serving variant (or a BentoML store model) into
@@ -315,12 +333,16 @@ def run(
         chunk_rows: rows read at a time; memory grows with this, not with the file.
         on_overlength: texts over max_seq_len tokens are cut (`truncate`) or read in windows (`chunk`, shaped by
             `chunk_overlap_tokens` and `chunk_aggregation` among `classifier_options`); `error` is a server's policy.
+        min_confidence: answers whose top probability is under this get `abstained` true (an `abstained` column).
+        target_accuracy: instead, the threshold whose validation accuracy reaches this (the variant's recorded
+            curve); resolved when the model loads, before any row is read.
         classifier_options: passed to `Classifier` (threads, providers, chunk settings); `streams` defaults to
             one engine copy per intra-op thread (`bulk_streams`).
 
     Raises:
         InputError: a file cannot be read or written as asked (named in the message).
         ArtifactError: the model is missing or fails its sha256 check.
+        ConfigError: both selective settings, either for a multi-label model, or a target no threshold reaches.
     """
     if batch_size < 1 or chunk_rows < 1:
         raise InputError(f"batch_size and chunk_rows must be at least 1, not {batch_size} and {chunk_rows}")
@@ -329,7 +351,13 @@ def run(
     check_output(output_path)  # a bad output name fails before any reading or model loading
     with open_source(input_path, text_column, max(chunk_rows, batch_size)) as source:
         streams = bulk_streams(classifier_options.get("intra_op_threads"), classifier_options.pop("streams", None))
-        classifier = Classifier.from_run(model_dir(run_dir, bento), streams=streams, **classifier_options)
+        classifier = Classifier.from_run(
+            model_dir(run_dir, bento),
+            streams=streams,
+            min_confidence=min_confidence,
+            target_accuracy=target_accuracy,
+            **classifier_options,
+        )
         return predict_source(
             classifier,
             source,

@@ -14,7 +14,6 @@ on one thread, side by side (`textclf.inference.streams`).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -29,9 +28,11 @@ from typing import Any
 from textclf.artifacts.manifest import require_export, verify_files
 from textclf.bulk.local import BULK_OVERLENGTH, BulkSummary, bulk_streams, classify, columns_of, model_dir, text_problem
 from textclf.bulk.sinks import RENAME_PREFIX, cell_text
-from textclf.bulk.tables import CHUNK_ROWS, FORMATS, file_format, open_source
+from textclf.bulk.tables import CHUNK_ROWS, file_format, input_files, open_source
 from textclf.errors import ArtifactError, InputError
-from textclf.inference.runtime import Classifier, engine_of, identity_sha256, passed_variant, read_sidecar
+from textclf.inference.confidence import resolve_threshold
+from textclf.inference.folders import engine_of, identity_sha256, passed_variant, read_sidecar
+from textclf.inference.runtime import Classifier
 from textclf.inference.text_options import OverlengthPolicy, TextOptions
 from textclf.paths import MANIFEST_NAME, ONNX_DIR
 
@@ -73,27 +74,6 @@ class RayOptions:
     streams: int | None = None
 
 
-def input_files(spec: str) -> list[Path]:
-    """The files a `--input` names: one file, a folder (its files of known types), or a glob pattern.
-
-    Raises:
-        InputError: nothing matches, a file's type is unknown, or the files mix types.
-    """
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
-    elif path.is_file():
-        files = [path]
-    else:
-        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
-    if not files:
-        raise InputError(f"{spec}: no input file (a file, a folder of .csv/.tsv/.jsonl/.parquet files, or a glob)")
-    formats = {file_format(f) for f in files}
-    if len(formats) > 1:
-        raise InputError(f"{spec}: files of several types ({', '.join(sorted(formats))}); give one type")
-    return files
-
-
 def check_output_folder(path: Path) -> None:
     """The output is a folder of part files whose type the name's extension gives (preds.parquet/part-*)."""
     file_format(path)
@@ -127,6 +107,18 @@ def _model_files(folder: Path) -> tuple[dict[str, bytes], str]:
     return files, model
 
 
+def _abstain_under(folder: Path, min_confidence: float | None, target_accuracy: float | None) -> float | None:
+    """The threshold the actors abstain under, resolved here from the serving variant's confidence record as the
+    local path resolves it at load, so a refused setting fails before any cluster work (ConfigError)."""
+    export = require_export(folder)
+    confidence = export.variants[export.serving_variant].confidence if export.serving_variant else None
+    multi_label = export.threshold is not None
+    selective = resolve_threshold(
+        confidence, min_confidence=min_confidence, target_accuracy=target_accuracy, multi_label=multi_label
+    )
+    return selective.threshold if selective is not None else None
+
+
 class Predictor:
     """One actor of the pool: writes the shipped model to local disk, verifies and loads it once, then classifies
     the batches Ray hands it (pandas frames, input columns as read)."""
@@ -141,6 +133,7 @@ class Predictor:
         lines: bool,
         chunking: dict[str, Any] | None = None,
         streams: int = 1,
+        min_confidence: float | None = None,
     ) -> None:
         import ray
 
@@ -157,8 +150,10 @@ class Predictor:
             for relative, data in files.items():
                 (folder / relative).parent.mkdir(parents=True, exist_ok=True)
                 (folder / relative).write_bytes(data)
-            # sha256-verified; `chunking`: the window settings of `chunk` (serve.chunk_*)
-            self.classifier = Classifier.from_run(folder, intra_op_threads=threads, streams=streams, **chunking)
+            # sha256-verified; `chunking`: the windows of `chunk` (serve.chunk_*); `min_confidence`: the driver's
+            self.classifier = Classifier.from_run(
+                folder, intra_op_threads=threads, streams=streams, min_confidence=min_confidence, **chunking
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.text_column = text_column
@@ -180,9 +175,9 @@ class Predictor:
             if problem is None:
                 texts.append(value)
                 where.append(offset)
-        predictions = classify(self.classifier, texts, self.batch_size, options=self.options)
-        for offset, prediction in zip(where, predictions, strict=True):
-            added[offset].update(prediction.as_dict(), truncated=prediction.truncated)
+        predictions, tokens = classify(self.classifier, texts, self.batch_size, options=self.options)
+        for offset, prediction, count in zip(where, predictions, tokens, strict=True):
+            added[offset].update(prediction.as_dict(), truncated=prediction.truncated, input_tokens=count)
         out = [_merge(row, extra, self.added) for row, extra in zip(rows, added, strict=True)]
         frame = pd.DataFrame(out)
         if self.output_format in ("csv", "tsv"):  # one text cell per value, as the local CSV writer does
@@ -259,13 +254,15 @@ def _write(dataset: Any, folder: Path, fmt: str) -> None:
         dataset.write_json(str(folder), pandas_json_args_fn=lambda: {"force_ascii": False}, ray_remote_args=IO_TASKS)
 
 
-def _counts(folder: Path, fmt: str) -> tuple[int, int, int]:
-    """(rows, rows without text, truncated) of the written folder, counted by Ray Data from the part files."""
+def _counts(folder: Path, fmt: str, abstains: bool) -> tuple[int, int, int, int | None]:
+    """(rows, rows without text, truncated, abstained: None where no threshold was in force) of the written folder,
+    counted by Ray Data from the part files."""
     import ray.data
 
     paths = str(folder)
+    flags = ["truncated", "abstained"] if abstains else ["truncated"]
     if fmt == "parquet":
-        written = ray.data.read_parquet(paths, columns=["error", "truncated"])
+        written = ray.data.read_parquet(paths, columns=["error", *flags])
     elif fmt in ("csv", "tsv"):
         import pyarrow.csv as pacsv
 
@@ -273,19 +270,20 @@ def _counts(folder: Path, fmt: str) -> tuple[int, int, int]:
         written = ray.data.read_csv(
             paths,
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(include_columns=["error", "truncated"], strings_can_be_null=True),
+            convert_options=pacsv.ConvertOptions(include_columns=["error", *flags], strings_can_be_null=True),
         )
     else:
         written = ray.data.read_json(paths)
 
     def count(batch: Any) -> dict[str, list[int]]:
         errors = batch["error"]
-        truncated = batch["truncated"].astype(str).str.lower() == "true"
         without_text = int((errors.notna() & (errors != "")).sum())
-        return {"rows": [len(batch)], "errors": [without_text], "truncated": [int(truncated.sum())]}
+        trues = {flag: [int((batch[flag].astype(str).str.lower() == "true").sum())] for flag in flags}
+        return {"rows": [len(batch)], "errors": [without_text]} | trues
 
-    totals = written.map_batches(count, batch_format="pandas").sum(["rows", "errors", "truncated"])
-    return int(totals["sum(rows)"]), int(totals["sum(errors)"]), int(totals["sum(truncated)"])
+    totals = written.map_batches(count, batch_format="pandas").sum(["rows", "errors", *flags])
+    abstained = int(totals["sum(abstained)"]) if abstains else None
+    return int(totals["sum(rows)"]), int(totals["sum(errors)"]), int(totals["sum(truncated)"]), abstained
 
 
 def run(
@@ -298,12 +296,15 @@ def run(
     bento: str | None = None,
     options: RayOptions | None = None,
     on_overlength: OverlengthPolicy = "truncate",
+    min_confidence: float | None = None,
+    target_accuracy: float | None = None,
     **chunk_options: Any,
 ) -> BulkSummary:
     """Classify every row of the input file(s) on Ray Data into the folder `output_path` (committed atomically).
 
-    `on_overlength` and the window settings in `chunk_options` (`chunk_overlap_tokens`, `chunk_aggregation`) are
-    those of the local path (`textclf.bulk.local.run`).
+    `on_overlength`, the window settings in `chunk_options` (`chunk_overlap_tokens`, `chunk_aggregation`) and the
+    selective settings (`min_confidence`, `target_accuracy`: an `abstained` column) are those of the local path
+    (`textclf.bulk.local.run`).
 
     Everything a user can get wrong (input paths, the text column, the output name, the model) is checked here,
     before any cluster work starts.
@@ -311,6 +312,7 @@ def run(
     Raises:
         InputError: a file cannot be read or written as asked (named in the message).
         ArtifactError: the model is missing or fails its sha256 check.
+        ConfigError: selective settings that are refused (as the local path refuses them).
     """
     options = options or RayOptions()
     if batch_size < 1 or options.actors < 1 or options.cpus_per_actor < 1:
@@ -323,7 +325,10 @@ def run(
     for file in files:  # the text column must be in every file: a clear error now, not a failed task later
         with open_source(file, text_column):
             pass
-    model, name = _model_files(model_dir(run_dir, bento))  # verified here first: a bad model fails before any actor
+    # Verified and resolved here first: a bad model or a refused threshold fails before any actor.
+    folder = model_dir(run_dir, bento)
+    model, name = _model_files(folder)
+    threshold = _abstain_under(folder, min_confidence, target_accuracy)
     summary = BulkSummary(output=output_path, model=name)
 
     import ray
@@ -356,6 +361,7 @@ def run(
                 "lines": fmt_in == "jsonl",
                 "chunking": {"on_overlength": on_overlength, **chunk_options},
                 "streams": streams,
+                "min_confidence": threshold,
             },
             batch_size=options.batch_rows,
             batch_format="pandas",
@@ -364,7 +370,8 @@ def run(
         )
         _write(dataset, staging, fmt_out)
         summary.seconds = time.perf_counter() - started
-        summary.rows, summary.error_rows, summary.truncated = _counts(staging, fmt_out)
+        counts = _counts(staging, fmt_out, abstains=threshold is not None)
+        summary.rows, summary.error_rows, summary.truncated, summary.abstained = counts
         summary.predicted = summary.rows - summary.error_rows
         if output_path.exists():
             retired = output_path.with_name(f".{output_path.name}.old-{os.getpid()}")

@@ -1,12 +1,14 @@
-"""Tabular input files read a chunk at a time: CSV, TSV, JSONL and Parquet (by extension), and the one table of the
-file types textclf reads. Readers stream, so memory stays flat in a file's size; pyarrow is needed for Parquet only,
-and imported there. The writers are in `textclf.bulk.sinks`.
+"""Tabular input files read a chunk at a time: CSV, TSV, JSONL and Parquet (by extension), the one table of the
+file types textclf reads, and the files an input names (a file, a folder of them, a glob). Readers stream, so memory
+stays flat in a file's size; pyarrow is needed for Parquet only, and imported there. The writers are in
+`textclf.bulk.sinks`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import logging
@@ -44,6 +46,27 @@ def file_format(path: Path) -> str:
         suffix = repr(path.suffix) if path.suffix else "no extension"
         raise InputError(f"{path}: unknown file type ({suffix}); use one of {', '.join(FORMATS)}")
     return fmt
+
+
+def input_files(spec: str) -> list[Path]:
+    """The files a `--input` names: one file, a folder (its files of known types), or a glob pattern.
+
+    Raises:
+        InputError: nothing matches, a file's type is unknown, or the files mix types.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+    if not files:
+        raise InputError(f"{spec}: no input file (a file, a folder of .csv/.tsv/.jsonl/.parquet files, or a glob)")
+    formats = {file_format(f) for f in files}
+    if len(formats) > 1:
+        raise InputError(f"{spec}: files of several types ({', '.join(sorted(formats))}); give one type")
+    return files
 
 
 def pyarrow_modules(path: Path) -> tuple[Any, Any]:
@@ -237,8 +260,8 @@ _SOURCES: Final[dict[str, type[Source]]] = {
 
 
 @contextlib.contextmanager
-def open_source(path: Path, text_column: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[Source]:
-    """Open an input file by its extension and check that it has `text_column`.
+def open_source(path: Path, text_column: str | None, chunk_rows: int = CHUNK_ROWS) -> Iterator[Source]:
+    """Open an input file by its extension and check that it has `text_column` (None: a reader checks its own).
 
     Raises:
         InputError: an unknown extension, a missing file, no such column, or a file that is not of its format.
@@ -248,7 +271,8 @@ def open_source(path: Path, text_column: str, chunk_rows: int = CHUNK_ROWS) -> I
         raise InputError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
     source = _SOURCES[fmt](path, fmt, chunk_rows)
     try:
-        source.check_text_column(text_column)
+        if text_column is not None:
+            source.check_text_column(text_column)
         yield source
     finally:
         source.close()

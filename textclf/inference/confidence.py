@@ -1,6 +1,7 @@
-"""Confidence at serve time, numpy only: the fitted temperature applied to logits, the selective threshold resolved
-from `serve.min_confidence` / `serve.target_accuracy` (and a request's own `min_confidence`), and which answers
-abstain.
+"""Confidence at serve time, numpy only: what a loaded variant serves with (`ServedConfidence`: its fitted
+temperature and per-label thresholds, checked against the model), the selective threshold resolved from
+`serve.min_confidence` / `serve.target_accuracy` (and a request's own `min_confidence`), and which answers abstain.
+The temperature itself is applied where every prediction is made (`textclf.inference.predictions`).
 
 Export fits the temperature and records the validation risk–coverage curve (`textclf.artifacts.confidence`); this
 module only reads that record, so the service needs neither the data nor scipy.
@@ -16,39 +17,12 @@ from typing import Any, Literal
 import numpy as np
 
 from textclf.artifacts.confidence import ConfidenceRecord, CurvePoint
-from textclf.errors import ConfigError, RequestError
-from textclf.inference.predictions import probabilities
+from textclf.errors import ArtifactError, ConfigError, RequestError
+from textclf.inference.predictions import Temperature as Temperature
+from textclf.inference.predictions import calibrated_probabilities as calibrated_probabilities
+from textclf.inference.predictions import scale_logits as scale_logits
 
 logger = logging.getLogger(__name__)
-
-Temperature = float | Sequence[float] | np.ndarray
-
-
-def scale_logits(logits: np.ndarray, temperature: Temperature | None) -> np.ndarray:
-    """Logits divided by the temperature: one for every class, or (multi-label) one per label, on the last axis.
-
-    Args:
-        logits: (texts, labels) raw logits.
-        temperature: None (raw scores), a positive number, or one positive number per label.
-
-    Raises:
-        ValueError: a temperature that is not positive, or a per-label one whose length is not the label count.
-    """
-    values = np.asarray(logits, dtype=np.float64)
-    if temperature is None:
-        return values
-    scale = np.asarray(temperature, dtype=np.float64)
-    if scale.ndim > 1 or (scale.ndim == 1 and scale.shape[0] != values.shape[-1]):
-        raise ValueError(f"temperature: expected one value or {values.shape[-1]} (one per label), got {scale.shape}")
-    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-        raise ValueError(f"temperature must be positive and finite, got {scale.tolist()}")
-    result: np.ndarray = values / scale
-    return result
-
-
-def calibrated_probabilities(logits: np.ndarray, temperature: Temperature | None, multi_label: bool) -> np.ndarray:
-    """Softmax (multi-label: each label's sigmoid) of the temperature-scaled logits: the scores a variant serves."""
-    return probabilities(scale_logits(logits, temperature), multi_label)
 
 
 @dataclass(frozen=True)
@@ -180,3 +154,53 @@ def abstained(scores: np.ndarray | Sequence[float], threshold: float | None) -> 
         return np.zeros(values.shape, dtype=bool)
     result: np.ndarray = values < threshold
     return result
+
+
+@dataclass(frozen=True)
+class ServedConfidence:
+    """What a loaded variant applies to its logits (`temperature`, multi-label `label_thresholds`) and the deploy's
+    selective threshold (`selective`); all None: raw scores at the model's one threshold, no answer abstains."""
+
+    temperature: float | list[float] | None = None
+    label_thresholds: list[float] | None = None
+    selective: SelectiveThreshold | None = None
+
+    @classmethod
+    def load(
+        cls,
+        record: ConfidenceRecord | None,
+        labels: Sequence[str],
+        multi_label: bool,
+        min_confidence: float | None = None,
+        target_accuracy: float | None = None,
+        variant: str = "",
+    ) -> ServedConfidence:
+        """Check the variant's record against its model, say once what it serves with, and resolve the deploy's
+        threshold (`resolve_threshold`).
+
+        Raises:
+            ArtifactError: a temperature or thresholds that do not fit the model (a number for a single-label
+                model, one per label for a multi-label one).
+            ConfigError: the selective settings `resolve_threshold` refuses.
+        """
+        if record is None:
+            logger.info("%s: export fitted no confidence (fit_confidence off, or an older export): raw scores", variant)
+        elif not record.is_fitted:
+            logger.warning("%s: confidence skipped at export (%s): serving raw scores", variant, record.skipped_reason)
+        selective = resolve_threshold(
+            record, min_confidence=min_confidence, target_accuracy=target_accuracy, multi_label=multi_label
+        )
+        if record is None or not record.is_fitted:
+            return cls(selective=selective)
+        temperature = record.temperature
+        per_label = isinstance(temperature, list)
+        if per_label != multi_label or (isinstance(temperature, list) and len(temperature) != len(labels)):
+            want = f"one per label ({len(labels)})" if multi_label else "one number"
+            raise ArtifactError(
+                f"{variant}: the recorded temperature {temperature} does not fit the model: want {want}"
+            )
+        if record.thresholds is not None and (not multi_label or len(record.thresholds) != len(labels)):
+            raise ArtifactError(f"{variant}: the recorded thresholds {record.thresholds} are not one per label")
+        extra = f", per-label thresholds {record.thresholds}" if record.thresholds is not None else ""
+        logger.info("%s: calibrated scores, temperature %s%s", variant, temperature, extra)
+        return cls(temperature, record.thresholds, selective)

@@ -1,6 +1,7 @@
-"""The one inference path: Rust tokenizer → dynamic padding → onnxruntime session → softmax (multi-label: sigmoid
-and a threshold) → labels. Texts past max_seq_len tokens are cut, refused, or read in windows whose logits are
-aggregated per text (`textclf.inference.windows`).
+"""The one inference path: Rust tokenizer → dynamic padding → onnxruntime session → the variant's fitted
+temperature → softmax (multi-label: sigmoid and a threshold) → labels, and whether each answer abstains. Texts past
+max_seq_len tokens are cut, refused, or read in windows whose logits are aggregated per text
+(`textclf.inference.windows`).
 
 Used by the service, the export gates and the benchmarks alike. Imports neither torch nor transformers.
 """
@@ -9,18 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from textclf.artifacts.confidence import ConfidenceRecord
 from textclf.artifacts.manifest import require_export, verify_files
 from textclf.artifacts.records import FileEntry
 from textclf.artifacts.schema import ExportSection
 from textclf.errors import ArtifactError, RequestError
 from textclf.hardware import usable_cores
+from textclf.inference.batches import Batch, length_order, pad_encodings
+from textclf.inference.confidence import ServedConfidence
 from textclf.inference.engines import MODEL_FILES, Engine, OrtEngine, RoutedEngine
 from textclf.inference.folders import (
     CONFIG_FILE,
@@ -32,11 +35,7 @@ from textclf.inference.folders import (
     read_sidecar,
     shipped_variants,
 )
-
-# Moved to `textclf.inference.folders` with the rest of a variant folder's names; still importable from here.
-from textclf.inference.folders import DISABLED_OPTIMIZERS_KEY as DISABLED_OPTIMIZERS_KEY
-from textclf.inference.folders import MODEL_FILE as MODEL_FILE
-from textclf.inference.predictions import Prediction, multi_label_threshold, predictions, probabilities
+from textclf.inference.predictions import Prediction, calibrated_probabilities, multi_label_threshold, predictions
 from textclf.inference.streams import EngineStreams
 from textclf.inference.text_options import DEFAULT_OPTIONS, OVERLENGTH_POLICIES, OverlengthPolicy, TextOptions
 from textclf.inference.windows import AGGREGATIONS, AggregationSetting, Windows, aggregation_for, window_overlap
@@ -50,21 +49,6 @@ class OverlengthError(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__("text_too_long", message)
-
-
-def length_order(lengths: Sequence[int]) -> list[int]:
-    """Positions sorted by length (stable): texts batched in this order pad little. The runtime, bulk prediction,
-    export's PyTorch reference and the benchmarks' sorted case all group texts this way."""
-    return sorted(range(len(lengths)), key=lengths.__getitem__)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Padded model inputs for texts in a given order, and which texts were truncated."""
-
-    inputs: dict[str, np.ndarray]
-    truncated: list[bool]
-    tokens: int  # real (non-padding) tokens in the batch
 
 
 def default_intra_op_threads(workers: int = 1) -> int:
@@ -89,6 +73,9 @@ class Classifier:
         chunk_overlap_tokens: int = 32,
         chunk_aggregation: AggregationSetting = "auto",
         streams: int = 1,
+        confidence: ConfidenceRecord | None = None,
+        min_confidence: float | None = None,
+        target_accuracy: float | None = None,
     ) -> None:
         """Load a variant, verifying its files first when `expected_files` (from the manifest) is given.
 
@@ -99,8 +86,15 @@ class Classifier:
         `on_overlength` is the policy for texts over max_seq_len tokens when a call names none; `chunk_overlap_tokens`
         and `chunk_aggregation` shape the windows of the `chunk` policy (`serve.chunk_*`).
 
+        `confidence` is the variant's record (`from_run` reads it from the manifest; None: raw scores): its temperature
+        (and multi-label per-label thresholds) applies to every prediction. `min_confidence` or `target_accuracy`
+        (`serve.*`, at most one) set the `selective_threshold` under which an answer is marked `abstained`.
+
         Raises:
-            ArtifactError: a file is missing or differs from its recorded sha256.
+            ArtifactError: a file is missing or differs from its recorded sha256, or the confidence record does not
+                fit the model.
+            ConfigError: selective settings that are refused (`textclf.inference.confidence.resolve_threshold`: both
+                set, a multi-label model, a target the validation curve does not reach).
         """
         from tokenizers import Tokenizer
 
@@ -130,6 +124,12 @@ class Classifier:
             raise ValueError(f"chunk_aggregation must be one of {AGGREGATIONS}, got {chunk_aggregation!r}")
         self.on_overlength = cast(OverlengthPolicy, on_overlength)  # checked just above
         self.chunk_aggregation = aggregation_for(chunk_aggregation, self.multi_label)
+        self.confidence = confidence
+        served = ServedConfidence.load(
+            confidence, self.labels, self.multi_label, min_confidence, target_accuracy, self.variant
+        )
+        self.temperature, self.label_thresholds = served.temperature, served.label_thresholds
+        self.selective_threshold = served.selective
 
         self.tokenizer = Tokenizer.from_file(str(self.variant_dir / TOKENIZER_FILE))
         self.tokenizer.no_padding()  # padding is done per batch, to the batch's own longest text
@@ -235,6 +235,8 @@ class Classifier:
         classifier = cls._load_variant(run_dir, export, name, **kwargs)
         plan = export.long_route
         if variant is None and route and plan is not None:
+            # The serving variant's confidence scores every answer; the long variant only lends its engine.
+            kwargs |= {"min_confidence": None, "target_accuracy": None}
             long = cls._load_variant(run_dir, export, plan.variant, **kwargs)
             classifier.route_long_calls(long, plan.max_short_tokens_per_text)
         return classifier
@@ -242,7 +244,7 @@ class Classifier:
     @classmethod
     def _load_variant(cls, run_dir: Path, export: ExportSection, name: str, **kwargs: Any) -> Classifier:
         record = passed_variant(run_dir, export, name)
-        return cls(run_dir / ONNX_DIR / name, expected_files=record.files, **kwargs)
+        return cls(run_dir / ONNX_DIR / name, expected_files=record.files, confidence=record.confidence, **kwargs)
 
     # -- tokenization ---------------------------------------------------------------------------------------
     def policy(self, options: TextOptions) -> OverlengthPolicy:
@@ -273,18 +275,7 @@ class Classifier:
 
     def pad(self, encodings: list[Any]) -> Batch:
         """Pad encodings, in the order given, to the longest of them."""
-        longest = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), longest), dtype=np.int64)
-        types = np.zeros((len(encodings), longest), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            ids[row, :n] = encoding.ids
-            mask[row, :n] = 1
-            types[row, :n] = encoding.type_ids
-        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        inputs = {name: available[name] for name in self.input_names}
-        return Batch(inputs, [bool(e.overflowing) for e in encodings], int(mask.sum()))
+        return pad_encodings(encodings, self.pad_id, self.input_names)
 
     # -- inference ------------------------------------------------------------------------------------------
     def run_session(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -371,8 +362,9 @@ class Classifier:
         return self.predictions(logits, truncated, chunks=chunks)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Softmax over the classes, or for a multi-label model each label's own sigmoid."""
-        return probabilities(logits, self.multi_label)
+        """The served probabilities: softmax over the classes (multi-label: each label's own sigmoid) of the logits
+        scaled by the variant's fitted temperature."""
+        return calibrated_probabilities(logits, self.temperature, self.multi_label)
 
     def predictions(
         self,
@@ -382,14 +374,23 @@ class Classifier:
         top_k: int | None = None,
         raw_scores: bool = False,
         chunks: list[int] | None = None,
+        min_confidence: float | None = None,
     ) -> list[Prediction]:
-        """Each row's best label and its classes' scores, named by the model's labels (multi-label: its label set).
+        """Each row's best label and its classes' calibrated scores, named by the model's labels (multi-label: its
+        label set, at the per-label thresholds where export fitted them), and `abstained` where a threshold is in
+        force.
 
         Args:
             top_k: keep only the k best classes in `scores` (best first); None keeps every class in label order.
-            raw_scores: scores are the logits themselves instead of probabilities (the label set is unchanged).
+            raw_scores: scores are the raw logits themselves instead of probabilities (the label set is unchanged).
             chunks: the windows each row's text took (`chunk` policy), carried into each prediction.
+            min_confidence: this call's threshold (a request's own, checked by
+                `textclf.inference.confidence.request_threshold`); None: the `selective_threshold`, if any.
         """
+        if min_confidence is None and self.selective_threshold is not None:
+            min_confidence = self.selective_threshold.threshold
+        cut = self.label_thresholds if self.label_thresholds is not None else self.threshold
+        options: dict[str, Any] = {"top_k": top_k, "raw_scores": raw_scores, "chunks": chunks}
         return predictions(
-            logits, truncated, self.labels, self.threshold, top_k=top_k, raw_scores=raw_scores, chunks=chunks
+            logits, truncated, self.labels, cut, temperature=self.temperature, **options, min_confidence=min_confidence
         )
