@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ from textclf.serving.batcher import BatchStats, Engine, GreedyBatcher
 from textclf.serving.bentoml_patch import check_request_timer_replaced, replace_bentoml_request_timer
 from textclf.serving.guard import RequestGuard
 from textclf.serving.limits import NON_BLANK_PATTERN, Limits
+from textclf.serving.monitoring import Monitoring
 from textclf.serving.protocols.native import NativeAdapter
 from textclf.serving.state import ModelState
 
@@ -84,6 +86,17 @@ OnOverlength = Annotated[
 Direction = Annotated[
     TruncationDirection, Field(description="which end a cut text keeps: `right` its beginning, `left` its end")
 ]
+# Absent means the deploy's threshold; null is refused (the native adapter checks it), so the schema says a number.
+MinConfidence = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=1,
+        description="this request's selective threshold: each prediction says `abstained: true` where its best "
+        "class's probability is under it (label and scores stay); absent: the server's serve.min_confidence / "
+        "serve.target_accuracy, if any; single-label models only (422 otherwise)",
+    ),
+]
 
 
 class Prediction(BaseModel):
@@ -104,6 +117,11 @@ class Prediction(BaseModel):
         ge=1,
         description="on_overlength=chunk only: the windows of max_seq_len tokens the text was read in (1 for a text "
         "that fits one); its scores aggregate theirs (serve.chunk_aggregation)",
+    )
+    abstained: bool | None = Field(
+        None,
+        description="present (true or false) where a selective threshold is in force, the server's or the "
+        "request's `min_confidence`: true where the best class's calibrated probability is under it",
     )
 
 
@@ -136,16 +154,25 @@ GC_PAUSE_SECONDS = bentoml.metrics.Histogram(
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 _gc_started = [0.0]
+# Pauses are measured in the collector's callback but observed after each engine call (`_observe`). A collection can
+# start inside any allocation, also while this thread holds prometheus_client's multiprocess lock (not reentrant) in
+# the middle of a metric update; observing from the callback then waited on that lock for ever (a worker hung before
+# its first answer: tests/integration/test_monitor.py, 2026-12-07, the main thread in BentoML's request metrics and the
+# drift gauges' thread both waiting in prometheus_client/values.py). Appending to a deque takes no lock.
+_gc_pauses: deque[tuple[int, float]] = deque(maxlen=1024)
 
 
 def _time_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_started[0] = time.perf_counter()
     else:
-        GC_PAUSE_SECONDS.labels(generation=str(info["generation"])).observe(time.perf_counter() - _gc_started[0])
+        _gc_pauses.append((info["generation"], time.perf_counter() - _gc_started[0]))
 
 
 def _observe(stats: BatchStats) -> None:
+    while _gc_pauses:
+        generation, pause_s = _gc_pauses.popleft()
+        GC_PAUSE_SECONDS.labels(generation=str(generation)).observe(pause_s)
     for seconds in stats.tokenize_s:
         TOKENIZE_SECONDS.observe(seconds)
     INFER_SECONDS.observe(stats.infer_s)
@@ -213,6 +240,10 @@ def _model_info(classifier: Classifier, run_dir: Path) -> dict[str, Any]:
         "multi_label": classifier.multi_label,
         "threshold": classifier.threshold,
         "max_seq_len": classifier.max_seq_len,
+        # The confidence the answers are scored with: export's fitted temperature, and the threshold in force.
+        "temperature": classifier.temperature,
+        "label_thresholds": classifier.label_thresholds,
+        "selective_threshold": selective.describe() if (selective := classifier.selective_threshold) else None,
         "engine": classifier.engine.name,
         "engine_threads": classifier.engine.threads,
         "engine_detail": classifier.engine.describe(),
@@ -263,6 +294,10 @@ class TextClassifier:
             allow_spinning=SERVE.ort_spinning,
             chunk_overlap_tokens=SERVE.chunk_overlap_tokens,
             chunk_aggregation=SERVE.chunk_aggregation,
+            # Refused here, at start, with the reason: a target no threshold reaches (the best one named), or either
+            # setting on a multi-label model (textclf.inference.confidence.resolve_threshold).
+            min_confidence=SERVE.min_confidence,
+            target_accuracy=SERVE.target_accuracy,
         )
         engine: Engine[Any] = self.classifier
         if DEBUG_ENGINE_DELAY_S or DEBUG_KILL_ENGINE_TEXT:
@@ -275,6 +310,10 @@ class TextClassifier:
         self.pipeline = MODEL_STATE.set_model(
             _model_info(self.classifier, run_dir), self.batcher, self.classifier.predictions, _platform(self.classifier)
         )
+        # Classifier metrics, the drift window (GET /monitor and its gauges) and BentoML's data collection, fed by
+        # every answered text of every route (textclf.serving.monitoring).
+        self.monitoring = Monitoring.for_worker(self.classifier, run_dir, SERVE)
+        self.monitoring.attach(self.pipeline)
         check_request_timer_replaced()  # the app's middleware stack is built before its startup runs this
         # Everything loaded so far lives as long as the worker: freezing it keeps the collector from walking
         # those objects again in every full collection (each one a pause of the event loop and the engine).
@@ -298,6 +337,7 @@ class TextClassifier:
         flight (the engine thread serves them until then; tests/integration/test_serving_load.py): the drain is
         the engine thread's orderly end, and a backstop for anything left."""
         await asyncio.to_thread(self.batcher.close)
+        await asyncio.to_thread(self.monitoring.close)
 
     @bentoml.api
     async def predict(
@@ -307,9 +347,11 @@ class TextClassifier:
         raw_scores: RawScores = False,
         on_overlength: OnOverlength = None,  # type: ignore[assignment]
         truncation_direction: Direction = "right",
+        min_confidence: MinConfidence = None,  # type: ignore[assignment]
     ) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ the label set of a
-        multi-label model, + truncated, + chunks for a text read in windows).
+        multi-label model, + truncated, + chunks for a text read in windows, + abstained where a threshold is in
+        force).
 
         Over HTTP the guard answers `POST /predict` (through the same native adapter and pipeline); this body
         serves callers that reach the method itself, BentoML's in-process ones."""
@@ -319,9 +361,10 @@ class TextClassifier:
             raw_scores=raw_scores,
             on_overlength=on_overlength,
             truncation_direction=truncation_direction,
+            min_confidence=min_confidence,
         )
         try:
-            reply = await self.pipeline.reply(NATIVE, call)
+            reply = await self.pipeline.reply(NATIVE, NATIVE.for_model(call, self.pipeline.model))
         except RequestError as exc:  # a full queue or a dead engine (503), a text too long (422), too many windows
             reply = NATIVE.error(exc)
         # A ready Response skips BentoML's output serializer, which rebuilds the output type's JSON schema for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textclf.artifacts.confidence import ConfidenceRecord
 from textclf.hardware import has_int8_dot_products
 from textclf_benchmarks import markdown_load
 from textclf_benchmarks.markdown_load import fmt, table
@@ -76,7 +77,7 @@ def render(results: Results) -> str:
     lines += table(["figure", "goal", "measured", "verdict"], rows)
     lines += ["", _limits_note(results), ""]
     lines += _engines(results) + _sweep_tables(results) + _envelope(results) + _roofline(results)
-    lines += markdown_load.http(results) + markdown_load.bulk(results) + _gpu(results)
+    lines += markdown_load.http(results) + markdown_load.bulk(results) + _gpu(results) + _confidence(results)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(results.versions.items()))
     lines += ["## Versions", "", versions, "", "## Plots", ""] + [f"![{name}]({name})" for name in results.plots]
     return "\n".join([*lines, ""])
@@ -195,6 +196,42 @@ def _roofline(results: Results) -> list[str]:
         f"{r.gemm.flops_per_s / 1e9:.1f} GFLOP/s. Model work at b{r.case.batch} s{r.case.seq_len}: "
         f"{r.model_flops / 1e9:.1f} GFLOP (GEMM FLOPs counted from the config). Best variant achieves "
         f"{fmt(h.achieved_gflops_b32_s128, '.1f')} GFLOP/s = {fmt(h.gemm_fraction_b32_s128, '.2f')} of the GEMM rate.",
+        "",
+    ]
+
+
+def _confidence(results: Results) -> list[str]:
+    """The serving variant's calibration on the test split, and its selective answers at target accuracy 0.95."""
+    h, record = results.headline, results.confidence
+    if not isinstance(record, ConfidenceRecord) or record.test is None:
+        return ["## Confidence", "", f"Not measured: {record.reason if record else 'this report predates it'}.", ""]
+    t = record.test
+    metrics = {
+        "ECE": (t.ece_before, t.ece_after, t.ece_delta_ci95),
+        "NLL": (t.nll_before, t.nll_after, t.nll_delta_ci95),
+    }
+    metrics["Brier"] = (t.brier_before, t.brier_after, t.brier_delta_ci95)
+    rows = [
+        [m, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}", f"[{i.low:+.4f}, {i.high:+.4f}]"]
+        for m, (b, a, i) in metrics.items()
+    ]
+    selective = "no validation threshold reaches it"
+    if (bound := h.selective_accuracy_bound_at_0_95) is not None:
+        selective = (
+            f"threshold {h.selective_threshold_at_0_95:.4f} (validation); on test it answers "
+            f"{h.selective_coverage_at_0_95:.1%} of the texts, accuracy {h.selective_accuracy_at_0_95:.4f} against "
+            f"the bound 0.95 − 2·√(0.95·0.05 / n answered) = {bound:.4f}"
+        )
+    return [
+        "## Confidence",
+        "",
+        f"`{results.confidence_variant}`, temperature {record.temperature} fitted on {record.validation_texts} "
+        f"validation texts; {t.texts} test texts, {t.ece_bins} ECE bins, after − before with its 95 % paired-bootstrap "
+        f"interval ({t.bootstrap_resamples} resamples).",
+        "",
+        *table(["metric", "raw scores", "calibrated", "after − before", "95 % interval"], rows),
+        "",
+        f"`serve.target_accuracy=0.95`: {selective}.",
         "",
     ]
 

@@ -7,8 +7,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+from textclf.artifacts.confidence import ConfidenceRecord
 from textclf.artifacts.files import atomic_write_bytes
-from textclf_benchmarks.schema import ServerRecord
+from textclf_benchmarks.schema import Headline, NotRun, ServerRecord
 
 
 def _figure(*, width: float, height: float, panels: int = 1) -> tuple[Any, Any]:
@@ -68,4 +69,24 @@ def http_panels(servers: dict[str, ServerRecord], path: Path) -> bool:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("HTTP load: one text per request, closed loop")
+    return _save(fig, path)
+
+
+def confidence(record: ConfidenceRecord | NotRun, headline: Headline, path: Path) -> bool:
+    """The serving variant's test split: its reliability diagram before and after calibration (accuracy against mean
+    confidence per bin), and its risk–coverage curve with the selective point at target accuracy 0.95."""
+    if not isinstance(record, ConfidenceRecord) or record.test is None:
+        return False
+    test, h, curve = record.test, headline, record.risk_coverage
+    fig, (left, right) = _figure(width=10, height=4.5, panels=2)
+    left.plot([0, 1], [0, 1], color="black", linewidth=0.8, label="perfectly calibrated")
+    for name, bins in (("raw", test.reliability_before), ("fitted", test.reliability_after)):
+        kept = [b for b in bins if b.count]
+        left.plot([b.mean_confidence for b in kept], [b.accuracy for b in kept], marker="o", label=f"{name} scores")
+    left.set(xlabel="mean confidence in a bin", ylabel="its accuracy", title=f"reliability, {test.texts} test texts")
+    right.plot([p.coverage for p in curve], [p.accuracy for p in curve], marker=".", label="thresholds from validation")
+    right.plot([h.selective_coverage_at_0_95], [h.selective_accuracy_at_0_95], "o", color="red", label="target 0.95")
+    right.set(xlabel="coverage (texts answered)", ylabel="accuracy on them", title="risk–coverage, test split")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
     return _save(fig, path)

@@ -9,9 +9,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from textclf.artifacts.confidence import ConfidenceRecord
 from textclf.artifacts.files import atomic_write_text, now_iso
+from textclf.artifacts.manifest import read_manifest
 from textclf.artifacts.records import load_report, write_report
-from textclf.errors import ArtifactError
+from textclf.errors import ArtifactError, ConfigError
+from textclf.inference.confidence import threshold_for_accuracy
 from textclf.paths import BENCH_JSON, LOAD_JSON, REPORT_MD, RESULTS_JSON
 from textclf_benchmarks import plots
 from textclf_benchmarks.config import BenchmarkConfig
@@ -37,6 +40,7 @@ logger = logging.getLogger(__name__)
 ReportT = TypeVar("ReportT", bound=BaseModel)
 
 BASELINE_ENGINE = "pytorch-fp32"
+SELECTIVE_TARGET = 0.95  # the target accuracy the report reads the selective answers at (issue 36)
 PEER = "infinity-optimum"
 # Goals a value must reach (at least) or stay under (at most), as DESIGN.md sets them. Speed-ups over PyTorch (the
 # engine's, the GEMM fraction's and HTTP's over the PyTorch baseline server) are reported, not targets: they track
@@ -189,6 +193,45 @@ def headline(bench: BenchReport, load: LoadReport | None, bulk: BulkReport | Non
     return result
 
 
+def confidence(cfg: BenchmarkConfig, run_dir: Path) -> tuple[str | None, ConfidenceRecord | NotRun]:
+    """The serving variant (serve.variant where pinned) and its confidence record in the run's manifest."""
+    export = manifest.export if (manifest := read_manifest(run_dir)) else None
+    variant = cfg.serve.variant or (export.serving_variant if export else None)
+    record = export.variants[variant].confidence if export and variant in export.variants else None
+    why = f"{run_dir} holds no confidence record of its serving variant"
+    return variant, record if record and record.test else NotRun(
+        ran=False, reason=(record and record.skipped_reason) or why
+    )
+
+
+def confidence_figures(record: ConfidenceRecord | NotRun | None) -> dict[str, Any]:
+    """The headline's confidence figures: on the test split, after − before with the high end of its 95 % interval
+    (below 0: lower after); at target accuracy 0.95, the threshold `threshold_for_accuracy` picks on validation, the
+    test coverage and accuracy at it (both curves share their cuts) and the bound 0.95 − 2·√(0.95·0.05 / n answered)."""
+    t, target = record.test if isinstance(record, ConfidenceRecord) else None, SELECTIVE_TARGET
+    if not isinstance(record, ConfidenceRecord) or t is None:
+        return {}
+    figures: dict[str, Any] = {
+        "confidence_ece_before": t.ece_before,
+        "confidence_ece_after": t.ece_after,
+        "confidence_nll_after_minus_before": t.nll_after - t.nll_before,
+        "confidence_nll_after_minus_before_ci95_high": t.nll_delta_ci95.high,
+        "confidence_brier_after_minus_before": t.brier_after - t.brier_before,
+        "confidence_brier_after_minus_before_ci95_high": t.brier_delta_ci95.high,
+    }
+    try:
+        threshold = threshold_for_accuracy(record.validation_curve, target).threshold
+    except ConfigError:  # multi-label (no curve), or no threshold reaches the target: report.md says so
+        return figures
+    point = next(p for p in record.risk_coverage if p.threshold == threshold)
+    answered = round(point.coverage * t.texts)
+    figures |= {"selective_threshold_at_0_95": threshold, "selective_coverage_at_0_95": point.coverage}
+    figures["selective_accuracy_at_0_95"] = point.accuracy
+    if answered:  # no test text may reach a threshold that some validation texts reach
+        figures["selective_accuracy_bound_at_0_95"] = target - 2 * math.sqrt(target * (1 - target) / answered)
+    return figures
+
+
 def _read(path: Path, model: type[ReportT]) -> ReportT | None:
     return load_report(path, model) if path.is_file() else None
 
@@ -203,9 +246,12 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
     load = _read(out_dir / LOAD_JSON, LoadReport)
     gpu = _read(out_dir / "bench-cuda.json", BenchReport)
     bulk = _read(out_dir / BULK_JSON, BulkReport)
+    variant, record = confidence(cfg, run_dir)
+    top = headline(bench, load, bulk).model_copy(update=confidence_figures(record))
     plotted = {
         "speedup.png": plots.speedup_bars(speedups(bench), out_dir / "speedup.png"),
         "http.png": plots.http_panels(load.servers if load else {}, out_dir / "http.png"),
+        "confidence.png": plots.confidence(record, top, out_dir / "confidence.png"),
     }
     results = Results(
         created_at=now_iso(),
@@ -213,7 +259,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
         machine=bench.machine,
         versions=bench.versions,
         bench_created_at=bench.created_at,
-        headline=headline(bench, load, bulk),
+        headline=top,
         engines=bench.engines,
         speedups=speedups(bench),
         roofline=bench.roofline,
@@ -224,6 +270,8 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
         bulk=bulk,
         gpu=gpu or NotRun(ran=False, reason="`textclf bench --device cuda` was not run for this report"),
         plots=[name for name, made in plotted.items() if made],
+        confidence_variant=variant,
+        confidence=record,
     )
     write_report(out_dir / RESULTS_JSON, results)
     atomic_write_text(out_dir / REPORT_MD, render(results))

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from textclf.artifacts.confidence import ConfidenceRecord
 from textclf.artifacts.files import now_iso
 from textclf.artifacts.manifest import package_versions
 from textclf.artifacts.records import SCHEMA_VERSION, Machine, Record
@@ -316,6 +317,18 @@ class Headline(Record):
     engine_envelope_case: str | None = Field(None, description="where the min is: `case (mode)`")
     engine_aa_spread: float | None = Field(None, description="median over sweep cases of |served ÷ served-aa − 1|")
     served_engine: str | None = None
+    # The serving variant's confidence on the test split (`Results.confidence`): after − before with the 95 %
+    # interval's high end (below 0: lower after), and the answers at target accuracy 0.95 with the accuracy's bound.
+    confidence_ece_before: float | None = None
+    confidence_ece_after: float | None = None
+    confidence_nll_after_minus_before: float | None = None
+    confidence_nll_after_minus_before_ci95_high: float | None = None
+    confidence_brier_after_minus_before: float | None = None
+    confidence_brier_after_minus_before_ci95_high: float | None = None
+    selective_threshold_at_0_95: float | None = Field(None, description="from the validation curve")
+    selective_coverage_at_0_95: float | None = Field(None, description="test texts answered at that threshold")
+    selective_accuracy_at_0_95: float | None = Field(None, description="test accuracy on them")
+    selective_accuracy_bound_at_0_95: float | None = Field(None, description="0.95 − 2·√(0.95·0.05 / n answered)")
     targets: dict[str, Target] = Field(default_factory=dict)
 
 
@@ -339,3 +352,5 @@ class Results(Measured):
     bulk: BulkReport | None = None
     gpu: BenchReport | NotRun
     plots: list[str]
+    confidence_variant: str | None = Field(None, description="the serving variant whose confidence record follows")
+    confidence: ConfidenceRecord | NotRun | None = Field(None, description="from the run's manifest (None: older)")

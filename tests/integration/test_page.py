@@ -113,3 +113,27 @@ def test_a_key_is_asked_for_and_sent(browser: Any, exported_run: Config, tmp_pat
         page.click("#classify")
         page.wait_for_selector("#results .card")
         assert page.query_selector("#results .card .label").inner_text() in ("neg", "pos")
+
+
+def test_an_abstained_answer_is_a_greyed_card_that_says_so(browser: Any, exported_run: Config, tmp_path: Path) -> None:
+    from tests.tiny import tiny_texts
+    from textclf.inference.runtime import Classifier
+
+    texts = [text for text, _ in tiny_texts(4, seed=41)]
+    scores = sorted(p.score for p in Classifier.from_run(exported_run.run_dir).predict(texts))
+    threshold = (scores[1] + scores[2]) / 2  # between the second and third best: two answers abstain, two do not
+    env = _env(exported_run, tmp_path, min_confidence=repr(threshold))  # the deploy's: the page sends texts only
+    with served("service:TextClassifier", env, tmp_path / "log") as url:
+        expected = requests.post(f"{url}/predict", json={"texts": texts}, timeout=30).json()
+        assert sorted(p["abstained"] for p in expected) == [False, False, True, True]
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.fill("#texts", "\n".join(texts))
+        page.click("#classify")
+        page.wait_for_selector("#results .card >> nth=3")
+        for card, answer in zip(page.query_selector_all("#results .card"), expected, strict=True):
+            flag = card.query_selector(".flag.abstained")
+            assert (flag is not None and flag.inner_text() == "abstained") is answer["abstained"]
+            assert card.query_selector(".label").inner_text() == answer["label"]  # the label stays
+            opacity = float(card.evaluate("element => getComputedStyle(element).opacity"))
+            assert (opacity < 1) is answer["abstained"]  # greyed

@@ -15,11 +15,12 @@ from typing import Any
 from textclf.errors import ERROR_STATUS
 from textclf.serving.auth import needs_key
 from textclf.serving.limits import Limits
+from textclf.serving.monitoring import MONITOR_SCHEMA
 from textclf.serving.protocols.docs import HF_ERROR, hf_schemas, protocol_paths
 from textclf.serving.wire import ASGIApp, Receive, Reply, Scope, collect
 
 ERROR_SCHEMA = "Error"
-_OURS = ("/predict", "/model", "/")  # routes the guard serves itself (besides /v2/...)
+_OURS = ("/predict", "/model", "/monitor", "/")  # routes the guard serves itself (besides /v2/...)
 _DESCRIPTIONS = {
     400: "the body is not JSON, or does not match the request schema",
     401: "missing or wrong API key (`Authorization: Bearer <key>`)",
@@ -43,6 +44,30 @@ _MODEL_INFO = {
         "multi_label": {"type": "boolean", "description": "sigmoid per label; predictions carry `labels`"},
         "threshold": {"type": "number", "nullable": True, "description": "multi-label: a label's probability cut-off"},
         "max_seq_len": {"type": "integer"},
+        "temperature": {
+            "oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}],
+            "nullable": True,
+            "description": "the served variant's fitted temperature (multi-label: one per label); null: raw scores",
+        },
+        "label_thresholds": {
+            "type": "array",
+            "items": {"type": "number"},
+            "nullable": True,
+            "description": "multi-label: per-label thresholds fitted at export; null: the one `threshold`",
+        },
+        "selective_threshold": {
+            "type": "object",
+            "nullable": True,
+            "description": "the threshold in force (serve.min_confidence / serve.target_accuracy): answers under "
+            "`min_confidence` are `abstained`; null: none unless a request sends its own",
+            "properties": {
+                "min_confidence": {"type": "number"},
+                "source": {"type": "string", "enum": ["min_confidence", "target_accuracy"]},
+                "target_accuracy": {"type": "number"},
+                "validation_coverage": {"type": "number"},
+                "validation_accuracy": {"type": "number"},
+            },
+        },
         "engine": {"type": "string", "enum": ["onnxruntime", "openvino"], "description": "the engine that runs"},
         "engine_threads": {"type": "integer", "description": "its threads (ORT intra-op, or OpenVINO's)"},
         "engine_detail": {"type": "string", "description": "the engine, its device, threads and settings"},
@@ -133,6 +158,7 @@ def patch_openapi(spec: dict[str, Any], limits: Limits, *, has_keys: bool) -> di
             ),
         }
     }
+    paths["/monitor"] = _monitor_path(has_keys)
     if has_keys:
         components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
         # The guard's own rule says which operations need the key (probes, the page and the docs stay open);
@@ -143,6 +169,15 @@ def patch_openapi(spec: dict[str, Any], limits: Limits, *, has_keys: bool) -> di
                 if ours and needs_key(route, method.upper(), metrics_public=True):
                     operation["security"] = [{"bearer": []}]
     return spec
+
+
+def _monitor_path(has_keys: bool) -> dict[str, Any]:
+    """`GET /monitor`: the answering worker's drift report, or 404 where the run has no drift reference."""
+    ok = {"description": "the report", "content": {"application/json": {"schema": MONITOR_SCHEMA}}}
+    responses = _responses(ok, [404, 405, 500, 503], has_keys)
+    responses["404"]["description"] = "drift is off: the model was exported without a drift reference (not_found)"
+    summary = "Drift of this worker's last serve.monitor_window answered texts against export's reference"
+    return {"get": {"summary": summary, "operationId": "monitor", "responses": responses}}
 
 
 def _null_in_nullable_enums(schema: Any) -> None:

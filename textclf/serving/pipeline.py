@@ -2,9 +2,9 @@
 
 Every route that classifies (native `/predict`, the Hugging Face / TEI shapes, Open Inference Protocol v2) runs its
 `Call` here, on this worker's one batcher, and renders the same `Prediction`s in its own shape. Observers hook in
-once (`Pipeline.on_answer`): each sees every answered request's call and predictions, one per text the client sent
-(a long document read in windows is one prediction, aggregated by the batcher; windows and any perturbed copies of
-a text never reach them).
+once (`Pipeline.on_answer`): each sees every answered request's call, predictions and the batcher's answer (its
+logits and tokens per text), one per text the client sent (a long document read in windows is one prediction,
+aggregated by the batcher; windows and any perturbed copies of a text never reach them).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from textclf.serving.wire import Reply
 
 logger = logging.getLogger(__name__)
 
-Observer = Callable[[Call[Any], list[Prediction]], None]
+Observer = Callable[[Call[Any], list[Prediction], Answer], None]
 
 
 class Batcher(Protocol):
@@ -51,6 +51,7 @@ class Scorer(Protocol):
         top_k: int | None = None,
         raw_scores: bool = False,
         chunks: list[int] | None = None,
+        min_confidence: float | None = None,
     ) -> list[Prediction]: ...
 
 
@@ -61,7 +62,9 @@ class Pipeline:
         self.batcher = batcher
         self.scorer = scorer
         self.model = model
-        self.on_answer: list[Observer] = []  # called with (call, predictions) once per answered call
+        self.on_answer: list[Observer] = []  # called with (call, predictions, answer) once per answered call
+        # `GET /monitor`'s body (this worker's drift report, `textclf.serving.monitoring`); None: drift is off.
+        self.monitor: Callable[[], dict[str, Any]] | None = None
 
     @property
     def alive(self) -> bool:
@@ -86,7 +89,7 @@ class Pipeline:
         predictions = self.scorer(answer.logits, answer.truncated, chunks=answer.chunks, **call.answer.as_kwargs())
         for observer in self.on_answer:
             try:
-                observer(call, predictions)
+                observer(call, predictions, answer)
             except Exception:  # a broken metric must not cost a client its answer
                 logger.exception("an answer observer (%r) failed", observer)
         return predictions

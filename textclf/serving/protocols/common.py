@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Generic, Protocol, TypeVar
 
 from textclf.errors import RequestError
+from textclf.inference.confidence import request_threshold
 from textclf.inference.predictions import Prediction
 from textclf.inference.text_options import DEFAULT_OPTIONS, TextOptions
 from textclf.serving.wire import Reply
@@ -44,10 +45,13 @@ class AnswerOptions:
     Attributes:
         top_k: only the k best classes in `scores`, best first; None keeps every class in label order.
         raw_scores: the logits instead of the model's probabilities in `score` and `scores`.
+        min_confidence: the request's own selective threshold (each answer says whether it is `abstained`); None:
+            the deploy's (`serve.min_confidence` / `serve.target_accuracy`), if any.
     """
 
     top_k: int | None = None
     raw_scores: bool = False
+    min_confidence: float | None = None
 
     def as_kwargs(self) -> dict[str, Any]:
         """The options as `Classifier.predictions` keywords (every field, by its name)."""
@@ -79,6 +83,8 @@ class ModelFacts:
     labels: list[str]
     threshold: float | None  # multi-label: the probability cut-off; None for a single-label model
     max_seq_len: int
+    temperature: float | list[float] | None = None  # the served variant's fitted temperature (None: raw scores)
+    min_confidence: float | None = None  # the deploy's selective threshold (None: no answer abstains by default)
 
     @property
     def multi_label(self) -> bool:
@@ -99,6 +105,8 @@ class ModelFacts:
             labels=list(info.get("labels", [])),
             threshold=info.get("threshold"),
             max_seq_len=int(info.get("max_seq_len", 0)),
+            temperature=info.get("temperature"),
+            min_confidence=(info.get("selective_threshold") or {}).get("min_confidence"),
         )
 
 
@@ -131,6 +139,24 @@ def parse_json(body: bytes) -> Any:
         raise RequestError("invalid_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise RequestError("invalid_json", "the body nests too deeply to be a request") from None
+
+
+def check_min_confidence(
+    value: Any, field: str = "min_confidence", *, multi_label: bool = False, nullable: bool = True
+) -> float | None:
+    """A request's own selective threshold: a number in [0, 1] (`request_threshold`'s rule, the runtime's own), or
+    None (absent, or null where `nullable`: the deploy's threshold holds).
+
+    Raises:
+        RequestError: (invalid_request, 422) naming `field`: a bool, a string, NaN or a number out of [0, 1]; null
+            where not `nullable`; any value for a multi-label model (a label set has no single confidence).
+    """
+    if value is None and not nullable:
+        raise RequestError("invalid_request", f"{field} must be a number in [0, 1], not null")
+    try:
+        return request_threshold(value, None, multi_label=multi_label)
+    except RequestError as exc:  # its message names the native field; each protocol names its own
+        raise RequestError(exc.error_type, str(exc).replace("min_confidence", field, 1)) from None
 
 
 def retry_after(status: int, retry_statuses: tuple[int, ...] = (503,)) -> list[tuple[bytes, bytes]]:

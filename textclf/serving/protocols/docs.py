@@ -38,6 +38,12 @@ _V2_STATUSES = {
     504: "the prediction took longer than the server's timeout",
 }
 _NO_BODY = {"description": "true (the protocol answers health with the status alone; the body is empty)"}
+_MIN_CONFIDENCE = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 1,
+    "description": "this request's selective threshold (absent: the server's); single-label models only",
+}
 
 
 def _error(schema: str, description: str) -> dict[str, Any]:
@@ -69,6 +75,8 @@ def _hf_request(limits: Limits, inputs: dict[str, Any]) -> dict[str, Any]:
                     "top_k": {"type": "integer", "minimum": 1, "nullable": True},
                     # OpenAPI 3.0: a nullable enum lists null among its values.
                     "function_to_apply": {"type": "string", "enum": [*hf.FUNCTIONS, None], "nullable": True},
+                    # Accepted and checked; the Hugging Face answer has no field to say which texts abstained.
+                    "min_confidence": {**_MIN_CONFIDENCE, "nullable": True},
                 },
                 "additionalProperties": False,
             },
@@ -168,6 +176,7 @@ def _v2_request(limits: Limits) -> dict[str, Any]:
                     "binary_data_output": {"type": "boolean"},
                     "on_overlength": {"type": "string", "enum": list(OVERLENGTH_POLICIES)},
                     "truncation_direction": {"type": "string", "enum": ["right", "left"]},
+                    "min_confidence": {**_MIN_CONFIDENCE, "description": "adds the BOOL output `abstained`"},
                 },
             },
         },

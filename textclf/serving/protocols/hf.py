@@ -1,8 +1,11 @@
 """The Hugging Face text-classification shape: the Hub's task API (what `InferenceClient(base_url).
 text_classification` posts to `/`) and text-embeddings-inference's `POST /predict` with `{"inputs": ...}`.
 
-Both take `{"inputs": ..., "parameters": {"top_k", "function_to_apply"}, "truncate", "truncation_direction",
-"raw_scores"}` and answer a list of `{"label", "score"}` per text, best first. They differ in what a list means:
+Both take `{"inputs": ..., "parameters": {"top_k", "function_to_apply", "min_confidence"}, "truncate",
+"truncation_direction", "raw_scores"}` and answer a list of `{"label", "score"}` per text, best first (the scores
+are the served variant's calibrated ones: `function_to_apply` applies to the temperature-scaled logits, `none`
+gives the raw logits). `parameters.min_confidence` is accepted and checked like the native field, but the answers
+carry no `abstained` field: the shape has none, and its clients would not read it. They differ in what a list means:
 - `hub` (`POST /`): a string is one text, a list of strings a batch; the answer is always one list per text
   (`[[...]]` for one text), which is what `InferenceClient` unpacks.
 - `tei` (`POST /predict`): TEI's own rules: a string, or a list of one string, is one text (answered with one
@@ -19,17 +22,24 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.inference.predictions import Prediction, sigmoid, softmax
+from textclf.inference.predictions import Prediction, calibrated_probabilities
 from textclf.inference.text_options import OverlengthPolicy, TextOptions
 from textclf.serving.limits import Limits
-from textclf.serving.protocols.common import AnswerOptions, Body, Call, ModelFacts, retry_after
+from textclf.serving.protocols.common import (
+    AnswerOptions,
+    Body,
+    Call,
+    ModelFacts,
+    check_min_confidence,
+    retry_after,
+)
 from textclf.serving.validation import check_count, check_fields, check_flag, check_texts
 from textclf.serving.wire import Reply
 
 Dialect = Literal["hub", "tei"]
 Function = Literal["softmax", "sigmoid", "none"]
 FIELDS = ("inputs", "parameters", "truncate", "truncation_direction", "raw_scores")
-PARAMETERS = ("top_k", "function_to_apply")
+PARAMETERS = ("top_k", "function_to_apply", "min_confidence")
 FUNCTIONS: tuple[Function, ...] = ("softmax", "sigmoid", "none")
 PAIRS_REFUSED = (
     "text pairs are not supported: this model classifies single texts; send one text as a string, "
@@ -51,9 +61,9 @@ class HfWire:
     """What the renderer needs of a request: whether it was a batch, and a function other than the model's own."""
 
     is_batch: bool
-    # softmax on a multi-label model, or sigmoid on a single-label one: applied here to the raw logits, and the
-    # best `top_k` kept here. The model's own function is its probabilities and `none` its raw logits: the
-    # pipeline's predictions carry either, already ranked and cut to top_k.
+    # softmax on a multi-label model, or sigmoid on a single-label one: applied here to the logits scaled by the
+    # variant's temperature, and the best `top_k` kept here. The model's own function is its probabilities and
+    # `none` its raw logits: the pipeline's predictions carry either, already ranked and cut to top_k.
     function: Function | None = None
     top_k: int = 0
 
@@ -76,17 +86,22 @@ class HfAdapter:
         texts, is_batch = self._inputs(payload["inputs"])
         check_texts(texts, self.limits, "inputs")
         top_k, function = self._parameters(payload.get("parameters"))
+        # The Hub's parameters are nullable: null is the deploy's threshold, as absent is.
+        parameters = payload.get("parameters") or {}
+        min_confidence = check_min_confidence(
+            parameters.get("min_confidence"), "parameters.min_confidence", multi_label=model.multi_label
+        )
         if check_flag(payload, "raw_scores"):
             function = "none"
         own: Function = "sigmoid" if model.multi_label else "softmax"
         # Every answer lists its classes best first: top_k of all of them when the request names no k.
         k = len(model.labels) if top_k is None else min(top_k, len(model.labels))
         if function in (None, own):
-            answer, other = AnswerOptions(top_k=k), None
+            answer, other = AnswerOptions(top_k=k, min_confidence=min_confidence), None
         elif function == "none":
-            answer, other = AnswerOptions(top_k=k, raw_scores=True), None
+            answer, other = AnswerOptions(top_k=k, raw_scores=True, min_confidence=min_confidence), None
         else:  # the other function, over the logits in label order; ranked by the renderer
-            answer, other = AnswerOptions(raw_scores=True), function
+            answer, other = AnswerOptions(raw_scores=True, min_confidence=min_confidence), function
         return Call(texts, HfWire(is_batch, other, k), self._options(payload), answer)
 
     def _inputs(self, inputs: Any) -> tuple[list[str], bool]:
@@ -157,9 +172,10 @@ class HfAdapter:
 
     @staticmethod
     def _ranked(call: Call[HfWire], predictions: list[Prediction], model: ModelFacts) -> list[list[dict[str, Any]]]:
-        """The asked function of each text's logits (label order, float32 as the engine gave them), top k."""
+        """The asked function of each text's logits scaled by the served temperature (label order, float32 as the
+        engine gave them), top k: the same calibration as the model's own function, only the function differs."""
         logits = np.array([list(p.scores.values()) for p in predictions], dtype=np.float32)
-        scores = softmax(logits) if call.wire.function == "softmax" else sigmoid(logits)
+        scores = calibrated_probabilities(logits, model.temperature, multi_label=call.wire.function == "sigmoid")
         return [
             [
                 {"label": model.labels[i], "score": float(row[i])}

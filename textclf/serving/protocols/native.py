@@ -3,6 +3,8 @@
 The body is read here, once: the route already decoded it to tell TEI's `{"inputs": ...}` from ours (both post
 to `/predict`), so this adapter checks the decoded fields rather than hand the bytes to BentoML to decode again.
 The checks say what the service's typed signature says (the same `Limits`), and name the field at fault.
+Where a selective threshold is in force (the deploy's, or the request's own `min_confidence`), each prediction
+carries `abstained: true|false`; label and scores stay, the client decides.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from textclf.inference.text_options import (
     TruncationDirection,
 )
 from textclf.serving.limits import Limits
-from textclf.serving.protocols.common import AnswerOptions, Body, Call, ModelFacts, retry_after
+from textclf.serving.protocols.common import (
+    AnswerOptions,
+    Body,
+    Call,
+    ModelFacts,
+    check_min_confidence,
+    retry_after,
+)
 from textclf.serving.validation import check_choice, check_count, check_fields, check_flag, check_texts
 from textclf.serving.wire import Reply
 
-FIELDS = ("texts", "top_k", "raw_scores", "on_overlength", "truncation_direction")
+FIELDS = ("texts", "top_k", "raw_scores", "on_overlength", "truncation_direction", "min_confidence")
 
 
 def error_body(exc: RequestError) -> dict[str, str]:
@@ -45,11 +54,17 @@ class NativeAdapter:
 
     def parse(self, body: Body, model: ModelFacts) -> Call[None]:
         """The call of a `/predict` body, or a RequestError naming the field."""
-        return self.read(body.json())
+        return self.for_model(self.read(body.json()), model)
+
+    @staticmethod
+    def for_model(call: Call[None], model: ModelFacts) -> Call[None]:
+        """The call, checked against the served model: a multi-label model refuses `min_confidence` (422)."""
+        check_min_confidence(call.answer.min_confidence, multi_label=model.multi_label)
+        return call
 
     def read(self, payload: Any) -> Call[None]:
         """The call of a decoded `{"texts": [...], "top_k"?, "raw_scores"?, "on_overlength"?,
-        "truncation_direction"?}` body, or a RequestError naming the field."""
+        "truncation_direction"?, "min_confidence"?}` body, or a RequestError naming the field."""
         check_fields(payload, "texts", FIELDS, '{"texts": ["..."]}')
         texts = check_texts(payload["texts"], self.limits)
         top_k = payload.get("top_k")
@@ -59,12 +74,15 @@ class NativeAdapter:
         # Absent means the server's policy; null is refused (the schema says a string).
         check_choice(payload, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
         check_choice(payload, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
+        # Absent: the deploy's threshold; null is refused (the schema says a number).
+        min_confidence = check_min_confidence(payload.get("min_confidence"), nullable="min_confidence" not in payload)
         return self.call(
             texts,
             top_k=top_k,
             raw_scores=raw_scores,
             on_overlength=payload.get("on_overlength"),
             truncation_direction=payload.get("truncation_direction", "right"),
+            min_confidence=min_confidence,
         )
 
     @staticmethod
@@ -75,13 +93,14 @@ class NativeAdapter:
         raw_scores: bool = False,
         on_overlength: OverlengthPolicy | None = None,
         truncation_direction: TruncationDirection = "right",
+        min_confidence: float | None = None,
     ) -> Call[None]:
         """The call of checked fields (from a body, or from the service's typed `predict` signature)."""
         return Call(
             texts,
             None,
             TextOptions(on_overlength, truncation_direction),
-            AnswerOptions(top_k=top_k, raw_scores=raw_scores),
+            AnswerOptions(top_k=top_k, raw_scores=raw_scores, min_confidence=min_confidence),
         )
 
     def render(self, call: Call[None], predictions: list[Prediction], model: ModelFacts) -> Reply:

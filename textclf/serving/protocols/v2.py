@@ -6,7 +6,9 @@ Routes: `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `GET /v2/models/{name}
 - `probabilities` FP32 [n, classes]: softmax (sigmoid per label for a multi-label model), classes in the order
   of the metadata's `parameters.labels`;
 - `labels` BYTES [n] (multi-label models only): each text's label set as a JSON array, best first;
-- `truncated` BOOL [n]: whether the text was cut at max_seq_len tokens.
+- `truncated` BOOL [n]: whether the text was cut at max_seq_len tokens;
+- `abstained` BOOL [n] (only where a selective threshold is in force: the deploy's, listed in the metadata, or the
+  request's own `parameters.min_confidence`): whether the best class's probability fell under it.
 Triton's extensions: `classification` (`{"name": "probabilities", "parameters": {"classification": k}}` gives
 BYTES [n, k] of "score:index:label", best first) and `binary_tensor_data` (binary inputs, and binary outputs
 when asked, with the `Inference-Header-Content-Length` header). Errors are `{"error": "..."}`; a bad request is
@@ -27,7 +29,15 @@ from textclf.errors import RequestError
 from textclf.inference.predictions import Prediction
 from textclf.inference.text_options import OVERLENGTH_POLICIES, TRUNCATION_DIRECTIONS, TextOptions
 from textclf.serving.limits import Limits
-from textclf.serving.protocols.common import Body, Call, ModelFacts, parse_json, retry_after
+from textclf.serving.protocols.common import (
+    AnswerOptions,
+    Body,
+    Call,
+    ModelFacts,
+    check_min_confidence,
+    parse_json,
+    retry_after,
+)
 from textclf.serving.validation import check_choice, check_fields, check_texts
 from textclf.serving.wire import Reply
 
@@ -35,13 +45,12 @@ PREFIX = "/v2"
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 INPUT_NAME = "text"
-OUTPUTS = ("label", "probabilities", "labels", "truncated")
+OUTPUTS = ("label", "probabilities", "labels", "truncated", "abstained")
 FIELDS = ("id", "inputs", "outputs", "parameters")
 HEADER_LENGTH = b"inference-header-content-length"
 EXTENSIONS = ["classification", "binary_tensor_data"]
 # /v2/models/{name}[/versions/{version}][/ready|/infer]
 MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/infer)?$")
-_DATATYPES = {"label": "BYTES", "probabilities": "FP32", "labels": "BYTES", "truncated": "BOOL"}
 # v2 names 400 for a request it cannot take; a wrong method, the size limits, keys and overload keep their statuses.
 _BAD_REQUEST_STATUSES = (400, 422)
 
@@ -87,6 +96,8 @@ def model_metadata(model: ModelFacts, platform: str) -> dict[str, Any]:
     ]
     if model.multi_label:
         outputs.insert(2, {"name": "labels", "datatype": "BYTES", "shape": [-1]})
+    if model.min_confidence is not None:  # a request's own parameters.min_confidence adds it too
+        outputs.append({"name": "abstained", "datatype": "BOOL", "shape": [-1]})
     return {
         "name": model.name,
         "versions": [model.version],
@@ -100,6 +111,8 @@ def model_metadata(model: ModelFacts, platform: str) -> dict[str, Any]:
             "multi_label": model.multi_label,
             "threshold": model.threshold,
             "max_seq_len": model.max_seq_len,
+            "temperature": model.temperature,
+            "min_confidence": model.min_confidence,
         },
     }
 
@@ -146,11 +159,18 @@ class V2Adapter:
             raise _invalid("'parameters.binary_data_output' must be true or false")
         texts = _texts(payload.get("inputs"), binary)
         check_texts(texts, self.limits, "inputs[0].data")
-        outputs = _requested(payload.get("outputs"), model, binary_output)
+        min_confidence = check_min_confidence(
+            parameters.get("min_confidence"),
+            "parameters.min_confidence",
+            multi_label=model.multi_label,
+            nullable="min_confidence" not in parameters,  # present means a value: null is refused
+        )
+        abstaining = min_confidence is not None or model.min_confidence is not None
+        outputs = _requested(payload.get("outputs"), model, binary_output, abstaining)
         check_choice(parameters, "on_overlength", OVERLENGTH_POLICIES, nullable=False)
         check_choice(parameters, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
         options = TextOptions(parameters.get("on_overlength"), parameters.get("truncation_direction", "right"))
-        return Call(texts, V2Wire(request_id, outputs), options)
+        return Call(texts, V2Wire(request_id, outputs), options, AnswerOptions(min_confidence=min_confidence))
 
     def render(self, call: Call[V2Wire], predictions: list[Prediction], model: ModelFacts) -> Reply:
         """The requested output tensors, JSON or (where asked) binary after the JSON header."""
@@ -231,8 +251,10 @@ def _decode_bytes(raw: bytes) -> list[str]:
     return texts
 
 
-def _requested(outputs: Any, model: ModelFacts, binary_default: bool) -> list[Requested]:
-    available = [name for name in OUTPUTS if name != "labels" or model.multi_label]
+def _requested(outputs: Any, model: ModelFacts, binary_default: bool, abstaining: bool) -> list[Requested]:
+    """The outputs a request asks for (absent: every one this call has), each checked against what it may ask."""
+    has = {"labels": model.multi_label, "abstained": abstaining}  # outputs only some models or calls have
+    available = [name for name in OUTPUTS if has.get(name, True)]
     if outputs is None:
         return [Requested(name, None, binary_default) for name in available]
     if not isinstance(outputs, list) or not outputs:
@@ -240,6 +262,8 @@ def _requested(outputs: Any, model: ModelFacts, binary_default: bool) -> list[Re
     chosen = []
     for index, output in enumerate(outputs):
         name = output.get("name") if isinstance(output, dict) else None
+        if name == "abstained" and not abstaining:
+            raise _invalid(f"outputs[{index}]: 'abstained' needs a threshold: send parameters.min_confidence")
         if name not in available:
             raise _invalid(f"outputs[{index}]: unknown output {name!r}; the outputs: {available}")
         parameters = output.get("parameters", {})
@@ -279,6 +303,8 @@ def _answer(model: ModelFacts, wire: V2Wire, predictions: list[Prediction]) -> R
             tensors["probabilities"] = ("BYTES", [n, k], cells)
         elif wanted.name == "labels":
             tensors["labels"] = ("BYTES", [n], [json.dumps(p.labels or []) for p in predictions])
+        elif wanted.name == "abstained":
+            tensors["abstained"] = ("BOOL", [n], [bool(p.abstained) for p in predictions])
         else:
             tensors["truncated"] = ("BOOL", [n], [p.truncated for p in predictions])
     head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}

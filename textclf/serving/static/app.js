@@ -76,6 +76,15 @@ function card(text, prediction) {
       " overlapping windows of the model's max_seq_len tokens; the scores aggregate theirs";
     label.appendChild(flag);
   }
+  if (prediction.abstained) { // under the server's (or request's) min_confidence: shown, greyed, for a person to check
+    item.classList.add("abstained");
+    const flag = document.createElement("span");
+    flag.className = "flag abstained";
+    flag.textContent = "abstained";
+    flag.title = "the model is unsure: its best probability is under the server's min_confidence, so this " +
+      "answer is left to you (label and scores are shown as they are)";
+    label.appendChild(flag);
+  }
   const bars = document.createElement("ul");
   bars.className = "bars";
   const ranked = Object.entries(prediction.scores).sort((a, b) => b[1] - a[1]);
