@@ -38,6 +38,7 @@ from textclf.inference.runtime import Classifier
 from textclf.inference.variants import VARIANTS, variant_spec, variants_on
 from textclf.paths import CHECKPOINT_DIR, EVAL_TEXTS, ONNX_DIR
 from textclf_export.builders import BuildSource, export_fp32
+from textclf_export.drift_reference import write_references
 from textclf_export.evaldata import DataLoader, checkpoint_labels, checkpoint_threshold, load_eval_data
 from textclf_export.gates import TestLabel, TimingRun, scores_from_logits, time_variants
 from textclf_export.judging import BuildContext, Reference, build_and_judge
@@ -252,6 +253,8 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
                 variants[name] = build_and_judge(name, ctx, keys[name])
     variants = {name: variants[name] for name in ordered}
     timed = _time_passing(variants, onnx_dir, eval_data.test_texts, cfg)
+    # Each passing CPU variant's drift reference: its test-split answers and the critical values of the served window.
+    write_references(onnx_dir, variants, timed.classifiers, eval_data.test_texts, cfg.serve.monitor_window)
 
     eval_file = write_eval_texts(run_dir, eval_data.test_texts, eval_data.test_labels)
     section = ExportSection(

@@ -67,7 +67,17 @@ def test_ten_thousand_csv_rows_match_the_runtime(exported_run: Config, reference
     assert "10,000 rows: 10,000 predicted, 0 without text" in result.output and "texts/s" in result.output
 
     rows = read_csv(out)
-    assert list(rows[0]) == ["id", "text", "input_label", "label", "score", "scores", "truncated", "error"]
+    assert list(rows[0]) == [
+        "id",
+        "text",
+        "input_label",
+        "label",
+        "score",
+        "scores",
+        "truncated",
+        "input_tokens",
+        "error",
+    ]
     assert [r["id"] for r in rows] == [str(i) for i in range(10_000)]
     assert [r["text"] for r in rows] == texts and {r["input_label"] for r in rows} == {"gold"}
     assert {r["error"] for r in rows} == {""} and {r["truncated"] for r in rows} == {"false"}
@@ -110,7 +120,18 @@ def test_parquet_round_trip_keeps_types(exported_run: Config, reference: Classif
     assert result.exit_code == 0, result.output
 
     written = pq.read_table(out)
-    assert written.schema.names == ["review", "id", "weight", "tag", "label", "score", "scores", "truncated", "error"]
+    assert written.schema.names == [
+        "review",
+        "id",
+        "weight",
+        "tag",
+        "label",
+        "score",
+        "scores",
+        "truncated",
+        "input_tokens",
+        "error",
+    ]
     for name in ("review", "id", "weight", "tag"):
         assert written.schema.field(name).type == table.schema.field(name).type
         assert written.column(name).to_pylist() == table.column(name).to_pylist()
@@ -269,7 +290,7 @@ def test_on_overlength_chunk_writes_a_chunks_column(exported_run: Config, tmp_pa
     assert "5 rows: 4 predicted, 1 without text (row 3), 0 truncated" in result.output
 
     rows = read_csv(out)
-    assert list(rows[0]) == ["id", "text", "label", "score", "scores", "truncated", "chunks", "error"]
+    assert list(rows[0]) == ["id", "text", "label", "score", "scores", "truncated", "input_tokens", "chunks", "error"]
     # The reference reads the same windows (overlap 8, from --set) and batches them its own way.
     chunked = Classifier.from_run(exported_run.run_dir, chunk_overlap_tokens=8)
     good = [t for t in texts if t]

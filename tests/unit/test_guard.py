@@ -74,7 +74,7 @@ def _client(
     state = ModelState()
     pipeline = state.set_model(INFO, batcher, functools.partial(predictions, labels=LABELS, threshold=None))
     if observed is not None:
-        pipeline.on_answer.append(lambda call, answers: observed.append((call, answers)))
+        pipeline.on_answer.append(lambda call, answers, _answer: observed.append((call, answers)))
     routes = [Route("/docs.json", docs), Route("/livez", docs), Route("/", swagger)]
     guarded = RequestGuard(Starlette(routes=routes), limits=limits, state=state, access=Access(keys))
     return TestClient(guarded), batcher  # type: ignore[arg-type]
@@ -326,7 +326,7 @@ def test_a_failing_observer_costs_no_answer() -> None:
     guard: RequestGuard = client.app  # type: ignore[assignment]
     assert guard.state.pipeline is not None
 
-    def broken(call: Call[Any], answers: list[Prediction]) -> None:
+    def broken(call: Call[Any], answers: list[Prediction], answer: Answer) -> None:
         raise ValueError("a broken metric")
 
     guard.state.pipeline.on_answer.append(broken)

@@ -95,6 +95,9 @@ class Answer:
     logits: np.ndarray
     truncated: list[bool]
     chunks: list[int] | None = None  # read in windows (`chunk`): how many each text took; else None
+    # Tokens the model read of each text, after truncation (read in windows: its first window's, what `truncate`
+    # would read), for the metrics and the drift window; None where a batcher does not count them.
+    tokens: list[int] | None = None
 
 
 @dataclass
@@ -238,7 +241,9 @@ class GreedyBatcher(Generic[E]):
             return Answer(np.zeros((0, 0), dtype=np.float32), [])
         # One call per request, None unless the request's policy is `chunk`: the truncate path does no work per text.
         windows = self.engine.windows(encodings, options)
+        first_window_tokens: list[int] | None = None
         if windows is not None:
+            first_window_tokens = [self.engine.token_count(e) for e in encodings]
             # The queue counts windows: a request with more than it can ever hold is refused as too big, not busy.
             if self.max_queued_texts < self.max_chunks_per_request:
                 windows.check(self.max_chunks_per_text, self.max_queued_texts, "serve.max_queued_texts")
@@ -267,9 +272,9 @@ class GreedyBatcher(Generic[E]):
             self._drop(pending)
             raise
         if windows is None:
-            return Answer(logits, truncated)
+            return Answer(logits, truncated, tokens=pending.lengths)
         # Once per document, after its last window: nothing of a document is cut, so nothing is flagged truncated.
-        return Answer(windows.aggregate(logits), [False] * len(windows.counts), windows.counts)
+        return Answer(windows.aggregate(logits), [False] * len(windows.counts), windows.counts, first_window_tokens)
 
     def _drop(self, pending: Pending[Any]) -> None:
         """Take a request's remaining texts out of the queue (it failed or was cancelled)."""

@@ -12,12 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from textclf.artifacts.drift_reference import SIGNALS, ReferenceData
+from textclf.artifacts.drift_reference import SIGNALS, DriftReferenceRecord, ReferenceData, read_reference
 from textclf.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,27 @@ class DriftReference:
         )
 
 
+def load_reference(
+    variant_dir: Path, record: DriftReferenceRecord | None, probabilities: Callable[[np.ndarray], np.ndarray]
+) -> DriftReference | None:
+    """A variant's drift reference, read, checked against its manifest record and prepared; None where the manifest
+    records none (a run exported before drift references: whoever serves it says so and runs without drift).
+
+    Args:
+        variant_dir: the variant's folder (`onnx/<variant>`), where the record's file lies.
+        record: the variant's `drift_reference` in the manifest.
+        probabilities: the variant's served probabilities of its logits (its calibration): each reference text's
+            confidence is its top probability, as each answered text's is.
+
+    Raises:
+        ArtifactError: the file is missing, differs from its recorded sha256, or is malformed.
+    """
+    if record is None:
+        return None
+    data = read_reference(variant_dir / record.file, expected_sha256=record.sha256)
+    return DriftReference.prepare(data, np.asarray(probabilities(data.logits)).max(axis=1))
+
+
 @dataclass(frozen=True)
 class WindowSnapshot:
     """A copy of a window's answers, oldest first, safe to compute on while the window keeps filling."""
@@ -152,6 +174,11 @@ class DriftWindow:
             self._words[i] = words
             self._next = i + 1 if i + 1 < self.size else 0
             self._seen += 1
+
+    @property
+    def seen(self) -> int:
+        """Answered texts observed since the window was made (a reader compares it to tell whether any came)."""
+        return self._seen
 
     def snapshot(self) -> WindowSnapshot:
         """The texts now in the window, oldest first."""

@@ -1,10 +1,11 @@
 """The one route table: which path and method go to which protocol's adapter, and what answers everything else.
 
 A request resolves to one target: `Classify` (read the body under the guard's limits and deadline, parse it with
-an adapter, run the pipeline, render), `Respond` (an answer known without a body: the page, `GET /model`, v2
-metadata and health, a refused method), `OpenApi` (BentoML's document, completed) or `Forward` (BentoML's own
-routes: probes, metrics, Swagger UI's assets, the schema). Each path's other methods are a 405 in that route's
-error shape, naming the methods it takes; where BentoML serves the path too, they pass to BentoML instead.
+an adapter, run the pipeline, render), `Respond` (an answer known without a body: the page, `GET /model`,
+`GET /monitor`, v2 metadata and health, a refused method), `OpenApi` (BentoML's document, completed) or `Forward`
+(BentoML's own routes: probes, metrics, Swagger UI's assets, the schema). Each path's other methods are a 405 in
+that route's error shape, naming the methods it takes; where BentoML serves the path too, they pass to BentoML
+instead.
 
 `POST /predict` is both textclf's route and text-embeddings-inference's (TEI's clients post `{"inputs": ...}`
 there): its target decodes the body once and gives it to the TEI adapter when it has `inputs` and no `texts`.
@@ -19,6 +20,7 @@ from typing import Any
 from textclf import __version__
 from textclf.errors import RequestError
 from textclf.serving.limits import Limits
+from textclf.serving.monitoring import DRIFT_OFF
 from textclf.serving.pages import page
 from textclf.serving.protocols import v2
 from textclf.serving.protocols.common import Adapter, Body
@@ -30,6 +32,7 @@ from textclf.serving.wire import Reply
 PREDICT_PATH = "/predict"
 ROOT_PATH = "/"  # GET: the try-it page; POST: the Hugging Face task API (InferenceClient(base_url) posts here)
 MODEL_PATH = "/model"
+MONITOR_PATH = "/monitor"  # GET: the drift report of the worker that answers (textclf.serving.monitoring)
 OPENAPI_PATH = "/docs.json"
 DOCS_PATH = "/docs"  # BentoML's Swagger UI, which BentoML serves at "/", where the try-it page lives here
 ANY = "*"  # a table entry for every method its path does not list
@@ -102,6 +105,11 @@ class RouteTable:
                 "HEAD": self._model,
                 ANY: self._refuse(f"use GET {MODEL_PATH}", "GET"),
             },
+            MONITOR_PATH: {
+                "GET": self._monitor,
+                "HEAD": self._monitor,
+                ANY: self._refuse(f"use GET {MONITOR_PATH}", "GET"),
+            },
             PREDICT_PATH: {
                 "POST": _always(Classify(self.native, tei=self.tei)),
                 ANY: self._refuse(f"use POST {PREDICT_PATH}", "POST"),
@@ -139,6 +147,17 @@ class RouteTable:
 
     def _model(self, _path: str) -> Target:
         return Respond(Reply.json(200, self.state.info))
+
+    def _monitor(self, _path: str) -> Target:
+        """This worker's drift report; 404 where drift is off (a run exported without a reference), 503 while the
+        worker is still starting."""
+        try:
+            _, pipeline = self.state.loaded()
+            if pipeline.monitor is None:
+                raise RequestError("not_found", DRIFT_OFF)
+            return Respond(Reply.json(200, pipeline.monitor()))
+        except RequestError as exc:
+            return Respond(self.native.error(exc))
 
 
 class V2Routes:
