@@ -126,13 +126,12 @@ class _Engines:
         self.records[engine.name] = record.model_copy(update=update)
 
 
-def _load_engines(cfg: BenchmarkConfig, run_dir: Path, export: ExportSection, device: str) -> _Engines:
+def _load_engines(cfg: BenchmarkConfig, run_dir: Path, export: ExportSection, device: str, vocab: int) -> _Engines:
     import torch
 
     threads = usable_cores()
     torch.set_num_threads(threads)
     checkpoint = Path(export.checkpoint.path)
-    vocab = int(json.loads((checkpoint / "config.json").read_text())["vocab_size"])
     checkpoint_bytes = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
     engines = _Engines()
     cuda = device == "cuda"
@@ -281,8 +280,8 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Pa
             report.reason = "no CUDA device is visible to torch on this machine"
             return write_report(path, report)
         report.machine.gpu = torch.cuda.get_device_name(0)
-    engines = _load_engines(cfg, run_dir, export, device)
     checkpoint_config = json.loads((Path(export.checkpoint.path) / "config.json").read_text())
+    engines = _load_engines(cfg, run_dir, export, device, int(checkpoint_config["vocab_size"]))
     tokenizer_dir = run_dir / ONNX_DIR / (export.serving_variant or "fp32")
     long_text_cases, report.long_texts = long_cases(tokenizer_dir, export.max_seq_len)
     text_cases = real_cases(texts, tokenizer_dir) + long_text_cases

@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from textclf.artifacts.manifest import require_export
 from textclf.artifacts.records import write_report
 from textclf.bulk.local import bulk_streams
@@ -34,7 +36,7 @@ from textclf.bulk.local import run as local_run
 from textclf.bulk.ray_data import WORKER_POOL
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.schema import BULK_JSON, BulkReport, BulkRun, Measured
-from textclf_benchmarks.servers import free_port, sampling
+from textclf_benchmarks.servers import free_port, rss_mb_by_pid, sampling
 from textclf_benchmarks.texts import read_eval_texts
 
 logger = logging.getLogger(__name__)
@@ -51,13 +53,7 @@ def _write_input(path: Path, texts: list[str], rows: int) -> None:
 
 def _actor_rss_mb() -> float:
     """The largest RSS (MiB) of the pool's actor processes running now (0 where none is)."""
-    import psutil
-
-    sizes = [0.0]
-    for process in psutil.process_iter(["cmdline", "memory_info"]):
-        if ACTOR_PATTERN in " ".join(process.info["cmdline"] or []) and process.info["memory_info"] is not None:
-            sizes.append(process.info["memory_info"].rss / 2**20)
-    return max(sizes)
+    return max(rss_mb_by_pid(psutil.process_iter(), ACTOR_PATTERN).values(), default=0.0)
 
 
 @contextlib.contextmanager

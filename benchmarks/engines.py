@@ -53,12 +53,9 @@ class RuntimeEngine:
         return {name: available[name] for name in self.classifier.engine.input_names}
 
     def run_prepared(self, prepared: dict[str, np.ndarray]) -> None:
-        if self.io_binding:
-            self._run_bound(prepared)
-        else:
+        if not self.io_binding:
             self.classifier.engine.run(prepared)
-
-    def _run_bound(self, prepared: dict[str, np.ndarray]) -> None:
+            return
         # IO binding keeps inputs and outputs on the device: no host copies inside the timed call.
         session = getattr(self.classifier.engine, "session", None)
         if session is None:

@@ -109,33 +109,6 @@ def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, w
     return {"users": users, "seconds": seconds, **counts, "rps": float(aggregated["Requests/s"]), **latency}
 
 
-def _measure_phase(
-    spec: ServerSpec,
-    process: subprocess.Popen[bytes],
-    url: str,
-    name: str,
-    users: int,
-    seconds: int,
-    texts_file: Path,
-    work: Path,
-    cpus: set[int],
-    api: str | None = None,
-) -> LoadPhase:
-    logger.info("%s: phase %s (%d users, %d s)", spec.name, name, users, seconds)
-    cpu_before = tree_cpu_seconds(process.pid)
-    engine_before = engine_seconds(url) if spec.has_engine_metrics else None
-    phase = LoadPhase.model_validate(run_locust(url, users, seconds, texts_file, api or spec.api, work, cpus))
-    cpu_used = tree_cpu_seconds(process.pid) - cpu_before
-    engine_after = engine_seconds(url) if spec.has_engine_metrics else None
-    if phase.requests:
-        phase.cpu_s_per_request = cpu_used / phase.requests
-    if engine_before is not None and engine_after is not None:
-        phase.engine_busy = (engine_after - engine_before) / (seconds * spec.workers)
-    figures = f"{phase.rps:.1f} req/s, p50 {phase.p50_ms:.1f} ms, p99 {phase.p99_ms:.1f} ms, {phase.failures} failures"
-    logger.info("%s @%s: %s, engine busy %s", spec.name, name, figures, phase.engine_busy)
-    return phase
-
-
 def _measure_server(
     spec: ServerSpec,
     process: subprocess.Popen[bytes],
@@ -145,25 +118,43 @@ def _measure_server(
     work: Path,
     cpus: set[int],
 ) -> dict[str, LoadPhase]:
-    """The short-text phases, then (where `texts` has them) the long-text phase after its own short warm-up.
+    """The short-text phases, then (where `texts` has them) the long-text phase after its own short warm-up. Per
+    phase: locust's figures, the server's CPU seconds per request and, with engine metrics, its busy fraction.
 
     The configured Bento also runs its `bench.load_protocol_users` phase through the other protocols' routes
     (`32-v2`, `32-hf`), right after the native phase of the same users, so their ratio is taken side by side."""
-    bench = cfg.bench
-    measure = partial(_measure_phase, spec, process, url, seconds=bench.load_seconds, work=work, cpus=cpus)
+    bench, seconds = cfg.bench, cfg.bench.load_seconds
+
+    def measure(name: str, users: int, kind: str, api: str | None = None) -> LoadPhase:
+        logger.info("%s: phase %s (%d users, %d s)", spec.name, name, users, seconds)
+        cpu_before = tree_cpu_seconds(process.pid)
+        engine_before = engine_seconds(url) if spec.has_engine_metrics else None
+        phase = LoadPhase.model_validate(run_locust(url, users, seconds, texts[kind], api or spec.api, work, cpus))
+        cpu_used = tree_cpu_seconds(process.pid) - cpu_before
+        engine_after = engine_seconds(url) if spec.has_engine_metrics else None
+        if phase.requests:
+            phase.cpu_s_per_request = cpu_used / phase.requests
+        if engine_before is not None and engine_after is not None:
+            phase.engine_busy = (engine_after - engine_before) / (seconds * spec.workers)
+        figures = (
+            f"{phase.rps:.1f} req/s, p50 {phase.p50_ms:.1f} ms, p99 {phase.p99_ms:.1f} ms, {phase.failures} failures"
+        )
+        logger.info("%s @%s: %s, engine busy %s", spec.name, name, figures, phase.engine_busy)
+        return phase
+
     results: dict[str, LoadPhase] = {}
     if bench.load_warmup_seconds:
         run_locust(url, 1, bench.load_warmup_seconds, texts["short"], spec.api, work, cpus)
     for name, users in phases(bench.load_users):
-        results[name] = measure(name, users, texts_file=texts["short"])
+        results[name] = measure(name, users, "short")
         if spec.name == PROTOCOL_SERVER and name == str(bench.load_protocol_users):
             for api in PROTOCOL_APIS:
-                results[f"{name}-{api}"] = measure(f"{name}-{api}", users, texts_file=texts["short"], api=api)
+                results[f"{name}-{api}"] = measure(f"{name}-{api}", users, "short", api)
     if "long" in texts:
         if bench.load_warmup_seconds:
             run_locust(url, 1, bench.load_warmup_seconds, texts["long"], spec.api, work, cpus)
         name = f"{bench.load_long_users}{LONG_SUFFIX}"
-        results[name] = measure(name, bench.load_long_users, texts_file=texts["long"])
+        results[name] = measure(name, bench.load_long_users, "long")
     return results
 
 
@@ -234,16 +225,7 @@ def run(
                 record.ran, record.reason = False, str(exc)[-500:]
                 logger.warning("%s: %s", name, str(exc)[-300:])
         if soak_minutes > 0:
-            result.soak = run_soak(
-                specs[SOAK_SERVER],
-                minutes=soak_minutes,
-                users=bench.soak_users,
-                sample_s=bench.soak_sample_s,
-                cpus=cpus,
-                log=out_dir / "logs" / "soak.log",
-                locust=lambda url, users, seconds: run_locust(
-                    url, users, seconds, texts["short"], "textclf", work, cpus
-                ),
-            )
+            locust = partial(run_locust, texts_file=texts["short"], api="textclf", work=work, cpus=cpus)
+            result.soak = run_soak(specs[SOAK_SERVER], bench, soak_minutes, cpus, out_dir / "logs" / "soak.log", locust)
     result.wall_time_s = round(time.perf_counter() - started_at, 1)
     return write_report(out_dir / LOAD_JSON, result)

@@ -115,13 +115,21 @@ def _rows(rows: list[BenchRow], speedup: Callable[[BenchRow], float | None], bas
     return [*table(header, cells), ""]
 
 
-def _cpu_rows(results: Results, title: str, note: str, keep: Callable[[BenchRow], bool]) -> list[str]:
-    def speedup(r: BenchRow) -> float | None:
-        return 1.0 if r.engine == BASELINE_ENGINE else results.speedups.get(r.engine, {}).get(r.case)
+def _speedup_over(rows: list[BenchRow], baseline: str) -> Callable[[BenchRow], float | None]:
+    """A row's p50 speed-up over the baseline engine's row of the same case and mode (none where it has none: PyTorch's
+    real-text cost is its whole path only)."""
+    base = {(r.case, r.mode): r.p50_ms for r in rows if r.engine == baseline}
 
-    # PyTorch's real-text cost is its whole path only: no engine-alone row to compare.
+    def speedup(r: BenchRow) -> float | None:
+        value = base.get((r.case, r.mode))
+        return value / r.p50_ms if value and r.p50_ms > 0 else None
+
+    return speedup
+
+
+def _cpu_rows(results: Results, title: str, note: str, keep: Callable[[BenchRow], bool]) -> list[str]:
     rows = [r for r in results.rows if keep(r) and not (r.mode == "session" and r.engine == BASELINE_ENGINE)]
-    return [f"## {title}", "", note, "", *_rows(rows, speedup, "PyTorch")]
+    return [f"## {title}", "", note, "", *_rows(rows, _speedup_over(results.rows, BASELINE_ENGINE), "PyTorch")]
 
 
 def _sweep_tables(results: Results) -> list[str]:
@@ -206,15 +214,12 @@ def _confidence(results: Results) -> list[str]:
     if not isinstance(record, ConfidenceRecord) or record.test is None:
         return ["## Confidence", "", f"Not measured: {record.reason if record else 'this report predates it'}.", ""]
     t = record.test
-    metrics = {
-        "ECE": (t.ece_before, t.ece_after, t.ece_delta_ci95),
-        "NLL": (t.nll_before, t.nll_after, t.nll_delta_ci95),
-    }
-    metrics["Brier"] = (t.brier_before, t.brier_after, t.brier_delta_ci95)
-    rows = [
-        [m, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}", f"[{i.low:+.4f}, {i.high:+.4f}]"]
-        for m, (b, a, i) in metrics.items()
+    metrics = [
+        ("ECE", t.ece_before, t.ece_after, t.ece_delta_ci95),
+        ("NLL", t.nll_before, t.nll_after, t.nll_delta_ci95),
+        ("Brier", t.brier_before, t.brier_after, t.brier_delta_ci95),
     ]
+    rows = [[m, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}", f"[{i.low:+.4f}, {i.high:+.4f}]"] for m, b, a, i in metrics]
     selective = "no validation threshold reaches it"
     if (bound := h.selective_accuracy_bound_at_0_95) is not None:
         selective = (
@@ -240,12 +245,6 @@ def _gpu(results: Results) -> list[str]:
     gpu = results.gpu
     if isinstance(gpu, NotRun) or not gpu.ran:
         return ["## GPU", "", f"Not measured: {gpu.reason}.", ""]
-    eager = {(r.case, r.mode): r.p50_ms for r in gpu.rows if r.engine == GPU_BASELINE_ENGINE}
-
-    def speedup(r: BenchRow) -> float | None:
-        base = eager.get((r.case, r.mode))
-        return base / r.p50_ms if base and r.p50_ms > 0 else None
-
     m, versions = gpu.machine, gpu.versions
     stack = ", ".join(f"{name} {versions[name]}" for name in ("torch", "transformers") if name in versions)
     not_run = [f"- {name}: {e.reason}" for name, e in gpu.engines.items() if not e.loaded]
@@ -256,6 +255,6 @@ def _gpu(results: Results) -> list[str]:
         f"Python {m.python}; {stack}). Same sweep as above; ratios are p50s over {GPU_BASELINE_ENGINE} in the "
         "same run.",
         "",
-        *_rows(gpu.rows, speedup, GPU_BASELINE_ENGINE),
+        *_rows(gpu.rows, _speedup_over(gpu.rows, GPU_BASELINE_ENGINE), GPU_BASELINE_ENGINE),
         *(["Not run:", "", *not_run, ""] if not_run else []),
     ]

@@ -19,16 +19,8 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 SOAK_HINT = "`textclf load --set bench.soak_minutes=10` (the configured Bento alone; the other phases run first)"
-PHASE_HEADER = [
-    "server",
-    "phase (users)",
-    "req/s",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-    "failed / total",
-    "server CPU ms / req",
-]
+PHASE_HEADER = ["server", "phase (users)", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total"]
+PHASE_HEADER.append("server CPU ms / req")
 
 
 def _phase(server: str, name: str, s: LoadPhase) -> list[str]:

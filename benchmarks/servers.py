@@ -21,12 +21,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 from textclf.artifacts.schema import ExportSection
@@ -62,10 +64,25 @@ def sampling(sample: Callable[[], None], interval_s: float) -> Iterator[None]:
         sample()
 
 
+def rss_mb_by_pid(processes: Iterable[psutil.Process], mark: str) -> dict[int, float]:
+    """Resident memory (MiB) by PID of the `processes` whose command line holds `mark`; one that exits, turns zombie
+    (not yet reaped) or may not be read meanwhile is left out."""
+    sizes = {}
+    for process in processes:
+        with suppress(psutil.Error):
+            if mark in " ".join(process.cmdline()):
+                sizes[process.pid] = process.memory_info().rss / 2**20
+    return sizes
+
+
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PEER_SETUP = "make peer (benchmarks/peer/setup.sh)"
 ENGINE_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+PEER_ENGINES = {  # infinity-emb 0.0.78's engines: the name a server's description gives, how its classifier cuts
+    "optimum": ("optimum (ONNX Runtime)", "without truncation (a text over the model's positions fails)"),
+    "torch": ("torch", "truncating at the tokenizer's model_max_length"),
+}
 PEER_SERVER = Path(__file__).resolve().parent / "peer_server.py"  # infinity-emb's CLI, cutting at max_seq_len
 
 
@@ -154,26 +171,25 @@ def _bento(
     )
 
 
-def peer_venv(cfg: BenchmarkConfig) -> Path:
-    path = Path(cfg.bench.peer_venv)
-    return path if path.is_absolute() else PROJECT_ROOT / path
-
-
 def _infinity(
     name: str,
-    cfg: BenchmarkConfig,
     model_dir: Path,
     engine: str,
-    what: str,
+    serving: str,
+    *,
+    cfg: BenchmarkConfig,
     work: Path,
     max_seq_len: int,
     prepare: Callable[[], object] | None = None,
 ) -> ServerSpec:
-    executable = peer_venv(cfg) / "bin" / "infinity_emb"
+    """infinity-emb 0.0.78 on `engine` (`optimum` or `torch`: PEER_ENGINES), `serving` saying which model file."""
+    engine_name, own_cut = PEER_ENGINES[engine]
+    venv = Path(cfg.bench.peer_venv)
+    bin_dir = (venv if venv.is_absolute() else PROJECT_ROOT / venv) / "bin"
     # infinity-emb's own CLI through peer_server.py (which makes it cut at max_seq_len like the others); -P: the
     # script's folder (benchmarks/, with modules such as `markdown.py`) stays off sys.path.
     # `--model-id .` from inside the folder: 0.0.78 does not find the ONNX file under an absolute path.
-    command = [str(peer_venv(cfg) / "bin" / "python"), "-P", str(PEER_SERVER), "v2", "--model-id", "."]
+    command = [str(bin_dir / "python"), "-P", str(PEER_SERVER), "v2", "--model-id", "."]
     command += ["--engine", engine, "--device", "cpu"]
     command += ["--host", "127.0.0.1", "--port", "{port}", "--url-prefix", "", "--served-model-name", "textclf"]
     if engine == "optimum":
@@ -183,7 +199,7 @@ def _infinity(
     home = work / f"{name}-home"  # its caches, outside the model folder and the user's HF cache
     return ServerSpec(
         name=name,
-        what=what,
+        what=f"infinity-emb 0.0.78, {engine_name} engine, {serving}",
         command=command,
         ready="/health",
         api="infinity",
@@ -193,15 +209,10 @@ def _infinity(
         settings={"engine": engine, "batch_size": "infinity default", "max_seq_len": max_seq_len},
         prepare=prepare,
         truncation=f"{max_seq_len} tokens: infinity-emb 0.0.78's {engine} classifier calls its transformers pipeline "
-        + (
-            "without truncation (a text over the model's positions fails)"
-            if engine == "optimum"
-            else "truncating at the tokenizer's model_max_length"
-        )
-        + f"; benchmarks/peer_server.py adds `truncation=True, max_length={max_seq_len}` to that call",
+        f"{own_cut}; benchmarks/peer_server.py adds `truncation=True, max_length={max_seq_len}` to that call",
         missing=None
-        if executable.is_file()
-        else f"infinity-emb is not installed in {executable.parent.parent}; `{PEER_SETUP}` installs it (not measured)",
+        if (bin_dir / "infinity_emb").is_file()
+        else f"infinity-emb is not installed in {bin_dir.parent}; `{PEER_SETUP}` installs it (not measured)",
     )
 
 
@@ -213,12 +224,12 @@ def peer_onnx_variant(export: ExportSection) -> str | None:
     serving = str(export.serving_variant)
     if VARIANTS.get(serving) is None or VARIANTS[serving].engine == "onnxruntime":
         return serving
-    costs = {
-        name: record.serving_cost()
+    timed = {
+        name: cost
         for name, record in export.variants.items()
         if record.passed and name in VARIANTS and VARIANTS[name].engine == "onnxruntime"
+        if (cost := record.serving_cost()) is not None
     }
-    timed = {name: cost for name, cost in costs.items() if cost is not None}
     return min(timed, key=timed.__getitem__) if timed else None
 
 
@@ -268,29 +279,19 @@ def server_specs(
         if peer_variant == variant
         else f"the {peer_variant} model.onnx (the fastest ONNX Runtime variant; the Bento serves {variant})"
     )
+    infinity = partial(_infinity, cfg=cfg, work=work, max_seq_len=max_seq_len)
+    peer_dir = work / "peer-model"
     return [
         _bento("bento", target, env, workers, threads, runs, max_seq_len),
         _bento("bento-1x2", target, env, 1, 2, runs, max_seq_len),
         _bento("bento-2x1", target, env, 2, 1, runs, max_seq_len),
         baseline,
-        _infinity(
+        infinity(
             "infinity-optimum",
-            cfg,
-            work / "peer-model",
+            peer_dir,
             "optimum",
-            f"infinity-emb 0.0.78, optimum (ONNX Runtime) engine, serving {peer_source} "
-            "(its pipeline runs one text per ONNX call)",
-            work,
-            max_seq_len,
-            prepare=lambda: copy_peer_variant(run_dir, peer_variant, work / "peer-model"),
+            f"serving {peer_source} (its pipeline runs one text per ONNX call)",
+            prepare=lambda: copy_peer_variant(run_dir, peer_variant, peer_dir),
         ),
-        _infinity(
-            "infinity-torch",
-            cfg,
-            checkpoint,
-            "torch",
-            "infinity-emb 0.0.78, torch engine, serving the same checkpoint (PyTorch fp32)",
-            work,
-            max_seq_len,
-        ),
+        infinity("infinity-torch", checkpoint, "torch", "serving the same checkpoint (PyTorch fp32)"),
     ]

@@ -8,7 +8,6 @@ the batcher's buffers have reached their working size.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import subprocess
@@ -18,42 +17,30 @@ from pathlib import Path
 
 import psutil
 
+from textclf_benchmarks.config import BenchConfig
 from textclf_benchmarks.schema import LoadPhase, PidChange, RssSample, Soak, SoakWorker
-from textclf_benchmarks.servers import ServerSpec, sampling, started
+from textclf_benchmarks.servers import ServerSpec, rss_mb_by_pid, sampling, started
 
 logger = logging.getLogger(__name__)
 
 WORKER_MARK = "_bentoml_impl.worker"  # in the command line of every BentoML worker process
 SETTLE_S = 60.0
-_MIB = 2**20
 
 Locust = Callable[[str, int, int], dict]  # (url, users, seconds) -> the phase's figures (see `load.run_locust`)
 
 
 def worker_pids(root: psutil.Process) -> set[int]:
     """The live BentoML workers under the `bentoml serve` process (an exited one, not yet reaped, is not)."""
-    pids = set()
-    for child in root.children(recursive=True):
-        try:
-            if WORKER_MARK in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.Error:  # gone, or a zombie the arbiter has not reaped yet
-            continue
-    return pids
+    return set(rss_mb_by_pid(root.children(recursive=True), WORKER_MARK))
 
 
 def worker_rss_mb(root_pid: int) -> dict[int, float]:
     """Each live worker's resident set size (MiB) by PID; empty where the server is gone."""
     try:
-        root = psutil.Process(root_pid)
-        pids = worker_pids(root)
+        workers = rss_mb_by_pid(psutil.Process(root_pid).children(recursive=True), WORKER_MARK)
     except psutil.Error:
         return {}
-    sizes = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):  # exited between listing and reading
-            sizes[pid] = round(psutil.Process(pid).memory_info().rss / _MIB, 1)
-    return sizes
+    return {pid: round(mb, 1) for pid, mb in workers.items()}
 
 
 def pid_changes(samples: list[RssSample]) -> list[PidChange]:
@@ -73,9 +60,7 @@ def summarize(samples: list[RssSample], settle_s: float) -> tuple[list[SoakWorke
         return [], None, 0
     settled = next((s for s in samples if s.t_s >= settle_s), samples[-1])
     end = samples[-1]
-    seen: dict[str, None] = {}
-    for s in samples:
-        seen |= dict.fromkeys(s.rss_mb)
+    seen = dict.fromkeys(pid for s in samples for pid in s.rss_mb)  # every worker, in the order they appeared
     workers = []
     for pid in seen:
         start_mb, end_mb = settled.rss_mb.get(pid), end.rss_mb.get(pid)
@@ -88,17 +73,10 @@ def summarize(samples: list[RssSample], settle_s: float) -> tuple[list[SoakWorke
     return workers, max(growths, default=None), restarts
 
 
-def run_soak(
-    spec: ServerSpec,
-    *,
-    minutes: float,
-    users: int,
-    sample_s: float,
-    cpus: set[int],
-    log: Path,
-    locust: Locust,
-) -> Soak:
-    """Start `spec` alone, load it with `users` closed-loop users for `minutes`, sample its workers' RSS."""
+def run_soak(spec: ServerSpec, bench: BenchConfig, minutes: float, cpus: set[int], log: Path, locust: Locust) -> Soak:
+    """Start `spec` alone, load it with `bench.soak_users` closed-loop users for `minutes`, and sample its workers'
+    RSS every `bench.soak_sample_s` seconds."""
+    users, sample_s = bench.soak_users, bench.soak_sample_s
     seconds = max(1, round(minutes * 60))
     settle_s = min(SETTLE_S, seconds / 2)
     shape = {"users": users, "minutes": minutes, "sample_interval_s": sample_s, "settle_s": settle_s}

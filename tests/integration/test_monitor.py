@@ -36,18 +36,11 @@ from textclf.inference.text_options import TextOptions
 from textclf.inference.variants import variants_on
 from textclf.paths import EVAL_TEXTS, ONNX_DIR
 from textclf.serving.batcher import Answer, GreedyBatcher
+from textclf.serving.collect import COLUMNS, DataCollector
 from textclf.serving.drift import DriftMonitor, DriftReference, load_reference
 from textclf.serving.guard import RequestGuard
 from textclf.serving.limits import Limits
-from textclf.serving.monitoring import (
-    COLUMNS,
-    DRIFT_OFF,
-    MONITOR_SCHEMA,
-    ClassifierMetrics,
-    DataCollector,
-    DriftGauges,
-    Monitoring,
-)
+from textclf.serving.monitoring import DRIFT_OFF, MONITOR_SCHEMA, ClassifierMetrics, DriftGauges, Monitoring
 from textclf.serving.openapi import patch_openapi
 from textclf.serving.protocols.common import AnswerOptions, Call
 from textclf.serving.state import ModelState
