@@ -27,7 +27,7 @@ import numpy as np
 from textclf.artifacts.drift_reference import SIGNALS, DriftReferenceRecord
 from textclf.artifacts.files import atomic_write_text
 from textclf.artifacts.manifest import require_export
-from textclf.bulk.tables import input_files, open_source
+from textclf.bulk.tables import input_files, json_object, open_source
 from textclf.config import Config
 from textclf.errors import ArtifactError, InputError
 from textclf.inference.confidence import ServedConfidence
@@ -73,13 +73,7 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{path} line {number}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
-            yield from _texts_of(row, path, number)
+            yield from _texts_of(json_object(line, path, number), path, number)
 
 
 def _texts_of(record: dict[str, Any], path: Path, number: int) -> Iterator[dict[str, Any]]:

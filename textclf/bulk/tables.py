@@ -69,6 +69,17 @@ def input_files(spec: str) -> list[Path]:
     return files
 
 
+def json_object(line: str | bytes, path: Path, number: int) -> dict[str, Any]:
+    """One JSON-lines row, or an error naming the file and the line."""
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise InputError(f"{path} line {number}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path} line {number}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def pyarrow_modules(path: Path) -> tuple[Any, Any]:
     try:
         import pyarrow as pa
@@ -194,13 +205,7 @@ class _JsonlSource(Source):
             self._line += 1
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{self.path} line {self._line}: not valid JSON ({exc})") from None
-            if not isinstance(value, dict):
-                raise InputError(f"{self.path} line {self._line}: expected a JSON object, got {type(value).__name__}")
-            rows.append(value)
+            rows.append(json_object(line, self.path, self._line))
             if len(rows) == self.chunk_rows:
                 break
         return rows
