@@ -73,7 +73,7 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            yield from _texts_of(json_object(line, path, number), path, number)
+            yield from _texts_of(json_object(line, f"{path} line {number}"), path, number)
 
 
 def _texts_of(record: dict[str, Any], path: Path, number: int) -> Iterator[dict[str, Any]]:

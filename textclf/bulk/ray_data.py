@@ -14,7 +14,6 @@ on one thread, side by side (`textclf.inference.streams`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ from typing import Any
 from textclf.artifacts.manifest import require_export, verify_files
 from textclf.bulk.local import BULK_OVERLENGTH, BulkSummary, bulk_streams, classify, columns_of, model_dir, text_problem
 from textclf.bulk.sinks import RENAME_PREFIX, cell_text
-from textclf.bulk.tables import CHUNK_ROWS, file_format, input_files, open_source
+from textclf.bulk.tables import CHUNK_ROWS, file_format, input_files, json_object, open_source
 from textclf.errors import ArtifactError, InputError
 from textclf.inference.confidence import resolve_threshold
 from textclf.inference.folders import engine_of, identity_sha256, passed_variant, read_sidecar
@@ -165,7 +164,11 @@ class Predictor:
     def __call__(self, batch: Any) -> Any:
         import pandas as pd
 
-        rows = [_parse_line(line) for line in batch[LINE]] if self.lines else batch.to_dict("records")
+        rows = (
+            [json_object(line, f"a JSONL line {line[:80]!r}") for line in batch[LINE]]
+            if self.lines
+            else batch.to_dict("records")
+        )
         texts, where = [], []
         added = []
         for offset, row in enumerate(rows):
@@ -184,16 +187,6 @@ class Predictor:
             for column in frame.columns:
                 frame[column] = frame[column].map(cell_text)
         return frame
-
-
-def _parse_line(line: str) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"a JSONL line is not valid JSON ({exc}): {line[:80]!r}") from None
-    if not isinstance(value, dict):
-        raise InputError(f"a JSONL line is not a JSON object: {line[:80]!r}")
-    return value
 
 
 def _merge(row: dict[str, Any], extra: dict[str, Any], added: list[str]) -> dict[str, Any]:

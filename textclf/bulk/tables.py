@@ -69,14 +69,14 @@ def input_files(spec: str) -> list[Path]:
     return files
 
 
-def json_object(line: str | bytes, path: Path, number: int) -> dict[str, Any]:
-    """One JSON-lines row, or an error naming the file and the line."""
+def json_object(line: str | bytes, where: str) -> dict[str, Any]:
+    """One JSON-lines row, or an error that says `where` it stands (a file and line, or the line itself)."""
     try:
         value = json.loads(line)
     except ValueError as exc:
-        raise InputError(f"{path} line {number}: not valid JSON ({exc})") from None
+        raise InputError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise InputError(f"{path} line {number}: expected a JSON object, got {type(value).__name__}")
+        raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
     return value
 
 
@@ -205,7 +205,7 @@ class _JsonlSource(Source):
             self._line += 1
             if not line.strip():
                 continue
-            rows.append(json_object(line, self.path, self._line))
+            rows.append(json_object(line, f"{self.path} line {self._line}"))
             if len(rows) == self.chunk_rows:
                 break
         return rows
