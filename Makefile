@@ -66,6 +66,7 @@ bench: $(ARTIFACTS)/.exported ## engine benchmarks + HTTP load (Bento, baseline,
 	-bash benchmarks/peer/setup.sh
 	$(TEXTCLF) bench --run $(RUN) $(ARGS)
 	$(TEXTCLF) load --run $(RUN) --soak-minutes $(SOAK_MINUTES) $(ARGS)
+	$(TEXTCLF) bench-explain --run $(RUN) $(ARGS)
 	$(TEXTCLF) report --run $(RUN)
 
 peer: ## the peer server infinity-emb in its own venv (.venv-peer; it pins numpy<2 and an old FastAPI)

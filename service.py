@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,12 +30,14 @@ from starlette.responses import Response
 
 from textclf.config import load_config
 from textclf.errors import RequestError
+from textclf.inference.explain import DEFAULT_TOP_K_WORDS
 from textclf.inference.runtime import Classifier, default_intra_op_threads
 from textclf.inference.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions, TruncationDirection
 from textclf.inference.windows import Windows
 from textclf.serving.auth import Access, parse_api_keys
 from textclf.serving.batcher import BatchStats, Engine, GreedyBatcher
 from textclf.serving.bentoml_patch import check_request_timer_replaced, replace_bentoml_request_timer
+from textclf.serving.explaining import Explaining
 from textclf.serving.guard import RequestGuard
 from textclf.serving.limits import NON_BLANK_PATTERN, Limits
 from textclf.serving.monitoring import Monitoring
@@ -99,6 +102,23 @@ MinConfidence = Annotated[
 ]
 
 
+Explain = Annotated[
+    bool,
+    Field(
+        description="add each prediction's `explanation`: the words that moved its label, by deleting each in turn "
+        "(one more text per word, through the same queue); at most serve.max_explain_texts texts (413 otherwise)"
+    ),
+]
+TopKWords = Annotated[int, Field(ge=1, description="with explain: the strongest words kept per explained label")]
+
+
+class Word(BaseModel):
+    start: int = Field(description="the word's first character in the text (code points)")
+    end: int = Field(description="one past its last: text[start:end] is the word")
+    word: str
+    weight: float = Field(description="p(label) minus p(label) with the word deleted: > 0 pulls toward the label")
+
+
 class Prediction(BaseModel):
     label: str = Field(description="the most probable class")
     score: float = Field(description="its probability (its logit with raw_scores)")
@@ -123,6 +143,15 @@ class Prediction(BaseModel):
         description="present (true or false) where a selective threshold is in force, the server's or the "
         "request's `min_confidence`: true where the best class's calibrated probability is under it",
     )
+    explanation: dict[str, list[Word]] | None = Field(
+        None,
+        description="explain only: per predicted label (multi-label: each in `labels`), its top_k_words strongest "
+        "words by |weight|, strongest first",
+    )
+    explained_words: int | None = Field(
+        None, description="explain only: the words explained (the first serve.max_explain_words the model reads)"
+    )
+    total_words: int | None = Field(None, description="explain only: the words of the text")
 
 
 TOKENIZE_SECONDS = bentoml.metrics.Histogram(
@@ -314,6 +343,8 @@ class TextClassifier:
         # every answered text of every route (textclf.serving.monitoring).
         self.monitoring = Monitoring.for_worker(self.classifier, run_dir, SERVE)
         self.monitoring.attach(self.pipeline)
+        # `explain`: each word deleted in turn, through this batcher (never into the monitoring above).
+        self.pipeline.explaining = Explaining(self.classifier, LIMITS)
         check_request_timer_replaced()  # the app's middleware stack is built before its startup runs this
         # Everything loaded so far lives as long as the worker: freezing it keeps the collector from walking
         # those objects again in every full collection (each one a pause of the event loop and the engine).
@@ -348,6 +379,8 @@ class TextClassifier:
         on_overlength: OnOverlength = None,  # type: ignore[assignment]
         truncation_direction: Direction = "right",
         min_confidence: MinConfidence = None,  # type: ignore[assignment]
+        explain: Explain = False,
+        top_k_words: TopKWords = DEFAULT_TOP_K_WORDS,
     ) -> list[Prediction]:
         """One prediction per text, in order: label, score, every class's probability (+ the label set of a
         multi-label model, + truncated, + chunks for a text read in windows, + abstained where a threshold is in
@@ -364,6 +397,7 @@ class TextClassifier:
             min_confidence=min_confidence,
         )
         try:
+            call = replace(call, explain_words=NATIVE.explain_words(explain, top_k_words, len(texts)))
             reply = await self.pipeline.reply(NATIVE, NATIVE.for_model(call, self.pipeline.model))
         except RequestError as exc:  # a full queue or a dead engine (503), a text too long (422), too many windows
             reply = NATIVE.error(exc)

@@ -1,10 +1,8 @@
 """`textclf bench`: every engine on the same inputs in one process run, interleaved, with a GEMM roofline.
 
-The engines: PyTorch (the reference), every exported variant that passed its gates (ONNX Runtime and OpenVINO), the
-serving variant once more on one thread, and what the service runs (`Classifier.from_run`, the object the service
-builds) loaded twice, `served` and `served-aa`: the envelope's subject and its A/A control
-(`textclf_benchmarks.envelope`). Every case times all of them in the project's one interleaved timer
-(`textclf.inference.timing`); a case's time is the median over its rounds.
+The engines: PyTorch (the reference), every exported variant that passed its gates, the serving variant once more on
+one thread, and what the service runs (`Classifier.from_run`) loaded twice, `served` and `served-aa` (the envelope's
+subject and its A/A control), all timed case by case in the one interleaved timer (`textclf.inference.timing`).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import itertools
 import json
 import logging
 import time
+import timeit
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -78,15 +77,8 @@ def gemm_rate(threads: int, size: int = 2048, repeats: int = 7) -> dict[str, flo
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])],
-        "gemm",
-        [
-            helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
-            helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size]),
-        ],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
-    )
+    a, b, c = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [size, size]) for name in "abc")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model)
@@ -96,12 +88,7 @@ def gemm_rate(threads: int, size: int = 2048, repeats: int = 7) -> dict[str, flo
     rng = np.random.default_rng(0)
     feeds = {name: rng.standard_normal((size, size), dtype=np.float32) for name in ("a", "b")}
     session.run(None, feeds)  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        seconds.append(time.perf_counter() - started)
-    median = float(np.median(seconds))
+    median = float(np.median([timeit.timeit(lambda: session.run(None, feeds), number=1) for _ in range(repeats)]))
     return {"size": size, "threads": threads, "median_s": median, "flops_per_s": 2 * size**3 / median}
 
 
@@ -261,11 +248,7 @@ def _sweep(
 
 
 def run(cfg: BenchmarkConfig, run_dir: Path, *, device: str = "cpu", out_dir: Path | None = None) -> Path:
-    """Measure every engine and write `reports/<run>/bench.json` (`bench-cuda.json` for `device="cuda"`).
-
-    Returns:
-        The path of the JSON file written.
-    """
+    """Measure every engine and write `reports/<run>/bench.json` (`bench-cuda.json` for `device="cuda"`): its path."""
     started = time.perf_counter()
     export = require_export(run_dir)
     out_dir = out_dir or cfg.reports_root / cfg.run

@@ -1,15 +1,9 @@
 """`textclf bench-bulk`: bulk prediction locally and on Ray Data, on one generated file of test texts.
 
 `bulk_ray_vs_local`: `--engine ray`, 1 actor × 2 CPUs on its own local cluster ÷ the local path on 2 threads.
-`bulk_ray_scaling_2_nodes`: 2 Ray nodes × 1 CPU (2 actors) ÷ 1 node × 1 CPU (1 actor), the nodes real `ray start`
-processes on loopback (a one-machine proxy for scaling out). Each actor's peak RSS is sampled while it runs. Both
-sides count loading the model, as a job pays it (starting a cluster not: a standing cluster has paid it).
-
-The two `ray start` clusters are timed on their second job, as a standing cluster runs every job after its first: a
-short job (WARMUP_ROWS) goes first. The first Ray Data job on a cluster creates four detached helper actors (stats,
-autoscaling coordinator, actor location, usage), each a Python worker of its own (~2.5 CPU-s to start), which the
-cluster keeps; on the 2-node proxy they took the actors' cores. 20,000 rows, three jobs in a row on each cluster
-(2-core AMD EPYC Zen 4, 2026-12-03): 2 nodes 332 -> 402, 383 texts/s; 1 node 246 -> 273, 270.
+`bulk_ray_scaling_2_nodes`: 2 × 1 CPU ÷ 1 × 1 CPU on `ray start` nodes on loopback (a one-machine proxy for scaling
+out), each timed on its second job as a standing cluster runs all but its first (docs/benchmarks.md says why). Both
+sides count loading the model, as a job pays it; each actor's peak RSS is sampled while it runs.
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,16 +89,20 @@ def _ray_run(
         raise RuntimeError(f"textclf predict --engine ray failed:\n{done.stderr[-3000:]}")
     line = done.stdout.strip().splitlines()[-1]
     logger.info("ray %d × %d: %s", actors, cpus, line)
-    rows, seconds = parse_summary(line)
+    engine = f"ray {actors} actor(s) × {cpus} CPU, {bulk_streams(cpus)} engine copies each"
+    return _layout(engine, actors, cpus, *parse_summary(line), peak_actor_rss_mb=round(max(peaks), 1) or None)
+
+
+def _layout(engine: str, actors: int, cpus: int, rows: int, seconds: float, **measured: float | None) -> BulkRun:
     return BulkRun(
-        engine=f"ray {actors} actor(s) × {cpus} CPU, {bulk_streams(cpus)} engine copies each",
+        engine=engine,
         nodes=1,
         actors=actors,
         cpus_per_actor=cpus,
         rows=rows,
-        seconds=seconds,
+        seconds=round(seconds, 2),
         texts_per_s=round(rows / seconds, 1),
-        peak_actor_rss_mb=round(max(peaks), 1) or None,
+        **measured,
     )
 
 
@@ -122,23 +119,15 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, rows: int = 100_000, out_dir: Pa
     out_dir = out_dir or cfg.reports_root / cfg.run
     texts = read_eval_texts(run_dir, export)
     report = BulkReport(**Measured.now(cfg.run), rows=rows, runs={})
-    work = Path(tempfile.mkdtemp(prefix="textclf-bulk-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="textclf-bulk-", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
         source = work / "texts.jsonl"
         _write_input(source, texts, rows)
         started = time.perf_counter()
         summary = local_run(run_dir, source, work / "local.jsonl", text_column="text", intra_op_threads=2)
-        seconds = time.perf_counter() - started
-        report.runs["local"] = BulkRun(
-            engine=f"local, 2 intra-op threads, {bulk_streams(2)} engine copies",
-            nodes=1,
-            actors=1,
-            cpus_per_actor=2,
-            rows=summary.predicted,
-            seconds=round(seconds, 2),
-            texts_per_s=round(summary.predicted / seconds, 1),
-            load_seconds=round(seconds - summary.seconds, 2),
-        )
+        seconds, engine = time.perf_counter() - started, f"local, 2 intra-op threads, {bulk_streams(2)} engine copies"
+        loading = round(seconds - summary.seconds, 2)
+        report.runs["local"] = _layout(engine, 1, 2, summary.predicted, seconds, load_seconds=loading)
         logger.info("local: %s", summary.line())
         report.runs["ray-1x2"] = _ray_run(cfg, source, work / "ray-1x2.jsonl", 1, 2, None)
         warmup = work / "warmup.jsonl"
@@ -148,8 +137,6 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, rows: int = 100_000, out_dir: Pa
                 first = _ray_run(cfg, warmup, work / f"{name}-warmup.jsonl", nodes, 1, env)
                 timed = _ray_run(cfg, source, work / f"{name}.jsonl", nodes, 1, env)
                 report.runs[name] = timed.model_copy(update={"nodes": nodes, "warmup_seconds": first.seconds})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     runs = report.runs
     report.bulk_ray_vs_local = round(runs["ray-1x2"].texts_per_s / runs["local"].texts_per_s, 3)
     report.bulk_ray_scaling_2_nodes = round(runs["ray-2-nodes-2x1"].texts_per_s / runs["ray-1-node-1x1"].texts_per_s, 3)

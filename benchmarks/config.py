@@ -8,7 +8,7 @@ from pydantic import Field
 
 from textclf.config import Config, Section
 
-LoadServer = Literal["bento", "bento-1x2", "bento-2x1", "baseline", "infinity-optimum", "infinity-torch"]
+LoadServer = Literal["bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch"]
 LOAD_SERVERS: tuple[LoadServer, ...] = get_args(LoadServer)
 # The configured layout (`bento`, 2 workers × 1 thread by default) and the other one, the baseline and the peer.
 DEFAULT_LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch")

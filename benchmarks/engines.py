@@ -1,8 +1,7 @@
 """The engines under test, behind one interface: PyTorch (eager, compiled, fp16 on CUDA) and the exported variants
-(ONNX Runtime or OpenVINO) loaded through `textclf.inference.runtime` (the benchmarks' own wrapper: the core keeps no
-timing hooks). Each has a `name` (its sweep label), a `kind` (what runs it) and a `variant`, and four calls:
-`fixed(batch, seq_len)` prepares synthetic inputs and `prepare_texts(texts)` real ones for `run_prepared` (the model
-or engine alone); `run_texts(texts)` is the whole path a server runs (tokenize, pad, infer, softmax).
+loaded through `textclf.inference.runtime`. Each has a `name` (its sweep label), a `kind` and a `variant`;
+`fixed(batch, seq_len)` and `prepare_texts(texts)` prepare inputs for `run_prepared` (the model or engine alone), and
+`run_texts(texts)` is the whole path a server runs (tokenize, pad, infer, softmax).
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
-"""The engine envelope: how close what the service runs comes to the fastest engine measured, case by case.
-
-Per sweep case: the fastest passing exported engine's time ÷ the served engine's time (1.0: the service runs the
-fastest engine measured for that call; above 1.0 it beat them all, by noise). Candidates are the loaded exported
-engines on the sweep's thread count: not PyTorch, not the one-thread row (another thread count, not another choice),
-not the `served` entries (a sweep before them named a variant's own row as served: that row is a candidate too, so
-such a case reads at most 1.0). A case's time is its round median (`textclf.inference.timing.round_median`); a sweep
-written before it has only p50s. The headline is the geometric mean over the cases, which one case won by another
-engine lowers by its share only; the minimum is reported beside.
-
-The A/A control: what the service runs is loaded twice (`served`, `served-aa`: two `Classifier.from_run` loads) and
-timed like any other engine. Two loads, not one object under two names: every engine the envelope compares is a load
-of its own (session, thread pool, memory), and one object timed twice would understate that comparison's noise.
-`engine_aa_spread` = the median over the cases of |served ÷ served-aa − 1|.
+"""The engine envelope: per sweep case, the fastest passing exported engine's time ÷ the served engine's (1.0: the
+service runs the fastest engine measured; above 1.0, by noise), its geometric mean the headline, the worst case
+beside it; and the A/A control, what the service runs loaded twice (`served`, `served-aa`: every engine compared is
+a load of its own, so one object timed twice would understate the noise), `engine_aa_spread` = the median over the
+cases of |served ÷ served-aa − 1|. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -47,7 +38,9 @@ def case_ms(row: BenchRow) -> float:
 
 
 def is_candidate(label: str, record: BenchEngine | None, most_threads: int) -> bool:
-    """Whether an engine's time can be the best of a case: a loaded exported engine on the sweep's thread count."""
+    """Whether an engine's time can be the best of a case: a loaded exported engine on the sweep's thread count (a
+    sweep before the `served` entries named a variant's own row as served: that row is a candidate, so its cases read
+    at most 1.0)."""
     if record is None or not record.loaded or record.kind == "pytorch" or label in (SERVED_ENGINE, SERVED_AA_ENGINE):
         return False
     return not label.endswith(ONE_THREAD_SUFFIX) and (record.threads is None or record.threads >= most_threads)

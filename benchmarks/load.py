@@ -18,6 +18,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from textclf.artifacts.records import write_report
 from textclf.errors import ConfigError
 from textclf.hardware import usable_cores
 from textclf.paths import LOAD_JSON, ONNX_DIR
-from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.config import BenchConfig, BenchmarkConfig
 from textclf_benchmarks.schema import LONG_SUFFIX, PROTOCOL_APIS, LoadPhase, LoadReport, Measured, ServerRecord
 from textclf_benchmarks.servers import BIN, ServerSpec, server_specs, started
 from textclf_benchmarks.soak import run_soak
@@ -110,51 +111,45 @@ def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, w
 
 
 def _measure_server(
-    spec: ServerSpec,
-    process: subprocess.Popen[bytes],
-    url: str,
-    cfg: BenchmarkConfig,
-    texts: dict[str, Path],
-    work: Path,
-    cpus: set[int],
+    spec: ServerSpec, pid: int, url: str, bench: BenchConfig, texts: dict[str, Path], locust: Callable[..., dict]
 ) -> dict[str, LoadPhase]:
-    """The short-text phases, then (where `texts` has them) the long-text phase after its own short warm-up. Per
-    phase: locust's figures, the server's CPU seconds per request and, with engine metrics, its busy fraction.
-
-    The configured Bento also runs its `bench.load_protocol_users` phase through the other protocols' routes
-    (`32-v2`, `32-hf`), right after the native phase of the same users, so their ratio is taken side by side."""
-    bench, seconds = cfg.bench, cfg.bench.load_seconds
+    """The short-text phases, then (where `texts` has them) the long-text phase, each kind after its own short
+    warm-up. Per phase: locust's figures, the server's CPU seconds per request and, with engine metrics, its busy
+    fraction. The configured Bento also runs its `bench.load_protocol_users` phase through the other protocols'
+    routes (`32-v2`, `32-hf`), right after the native phase of the same users, so their ratio is taken side by side.
+    `locust(url, users, seconds, texts_file, api)` runs one phase (`run_locust`)."""
+    seconds = bench.load_seconds
 
     def measure(name: str, users: int, kind: str, api: str | None = None) -> LoadPhase:
         logger.info("%s: phase %s (%d users, %d s)", spec.name, name, users, seconds)
-        cpu_before = tree_cpu_seconds(process.pid)
+        cpu_before = tree_cpu_seconds(pid)
         engine_before = engine_seconds(url) if spec.has_engine_metrics else None
-        phase = LoadPhase.model_validate(run_locust(url, users, seconds, texts[kind], api or spec.api, work, cpus))
-        cpu_used = tree_cpu_seconds(process.pid) - cpu_before
+        phase = LoadPhase.model_validate(locust(url, users, seconds, texts[kind], api or spec.api))
+        cpu_used = tree_cpu_seconds(pid) - cpu_before
         engine_after = engine_seconds(url) if spec.has_engine_metrics else None
         if phase.requests:
             phase.cpu_s_per_request = cpu_used / phase.requests
         if engine_before is not None and engine_after is not None:
             phase.engine_busy = (engine_after - engine_before) / (seconds * spec.workers)
-        figures = (
-            f"{phase.rps:.1f} req/s, p50 {phase.p50_ms:.1f} ms, p99 {phase.p99_ms:.1f} ms, {phase.failures} failures"
+        figures = f"{phase.rps:.1f} req/s, p50 {phase.p50_ms:.1f} ms, p99 {phase.p99_ms:.1f} ms"
+        logger.info(
+            "%s @%s: %s, %d failures, engine busy %s", spec.name, name, figures, phase.failures, phase.engine_busy
         )
-        logger.info("%s @%s: %s, engine busy %s", spec.name, name, figures, phase.engine_busy)
         return phase
 
     results: dict[str, LoadPhase] = {}
-    if bench.load_warmup_seconds:
-        run_locust(url, 1, bench.load_warmup_seconds, texts["short"], spec.api, work, cpus)
-    for name, users in phases(bench.load_users):
-        results[name] = measure(name, users, "short")
-        if spec.name == PROTOCOL_SERVER and name == str(bench.load_protocol_users):
-            for api in PROTOCOL_APIS:
-                results[f"{name}-{api}"] = measure(f"{name}-{api}", users, "short", api)
-    if "long" in texts:
+    for kind, path in texts.items():  # "short", then "long"
         if bench.load_warmup_seconds:
-            run_locust(url, 1, bench.load_warmup_seconds, texts["long"], spec.api, work, cpus)
-        name = f"{bench.load_long_users}{LONG_SUFFIX}"
-        results[name] = measure(name, bench.load_long_users, "long")
+            locust(url, 1, bench.load_warmup_seconds, path, spec.api)
+        if kind == "long":
+            name = f"{bench.load_long_users}{LONG_SUFFIX}"
+            results[name] = measure(name, bench.load_long_users, "long")
+            continue
+        for name, users in phases(bench.load_users):
+            results[name] = measure(name, users, "short")
+            if spec.name == PROTOCOL_SERVER and name == str(bench.load_protocol_users):
+                for api in PROTOCOL_APIS:
+                    results[f"{name}-{api}"] = measure(f"{name}-{api}", users, "short", api)
     return results
 
 
@@ -167,14 +162,9 @@ def run(
     out_dir: Path | None = None,
     soak_minutes: float | None = None,
 ) -> Path:
-    """Load-test each server through every phase, then soak the configured Bento; write `reports/<run>/load.json`.
-
-    Every server is started here and stopped here, by its process group, whatever happens. A server that cannot
-    start (a peer that is not installed) is recorded with its reason; the others still run.
-
-    Args:
-        soak_minutes: how long to soak the configured Bento alone (0: no soak); default `bench.soak_minutes`.
-    """
+    """Load-test each server through every phase, then soak the configured Bento alone `soak_minutes` (default
+    `bench.soak_minutes`; 0: no soak); write `reports/<run>/load.json`. Every server is started and stopped here,
+    whatever happens; one that cannot start (a peer that is not installed) is recorded with its reason."""
     started_at = time.perf_counter()
     export = require_export(run_dir)
     bench = cfg.bench
@@ -196,6 +186,7 @@ def run(
         unknown = sorted(set(chosen) - set(specs))
         if unknown:
             raise ConfigError(f"unknown server(s) {unknown}; known: {sorted(specs)}")
+        locust = partial(run_locust, work=work, cpus=cpus)
         texts = {"short": work / "texts.json"}
         texts["short"].write_text(json.dumps(read_eval_texts(run_dir, export)))
         long_servers = set(chosen) & set(bench.load_long_servers) if bench.load_long_users else set()
@@ -219,13 +210,13 @@ def run(
             try:
                 with started(spec, out_dir / "logs" / f"{name}.log", cpus) as (process, url):
                     record.model = served_model(url) if spec.has_engine_metrics else None
-                    record.results = _measure_server(spec, process, url, cfg, server_texts, work, cpus)
+                    record.results = _measure_server(spec, process.pid, url, bench, server_texts, locust)
                 record.ran = True
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                 record.ran, record.reason = False, str(exc)[-500:]
                 logger.warning("%s: %s", name, str(exc)[-300:])
         if soak_minutes > 0:
-            locust = partial(run_locust, texts_file=texts["short"], api="textclf", work=work, cpus=cpus)
-            result.soak = run_soak(specs[SOAK_SERVER], bench, soak_minutes, cpus, out_dir / "logs" / "soak.log", locust)
+            soak = partial(locust, texts_file=texts["short"], api="textclf")
+            result.soak = run_soak(specs[SOAK_SERVER], bench, soak_minutes, cpus, out_dir / "logs" / "soak.log", soak)
     result.wall_time_s = round(time.perf_counter() - started_at, 1)
     return write_report(out_dir / LOAD_JSON, result)

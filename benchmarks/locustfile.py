@@ -1,7 +1,7 @@
 """Closed-loop locust users posting one text per request, as an HTTP client of a classifier.
 
 Environment:
-    TEXTCLF_LOAD_TEXTS: a JSON file with a list of texts to draw from (default: a few built-in sentences).
+    TEXTCLF_LOAD_TEXTS: a JSON file with a list of texts to draw from, shuffled (seeded).
     TEXTCLF_LOAD_API: request shape: `textclf` (POST /predict {"texts": [t]}), `baseline`
         (POST /predict {"text": t}), `infinity` (POST /classify {"input": [t], "model": NAME}), and the Bento's
         other protocols: `v2` (POST /v2/models/NAME/infer, one BYTES input, JSON) and `hf` (POST / {"inputs": t}).
@@ -22,17 +22,9 @@ from typing import Any
 from locust import constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-_FALLBACK = ["a gripping, beautiful film", "a dull and lifeless sequel", "the cast is fine but the plot drags"]
-
-
-def _texts() -> list[str]:
-    path = os.environ.get("TEXTCLF_LOAD_TEXTS")
-    texts = json.loads(Path(path).read_text()) if path else _FALLBACK
-    random.Random(0).shuffle(texts)
-    return texts
-
-
-TEXTS = itertools.cycle(_texts())
+_texts = json.loads(Path(os.environ["TEXTCLF_LOAD_TEXTS"]).read_text())
+random.Random(0).shuffle(_texts)
+TEXTS = itertools.cycle(_texts)
 TIMES_FILE = os.environ.get("TEXTCLF_LOAD_TIMES")
 _times_ms: list[float] = []
 

@@ -13,6 +13,7 @@ Engine seconds (the faster of two passes; tokenizing not counted) are this share
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -85,31 +86,24 @@ def review_documents(rows: list[tuple[str, int]], k: int, seed: int) -> tuple[li
     return docs, labels
 
 
-def _timed(classifier: Classifier, encodings: list[Any]) -> tuple[np.ndarray, float]:
-    """Logits, and the faster of two passes' engine seconds (a first call at a new shape costs more)."""
-    best = float("inf")
-    for _ in range(TIMED_PASSES):
-        started = time.perf_counter()
-        logits, _ = classifier.infer_encoded(encodings, BATCH_TEXTS)
-        best = min(best, time.perf_counter() - started)
-    return logits, best
-
-
 def read_all_ways(
     classifier: Classifier, texts: list[str]
 ) -> tuple[dict[str, np.ndarray], list[int], dict[str, float]]:
-    """Logits by method, the windows of each text, and engine seconds (truncate, chunk)."""
-    truncate, chunk = TextOptions(on_overlength="truncate"), TextOptions(on_overlength="chunk")
-    cut, cut_s = _timed(classifier, classifier.encode(texts, truncate))
+    """Logits by method, the windows of each text, and engine seconds (truncate, chunk): the faster of two passes,
+    since a first call at a new shape costs more."""
+    chunk = TextOptions(on_overlength="chunk")
     windows = classifier.windows(classifier.encode(texts, chunk), chunk)
     assert windows is not None
-    window_logits, chunk_s = _timed(classifier, windows.units)
-    logits = {
-        "truncate": cut,
-        "chunk-mean": aggregate(window_logits, windows.counts, "mean"),
-        "chunk-max": aggregate(window_logits, windows.counts, "max"),
-    }
-    return logits, windows.counts, {"truncate": round(cut_s, 3), "chunk": round(chunk_s, 3)}
+    inputs = {"truncate": classifier.encode(texts, TextOptions(on_overlength="truncate")), "chunk": windows.units}
+    logits: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    for name, encodings in inputs.items():
+        for _ in range(TIMED_PASSES):
+            started = time.perf_counter()
+            logits[name], _ = classifier.infer_encoded(encodings, BATCH_TEXTS)
+            seconds[name] = round(min(seconds.get(name, math.inf), time.perf_counter() - started), 3)
+    chunked = {f"chunk-{how}": aggregate(logits["chunk"], windows.counts, how) for how in ("mean", "max")}
+    return {"truncate": logits["truncate"], **chunked}, windows.counts, seconds
 
 
 def _doc_set(
@@ -124,7 +118,6 @@ def _doc_set(
     logits, counts, seconds = read_all_ways(classifier, texts)
     labels = {method: logits[method].argmax(axis=1) for method in METHODS}
     whole = load_tokenizer(classifier.variant_dir)  # the documents' whole length, uncut
-    whole.no_truncation()
 
     def agreement(method: Method, truth: Any) -> float:
         return round(float((labels[method] == truth).mean()), 4)

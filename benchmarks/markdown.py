@@ -45,6 +45,7 @@ def render(results: Results) -> str:
     measured = [f"sweep {results.bench_created_at}"] if results.bench_created_at else []
     measured += [f"HTTP load {results.http.created_at}"] if results.http else []
     measured += [f"bulk {results.bulk.created_at}"] if results.bulk else []
+    measured += [f"explanations {results.explain.created_at}"] if results.explain else []
     lines = [
         f"# textclf benchmark report: run `{results.run}`",
         "",
@@ -78,6 +79,7 @@ def render(results: Results) -> str:
     lines += ["", _limits_note(results), ""]
     lines += _engines(results) + _sweep_tables(results) + _envelope(results) + _roofline(results)
     lines += markdown_load.http(results) + markdown_load.bulk(results) + _gpu(results) + _confidence(results)
+    lines += markdown_load.explain(results)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(results.versions.items()))
     lines += ["## Versions", "", versions, "", "## Plots", ""] + [f"![{name}]({name})" for name in results.plots]
     return "\n".join([*lines, ""])
@@ -104,9 +106,17 @@ def _engines(results: Results) -> list[str]:
     return ["## Engines", "", *table(headers, rows), ""]
 
 
-def _rows(rows: list[BenchRow], speedup: Callable[[BenchRow], float | None], baseline: str) -> list[str]:
-    """One table of sweep rows: the times per engine and case, and the speed-up over `baseline` where it has one."""
-    header = ["case", "mode", "engine", "round median ms", "p50 ms", "p99 ms", "seq/s", f"vs {baseline}", "iters"]
+def _rows(rows: list[BenchRow], sweep: list[BenchRow], baseline: str, name: str) -> list[str]:
+    """One table of sweep rows: the times per engine and case, and each row's p50 speed-up over the `baseline`
+    engine's row of the same case and mode in `sweep` (none where it has none: PyTorch's real-text cost is its whole
+    path only)."""
+    base = {(r.case, r.mode): r.p50_ms for r in sweep if r.engine == baseline}
+
+    def speedup(r: BenchRow) -> float | None:
+        value = base.get((r.case, r.mode))
+        return value / r.p50_ms if value and r.p50_ms > 0 else None
+
+    header = ["case", "mode", "engine", "round median ms", "p50 ms", "p99 ms", "seq/s", f"vs {name}", "iters"]
     cells = [
         [r.case, r.mode, r.engine, fmt(r.round_median_ms), fmt(r.p50_ms), fmt(r.p99_ms), fmt(r.seq_per_s, ".1f")]
         + [fmt(speedup(r), ".2f", "×"), str(r.iters)]
@@ -115,21 +125,9 @@ def _rows(rows: list[BenchRow], speedup: Callable[[BenchRow], float | None], bas
     return [*table(header, cells), ""]
 
 
-def _speedup_over(rows: list[BenchRow], baseline: str) -> Callable[[BenchRow], float | None]:
-    """A row's p50 speed-up over the baseline engine's row of the same case and mode (none where it has none: PyTorch's
-    real-text cost is its whole path only)."""
-    base = {(r.case, r.mode): r.p50_ms for r in rows if r.engine == baseline}
-
-    def speedup(r: BenchRow) -> float | None:
-        value = base.get((r.case, r.mode))
-        return value / r.p50_ms if value and r.p50_ms > 0 else None
-
-    return speedup
-
-
 def _cpu_rows(results: Results, title: str, note: str, keep: Callable[[BenchRow], bool]) -> list[str]:
     rows = [r for r in results.rows if keep(r) and not (r.mode == "session" and r.engine == BASELINE_ENGINE)]
-    return [f"## {title}", "", note, "", *_rows(rows, _speedup_over(results.rows, BASELINE_ENGINE), "PyTorch")]
+    return [f"## {title}", "", note, "", *_rows(rows, results.rows, BASELINE_ENGINE, "PyTorch")]
 
 
 def _sweep_tables(results: Results) -> list[str]:
@@ -255,6 +253,6 @@ def _gpu(results: Results) -> list[str]:
         f"Python {m.python}; {stack}). Same sweep as above; ratios are p50s over {GPU_BASELINE_ENGINE} in the "
         "same run.",
         "",
-        *_rows(gpu.rows, _speedup_over(gpu.rows, GPU_BASELINE_ENGINE), GPU_BASELINE_ENGINE),
+        *_rows(gpu.rows, gpu.rows, GPU_BASELINE_ENGINE, GPU_BASELINE_ENGINE),
         *(["Not run:", "", *not_run, ""] if not_run else []),
     ]

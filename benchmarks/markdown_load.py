@@ -151,3 +151,40 @@ def bulk(results: Results) -> list[str]:
         "machine's cores, disk and the driver).",
         "",
     ]
+
+
+def explain(results: Results) -> list[str]:
+    """Explanations of the served model (`textclf bench-explain`): the deletion gap and an explained request's cost;
+    nothing where it was not run."""
+    report = results.explain
+    if report is None:
+        return []
+    gap, cost, m = report.deletion_gap, report.cost, report.machine
+    lines = [
+        "## Explanations",
+        "",
+        f"`textclf bench-explain`, {report.created_at}, on {m.cpu_model} ({m.cores} cores): `{report.variant}` "
+        f"({report.engine}), each text explained over at most its first {report.max_explain_words} words "
+        f"(max_seq_len {report.max_seq_len}).",
+        "",
+        f"Deletion gap at k={gap.k} on {gap.texts} test texts ({gap.skipped} left out: no predicted label, or at most "
+        f"{gap.k} words): the drop in the explained label's log-odds with its {gap.k} top-attributed words deleted "
+        f"together ({gap.mean_top_drop:.3f} on average), minus that with {gap.k} random explained words "
+        f"({gap.mean_random_drop:.3f}, mean over {gap.draws} draws): **{gap.mean:.3f}**, 95 % "
+        f"paired-bootstrap interval [{gap.low:.3f}, {gap.high:.3f}]. Above 0: the words an explanation ranks first "
+        "move the model more than words picked at random.",
+        "",
+    ]
+    if not cost.ran:
+        return [*lines, f"Cost of an explained request: not measured: {cost.reason}.", ""]
+    served, words = (cost.model or {}).get("variant"), fmt(cost.mean_explained_words, ".1f")
+    return [
+        *lines,
+        f"Cost: {cost.server}, on loopback (its `GET /model`: `{served}`). One request at a time, each of {cost.texts} "
+        f"test texts posted plain, explained (`top_k_words` {cost.top_k_words}; {words} words explained a text on "
+        f"average) and plain again, the order rotating, {cost.rounds} rounds. Median client latency: plain "
+        f"{fmt(cost.plain_p50_ms, '.1f')} ms, explained {fmt(cost.explained_p50_ms, '.1f')} ms, plain again "
+        f"{fmt(cost.plain_aa_p50_ms, '.1f')} ms: `explain_cost_ratio_b1` = **{fmt(cost.ratio, '.2f', '×')}**; the A/A "
+        f"control (plain ÷ plain) {fmt(cost.aa_ratio, '.3f')} is this run's noise floor.",
+        "",
+    ]

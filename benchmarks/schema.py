@@ -1,8 +1,6 @@
-"""The benchmark reports' schema: `reports/<run>/{bench,load,bulk,results}.json` (bench / load / bulk → report),
-declared once as pydantic models on the same strict record base as the manifest (`textclf.artifacts.records`).
-
-Files written before a field existed load with its default; fields older sweeps wrote and this code no longer does
-(the long-call route's records) load as plain data, so every committed report still renders.
+"""The benchmark reports' schema: `reports/<run>/{bench,load,bulk,explain,results}.json`, declared once as pydantic
+models on the manifest's strict record base (`textclf.artifacts.records`). A field newer than a file loads with its
+default; fields older sweeps wrote (the long-call route's records) load as plain data: every committed report renders.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ ONE_THREAD_SUFFIX = "-1thread"  # the serving variant once more on one thread (a
 LONG_SUFFIX = "-long"  # the long-text load phase: "32-long"
 PROTOCOL_APIS = ("v2", "hf")  # the Bento's other protocols' load phases ("32-v2", "32-hf"), by locustfile shape
 Legacy = Any  # what a sweep before issue 35 recorded of export's long-call route: read, never written again
+BULK_JSON, EXPLAIN_JSON = "bulk.json", "explain.json"  # reports/<run>/, beside textclf.paths' BENCH_JSON, ...
 
 
 class Measured(Record):
@@ -43,7 +42,6 @@ class Measured(Record):
         return {"created_at": now_iso(), "run": run, "machine": machine, "versions": package_versions()}
 
 
-# -- reports/<run>/bench.json --------------------------------------------------------------------------------
 class BenchEngine(Record):
     """One engine of the sweep: what it is, its size and accuracy, or why it was left out."""
 
@@ -139,7 +137,6 @@ class BenchReport(Measured):
     wall_time_s: float | None = None
 
 
-# -- reports/<run>/load.json ---------------------------------------------------------------------------------
 class LoadPhase(Record):
     """One locust phase against one server (closed loop, `users` concurrent users)."""
 
@@ -225,10 +222,6 @@ class LoadReport(Measured):
     wall_time_s: float | None = None
 
 
-# -- reports/<run>/bulk.json ---------------------------------------------------------------------------------
-BULK_JSON = "bulk.json"
-
-
 class BulkRun(Record):
     engine: str = Field(description="local, or ray with its layout")
     nodes: int
@@ -251,7 +244,49 @@ class BulkReport(Measured):
     bulk_ray_scaling_2_nodes: float | None = None
 
 
-# -- reports/<run>/results.json ------------------------------------------------------------------------------
+class DeletionGap(Record):
+    """The deletion gap at k over the measured texts (`textclf_benchmarks.explain.deletion_gap`), in log-odds."""
+
+    mean: float = Field(description="mean over texts of (top-k drop − mean random-k drop)")
+    low: float = Field(description="the paired-bootstrap interval's lower end")
+    high: float
+    mean_top_drop: float = Field(description="mean drop in the label's log-odds with its top-k words deleted")
+    mean_random_drop: float = Field(description="the same with k random explained words (mean over draws, texts)")
+    texts: int
+    skipped: int = Field(description="texts with no predicted label or at most k explained words")
+    k: int
+    draws: int
+
+
+class ExplainCost(Record):
+    """An explained request against a plain one, one request at a time through a served Bento: client latency."""
+
+    ran: bool
+    reason: str | None = None
+    server: str | None = Field(None, description="what served (`textclf_benchmarks.servers`)")
+    model: dict[str, Any] | None = Field(None, description="the Bento's own `GET /model` answer")
+    texts: int = 0
+    rounds: int = 0
+    top_k_words: int | None = None
+    mean_explained_words: float | None = Field(None, description="words the server explained per text (mean)")
+    plain_p50_ms: float | None = None
+    explained_p50_ms: float | None = None
+    plain_aa_p50_ms: float | None = Field(None, description="the same plain request again: the A/A control")
+    ratio: float | None = Field(None, description="explained_p50_ms ÷ plain_p50_ms")
+    aa_ratio: float | None = Field(None, description="plain_aa_p50_ms ÷ plain_p50_ms: the run's noise floor")
+
+
+class ExplainReport(Measured):
+    """`reports/<run>/explain.json`: `textclf bench-explain`."""
+
+    variant: str
+    engine: str
+    max_seq_len: int
+    max_explain_words: int
+    deletion_gap: DeletionGap
+    cost: ExplainCost
+
+
 class Target(Record):
     target: float
     value: float | None
@@ -317,8 +352,7 @@ class Headline(Record):
     engine_envelope_case: str | None = Field(None, description="where the min is: `case (mode)`")
     engine_aa_spread: float | None = Field(None, description="median over sweep cases of |served ÷ served-aa − 1|")
     served_engine: str | None = None
-    # The serving variant's confidence on the test split (`Results.confidence`): after − before with the 95 %
-    # interval's high end (below 0: lower after), and the answers at target accuracy 0.95 with the accuracy's bound.
+    # The serving variant's test split (`Results.confidence`; `textclf_benchmarks.report.confidence_figures`).
     confidence_ece_before: float | None = None
     confidence_ece_after: float | None = None
     confidence_nll_after_minus_before: float | None = None
@@ -329,6 +363,11 @@ class Headline(Record):
     selective_coverage_at_0_95: float | None = Field(None, description="test texts answered at that threshold")
     selective_accuracy_at_0_95: float | None = Field(None, description="test accuracy on them")
     selective_accuracy_bound_at_0_95: float | None = Field(None, description="0.95 − 2·√(0.95·0.05 / n answered)")
+    explain_deletion_gap_k3: float | None = Field(None, description="log-odds: top-3 words' drop − 3 random words'")
+    explain_deletion_gap_k3_ci95_low: float | None = None
+    explain_deletion_gap_k3_ci95_high: float | None = None
+    explain_cost_ratio_b1: float | None = Field(None, description="explained ÷ plain request, p50, one at a time")
+    explain_cost_aa_ratio_b1: float | None = Field(None, description="plain ÷ the same plain request: A/A")
     targets: dict[str, Target] = Field(default_factory=dict)
 
 
@@ -354,3 +393,4 @@ class Results(Measured):
     plots: list[str]
     confidence_variant: str | None = Field(None, description="the serving variant whose confidence record follows")
     confidence: ConfidenceRecord | NotRun | None = Field(None, description="from the run's manifest (None: older)")
+    explain: ExplainReport | None = Field(None, description="explain.json (None: `textclf bench-explain` not run)")

@@ -1,14 +1,6 @@
-"""The servers `textclf load` measures, as child processes: how to start each one, what it serves, what its requests
-look like; started on loopback, waited for, stopped by their process group, and sampled while they run.
-
-- `bento`: the textclf service (serving variant, greedy batcher) as configured (`serve.workers` × threads),
-  `bento-1x2` and `bento-2x1`: the same as 1 worker × 2 engine threads and 2 workers × 1 thread;
-- `baseline`: FastAPI + a transformers pipeline on PyTorch, the way most teams serve a classifier today;
-- `infinity-optimum` and `infinity-torch`: the peer server infinity-emb, from its own venv (`make peer`),
-  serving the Bento's own `model.onnx` with its ONNX Runtime engine, and the checkpoint with its torch engine.
-
-Every server cuts a text at the export's max_seq_len tokens, so none wins by reading less: the Bento by its runtime's
-tokenizer, the baseline by its pipeline's `max_length`, infinity-emb through `peer_server.py` (see there).
+"""The servers `textclf load` measures, as child processes on loopback: how to start each one (`server_specs`: each
+says what it is), waited for, stopped by their process group, and sampled while they run. Every server cuts a text
+at the export's max_seq_len tokens, so none wins by reading less (each spec's `truncation` says how).
 """
 
 from __future__ import annotations
@@ -24,7 +16,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,68 +145,6 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s
     raise RuntimeError(f"server not ready after {timeout_s} s:\n{log.read_text()[-4000:]}")
 
 
-def _bento(
-    name: str, target: str, env: dict[str, str], workers: int, threads: int, runs: str, max_seq_len: int
-) -> ServerSpec:
-    return ServerSpec(
-        name=name,
-        what=f"textclf Bento ({target}), {runs}, greedy batcher, {workers} worker(s) × {threads} thread(s)",
-        command=[str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", "{port}"],
-        ready="/readyz",
-        api="textclf",
-        env={**env, "TEXTCLF_WORKERS": str(workers), "TEXTCLF_INTRA_OP_THREADS": str(threads)},
-        workers=workers,
-        has_engine_metrics=True,
-        settings={"workers": workers, "intra_op_threads": threads, "max_seq_len": max_seq_len},
-        truncation=f"{max_seq_len} tokens: its runtime's tokenizer truncation at the export's max_seq_len",
-    )
-
-
-def _infinity(
-    name: str,
-    model_dir: Path,
-    engine: str,
-    serving: str,
-    *,
-    cfg: BenchmarkConfig,
-    work: Path,
-    max_seq_len: int,
-    prepare: Callable[[], object] | None = None,
-) -> ServerSpec:
-    """infinity-emb 0.0.78 on `engine` (`optimum` or `torch`: PEER_ENGINES), `serving` saying which model file."""
-    engine_name, own_cut = PEER_ENGINES[engine]
-    venv = Path(cfg.bench.peer_venv)
-    bin_dir = (venv if venv.is_absolute() else PROJECT_ROOT / venv) / "bin"
-    # infinity-emb's own CLI through peer_server.py (which makes it cut at max_seq_len like the others); -P: the
-    # script's folder (benchmarks/, with modules such as `markdown.py`) stays off sys.path.
-    # `--model-id .` from inside the folder: 0.0.78 does not find the ONNX file under an absolute path.
-    command = [str(bin_dir / "python"), "-P", str(PEER_SERVER), "v2", "--model-id", "."]
-    command += ["--engine", engine, "--device", "cpu"]
-    command += ["--host", "127.0.0.1", "--port", "{port}", "--url-prefix", "", "--served-model-name", "textclf"]
-    if engine == "optimum":
-        # Our file as it is (no re-optimized copy), and no warm-up (its warm-up sends texts of 512 tokens and more):
-        # the load tool warms every server itself.
-        command += ["--onnx-disable-optimize", "--no-model-warmup"]
-    home = work / f"{name}-home"  # its caches, outside the model folder and the user's HF cache
-    return ServerSpec(
-        name=name,
-        what=f"infinity-emb 0.0.78, {engine_name} engine, {serving}",
-        command=command,
-        ready="/health",
-        api="infinity",
-        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_HOME": str(home)}
-        | {"HF_HOME": str(home), "TEXTCLF_MAX_SEQ_LEN": str(max_seq_len)},
-        cwd=model_dir,
-        settings={"engine": engine, "batch_size": "infinity default", "max_seq_len": max_seq_len},
-        prepare=prepare,
-        truncation=f"{max_seq_len} tokens: infinity-emb 0.0.78's {engine} classifier calls its transformers pipeline "
-        f"{own_cut}; benchmarks/peer_server.py adds `truncation=True, max_length={max_seq_len}` to that call",
-        missing=None
-        if (bin_dir / "infinity_emb").is_file()
-        else f"infinity-emb is not installed in {bin_dir.parent}; `{PEER_SETUP}` installs it (not measured)",
-    )
-
-
 def peer_onnx_variant(export: ExportSection) -> str | None:
     """The `model.onnx` infinity's optimum engine serves: the serving variant's where it is an ONNX Runtime one, else
     the passing ONNX Runtime variant export timed fastest (b1 × b32 per text, as it ranks them), else None. An
@@ -255,11 +184,61 @@ def server_specs(
     if not checkpoint.is_absolute():
         checkpoint = run_dir / checkpoint if (run_dir / checkpoint).exists() else checkpoint.resolve()
     target = bento or "service:TextClassifier"
-    env = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
-    variant = str(export.serving_variant)
+    artifacts = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
+    variant, max_len = str(export.serving_variant), export.max_seq_len
     spec = VARIANTS.get(variant)  # as exported; the load report adds what the Bento says it runs (`GET /model`)
     runs = f"{variant} variant" + (f" on {ENGINE_NAMES[spec.engine]}" if spec else "")
-    max_seq_len = export.max_seq_len
+    venv = Path(cfg.bench.peer_venv)
+    peer_bin = (venv if venv.is_absolute() else PROJECT_ROOT / venv) / "bin"
+
+    def bento_spec(name: str, workers: int, threads: int) -> ServerSpec:
+        return ServerSpec(
+            name=name,
+            what=f"textclf Bento ({target}), {runs}, greedy batcher, {workers} worker(s) × {threads} thread(s)",
+            command=[str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", "{port}"],
+            ready="/readyz",
+            api="textclf",
+            env={**artifacts, "TEXTCLF_WORKERS": str(workers), "TEXTCLF_INTRA_OP_THREADS": str(threads)},
+            workers=workers,
+            has_engine_metrics=True,
+            settings={"workers": workers, "intra_op_threads": threads, "max_seq_len": max_len},
+            truncation=f"{max_len} tokens: its runtime's tokenizer truncation at the export's max_seq_len",
+        )
+
+    def infinity(
+        name: str, folder: Path, engine: str, serving: str, prepare: Callable[[], object] | None = None
+    ) -> ServerSpec:
+        """infinity-emb 0.0.78 on `engine` (`optimum` or `torch`: PEER_ENGINES), `serving` saying which model."""
+        engine_name, own_cut = PEER_ENGINES[engine]
+        # infinity-emb's own CLI through peer_server.py (which makes it cut at max_seq_len like the others); -P: the
+        # script's folder (benchmarks/, with modules such as `markdown.py`) stays off sys.path.
+        # `--model-id .` from inside the folder: 0.0.78 does not find the ONNX file under an absolute path.
+        command = [str(peer_bin / "python"), "-P", str(PEER_SERVER), "v2", "--model-id", "."]
+        command += ["--engine", engine, "--device", "cpu"]
+        command += ["--host", "127.0.0.1", "--port", "{port}", "--url-prefix", "", "--served-model-name", "textclf"]
+        if engine == "optimum":
+            # Our file as it is (no re-optimized copy), and no warm-up (its warm-up sends texts of 512 tokens and
+            # more): the load tool warms every server itself.
+            command += ["--onnx-disable-optimize", "--no-model-warmup"]
+        home = str(work / f"{name}-home")  # its caches, outside the model folder and the user's HF cache
+        return ServerSpec(
+            name=name,
+            what=f"infinity-emb 0.0.78, {engine_name} engine, {serving}",
+            command=command,
+            ready="/health",
+            api="infinity",
+            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_HOME": home}
+            | {"HF_HOME": home, "TEXTCLF_MAX_SEQ_LEN": str(max_len)},
+            cwd=folder,
+            settings={"engine": engine, "batch_size": "infinity default", "max_seq_len": max_len},
+            prepare=prepare,
+            truncation=f"{max_len} tokens: infinity-emb 0.0.78's {engine} classifier calls its transformers pipeline "
+            f"{own_cut}; benchmarks/peer_server.py adds `truncation=True, max_length={max_len}` to that call",
+            missing=None
+            if (peer_bin / "infinity_emb").is_file()
+            else f"infinity-emb is not installed in {peer_bin.parent}; `{PEER_SETUP}` installs it (not measured)",
+        )
+
     baseline = ServerSpec(
         name="baseline",
         what="FastAPI + transformers pipeline on PyTorch (eager fp32), one text per request",
@@ -267,31 +246,24 @@ def server_specs(
         + ["--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"],
         ready="/healthz",
         api="baseline",
-        env={"TEXTCLF_CHECKPOINT": str(checkpoint), "TEXTCLF_MAX_SEQ_LEN": str(max_seq_len)},
-        settings={"max_seq_len": max_seq_len},
-        truncation=f"{max_seq_len} tokens: its pipeline's tokenizer with `truncation=True, max_length={max_seq_len}`",
+        env={"TEXTCLF_CHECKPOINT": str(checkpoint), "TEXTCLF_MAX_SEQ_LEN": str(max_len)},
+        settings={"max_seq_len": max_len},
+        truncation=f"{max_len} tokens: its pipeline's tokenizer with `truncation=True, max_length={max_len}`",
     )
-    workers = cfg.serve.workers
-    threads = cfg.serve.intra_op_threads or default_intra_op_threads(workers)
-    peer_variant = peer_onnx_variant(export)
+    peer_variant, peer_dir = peer_onnx_variant(export), work / "peer-model"
     peer_source = (
         f"the Bento's own {peer_variant} model.onnx"
         if peer_variant == variant
         else f"the {peer_variant} model.onnx (the fastest ONNX Runtime variant; the Bento serves {variant})"
     )
-    infinity = partial(_infinity, cfg=cfg, work=work, max_seq_len=max_seq_len)
-    peer_dir = work / "peer-model"
+    optimum = f"serving {peer_source} (its pipeline runs one text per ONNX call)"
+    workers = cfg.serve.workers
     return [
-        _bento("bento", target, env, workers, threads, runs, max_seq_len),
-        _bento("bento-1x2", target, env, 1, 2, runs, max_seq_len),
-        _bento("bento-2x1", target, env, 2, 1, runs, max_seq_len),
+        bento_spec("bento", workers, cfg.serve.intra_op_threads or default_intra_op_threads(workers)),  # as configured
+        bento_spec("bento-1x2", 1, 2),
         baseline,
         infinity(
-            "infinity-optimum",
-            peer_dir,
-            "optimum",
-            f"serving {peer_source} (its pipeline runs one text per ONNX call)",
-            prepare=lambda: copy_peer_variant(run_dir, peer_variant, peer_dir),
+            "infinity-optimum", peer_dir, "optimum", optimum, lambda: copy_peer_variant(run_dir, peer_variant, peer_dir)
         ),
         infinity("infinity-torch", checkpoint, "torch", "serving the same checkpoint (PyTorch fp32)"),
     ]

@@ -29,18 +29,18 @@ SETTLE_S = 60.0
 Locust = Callable[[str, int, int], dict]  # (url, users, seconds) -> the phase's figures (see `load.run_locust`)
 
 
-def worker_pids(root: psutil.Process) -> set[int]:
-    """The live BentoML workers under the `bentoml serve` process (an exited one, not yet reaped, is not)."""
-    return set(rss_mb_by_pid(root.children(recursive=True), WORKER_MARK))
-
-
-def worker_rss_mb(root_pid: int) -> dict[int, float]:
-    """Each live worker's resident set size (MiB) by PID; empty where the server is gone."""
+def worker_rss_mb(root: psutil.Process) -> dict[int, float]:
+    """Each live BentoML worker's resident set size (MiB) by PID under the `bentoml serve` process (an exited one, not
+    yet reaped, is not); empty where the server is gone."""
     try:
-        workers = rss_mb_by_pid(psutil.Process(root_pid).children(recursive=True), WORKER_MARK)
+        return {pid: round(mb, 1) for pid, mb in rss_mb_by_pid(root.children(recursive=True), WORKER_MARK).items()}
     except psutil.Error:
         return {}
-    return {pid: round(mb, 1) for pid, mb in workers.items()}
+
+
+def worker_pids(root: psutil.Process) -> set[int]:
+    """The live BentoML workers under the `bentoml serve` process."""
+    return set(worker_rss_mb(root))
 
 
 def pid_changes(samples: list[RssSample]) -> list[PidChange]:
@@ -88,10 +88,10 @@ def run_soak(spec: ServerSpec, bench: BenchConfig, minutes: float, cpus: set[int
     samples: list[RssSample] = []
     try:
         with started(spec, log, cpus) as (process, url):
-            started_at = time.monotonic()
+            started_at, root = time.monotonic(), psutil.Process(process.pid)
 
             def sample() -> None:
-                sizes = {str(pid): mb for pid, mb in sorted(worker_rss_mb(process.pid).items())}
+                sizes = {str(pid): mb for pid, mb in sorted(worker_rss_mb(root).items())}
                 samples.append(RssSample(t_s=round(time.monotonic() - started_at, 1), rss_mb=sizes))
 
             with sampling(sample, sample_s):

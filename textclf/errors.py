@@ -20,6 +20,7 @@ ERROR_STATUS: Final[dict[str, int]] = {
     "text_too_large": 413,
     "body_too_large": 413,
     "too_many_chunks": 413,  # on_overlength=chunk: a text or a request needs more windows than the limits allow
+    "explain_too_large": 413,  # explain: more texts than serve.max_explain_texts, or more work than the queue holds
     "invalid_request": 422,
     "empty_text": 422,
     "text_too_long": 422,

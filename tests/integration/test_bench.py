@@ -232,3 +232,31 @@ def test_report_without_bench_names_the_missing_step(tmp_path: Path, bench_cfg: 
     cfg = bench_cfg.model_copy(update={"reports_root": tmp_path})
     with pytest.raises(ArtifactError, match="textclf bench"):
         report_run(cfg, cfg.run_dir)
+
+
+def test_bench_explain_measures_the_gap_offline_and_the_cost_on_a_served_bento(
+    exported_run: Config, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from textclf_benchmarks.schema import EXPLAIN_JSON, ExplainReport
+    from textclf_cli.app import app
+
+    reports = tmp_path / "reports"
+    sets = ["--set", f"artifacts_root={exported_run.artifacts_root}", "--set", f"reports_root={reports}"]
+    result = CliRunner().invoke(app, ["bench-explain", *sets, "--texts", "20", "--cost-texts", "6", "--rounds", "2"])
+    assert result.exit_code == 0, result.output
+    report = load_report(reports / "default" / EXPLAIN_JSON, ExplainReport)
+    export = require_export(exported_run.run_dir)
+    assert report.variant == export.serving_variant and report.max_seq_len == export.max_seq_len
+    gap = report.deletion_gap
+    assert gap.texts + gap.skipped == 20 and gap.texts > 10 and (gap.k, gap.draws) == (3, 10) and gap.low <= gap.high
+    cost = report.cost
+    assert cost.ran, cost.reason
+    assert (cost.texts, cost.rounds, cost.top_k_words) == (6, 2, 10)
+    assert cost.model is not None and cost.model["variant"] == export.serving_variant  # the Bento's own `GET /model`
+    assert cost.mean_explained_words is not None and cost.mean_explained_words > 3  # the tiny test sentences' words
+    assert cost.plain_p50_ms and cost.explained_p50_ms and cost.plain_aa_p50_ms
+    assert cost.ratio == pytest.approx(cost.explained_p50_ms / cost.plain_p50_ms)
+    assert cost.aa_ratio == pytest.approx(cost.plain_aa_p50_ms / cost.plain_p50_ms)
+    assert report.machine.cores >= 1 and "onnxruntime" in report.versions

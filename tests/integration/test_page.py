@@ -5,6 +5,7 @@ Skipped with one line where no Chromium is installed (`.ci/run` installs Debian'
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from tests.serving import serve_env, served
-from textclf.config import Config
+from textclf.config import Config, load_config
 
 pytestmark = pytest.mark.browser
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
@@ -137,3 +138,130 @@ def test_an_abstained_answer_is_a_greyed_card_that_says_so(browser: Any, exporte
             assert card.query_selector(".label").inner_text() == answer["label"]  # the label stays
             opacity = float(card.evaluate("element => getComputedStyle(element).opacity"))
             assert (opacity < 1) is answer["abstained"]  # greyed
+
+
+# The `.text` paragraph of a card as its nodes: what each holds, and for a <mark> its title, aria-label, class, tint.
+NODES_JS = """quote => Array.from(quote.childNodes, node => node.nodeName === 'MARK' ? {
+    text: node.textContent, mark: true, title: node.title, aria: node.getAttribute('aria-label'),
+    direction: node.className, strength: node.style.getPropertyValue('--strength'),
+    background: getComputedStyle(node).backgroundColor,
+} : {text: node.textContent, mark: false})"""
+TITLE = re.compile(r"^([+-][0-9.e-]+) (toward|against) (.+)$")
+
+
+def _rgba(css: str) -> tuple[float, ...]:
+    """A computed `rgb(r, g, b)` / `rgba(r, g, b, a)` as four numbers."""
+    parts = [float(x) for x in re.findall(r"[\d.]+", css)]
+    return (*parts[:3], parts[3] if len(parts) == 4 else 1.0)
+
+
+def _submit(page: Any, texts: list[str]) -> Any:
+    """Type the texts, press Classify, and return the page's /predict response (its request is `.request`)."""
+    page.fill("#texts", "\n".join(texts))
+    with page.expect_response("**/predict") as answered:
+        page.click("#classify")
+    return answered.value
+
+
+def test_explained_words_are_tinted_spans_cut_from_the_original_text(browser: Any, server: str) -> None:
+    # An emoji first: its one code point is two UTF-16 units, so every later offset would be off by one in JS
+    # unless the page converts them. Double spaces must survive; markup must stay text. The second text is longer
+    # than the tiny model's 32 tokens: explained over the words it reads.
+    texts = ["😀 a good,  lovely film!", 'a <img src=x onerror="window.pwned=1"> dull plot']
+    page = browser.new_page()
+    page.goto(server + "/")
+    assert page.is_checked("#explain")  # on by default
+    answer = _submit(page, texts)
+    assert answer.request.post_data_json == {"texts": texts, "explain": True}
+    assert answer.status == 200, f"the server does not explain yet: {answer.text()}"
+    expected = answer.json()  # what this page got: the tiny model's weights are near float noise, so not another call's
+    page.wait_for_selector("#results .card >> nth=1")
+    cards = page.query_selector_all("#results .card")
+    for card, text, prediction in zip(cards, texts, expected, strict=True):
+        label = prediction["label"]
+        nodes = card.eval_on_selector(".text", NODES_JS)
+        assert "".join(node["text"] for node in nodes) == text  # marks and plain parts rebuild the text exactly
+        marks = [node for node in nodes if node["mark"]]
+        words = sorted(prediction["explanation"][label], key=lambda word: word["start"])
+        assert [mark["text"] for mark in marks] == [word["word"] for word in words]  # each at its own offsets
+        strongest = max(abs(word["weight"]) for word in words)
+        for mark, word in zip(marks, words, strict=True):
+            weight, direction, named = TITLE.fullmatch(mark["title"]).groups()  # type: ignore[union-attr]
+            precision = 5e-4 if abs(word["weight"]) >= 1e-3 else 0.0  # three decimals, or two significant digits
+            assert float(weight) == pytest.approx(word["weight"], rel=0.05, abs=precision)
+            assert named == label and mark["aria"] == f"{mark['text']} ({mark['title']})"
+            assert mark["direction"] == direction == ("against" if word["weight"] < 0 else "toward")
+            assert float(mark["strength"]) == pytest.approx(abs(word["weight"]) / strongest, abs=1e-3)
+            red, green, _, alpha = _rgba(mark["background"])
+            assert alpha == pytest.approx(0.6 * float(mark["strength"]), abs=0.01)  # tint by relative |weight|
+            assert alpha == 0 or (green > red) is (direction == "toward")
+        legend = card.query_selector(".why").inner_text()
+        assert label in legend
+        assert (f"over {prediction['explained_words']} of its {prediction['total_words']} words" in legend) is (
+            prediction["explained_words"] < prediction["total_words"]
+        )
+    # The first text has fewer words than top_k_words: every word of it is explained.
+    first = [node["text"] for node in cards[0].eval_on_selector(".text", NODES_JS) if node["mark"]]
+    assert first == ["😀", "a", "good", ",", "lovely", "film", "!"]
+    assert expected[1]["explained_words"] < expected[1]["total_words"]  # the cut text says so
+    assert page.query_selector("#results img") is None and page.evaluate("window.pwned") is None
+
+
+def test_explain_unchecked_sends_texts_only_and_colours_nothing(browser: Any, server: str) -> None:
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.uncheck("#explain")
+    text = 'a <img src=x onerror="window.pwned=1"> good film'  # shown as typed, never parsed
+    assert _submit(page, [text]).request.post_data_json == {"texts": [text]}
+    page.wait_for_selector("#results .card")
+    assert page.query_selector_all("#results mark, #results .why") == []
+    assert page.inner_text("#results .text") == text
+    assert page.query_selector("#results img") is None and page.evaluate("window.pwned") is None
+
+
+def test_past_the_explain_limit_the_texts_are_classified_without(browser: Any, server: str) -> None:
+    limit = load_config(None).serve.max_explain_texts  # the server's: its defaults and environment, as ours
+    texts = [f"a good film number {i}" for i in range(limit + 1)]
+    assert requests.post(f"{server}/predict", json={"texts": texts, "explain": True}, timeout=30).status_code == 413
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.fill("#texts", "\n".join(texts))
+    page.click("#classify")
+    page.wait_for_selector(f"#results .card >> nth={len(texts) - 1}")
+    status = page.inner_text("#status")
+    assert "without explanations" in status and "max_explain_texts" in status  # the server's own reason
+    assert page.query_selector_all("#results mark") == [] and page.is_hidden("#error")
+
+
+def test_a_multi_label_answer_colours_its_first_label_and_a_select_picks_another(browser: Any, server: str) -> None:
+    text = "goal scored on a new laptop"
+    word = {"goal": (0, 4), "scored": (5, 11), "laptop": (21, 27)}
+
+    def weights(**by_word: float) -> list[dict[str, Any]]:
+        return [{"start": word[w][0], "end": word[w][1], "word": w, "weight": v} for w, v in by_word.items()]
+
+    # The tiny served model is single-label: the page's side of a multi-label answer is checked on a fixed one. Its
+    # explanation's keys are in the other order than `labels` (best first), which decides the label shown first.
+    answer = {
+        "label": "sport",
+        "score": 0.9,
+        "scores": {"sport": 0.9, "tech": 0.7, "food": 0.1},
+        "labels": ["sport", "tech"],
+        "explanation": {"tech": weights(laptop=0.5, goal=-0.1), "sport": weights(goal=0.6, scored=0.3)},
+        "explained_words": 6,
+        "total_words": 6,
+    }
+    page = browser.new_page()
+    page.route("**/predict", lambda route: route.fulfill(status=200, json=[answer]))
+    page.goto(server + "/")
+    _submit(page, [text])
+    page.wait_for_selector("#results .card mark")
+
+    def shown() -> list[tuple[str, str]]:
+        nodes = page.eval_on_selector("#results .text", NODES_JS)
+        assert "".join(node["text"] for node in nodes) == text
+        return [(node["text"], node["title"]) for node in nodes if node["mark"]]
+
+    assert shown() == [("goal", "+0.600 toward sport"), ("scored", "+0.300 toward sport")]
+    page.select_option("#results .why select", "tech")
+    assert shown() == [("goal", "-0.100 against tech"), ("laptop", "+0.500 toward tech")]

@@ -1,4 +1,4 @@
-"""Word attributions by deletion (`textclf.inference.explain`) and the deletion gap (`textclf_export.explain_quality`),
+"""Word attributions by deletion (`textclf.inference.explain`) and the deletion gap (`textclf_benchmarks.explain`),
 on a real BERT WordPiece tokenizer built from the tiny models' vocab, with fake score functions whose answer is known.
 """
 
@@ -20,7 +20,7 @@ from textclf.inference.explain import (
     split_words,
     without_words,
 )
-from textclf_export.explain_quality import bootstrap_interval, deletion_gap, log_odds
+from textclf_benchmarks.explain import bootstrap_interval, deletion_gap, log_odds
 
 SPAN_TEXTS = [
     "the film was good",

@@ -27,6 +27,7 @@ import numpy as np
 from tokenizers import PreTokenizedString, Tokenizer, pre_tokenizers
 
 from textclf.inference.predictions import over_threshold
+from textclf.inference.text_options import OverlengthPolicy, TextOptions, TruncationDirection
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def without_words(text: str, words: Iterable[Word]) -> str:
     return "".join(pieces)
 
 
-def predicted_labels(probabilities: np.ndarray, threshold: float | None) -> list[int]:
+def predicted_labels(probabilities: np.ndarray, threshold: float | Sequence[float] | None) -> list[int]:
     """The label indices a row of scores predicts: its best label, or (multi-label, `threshold` set) every label at
     or over the threshold, best first (possibly none), by the same comparison as the prediction itself."""
     if threshold is None:
@@ -164,8 +165,9 @@ class ExplainPlan:
         original: np.ndarray,
         perturbed: np.ndarray,
         labels: Sequence[str],
-        threshold: float | None = None,
+        threshold: float | Sequence[float] | None = None,
         top_k: int = DEFAULT_TOP_K_WORDS,
+        chosen: Sequence[Sequence[int]] | None = None,
     ) -> list[Explanation]:
         """Each text's explanation from the scores of the texts and of `self.texts`.
 
@@ -173,9 +175,12 @@ class ExplainPlan:
             original: (texts, labels) scores of the original texts, the ones their predictions were made from.
             perturbed: (len(self.texts), labels) scores of the perturbed texts, in order.
             labels: the label names, in score-column order.
-            threshold: a multi-label model's threshold (each label at or over it is explained); None for a
-                single-label model (its best label is).
+            threshold: a multi-label model's threshold, or one per label (each label at or over it is explained);
+                None for a single-label model (its best label is).
             top_k: words kept per label.
+            chosen: per text, the label indices to explain, where the caller's prediction is not read from
+                `original` (a long document's prediction aggregates its windows, while its first window is
+                explained); None: the labels `original` predicts.
 
         Raises:
             ValueError: score rows that do not match the plan, or a `top_k` that is not positive.
@@ -188,12 +193,13 @@ class ExplainPlan:
                 f"{len(self.splits)} and {len(self.texts)}"
             )
         out, row = [], 0
-        for split, scores in zip(self.splits, original, strict=True):
+        for index, (split, scores) in enumerate(zip(self.splits, original, strict=True)):
             mine = perturbed[row : row + len(split.words)]
             row += len(split.words)
+            explained = chosen[index] if chosen is not None else predicted_labels(scores, threshold)
             by_label = {
                 labels[label]: word_weights(scores, mine, split.words, label, top_k) if split.words else []
-                for label in predicted_labels(scores, threshold)
+                for label in explained
             }
             out.append(Explanation(by_label, len(split.words), split.total_words))
         return out
@@ -229,21 +235,42 @@ def explain(
     tokenizer: Tokenizer,
     labels: Sequence[str],
     *,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     top_k: int = DEFAULT_TOP_K_WORDS,
     max_words: int = DEFAULT_MAX_WORDS,
+    windows: Sequence[tuple[int, int] | None] | None = None,
+    chosen: Sequence[Sequence[int]] | None = None,
 ) -> list[Explanation]:
     """Explain each text's predicted label(s), scoring the texts and their perturbed copies in one `score` call.
+
+    `score` must read every text the same way (a long text cut at the same end); its scores of the texts
+    themselves are the ones the weights start from and whose labels are explained.
 
     Args:
         texts: the texts to explain.
         score: texts → (texts, labels) probabilities (a classifier's served scores).
         tokenizer: the model's tokenizer.
         labels: the label names, in score-column order.
-        threshold: a multi-label model's threshold; None for a single-label model.
+        threshold: a multi-label model's threshold, or one per label; None for a single-label model.
         top_k: words kept per label.
         max_words: explain at most this many words of a text.
+        windows: per text, the characters `score` reads of it (`reading_windows`); None: the whole text.
+        chosen: per text, the label indices to explain (`ExplainPlan.explanations`); None: those `score` predicts.
     """
-    plan = plan_explanations(tokenizer, texts, max_words)
+    plan = plan_explanations(tokenizer, texts, max_words, windows)
     scores = np.asarray(score([*texts, *plan.texts]))
-    return plan.explanations(scores[: len(texts)], scores[len(texts) :], labels, threshold, top_k)
+    return plan.explanations(scores[: len(texts)], scores[len(texts) :], labels, threshold, top_k, chosen)
+
+
+def reading_options(policy: OverlengthPolicy, direction: TruncationDirection) -> TextOptions:
+    """How an explained text and its perturbed copies are read: cut at max_seq_len like any text, from the end the
+    request keeps; a document read in windows (`chunk`) is explained over its first window, the text's beginning."""
+    if policy == "chunk":
+        return TextOptions("truncate", "right")
+    return TextOptions("truncate", direction)
+
+
+def reading_windows(encodings: Sequence[Any]) -> list[tuple[int, int] | None]:
+    """Per encoding read under `reading_options`, the characters of its text the model reads: None where nothing
+    was cut (every word counts), else `encoding_window` (words outside it cannot move the scores)."""
+    return [encoding_window(e) if e.overflowing else None for e in encodings]

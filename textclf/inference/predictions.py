@@ -30,11 +30,16 @@ class Prediction:
     # A selective threshold in force: whether the top label's probability fell under it (label and scores stay, the
     # client decides); None where no threshold is in force.
     abstained: bool | None = None
+    # Asked for (`explain`): per explained label its strongest words, and how many of the text's words it covers.
+    explanation: dict[str, list[dict[str, Any]]] | None = None
+    explained_words: int | None = None
+    total_words: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of one prediction, the service's and bulk output's alike: `labels` only for a multi-label
         model, `truncated` only where the text was cut, `chunks` only where the text was read in windows,
-        `abstained` only where a selective threshold is in force."""
+        `abstained` only where a selective threshold is in force, `explanation` (with `explained_words` and
+        `total_words`) only where one was asked for."""
         out: dict[str, Any] = {"label": self.label, "score": self.score, "scores": self.scores}
         if self.labels is not None:
             out["labels"] = self.labels
@@ -44,6 +49,10 @@ class Prediction:
             out["chunks"] = self.chunks
         if self.abstained is not None:
             out["abstained"] = self.abstained
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
+            out["explained_words"] = self.explained_words
+            out["total_words"] = self.total_words
         return out
 
 

@@ -29,6 +29,10 @@ class Limits:
         max_concurrency: classifying requests held at once by this worker (503 `overloaded` past it).
         timeout_s: one deadline for a classifying request, from its first body byte to its answer (408 while
             the body is still arriving, 504 after).
+        max_explain_texts: texts in one request that asks for explanations (413 `explain_too_large`).
+        max_explain_words: words of one text an explanation covers (its first ones); each costs one more text.
+        max_queued_texts: texts the batcher queues; an explained request whose texts and perturbed copies exceed
+            it could never be queued (413 `explain_too_large`).
     """
 
     max_texts_per_request: int
@@ -36,6 +40,9 @@ class Limits:
     max_body_bytes: int
     max_concurrency: int
     timeout_s: float = 60.0
+    max_explain_texts: int = 8
+    max_explain_words: int = 64
+    max_queued_texts: int = 2048
 
     @classmethod
     def from_config(cls, serve: ServeConfig) -> Limits:
@@ -46,4 +53,7 @@ class Limits:
             max_body_bytes=serve.max_body_bytes,
             max_concurrency=serve.max_concurrency,
             timeout_s=serve.timeout_s,
+            max_explain_texts=serve.max_explain_texts,
+            max_explain_words=serve.max_explain_words,
+            max_queued_texts=serve.max_queued_texts,
         )

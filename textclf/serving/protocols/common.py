@@ -71,6 +71,8 @@ class Call(Generic[W]):
     wire: W  # what the protocol's renderer needs of the request; None where it needs nothing
     options: TextOptions = DEFAULT_OPTIONS  # how the texts are tokenized (over-length policy, cut side)
     answer: AnswerOptions = DEFAULT_ANSWER  # how they are scored (top_k, raw_scores)
+    # Explain each prediction with this many words per label (`textclf.serving.explaining`); None: no explanation.
+    explain_words: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,17 @@ def check_min_confidence(
         return request_threshold(value, None, multi_label=multi_label)
     except RequestError as exc:  # its message names the native field; each protocol names its own
         raise RequestError(exc.error_type, str(exc).replace("min_confidence", field, 1)) from None
+
+
+def refuse_explain(payload: dict[str, Any], where: str = "") -> None:
+    """Explanations are textclf's own answer field: another protocol's request asking for one (`explain` in
+    `payload`, which sits at `where` in the body) is a 422 naming it, rather than an answer without what was asked."""
+    if "explain" in payload:
+        raise RequestError(
+            "invalid_request",
+            f"'{where}explain': explanations are answered on textclf's own POST /predict "
+            '{"texts": [...], "explain": true}; this protocol has no field for them',
+        )
 
 
 def retry_after(status: int, retry_statuses: tuple[int, ...] = (503,)) -> list[tuple[bytes, bytes]]:

@@ -31,6 +31,7 @@ from textclf.serving.protocols.common import (
     Call,
     ModelFacts,
     check_min_confidence,
+    refuse_explain,
     retry_after,
 )
 from textclf.serving.validation import check_count, check_fields, check_flag, check_texts
@@ -82,6 +83,10 @@ class HfAdapter:
     def parse(self, body: Body, model: ModelFacts) -> Call[HfWire]:
         """The call of a request body, or a RequestError naming the field."""
         payload = body.json()
+        if isinstance(payload, dict):
+            refuse_explain(payload)
+            if isinstance(payload.get("parameters"), dict):
+                refuse_explain(payload["parameters"], "parameters.")
         check_fields(payload, "inputs", FIELDS, '{"inputs": "..."}')
         texts, is_batch = self._inputs(payload["inputs"])
         check_texts(texts, self.limits, "inputs")

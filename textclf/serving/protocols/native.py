@@ -4,7 +4,9 @@ The body is read here, once: the route already decoded it to tell TEI's `{"input
 to `/predict`), so this adapter checks the decoded fields rather than hand the bytes to BentoML to decode again.
 The checks say what the service's typed signature says (the same `Limits`), and name the field at fault.
 Where a selective threshold is in force (the deploy's, or the request's own `min_confidence`), each prediction
-carries `abstained: true|false`; label and scores stay, the client decides.
+carries `abstained: true|false`; label and scores stay, the client decides. `"explain": true` adds each
+prediction's word attributions (`top_k_words` per label; `textclf.serving.explaining`), for at most
+`serve.max_explain_texts` texts a request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from textclf.errors import RequestError
+from textclf.inference.explain import DEFAULT_TOP_K_WORDS
 from textclf.inference.predictions import Prediction
 from textclf.inference.text_options import (
     OVERLENGTH_POLICIES,
@@ -34,7 +37,16 @@ from textclf.serving.protocols.common import (
 from textclf.serving.validation import check_choice, check_count, check_fields, check_flag, check_texts
 from textclf.serving.wire import Reply
 
-FIELDS = ("texts", "top_k", "raw_scores", "on_overlength", "truncation_direction", "min_confidence")
+FIELDS = (
+    "texts",
+    "top_k",
+    "raw_scores",
+    "on_overlength",
+    "truncation_direction",
+    "min_confidence",
+    "explain",
+    "top_k_words",
+)
 
 
 def error_body(exc: RequestError) -> dict[str, str]:
@@ -76,6 +88,14 @@ class NativeAdapter:
         check_choice(payload, "truncation_direction", TRUNCATION_DIRECTIONS, nullable=False)
         # Absent: the deploy's threshold; null is refused (the schema says a number).
         min_confidence = check_min_confidence(payload.get("min_confidence"), nullable="min_confidence" not in payload)
+        explain = check_flag(payload, "explain")
+        if "top_k_words" in payload:  # present means a count: null is refused, as the schema says
+            check_count(payload["top_k_words"], "top_k_words")
+            if not explain:
+                raise RequestError(
+                    "invalid_request", "'top_k_words' counts an explanation's words: add \"explain\": true"
+                )
+        explain_words = self.explain_words(explain, payload.get("top_k_words", DEFAULT_TOP_K_WORDS), len(texts))
         return self.call(
             texts,
             top_k=top_k,
@@ -83,7 +103,24 @@ class NativeAdapter:
             on_overlength=payload.get("on_overlength"),
             truncation_direction=payload.get("truncation_direction", "right"),
             min_confidence=min_confidence,
+            explain_words=explain_words,
         )
+
+    def explain_words(self, explain: bool, top_k_words: int, texts: int) -> int | None:
+        """Words per label of the explanation a request asks for (None: none), within `max_explain_texts`.
+
+        Raises:
+            RequestError: (explain_too_large, 413) more texts than `max_explain_texts`.
+        """
+        if not explain:
+            return None
+        if texts > self.limits.max_explain_texts:
+            raise RequestError(
+                "explain_too_large",
+                f"{texts} texts asked for explanations; the limit is {self.limits.max_explain_texts} "
+                "(serve.max_explain_texts): each word of each text is classified again",
+            )
+        return top_k_words
 
     @staticmethod
     def call(
@@ -94,6 +131,7 @@ class NativeAdapter:
         on_overlength: OverlengthPolicy | None = None,
         truncation_direction: TruncationDirection = "right",
         min_confidence: float | None = None,
+        explain_words: int | None = None,
     ) -> Call[None]:
         """The call of checked fields (from a body, or from the service's typed `predict` signature)."""
         return Call(
@@ -101,6 +139,7 @@ class NativeAdapter:
             None,
             TextOptions(on_overlength, truncation_direction),
             AnswerOptions(top_k=top_k, raw_scores=raw_scores, min_confidence=min_confidence),
+            explain_words,
         )
 
     def render(self, call: Call[None], predictions: list[Prediction], model: ModelFacts) -> Reply:

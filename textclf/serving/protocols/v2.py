@@ -36,6 +36,7 @@ from textclf.serving.protocols.common import (
     ModelFacts,
     check_min_confidence,
     parse_json,
+    refuse_explain,
     retry_after,
 )
 from textclf.serving.validation import check_choice, check_fields, check_texts
@@ -147,7 +148,12 @@ class V2Adapter:
     def parse(self, body: Body, model: ModelFacts) -> Call[V2Wire]:
         """The call of an infer request (JSON, or Triton's binary extension), or a RequestError naming the field."""
         header, binary = _split(body.raw, body.header_length)
-        payload = check_fields(parse_json(header), "inputs", FIELDS, '{"inputs": [{"name": "text", ...}]}')
+        decoded = parse_json(header)
+        if isinstance(decoded, dict):
+            refuse_explain(decoded)
+            if isinstance(decoded.get("parameters"), dict):
+                refuse_explain(decoded["parameters"], "parameters.")
+        payload = check_fields(decoded, "inputs", FIELDS, '{"inputs": [{"name": "text", ...}]}')
         kinds = (("id", str, "a string"), ("parameters", dict, "an object"), ("outputs", list, "a list"))
         for name, kind, what in kinds:
             if name in payload and not isinstance(payload[name], kind):  # present means a value: null is refused too

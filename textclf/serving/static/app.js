@@ -50,12 +50,91 @@ async function loadModel() {
   $("model").dataset.variant = model.variant;
 }
 
+// An answer's character offsets count code points (Python's str); a JS string counts UTF-16 units, so past an emoji
+// (or any character outside the BMP) the two differ. at[i] is the UTF-16 index of code point i; at[length] the end.
+function codeUnitOffsets(text) {
+  const at = [0];
+  for (const character of text) at.push(at[at.length - 1] + character.length);
+  return at;
+}
+
+// A weight with its sign: three decimals, or two significant digits under 0.001 (a weak word is not shown as 0).
+function signed(weight) {
+  const size = Math.abs(weight);
+  return (weight < 0 ? "-" : "+") + (size >= 0.001 ? size.toFixed(3) : size.toPrecision(2));
+}
+
+// The text itself, built from text nodes and <mark>s cut from the original string at the answer's offsets (never
+// parsed as HTML). Each explained word is tinted toward (green) or against (red) `label`, by its |weight| over the
+// strongest of this text's words; its title and aria-label carry the weight, so the colour is not the only signal.
+function quoteOf(text, words, label) {
+  const quote = document.createElement("p");
+  quote.className = "text";
+  const at = codeUnitOffsets(text);
+  const strongest = Math.max(0, ...words.map((w) => Math.abs(w.weight)));
+  let done = 0; // UTF-16 index: everything before it is in `quote`
+  for (const w of [...words].sort((a, b) => a.start - b.start)) {
+    const start = at[w.start], end = at[w.end];
+    // An offset that does not land on this word (it never should) leaves the word plain rather than misquote the text.
+    if (start === undefined || end === undefined || start < done || text.slice(start, end) !== w.word) continue;
+    if (start > done) quote.append(text.slice(done, start));
+    const mark = document.createElement("mark");
+    mark.className = w.weight < 0 ? "against" : "toward";
+    mark.style.setProperty("--strength", strongest > 0 ? (Math.abs(w.weight) / strongest).toFixed(3) : "0");
+    mark.textContent = w.word;
+    mark.title = signed(w.weight) + (w.weight < 0 ? " against " : " toward ") + label;
+    mark.setAttribute("aria-label", w.word + " (" + mark.title + ")");
+    quote.append(mark);
+    done = end;
+  }
+  if (done < text.length) quote.append(text.slice(done));
+  return quote;
+}
+
+// What the colours mean, and which label they are for: a multi-label answer explains each of its labels (best
+// first), and a select picks the one shown, its first label by default.
+function legendOf(prediction, explained, show) {
+  const legend = document.createElement("p");
+  legend.className = "why";
+  legend.append("Words ");
+  const toward = document.createElement("mark");
+  toward.className = "toward";
+  toward.textContent = "toward";
+  const against = document.createElement("mark");
+  against.className = "against";
+  against.textContent = "against";
+  legend.append(toward, " and ", against, " ");
+  if (explained.length > 1) {
+    const pick = document.createElement("select");
+    pick.setAttribute("aria-label", "label to explain");
+    for (const name of explained) pick.append(new Option(name, name));
+    pick.addEventListener("change", () => show(pick.value));
+    legend.append(pick);
+  } else {
+    const name = document.createElement("b");
+    name.textContent = explained[0];
+    legend.append(name);
+  }
+  legend.append("; hover a word for its weight (the label's score drop without it).");
+  if (prediction.explained_words < prediction.total_words) {
+    legend.append(" Explained over " + prediction.explained_words + " of its " + prediction.total_words + " words.");
+  }
+  return legend;
+}
+
 function card(text, prediction) {
   const item = document.createElement("article");
   item.className = "card";
-  const quote = document.createElement("p");
-  quote.className = "text";
-  quote.textContent = text;
+  let quote = quoteOf(text, [], "");
+  // The explanation's labels in the prediction's order (JSON object keys would put a label named "2" first).
+  const explained = !prediction.explanation ? []
+    : (prediction.labels === undefined ? [prediction.label] : prediction.labels)
+      .filter((name) => Object.hasOwn(prediction.explanation, name));
+  const show = (name) => {
+    const next = quoteOf(text, prediction.explanation[name], name);
+    quote.replaceWith(next);
+    quote = next;
+  };
   const label = document.createElement("p");
   label.innerHTML = '<span class="label"></span>';
   // A multi-label model answers a label set (possibly empty): every label at or over its threshold.
@@ -100,6 +179,10 @@ function card(text, prediction) {
     bars.appendChild(row);
   }
   item.append(quote, label, bars);
+  if (explained.length) {
+    show(explained[0]);
+    label.after(legendOf(prediction, explained, show));
+  }
   return item;
 }
 
@@ -114,9 +197,21 @@ async function classify(event) {
   showError("");
   $("classify").disabled = true;
   $("status").textContent = "Classifying…";
-  const started = performance.now();
+  const post = (body) => fetch("/predict", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  let started = performance.now();
+  let unexplained = "";
   try {
-    const response = await fetch("/predict", { method: "POST", headers: headers(), body: JSON.stringify({ texts }) });
+    let response = await post($("explain").checked ? { texts, explain: true } : { texts });
+    if (response.status === 413 && $("explain").checked) {
+      // Explaining costs one more classification per word: past the server's explain limits the texts are still
+      // worth classifying, so ask again without explanations and say why.
+      const refusal = await response.clone().json().catch(() => null);
+      if (refusal && refusal.error_type === "explain_too_large") {
+        unexplained = ", without explanations: " + refusal.error;
+        started = performance.now();
+        response = await post({ texts });
+      }
+    }
     const elapsed = performance.now() - started;
     if (response.status === 401) {
       $("status").textContent = "";
@@ -132,7 +227,7 @@ async function classify(event) {
     const results = $("results");
     results.replaceChildren(...predictions.map((p, i) => card(texts[i], p)));
     $("status").textContent = predictions.length + " text" + (predictions.length === 1 ? "" : "s") +
-      " classified in " + elapsed.toFixed(0) + " ms";
+      " classified in " + elapsed.toFixed(0) + " ms" + unexplained;
     if ($("model").dataset.variant === undefined) loadModel();
   } catch (error) {
     $("status").textContent = "";
