@@ -74,9 +74,18 @@ def predict(
             "serve.target_accuracy; refused where none does).",
         ),
     ] = None,
+    explain: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="K",
+            help="Add an `explanation` column: per predicted label its K strongest words (each word of a text, up "
+            "to serve.max_explain_words, deleted in turn: one more text to classify a word).",
+        ),
+    ] = None,
 ) -> None:
     """Classify every row of a file into a new file: the input columns + label, score, scores, error (+ abstained
-    where a selective threshold is in force).
+    where a selective threshold is in force, + explanation with --explain).
 
     With `--engine ray` the input may also be a folder or a glob of such files, and the output is a folder of
     part files (the type by its extension), renamed into place when the whole job is written."""
@@ -85,6 +94,7 @@ def predict(
         cfg = load_cfg(config, set_, run)
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine {engine!r}: use local or ray")
+        from textclf.bulk.explained import ExplainSettings
         from textclf.bulk.local import BULK_OVERLENGTH
 
         column = text_column or cfg.data.text_column
@@ -92,12 +102,13 @@ def predict(
             raise ConfigError(f"--on-overlength {on_overlength!r}: use {' or '.join(BULK_OVERLENGTH)}")
         # A flag replaces both config keys: --min-confidence beside a configured target_accuracy is not "both set".
         flagged = min_confidence is not None or target_accuracy is not None
-        settings = {  # the bulk run's keywords: how long texts are read, and the selective threshold
+        settings = {  # the bulk run's keywords: how long texts are read, the selective threshold, explanations
             "on_overlength": on_overlength,
             "chunk_overlap_tokens": cfg.serve.chunk_overlap_tokens,
             "chunk_aggregation": cfg.serve.chunk_aggregation,
             "min_confidence": min_confidence if flagged else cfg.serve.min_confidence,
             "target_accuracy": target_accuracy if flagged else cfg.serve.target_accuracy,
+            "explain": ExplainSettings(explain, cfg.serve.max_explain_words) if explain is not None else None,
         }
         if engine == "ray":
             summary = _predict_on_ray(

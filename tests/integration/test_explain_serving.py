@@ -99,7 +99,6 @@ def _error(response: requests.Response, status: int) -> dict[str, Any]:
         ({"explain": "yes"}, 422, "invalid_request", "explain"),
         ({"explain": True, "top_k_words": 0}, 422, "invalid_request", "top_k_words"),
         ({"explain": True, "top_k_words": None}, 422, "invalid_request", "top_k_words"),
-        ({"top_k_words": 3}, 422, "invalid_request", "top_k_words"),
         ({"explain": True, "texts": ["a good film"] * (MAX_TEXTS + 1)}, 413, "explain_too_large", "max_explain_texts"),
         ({"explain": True, "texts": [LONG] * MAX_TEXTS}, 413, "explain_too_large", "max_queued_texts"),
     ],
@@ -109,6 +108,11 @@ def test_bad_explain_requests_are_refused_naming_the_field(
 ) -> None:
     body = _error(requests.post(f"{server}/predict", json={"texts": ["a good film"], **fields}, timeout=30), status)
     assert body["error_type"] == error_type and named in body["error"]
+
+
+def test_top_k_words_without_explain_is_checked_and_unused(server: str) -> None:
+    response = requests.post(f"{server}/predict", json={"texts": ["a good film"], "top_k_words": 3}, timeout=30)
+    assert response.status_code == 200 and "explanation" not in response.json()[0]
 
 
 def test_other_protocols_refuse_explain_in_their_own_shape(server: str) -> None:

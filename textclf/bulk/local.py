@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from textclf.bulk.explained import ChunkExplainer, ExplainSettings, explanation_column
 from textclf.bulk.sinks import Column, check_output, open_sink
 from textclf.bulk.tables import CHUNK_ROWS, Chunk, Source, open_source
 from textclf.errors import ArtifactError, InputError
@@ -56,11 +57,14 @@ def prediction_columns(
     ]
 
 
-def columns_of(classifier: Classifier, options: TextOptions = DEFAULT_OPTIONS) -> list[Column]:
-    """The prediction columns of a classifier's output under `options`."""
+def columns_of(
+    classifier: Classifier, options: TextOptions = DEFAULT_OPTIONS, explain: ExplainSettings | None = None
+) -> list[Column]:
+    """The columns a classifier's output appends under `options`: the prediction's, and explaining `explanation`."""
     chunked = classifier.policy(options) == "chunk"
     abstains = classifier.selective_threshold is not None
-    return prediction_columns(classifier.labels, classifier.multi_label, chunked, abstains)
+    columns = prediction_columns(classifier.labels, classifier.multi_label, chunked, abstains)
+    return columns + ([explanation_column()] if explain is not None else [])
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class BulkSummary:
 
     def line(self) -> str:
         without = f"{self.error_rows:,} without text"
-        if self.error_rows:
+        if self.first_error_rows:  # Ray counts the rows without text but does not number them
             shown = ", ".join(str(n) for n in self.first_error_rows)
             more = ", …" if self.error_rows > len(self.first_error_rows) else ""
             without += f" (row {shown}{more})"
@@ -216,14 +220,15 @@ def _predict_chunk(
     text_column: str,
     batch_size: int,
     summary: BulkSummary,
-    on_step: Callable[[int], None] | None,
+    meter: _Meter,
     options: TextOptions = DEFAULT_OPTIONS,
+    explain: ExplainSettings | None = None,
 ) -> list[dict[str, Any]]:
     """The added columns of each row of a chunk, in order; counts into `summary`."""
     texts: list[str] = []
     where: list[int] = []
     added: list[dict[str, Any]] = []
-    names = [column.name for column in columns_of(classifier, options)]
+    names = [column.name for column in columns_of(classifier, options, explain)]
     for offset, row in enumerate(chunk.rows):
         value: Any = row.get(text_column)
         problem = text_problem(value)
@@ -235,18 +240,24 @@ def _predict_chunk(
             summary.error_rows += 1
             if len(summary.first_error_rows) < SHOWN_ERROR_ROWS:
                 summary.first_error_rows.append(chunk.first_row + offset)
-    predictions, tokens = classify(classifier, texts, batch_size, on_step, options)
+    explainer = ChunkExplainer(classifier, texts, options, explain) if explain is not None else None
+    if explainer is not None:
+        meter.expect(explainer.texts_to_score)
+    predictions, tokens = classify(classifier, texts, batch_size, meter.step, options)
     for offset, prediction, count in zip(where, predictions, tokens, strict=True):
         added[offset].update(prediction.as_dict(), truncated=prediction.truncated, input_tokens=count)  # false too
         summary.truncated += prediction.truncated
         if prediction.abstained is not None:
             summary.abstained = (summary.abstained or 0) + prediction.abstained
+    if explainer is not None:
+        explainer.fill(added, where, predictions, batch_size, meter.work)
     summary.rows += len(chunk.rows)
     return added
 
 
 class _Meter:
-    """Counts predicted texts into the summary and reports progress, inside a chunk by its share of texts done."""
+    """Counts predicted texts into the summary and reports progress, inside a chunk by its share of the texts scored
+    (one a row, and explaining's, `expect`ed up front)."""
 
     def __init__(self, summary: BulkSummary, total: int, progress: ProgressFn | None) -> None:
         self.summary = summary
@@ -255,16 +266,23 @@ class _Meter:
         self.started = time.perf_counter()
         self.done = 0  # progress units of the finished chunks
         self.chunk_done = 0
-        self.chunk_rows = 1
-        self.chunk_predicted = 0
+        self.chunk_work = 1
+        self.chunk_scored = 0
 
     def begin(self, chunk: Chunk) -> None:
-        self.chunk_done, self.chunk_rows, self.chunk_predicted = chunk.done, max(1, len(chunk.rows)), 0
+        self.chunk_done, self.chunk_work, self.chunk_scored = chunk.done, max(1, len(chunk.rows)), 0
+
+    def expect(self, texts: int) -> None:
+        """This chunk scores `texts` more texts than its rows (an explanation's)."""
+        self.chunk_work += texts
 
     def step(self, texts: int) -> None:
         self.summary.predicted += texts
-        self.chunk_predicted += texts
-        self.report(self.done + (self.chunk_done - self.done) * self.chunk_predicted // self.chunk_rows)
+        self.work(texts)
+
+    def work(self, texts: int) -> None:
+        self.chunk_scored += texts
+        self.report(self.done + (self.chunk_done - self.done) * self.chunk_scored // self.chunk_work)
 
     def end(self) -> None:
         self.done = self.chunk_done
@@ -286,16 +304,18 @@ def predict_source(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
     options: TextOptions = DEFAULT_OPTIONS,
+    explain: ExplainSettings | None = None,
 ) -> BulkSummary:
-    """Classify every row of an open source into `output` (written atomically), texts tokenized as `options` say."""
+    """Classify every row of an open source into `output` (written atomically), texts tokenized as `options` say,
+    each prediction explained where `explain` says how (`textclf.bulk.explained`)."""
     summary = BulkSummary(output=output, model=f"{classifier.variant} {classifier.model_sha256 or ''}".strip())
     if classifier.selective_threshold is not None:
         summary.abstained = 0  # counted even where no answer abstains
     meter = _Meter(summary, source.total, progress)
-    with open_sink(output, source, columns_of(classifier, options)) as sink:
+    with open_sink(output, source, columns_of(classifier, options, explain)) as sink:
         for chunk in source.chunks():
             meter.begin(chunk)
-            added = _predict_chunk(classifier, chunk, text_column, batch_size, summary, meter.step, options)
+            added = _predict_chunk(classifier, chunk, text_column, batch_size, summary, meter, options, explain)
             sink.write(chunk, added)
             meter.end()
         summary.renamed = dict(sink.renamed)
@@ -317,6 +337,7 @@ def run(
     on_overlength: OverlengthPolicy = "truncate",
     min_confidence: float | None = None,
     target_accuracy: float | None = None,
+    explain: ExplainSettings | None = None,
     **classifier_options: Any,
 ) -> BulkSummary:
     """Classify every row of `input_path` with the run's serving variant (or a BentoML store model) into
@@ -336,6 +357,7 @@ def run(
         min_confidence: answers whose top probability is under this get `abstained` true (an `abstained` column).
         target_accuracy: instead, the threshold whose validation accuracy reaches this (the variant's recorded
             curve); resolved when the model loads, before any row is read.
+        explain: add an `explanation` column, each prediction's strongest words (`textclf.bulk.explained`).
         classifier_options: passed to `Classifier` (threads, providers, chunk settings); `streams` defaults to
             one engine copy per intra-op thread (`bulk_streams`).
 
@@ -366,4 +388,5 @@ def run(
             batch_size=batch_size,
             progress=progress,
             options=TextOptions(on_overlength=on_overlength),
+            explain=explain,
         )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from textclf.artifacts.manifest import require_export, verify_files
+from textclf.bulk.explained import ChunkExplainer, ExplainSettings, arrow_batch, pandas_blocks
 from textclf.bulk.local import BULK_OVERLENGTH, BulkSummary, bulk_streams, classify, columns_of, model_dir, text_problem
 from textclf.bulk.sinks import RENAME_PREFIX, cell_text
 from textclf.bulk.tables import CHUNK_ROWS, file_format, input_files, json_object, open_source
@@ -133,6 +134,7 @@ class Predictor:
         chunking: dict[str, Any] | None = None,
         streams: int = 1,
         min_confidence: float | None = None,
+        explain: ExplainSettings | None = None,
     ) -> None:
         import ray
 
@@ -159,7 +161,8 @@ class Predictor:
         self.batch_size = batch_size
         self.output_format = output_format
         self.lines = lines
-        self.added = [c.name for c in columns_of(self.classifier, self.options)]
+        self.explain = explain
+        self.added = [c.name for c in columns_of(self.classifier, self.options, explain)]
 
     def __call__(self, batch: Any) -> Any:
         import pandas as pd
@@ -181,8 +184,13 @@ class Predictor:
         predictions, tokens = classify(self.classifier, texts, self.batch_size, options=self.options)
         for offset, prediction, count in zip(where, predictions, tokens, strict=True):
             added[offset].update(prediction.as_dict(), truncated=prediction.truncated, input_tokens=count)
+        if self.explain is not None:  # Ray Data's progress bar counts the batch when all of it is done
+            explainer = ChunkExplainer(self.classifier, texts, self.options, self.explain)
+            explainer.fill(added, where, predictions, self.batch_size)
         out = [_merge(row, extra, self.added) for row, extra in zip(rows, added, strict=True)]
         frame = pd.DataFrame(out)
+        if self.explain is not None and self.output_format == "parquet":
+            return arrow_batch(frame)  # the explanation's one list-of-struct type, in every part file
         if self.output_format in ("csv", "tsv"):  # one text cell per value, as the local CSV writer does
             for column in frame.columns:
                 frame[column] = frame[column].map(cell_text)
@@ -241,8 +249,9 @@ def _write(dataset: Any, folder: Path, fmt: str) -> None:
         import pyarrow.csv as pacsv
 
         delimiter = "\t" if fmt == "tsv" else ","
-        options = {"write_options": pacsv.WriteOptions(delimiter=delimiter)}
-        dataset.write_csv(str(folder), arrow_csv_args_fn=lambda: options, ray_remote_args=IO_TASKS)
+        # Built in the write task: pyarrow's WriteOptions do not pickle (Ray 2.60, pyarrow 25), a delimiter does.
+        options = lambda: {"write_options": pacsv.WriteOptions(delimiter=delimiter)}  # noqa: E731
+        dataset.write_csv(str(folder), arrow_csv_args_fn=options, ray_remote_args=IO_TASKS)
     else:
         dataset.write_json(str(folder), pandas_json_args_fn=lambda: {"force_ascii": False}, ray_remote_args=IO_TASKS)
 
@@ -265,8 +274,13 @@ def _counts(folder: Path, fmt: str, abstains: bool) -> tuple[int, int, int, int 
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(include_columns=["error", *flags], strings_can_be_null=True),
         )
-    else:
-        written = ray.data.read_json(paths)
+    else:  # the counted fields alone, typed: inferring every column (an explanation's, the input's) can fail
+        import pyarrow as pa
+        import pyarrow.json as pajson
+
+        counted = pa.schema([("error", pa.string()), *((flag, pa.bool_()) for flag in flags)])
+        parse = pajson.ParseOptions(explicit_schema=counted, unexpected_field_behavior="ignore")
+        written = ray.data.read_json(paths, parse_options=parse)
 
     def count(batch: Any) -> dict[str, list[int]]:
         errors = batch["error"]
@@ -291,13 +305,14 @@ def run(
     on_overlength: OverlengthPolicy = "truncate",
     min_confidence: float | None = None,
     target_accuracy: float | None = None,
+    explain: ExplainSettings | None = None,
     **chunk_options: Any,
 ) -> BulkSummary:
     """Classify every row of the input file(s) on Ray Data into the folder `output_path` (committed atomically).
 
     `on_overlength`, the window settings in `chunk_options` (`chunk_overlap_tokens`, `chunk_aggregation`) and the
-    selective settings (`min_confidence`, `target_accuracy`: an `abstained` column) are those of the local path
-    (`textclf.bulk.local.run`).
+    selective settings (`min_confidence`, `target_accuracy`: an `abstained` column) and `explain` (an
+    `explanation` column) are those of the local path (`textclf.bulk.local.run`).
 
     Everything a user can get wrong (input paths, the text column, the output name, the model) is checked here,
     before any cluster work starts.
@@ -343,24 +358,26 @@ def run(
     shutil.rmtree(staging, ignore_errors=True)
     started = time.perf_counter()
     try:
-        dataset = _read(files, text_column, read_blocks(files, options.actors)).map_batches(
-            Predictor,
-            fn_constructor_kwargs={
-                "model": ray.put(model),
-                "text_column": text_column,
-                "batch_size": batch_size,
-                "threads": options.cpus_per_actor,
-                "output_format": fmt_out,
-                "lines": fmt_in == "jsonl",
-                "chunking": {"on_overlength": on_overlength, **chunk_options},
-                "streams": streams,
-                "min_confidence": threshold,
-            },
-            batch_size=options.batch_rows,
-            batch_format="pandas",
-            concurrency=options.actors,
-            num_cpus=options.cpus_per_actor,
-        )
+        with pandas_blocks(explain is not None and fmt_out == "jsonl"):
+            dataset = _read(files, text_column, read_blocks(files, options.actors)).map_batches(
+                Predictor,
+                fn_constructor_kwargs={
+                    "model": ray.put(model),
+                    "text_column": text_column,
+                    "batch_size": batch_size,
+                    "threads": options.cpus_per_actor,
+                    "output_format": fmt_out,
+                    "lines": fmt_in == "jsonl",
+                    "chunking": {"on_overlength": on_overlength, **chunk_options},
+                    "streams": streams,
+                    "min_confidence": threshold,
+                    "explain": explain,
+                },
+                batch_size=options.batch_rows,
+                batch_format="pandas",
+                concurrency=options.actors,
+                num_cpus=options.cpus_per_actor,
+            )
         _write(dataset, staging, fmt_out)
         summary.seconds = time.perf_counter() - started
         counts = _counts(staging, fmt_out, abstains=threshold is not None)

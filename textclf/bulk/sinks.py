@@ -31,8 +31,23 @@ class Column:
     """A column a writer appends to every row."""
 
     name: str
-    kind: Literal["string", "float", "int", "bool", "map", "strings"]
+    kind: Literal["string", "float", "int", "bool", "map", "strings", "explanation"]
     keys: tuple[str, ...] = ()  # a map's keys, in order (a Parquet struct's fields)
+
+
+def explanation_type(pa: Any) -> Any:
+    """An `explanation` column's Parquet type: a list of one struct a word, its label beside it (a struct of the
+    labels would hold a field per label; this keeps one schema whatever labels a row explains)."""
+    word = [("label", pa.string()), ("start", pa.int64()), ("end", pa.int64())]
+    return pa.list_(pa.struct([*word, ("word", pa.string()), ("weight", pa.float64())]))
+
+
+def explanation_structs(value: dict[str, list[dict[str, Any]]] | None) -> list[dict[str, Any]] | None:
+    """An explanation `{label: [{start, end, word, weight}, ...]}` as `explanation_type` rows, label by label in the
+    explanation's order, each label's words strongest first as they come; None (a row without text) stays None."""
+    if value is None or (isinstance(value, float) and value != value):  # pandas' NaN for a missing cell
+        return None
+    return [{"label": label, **word} for label, words in value.items() for word in words]
 
 
 class Sink:
@@ -153,6 +168,8 @@ class _ParquetSink(Sink):
             return pa.struct([(key, pa.float64()) for key in column.keys])
         if column.kind == "strings":
             return pa.list_(pa.string())
+        if column.kind == "explanation":
+            return explanation_type(pa)
         return {"string": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}[column.kind]
 
     def _input_type(self, name: str, rows: list[dict[str, Any]]) -> Any:
@@ -193,10 +210,11 @@ class _ParquetSink(Sink):
             self._array([r.get(name) for r in chunk.rows], field.type, name, chunk.first_row, count)
             for field, name in zip(inputs, self.columns, strict=True)
         ]
-        arrays += [
-            self._array([v[field.name] for v in added], field.type, field.name, chunk.first_row, count)
-            for field in outputs
-        ]
+        for field, column in zip(outputs, self.added, strict=True):
+            values = [v[field.name] for v in added]
+            if column.kind == "explanation":
+                values = [explanation_structs(value) for value in values]
+            arrays.append(self._array(values, field.type, field.name, chunk.first_row, count))
         self._writer.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
 
     def close(self) -> None:
