@@ -19,7 +19,7 @@ from textclf.config import Config
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COMPILERS = ("build-essential", "gcc", "g++", "clang", "git ")
-FORBIDDEN = ("torch", "transformers", "optimum")
+FORBIDDEN = ("torch", "transformers", "optimum", "scipy")  # the serve image: no training stack, no scipy
 
 
 def _build(cfg: Config, home: Path, bentofile: str, base_image: str) -> Path:
