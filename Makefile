@@ -12,7 +12,6 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= serve,openvino,ray,train,export,bench,tracking,dev
 TEXTCLF := $(BIN)/textclf
 ARGS ?=
-SOAK_MINUTES ?= 10  # `make bench`: the Bento alone at 32 users after the load phases (0: no soak)
 MODEL_NAME ?= textclf
 HOST ?= 127.0.0.1
 PORT ?= 3000
@@ -65,7 +64,7 @@ bench: $(ARTIFACTS)/.exported ## engine benchmarks + HTTP load (Bento, baseline,
 	@# The peer is optional: where it cannot be installed, load.json says so and the rest still runs.
 	-bash benchmarks/peer/setup.sh
 	$(TEXTCLF) bench --run $(RUN) $(ARGS)
-	$(TEXTCLF) load --run $(RUN) --soak-minutes $(SOAK_MINUTES) $(ARGS)
+	$(TEXTCLF) load --run $(RUN) $(ARGS)
 	$(TEXTCLF) bench-explain --run $(RUN) $(ARGS)
 	$(TEXTCLF) report --run $(RUN)
 

@@ -14,10 +14,10 @@ import logging
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -29,7 +29,7 @@ from textclf.bulk.local import run as local_run
 from textclf.bulk.ray_data import WORKER_POOL
 from textclf_benchmarks.config import BenchmarkConfig
 from textclf_benchmarks.schema import BULK_JSON, BulkReport, BulkRun, Measured
-from textclf_benchmarks.servers import free_port, rss_mb_by_pid, sampling
+from textclf_benchmarks.servers import BIN, free_port
 from textclf_benchmarks.texts import read_eval_texts
 
 logger = logging.getLogger(__name__)
@@ -45,14 +45,40 @@ def _write_input(path: Path, texts: list[str], rows: int) -> None:
 
 
 def _actor_rss_mb() -> float:
-    """The largest RSS (MiB) of the pool's actor processes running now (0 where none is)."""
-    return max(rss_mb_by_pid(psutil.process_iter(), ACTOR_PATTERN).values(), default=0.0)
+    """The largest RSS (MiB) of the pool's actor processes running now (0 where none is); one that exits, turns zombie
+    or may not be read meanwhile is left out."""
+    sizes = [0.0]
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if ACTOR_PATTERN in " ".join(process.cmdline()):
+                sizes.append(process.memory_info().rss / 2**20)
+    return max(sizes)
+
+
+@contextlib.contextmanager
+def sampling(sample: Callable[[], None], interval_s: float) -> Iterator[None]:
+    """Calls `sample` when the block starts, every `interval_s` in a thread while it runs, and once when it ends."""
+    stop_event = threading.Event()
+
+    def loop() -> None:
+        while not stop_event.wait(interval_s):
+            sample()
+
+    thread = threading.Thread(target=loop, name="sampler", daemon=True)
+    sample()
+    thread.start()
+    try:
+        yield
+    finally:
+        stop_event.set()
+        thread.join()
+        sample()
 
 
 @contextlib.contextmanager
 def ray_cluster(nodes: int, cpus_per_node: int, work: Path) -> Iterator[dict[str, str]]:
     """A head (+ nodes - 1 workers) on loopback; yields the environment a driver joins it with."""
-    ray = str(Path(sys.executable).parent / "ray")
+    ray = str(BIN / "ray")
     env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": str(work / "ray")}
     env |= {f"RAY_{key}": str(value) for key, value in WORKER_POOL.items()}  # as a local `--engine ray` cluster
     full_env = {**os.environ, **env}
@@ -78,7 +104,7 @@ def _ray_run(
     cfg: BenchmarkConfig, source: Path, out: Path, actors: int, cpus: int, env: dict[str, str] | None
 ) -> BulkRun:
     """One `textclf predict --engine ray` process (Ray reads its token when imported: a process of its own)."""
-    textclf = str(Path(sys.executable).parent / "textclf")
+    textclf = str(BIN / "textclf")
     command = [textclf, "predict", "--set", f"artifacts_root={cfg.artifacts_root}", "--run", cfg.run]
     command += ["-i", str(source), "-o", str(out), "--engine", "ray", "--actors", str(actors)]
     command += ["--cpus-per-actor", str(cpus)]

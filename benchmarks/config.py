@@ -8,10 +8,9 @@ from pydantic import Field
 
 from textclf.config import Config, Section
 
-LoadServer = Literal["bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch"]
+# The Bento as configured (`serve.workers` × `serve.intra_op_threads`), the baseline and the peer's two engines.
+LoadServer = Literal["bento", "baseline", "infinity-optimum", "infinity-torch"]
 LOAD_SERVERS: tuple[LoadServer, ...] = get_args(LoadServer)
-# The configured layout (`bento`, 2 workers × 1 thread by default) and the other one, the baseline and the peer.
-DEFAULT_LOAD_SERVERS: tuple[LoadServer, ...] = ("bento", "bento-1x2", "baseline", "infinity-optimum", "infinity-torch")
 # The long-text phase: the configured Bento, the baseline and the peer's ONNX Runtime engine on the same model.onnx.
 DEFAULT_LONG_SERVERS: tuple[LoadServer, ...] = ("bento", "baseline", "infinity-optimum")
 
@@ -31,15 +30,12 @@ class BenchConfig(Section):
     )
     load_seconds: int = Field(20, ge=1)
     load_warmup_seconds: int = Field(5, ge=0, description="one user, not recorded, before a server's phases")
-    load_servers: list[LoadServer] = Field(default_factory=lambda: list(DEFAULT_LOAD_SERVERS), description="in order")
+    load_servers: list[LoadServer] = Field(default_factory=lambda: list(LOAD_SERVERS), description="in order")
     load_long_users: int = Field(32, ge=0, description="users of the long-text phase (speech excerpts); 0: none")
     load_protocol_users: int = Field(32, ge=0, description="this phase runs again on the v2 and HF routes; 0: none")
     load_long_servers: list[LoadServer] = Field(
         default_factory=lambda: list(DEFAULT_LONG_SERVERS), description="servers that also run the long-text phase"
     )
-    soak_minutes: float = Field(0.0, ge=0, description="the configured Bento alone under load this long; 0: no soak")
-    soak_users: int = Field(32, ge=1, description="closed-loop users of the soak")
-    soak_sample_s: float = Field(10.0, gt=0, description="seconds between samples of the workers' RSS in the soak")
     peer_venv: str = Field(".venv-peer", description="infinity-emb's own venv (`make peer`)")
     server_cpus: list[int] | None = Field(None, description="CPUs the servers and locust are pinned to; default all")
 

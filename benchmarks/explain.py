@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,6 @@ from tokenizers import Tokenizer
 
 from textclf.artifacts.manifest import require_export
 from textclf.artifacts.records import write_report
-from textclf.hardware import usable_cores
 from textclf.inference.explain import (
     DEFAULT_MAX_WORDS,
     DEFAULT_TOP_K_WORDS,
@@ -41,9 +39,8 @@ from textclf.inference.explain import (
 from textclf.inference.runtime import Classifier
 from textclf.inference.text_options import TextOptions
 from textclf_benchmarks.config import BenchmarkConfig
-from textclf_benchmarks.load import served_model
 from textclf_benchmarks.schema import EXPLAIN_JSON, DeletionGap, ExplainCost, ExplainReport, Measured
-from textclf_benchmarks.servers import server_specs, started
+from textclf_benchmarks.servers import bento_spec, served_model, server_cpus, started
 from textclf_benchmarks.texts import read_eval_texts
 
 logger = logging.getLogger(__name__)
@@ -215,21 +212,17 @@ def time_requests(url: str, texts: list[str], rounds: int, top_k_words: int) -> 
 def measure_cost(cfg: BenchmarkConfig, run_dir: Path, texts: list[str], rounds: int, log: Path) -> ExplainCost:
     """The cost of an explained request on the configured Bento (started and stopped here whatever happens); a server
     that cannot start or does not explain is recorded with its reason."""
-    cpus = set(range(usable_cores())) if cfg.bench.server_cpus is None else set(cfg.bench.server_cpus)
     record = ExplainCost(ran=False, texts=len(texts), rounds=rounds, top_k_words=DEFAULT_TOP_K_WORDS)
-    with tempfile.TemporaryDirectory() as work:
-        spec = next(
-            s for s in server_specs(cfg, run_dir, require_export(run_dir), None, Path(work)) if s.name == "bento"
-        )
-        record.server = spec.what
-        try:
-            with started(spec, log, cpus) as (_, url):
-                record.model = served_model(url)
-                times, record.mean_explained_words = time_requests(url, texts, rounds, DEFAULT_TOP_K_WORDS)
-        except (RuntimeError, requests.RequestException, subprocess.SubprocessError, OSError) as exc:
-            record.reason = str(exc)[-500:]
-            logger.warning("explain cost: %s", record.reason[-300:])
-            return record
+    spec = bento_spec(cfg, run_dir, require_export(run_dir))
+    record.server = spec.what
+    try:
+        with started(spec, log, server_cpus(cfg.bench)) as (_, url):
+            record.model = served_model(url)
+            times, record.mean_explained_words = time_requests(url, texts, rounds, DEFAULT_TOP_K_WORDS)
+    except (RuntimeError, requests.RequestException, subprocess.SubprocessError, OSError) as exc:
+        record.reason = str(exc)[-500:]
+        logger.warning("explain cost: %s", record.reason[-300:])
+        return record
     plain, explained, again = (float(np.median(times[kind])) for kind in KINDS)
     record.plain_p50_ms, record.explained_p50_ms, record.plain_aa_p50_ms = plain, explained, again
     record.ratio, record.aa_ratio, record.ran = explained / plain, again / plain, True

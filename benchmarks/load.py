@@ -1,10 +1,10 @@
-"""`textclf load`: locust against the served Bento (two worker layouts), the FastAPI + PyTorch baseline and the
-peer server infinity-emb, all in one run on the same texts (`textclf_benchmarks.servers` says what each is).
+"""`textclf load`: locust against the served Bento, the FastAPI + PyTorch baseline and the peer server infinity-emb,
+all in one run on the same texts (`textclf_benchmarks.servers` says what each is).
 
 Per server: a short unrecorded warm-up, the phases of `bench.load_users` and 1 user again right after the burst
 (`1-after-64`: a batcher that stays slow after load shows there), then the long-text phase (`32-long`). Per phase:
 req/s, exact latency percentiles, failures, the server's CPU seconds per request (its whole process tree) and, for
-the Bento, the engine's busy fraction. Last, where asked, the soak (`textclf_benchmarks.soak`).
+the Bento, the engine's busy fraction.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
@@ -30,19 +29,16 @@ import requests
 from textclf.artifacts.manifest import require_export
 from textclf.artifacts.records import write_report
 from textclf.errors import ConfigError
-from textclf.hardware import usable_cores
 from textclf.paths import LOAD_JSON, ONNX_DIR
 from textclf_benchmarks.config import BenchConfig, BenchmarkConfig
 from textclf_benchmarks.schema import LONG_SUFFIX, PROTOCOL_APIS, LoadPhase, LoadReport, Measured, ServerRecord
-from textclf_benchmarks.servers import BIN, ServerSpec, server_specs, started
-from textclf_benchmarks.soak import run_soak
+from textclf_benchmarks.servers import BIN, ServerSpec, served_model, server_cpus, server_specs, started
 from textclf_benchmarks.texts import long_excerpts, read_eval_texts
 
 logger = logging.getLogger(__name__)
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 AFTER_BURST_PREFIX = "1-after-"
-SOAK_SERVER = "bento"  # the configured layout
 PROTOCOL_SERVER = "bento"  # the one server that also runs the v2 / Hugging Face phases
 _INFER_SUM = re.compile(r"^textclf_infer_seconds_sum(?:\{[^}]*\})? (\S+)$", re.M)
 
@@ -78,15 +74,6 @@ def engine_seconds(url: str) -> float | None:
         return None
     values = _INFER_SUM.findall(text)
     return sum(float(v) for v in values) if values else None
-
-
-def served_model(url: str) -> dict[str, Any] | None:
-    """A Bento's own account of what it runs (`GET /model`: variant, engine, threads), None where it gives none."""
-    try:
-        answer = requests.get(f"{url}/model", timeout=10)
-        return dict(answer.json()) if answer.status_code == 200 else None
-    except (requests.RequestException, ValueError):
-        return None
 
 
 def run_locust(url: str, users: int, seconds: int, texts_file: Path, api: str, work: Path, cpus: set[int]) -> dict:
@@ -160,18 +147,15 @@ def run(
     bento: str | None = None,
     servers: list[str] | None = None,
     out_dir: Path | None = None,
-    soak_minutes: float | None = None,
 ) -> Path:
-    """Load-test each server through every phase, then soak the configured Bento alone `soak_minutes` (default
-    `bench.soak_minutes`; 0: no soak); write `reports/<run>/load.json`. Every server is started and stopped here,
-    whatever happens; one that cannot start (a peer that is not installed) is recorded with its reason."""
+    """Load-test each server through every phase; write `reports/<run>/load.json`. Every server is started and
+    stopped here, whatever happens; one that cannot start (a peer that is not installed) is recorded with its reason."""
     started_at = time.perf_counter()
     export = require_export(run_dir)
     bench = cfg.bench
     out_dir = out_dir or cfg.reports_root / cfg.run
-    cpus = set(range(usable_cores())) if bench.server_cpus is None else set(bench.server_cpus)
+    cpus = server_cpus(bench)
     chosen = servers or list(bench.load_servers)
-    soak_minutes = bench.soak_minutes if soak_minutes is None else soak_minutes
     result = LoadReport(
         **Measured.now(cfg.run),
         pinning=f"servers and the locust client all pinned to CPUs {sorted(cpus)} with sched_setaffinity "
@@ -215,8 +199,5 @@ def run(
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                 record.ran, record.reason = False, str(exc)[-500:]
                 logger.warning("%s: %s", name, str(exc)[-300:])
-        if soak_minutes > 0:
-            soak = partial(locust, texts_file=texts["short"], api="textclf")
-            result.soak = run_soak(specs[SOAK_SERVER], bench, soak_minutes, cpus, out_dir / "logs" / "soak.log", soak)
     result.wall_time_s = round(time.perf_counter() - started_at, 1)
     return write_report(out_dir / LOAD_JSON, result)

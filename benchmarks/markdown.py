@@ -25,9 +25,6 @@ NAMES = {  # each headline figure's name in the targets table
     "http_errors_32_users": "failed requests at 32 users (Bento)",
     "http_errors_max": "most failed requests in any phase (Bento, every worker layout)",
     "http_long_errors": "failed requests in the long-text phase (Bento)",
-    "soak_failures": "failed requests in the soak (Bento alone at 32 users)",
-    "soak_rss_growth_pct": "worker RSS growth after the soak's first minute, % (largest worker)",
-    "soak_worker_restarts": "workers restarted during the soak",
     # Named here, not targets (`textclf_benchmarks.report` says why): reported beside them, never judged.
     "speedup_b1_real": "speed-up over PyTorch, batch 1, real test texts",
     "speedup_b32_s128": "speed-up over PyTorch, batch 32 × 128 tokens",
@@ -35,6 +32,9 @@ NAMES = {  # each headline figure's name in the targets table
     "http_rps_ratio_32_users": "HTTP req/s at 32 users, Bento ÷ FastAPI + PyTorch baseline",
     "engine_envelope_min": "engine envelope: its worst case",
     "engine_aa_spread": "A/A spread: median over cases of abs(served ÷ served-aa − 1)",
+    "drift_false_alarm_rate": "drift alarms on no drift: export's trials, reference and window drawn independently",
+    "drift_false_alarm_rate_disjoint": "drift alarms on no drift: the same trials, reference and window disjoint",
+    "drift_monitor_cpu_ratio_b1": "monitoring CPU per answered text ÷ the engine's time per text at b1",
 }
 
 
@@ -46,6 +46,7 @@ def render(results: Results) -> str:
     measured += [f"HTTP load {results.http.created_at}"] if results.http else []
     measured += [f"bulk {results.bulk.created_at}"] if results.bulk else []
     measured += [f"explanations {results.explain.created_at}"] if results.explain else []
+    measured += [f"drift {results.drift.created_at}"] if results.drift else []
     lines = [
         f"# textclf benchmark report: run `{results.run}`",
         "",
@@ -79,7 +80,7 @@ def render(results: Results) -> str:
     lines += ["", _limits_note(results), ""]
     lines += _engines(results) + _sweep_tables(results) + _envelope(results) + _roofline(results)
     lines += markdown_load.http(results) + markdown_load.bulk(results) + _gpu(results) + _confidence(results)
-    lines += markdown_load.explain(results)
+    lines += markdown_load.explain(results) + _drift(results)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(results.versions.items()))
     lines += ["## Versions", "", versions, "", "## Plots", ""] + [f"![{name}]({name})" for name in results.plots]
     return "\n".join([*lines, ""])
@@ -91,6 +92,40 @@ def _limits_note(results: Results) -> str:
     if has_int8_dot_products(m.isa):
         return f"{note} This CPU has int8 dot-product instructions (VNNI/AMX)."
     return f"{note} This CPU has no VNNI/AMX (AVX2 only): int8 GEMMs gain little over fp32 here."
+
+
+def _drift(results: Results) -> list[str]:
+    """The served drift monitor (`textclf bench-drift`) and export's checks of it; nothing where it was not run."""
+    if (d := results.drift) is None:
+        return []
+    ref, cost, per = d.reference, d.cost, d.chunk_texts
+    check = ref.false_alarms
+    lines = ["## Drift", "", f"`textclf bench-drift`, {d.created_at}, on {d.machine.cpu_model}: {d.server}, window "]
+    lines[-1] += f"{ref.window} texts; each stream after a full window of test texts, in requests of {d.request_texts}."
+    if check is not None:
+        lines += ["", f"Export's check on `{d.variant}`'s pooled validation + test answers ({check.pool_texts}), "
+                  f"{check.trials} trials of a reference of {check.reference_texts} and a window of {check.window}: "
+                  f"false-alarm rate **{fmt(check.alarm_rate, '.3f')}** drawn independently (they share answers), "
+                  f"{fmt(check.disjoint_alarm_rate, '.3f')} drawn disjoint (the level the alarm keeps; the family-wise "
+                  f"goal {ref.level:g}). Estimated accuracy (mean confidence on test) "
+                  f"{fmt(ref.estimated_accuracy, '.4f')}, measured {fmt(ref.test_accuracy, '.4f')}."]  # fmt: skip
+    rows = [
+        [s.name, s.source, str(s.texts), "yes" if s.alarm_before else "no", fmt(s.alarm_after_texts, "d"),
+         ", ".join(f"{k} ({v})" for k, v in s.fired_after_texts.items()) or "none",
+         ", ".join(f"{k} {fmt(v, '.2f')}" for k, v in s.scores.items()),
+         " / ".join(fmt(v, ".3f") for v in s.estimated_accuracy),
+         " / ".join(fmt(v, ".3f") for v in s.measured_accuracy) if s.measured_accuracy else "-"]
+        for s in d.streams
+    ]  # fmt: skip
+    head = ["stream", "texts of", "texts", "alarm before", "alarm after (texts)", "fired (after texts)", "end scores"]
+    lines += ["", *table([*head, f"estimated accuracy per {per}", f"measured per {per}"], rows), ""]
+    lines.append(
+        f"Cost, in one process set up as a worker: `Monitoring.observe` {cost.observe_us:.1f} µs a text (thread CPU), "
+        f"writing the collected rows {cost.background_us:.1f} µs a text, one drift evaluation {cost.evaluation_ms:.2f} "
+        f"ms a second; the engine {cost.engine_ms:.2f} ms a text at b1 (median, {cost.texts} test texts): "
+        f"`drift_monitor_cpu_ratio_b1` = **{cost.ratio:.4f}**."
+    )
+    return [*lines, ""]
 
 
 def _engines(results: Results) -> list[str]:

@@ -1,5 +1,5 @@
-"""report.md's cells and tables, and its sections on HTTP (every server's short-text phases, the long-text phase,
-the soak) and bulk prediction."""
+"""report.md's cells and tables, and its sections on HTTP (every server's short-text phases, the long-text phase),
+bulk prediction and explanations."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-SOAK_HINT = "`textclf load --set bench.soak_minutes=10` (the configured Bento alone; the other phases run first)"
 PHASE_HEADER = ["server", "phase (users)", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed / total"]
 PHASE_HEADER.append("server CPU ms / req")
 
@@ -30,7 +29,7 @@ def _phase(server: str, name: str, s: LoadPhase) -> list[str]:
 
 
 def http(results: Results) -> list[str]:
-    """Every server through the short-text phases, then the long-text phase and the soak."""
+    """Every server through the short-text phases, then the long-text phase."""
     load = results.http
     if load is None:
         return ["## HTTP load", "", "Not run for this report (`textclf load`).", ""]
@@ -54,7 +53,7 @@ def http(results: Results) -> list[str]:
         "process tree's; engine busy = engine seconds (the service's histogram) ÷ wall seconds × workers."
     )
     lines = ["## HTTP load", "", intro, "", *table([*PHASE_HEADER, "engine busy", "status"], rows), "", *whats, ""]
-    return lines + _long_texts(results) + _soak(results)
+    return lines + _long_texts(results)
 
 
 def _long_texts(results: Results) -> list[str]:
@@ -86,35 +85,6 @@ def _long_texts(results: Results) -> list[str]:
         for name, (phase, s) in ran.items()
     ]
     return [*lines, *table([*PHASE_HEADER, "Bento req/s ÷ this"], rows), ""]
-
-
-def _soak(results: Results) -> list[str]:
-    """The soak: requests and failures over the whole run, and each worker's memory after the first minute."""
-    record = results.http.soak if results.http else None
-    lines = ["## Soak", ""]
-    if record is None:
-        return [*lines, f"Not run for this report: {SOAK_HINT}.", ""]
-    if not record.ran or record.phase is None:
-        return [*lines, f"Not run: {record.reason}.", ""]
-    p = record.phase
-    settled = fmt(next((s.t_s for s in record.samples if s.t_s >= record.settle_s), None), ".0f")
-    lines += [
-        f"`{record.server}` ({record.what}) alone, {record.users} closed-loop users for {record.minutes:g} min, one "
-        f"test-split text per request: {p.requests} requests, **{p.failures} failed**, {p.rps:.1f} req/s, p50 "
-        f"{p.p50_ms:.1f} ms, p99 {p.p99_ms:.0f} ms. Each BentoML worker's RSS was read every "
-        f"{record.sample_interval_s:g} s ({len(record.samples)} samples, the workers' PIDs re-read each time); growth "
-        f"runs from the sample at {settled} s (after the first {record.settle_s:g} s) to the last one. "
-        f"Largest growth: **{fmt(record.rss_growth_pct, '.2f', ' %')}**; workers restarted: "
-        f"{fmt(record.worker_restarts, 'd')}.",
-        "",
-    ]
-    rows = [
-        [str(w.pid), fmt(w.rss_mb_settled, ".1f"), fmt(w.rss_mb_end, ".1f"), fmt(w.growth_pct, "+.2f", " %")]
-        for w in record.workers
-    ]
-    lines += table(["worker PID", f"RSS at {settled} s MiB", "RSS at the end MiB", "growth"], rows) + [""]
-    changes = [f"- at {c.t_s:.0f} s: started {c.started or '-'}, gone {c.gone or '-'}" for c in record.pid_changes]
-    return lines + (changes + [""] if changes else [])
 
 
 def bulk(results: Results) -> list[str]:

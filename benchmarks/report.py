@@ -23,6 +23,7 @@ from textclf_benchmarks.load import AFTER_BURST_PREFIX
 from textclf_benchmarks.markdown import render
 from textclf_benchmarks.schema import (
     BULK_JSON,
+    DRIFT_JSON,
     EXPLAIN_JSON,
     LONG_SUFFIX,
     PROTOCOL_APIS,
@@ -30,6 +31,7 @@ from textclf_benchmarks.schema import (
     BenchReport,
     BenchRow,
     BulkReport,
+    DriftBench,
     ExplainReport,
     Headline,
     LoadReport,
@@ -62,9 +64,8 @@ TARGETS: dict[str, tuple[float, bool]] = {
     "http_errors_32_users": (0, True),
     "http_errors_max": (0, True),
     "http_long_errors": (0, True),
-    "soak_failures": (0, True),
-    "soak_rss_growth_pct": (5.0, True),
-    "soak_worker_restarts": (0, True),
+    "drift_false_alarm_rate": (0.07, True),  # issue 37: export's 1,000 offline trials
+    "drift_monitor_cpu_ratio_b1": (0.02, True),
 }
 
 
@@ -169,13 +170,6 @@ def _http_figures(load: LoadReport | None) -> dict[str, Any]:
             "http_long_rps_ratio_vs_peer_32_users": _ratio(rps, getattr(long.get(PEER), "rps", None)),
             "http_long_rps_ratio_32_users": _ratio(rps, getattr(long.get("baseline"), "rps", None)),
         }
-    soak = load.soak if load else None
-    if soak is not None and soak.ran and soak.phase is not None:
-        figures |= {
-            "soak_failures": soak.phase.failures,
-            "soak_rss_growth_pct": soak.rss_growth_pct,
-            "soak_worker_restarts": soak.worker_restarts,
-        }
     return figures
 
 
@@ -194,13 +188,32 @@ def explain_figures(report: ExplainReport | None) -> dict[str, Any]:
     }
 
 
+def drift_figures(report: DriftBench | None) -> dict[str, Any]:
+    """The headline's drift figures: export's false-alarm rates (the served variant's manifest record, as drift.json
+    copied it), the monitoring CPU ratio at b1 and the speech excerpts sent until the alarm (None: it never came)."""
+    if report is None:
+        return {}
+    check, speeches = report.reference.false_alarms, next((s for s in report.streams if s.name == "speeches"), None)
+    return {
+        "drift_false_alarm_rate": check.alarm_rate if check else None,
+        "drift_false_alarm_rate_disjoint": check.disjoint_alarm_rate if check else None,
+        "drift_monitor_cpu_ratio_b1": report.cost.ratio,
+        "drift_speech_alarm_after_texts": speeches.alarm_after_texts if speeches else None,
+    }
+
+
 def headline(
-    bench: BenchReport, load: LoadReport | None, bulk: BulkReport | None = None, explain: ExplainReport | None = None
+    bench: BenchReport,
+    load: LoadReport | None,
+    bulk: BulkReport | None = None,
+    explain: ExplainReport | None = None,
+    drift: DriftBench | None = None,
 ) -> Headline:
     """The figures a newcomer reads first, all from this run's own measurements, and the targets they meet."""
     envelope = envelope_figures(envelope_cases(bench.rows, bench.engines, bench.served_engine))
     ray = bulk.model_dump(include={"bulk_ray_vs_local", "bulk_ray_scaling_2_nodes"}) if bulk else {}
     figures = _engine_figures(bench) | envelope | _http_figures(load) | ray | explain_figures(explain)
+    figures |= drift_figures(drift)
     result = Headline(**figures, served_engine=bench.served_engine)
     for key, (goal, at_most) in TARGETS.items():
         value = getattr(result, key)
@@ -254,7 +267,7 @@ def _read(path: Path, model: type[ReportT]) -> ReportT | None:
 
 def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> Path:
     """Write results.json, report.md and the plots under `reports/<run>/` from bench.json (+ load.json, bulk.json,
-    explain.json, bench-cuda.json where they exist)."""
+    explain.json, drift.json, bench-cuda.json where they exist)."""
     out_dir = out_dir or cfg.reports_root / cfg.run
     bench = _read(out_dir / BENCH_JSON, BenchReport)
     if bench is None or not bench.ran or bench.roofline is None:
@@ -262,9 +275,9 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
     load = _read(out_dir / LOAD_JSON, LoadReport)
     gpu = _read(out_dir / "bench-cuda.json", BenchReport)
     bulk = _read(out_dir / BULK_JSON, BulkReport)
-    explain = _read(out_dir / EXPLAIN_JSON, ExplainReport)
+    explain, drift = _read(out_dir / EXPLAIN_JSON, ExplainReport), _read(out_dir / DRIFT_JSON, DriftBench)
     variant, record = confidence(cfg, run_dir)
-    top = headline(bench, load, bulk, explain).model_copy(update=confidence_figures(record))
+    top = headline(bench, load, bulk, explain, drift).model_copy(update=confidence_figures(record))
     plotted = {
         "speedup.png": plots.speedup_bars(speedups(bench), out_dir / "speedup.png"),
         "http.png": plots.http_panels(load.servers if load else {}, out_dir / "http.png"),
@@ -286,6 +299,7 @@ def run(cfg: BenchmarkConfig, run_dir: Path, *, out_dir: Path | None = None) -> 
         confidence_variant=variant,
         confidence=record,
         explain=explain,
+        drift=drift,
     )
     write_report(out_dir / RESULTS_JSON, results)
     atomic_write_text(out_dir / REPORT_MD, render(results))

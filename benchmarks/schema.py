@@ -1,6 +1,7 @@
-"""The benchmark reports' schema: `reports/<run>/{bench,load,bulk,explain,results}.json`, declared once as pydantic
-models on the manifest's strict record base (`textclf.artifacts.records`). A field newer than a file loads with its
-default; fields older sweeps wrote (the long-call route's records) load as plain data: every committed report renders.
+"""The benchmark reports' schema: `reports/<run>/{bench,load,bulk,explain,drift,results}.json`, declared once as
+pydantic models on the manifest's strict record base (`textclf.artifacts.records`). A field newer than a file loads
+with its default; fields older runs wrote (the long-call route's records, the soak) load as plain data: every
+committed report renders.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from textclf.artifacts.confidence import ConfidenceRecord
+from textclf.artifacts.drift_reference import DriftReferenceRecord
 from textclf.artifacts.files import now_iso
 from textclf.artifacts.manifest import package_versions
 from textclf.artifacts.records import SCHEMA_VERSION, Machine, Record
@@ -22,8 +24,8 @@ SERVED_AA_ENGINE = "served-aa"  # the same, loaded a second time: the A/A contro
 ONE_THREAD_SUFFIX = "-1thread"  # the serving variant once more on one thread (a multi-worker Bento's worker)
 LONG_SUFFIX = "-long"  # the long-text load phase: "32-long"
 PROTOCOL_APIS = ("v2", "hf")  # the Bento's other protocols' load phases ("32-v2", "32-hf"), by locustfile shape
-Legacy = Any  # what a sweep before issue 35 recorded of export's long-call route: read, never written again
-BULK_JSON, EXPLAIN_JSON = "bulk.json", "explain.json"  # reports/<run>/, beside textclf.paths' BENCH_JSON, ...
+Legacy = Any  # what older runs recorded (export's long-call route before issue 35, the soak): read, never written
+BULK_JSON, EXPLAIN_JSON, DRIFT_JSON = "bulk.json", "explain.json", "drift.json"  # beside textclf.paths' BENCH_JSON
 
 
 class Measured(Record):
@@ -170,47 +172,6 @@ class ServerRecord(Record):
         return next(((name, p) for name, p in self.results.items() if name.endswith(LONG_SUFFIX)), None)
 
 
-class RssSample(Record):
-    """The BentoML workers' resident memory at one moment of the soak."""
-
-    t_s: float = Field(description="seconds since the soak's load started")
-    rss_mb: dict[str, float] = Field(description="worker PID -> RSS in MiB")
-
-
-class PidChange(Record):
-    """Workers that appeared or went between two samples (a restarted worker starts its RSS afresh)."""
-
-    t_s: float
-    started: list[int]
-    gone: list[int]
-
-
-class SoakWorker(Record):
-    pid: int
-    rss_mb_settled: float | None = Field(None, description="at the settled sample (after the first minute)")
-    rss_mb_end: float | None = Field(None, description="at the last sample; None: the worker was gone by then")
-    growth_pct: float | None = Field(None, description="end over settled; None where the worker did not live through")
-
-
-class Soak(Record):
-    """The configured Bento alone under a long closed-loop load, its workers' RSS sampled throughout."""
-
-    ran: bool
-    reason: str | None = None
-    server: str
-    what: str | None = None
-    users: int
-    minutes: float
-    sample_interval_s: float
-    settle_s: float = Field(description="growth counts from the first sample at or after this many seconds")
-    phase: LoadPhase | None = Field(None, description="requests, failures, req/s and latency over the whole soak")
-    workers: list[SoakWorker] = Field(default_factory=list)
-    rss_growth_pct: float | None = Field(None, description="the largest growth of any worker after the settle time")
-    worker_restarts: int | None = Field(None, description="workers that started after the soak's first sample")
-    pid_changes: list[PidChange] = Field(default_factory=list)
-    samples: list[RssSample] = Field(default_factory=list)
-
-
 class LoadReport(Measured):
     """`reports/<run>/load.json`: HTTP load on each server."""
 
@@ -218,7 +179,7 @@ class LoadReport(Measured):
     request: str
     servers: dict[str, ServerRecord]
     long_texts: LongTexts | None = Field(None, description="the long-text phase's texts (None: no such phase)")
-    soak: Soak | None = Field(None, description="None: no soak in this run (`bench.soak_minutes`)")
+    soak: Legacy = Field(None, description="a run before the soak was retired: its long single-server load")
     wall_time_s: float | None = None
 
 
@@ -287,6 +248,45 @@ class ExplainReport(Measured):
     cost: ExplainCost
 
 
+class DriftStream(Record):
+    """One stream posted to the served Bento after a full window of test texts (`textclf_benchmarks.drift`)."""
+
+    name: str
+    source: str
+    texts: int
+    alarm_before: bool = Field(description="the alarm after the window of test texts that precedes the stream")
+    alarm_after_texts: int | None = Field(None, description="stream texts sent when GET /monitor first alarmed")
+    fired_after_texts: dict[str, int] = Field(description="per signal that fired: texts sent when it first passed 1")
+    scores: dict[str, float | None] = Field(description="per signal: its score after the stream's last text")
+    estimated_accuracy: list[float] = Field(description="mean served confidence per chunk of chunk_texts texts")
+    measured_accuracy: list[float] | None = Field(None, description="accuracy per chunk (labelled streams only)")
+
+
+class DriftCost(Record):
+    """The monitoring path's CPU per answered text against the engine's time per text at b1, in-process."""
+
+    texts: int
+    observe_us: float = Field(description="`Monitoring.observe`, thread CPU per text (one text per call)")
+    background_us: float = Field(description="its thread's share per text: the collected rows' write")
+    evaluation_ms: float = Field(description="one drift evaluation, thread CPU (at most one a second)")
+    engine_ms: float = Field(description="median wall time per text at b1 (`Classifier.infer_encoded`)")
+    ratio: float = Field(description="(observe + background + evaluation a second) ÷ engine time, at the b1 rate")
+
+
+class DriftBench(Measured):
+    """`reports/<run>/drift.json`: `textclf bench-drift`."""
+
+    variant: str
+    server: str
+    model: dict[str, Any] | None = Field(None, description="the Bento's own `GET /model` answer")
+    reference: DriftReferenceRecord = Field(description="the served variant's drift record in the manifest")
+    request_texts: int
+    chunk_texts: int
+    seed: int
+    streams: list[DriftStream]
+    cost: DriftCost
+
+
 class Target(Record):
     target: float
     value: float | None
@@ -340,9 +340,6 @@ class Headline(Record):
     http_long_rps_32_users: float | None = None
     http_long_p99_ms_32_users: float | None = None
     http_long_errors: int | None = None
-    soak_failures: int | None = None
-    soak_rss_growth_pct: float | None = Field(None, description="largest worker RSS growth after the first minute")
-    soak_worker_restarts: int | None = None
     bulk_ray_vs_local: float | None = Field(None, description="Ray 1 actor × 2 CPUs ÷ local, texts/s, same file")
     bulk_ray_scaling_2_nodes: float | None = Field(None, description="2 Ray nodes × 1 CPU ÷ 1 node × 1 CPU, texts/s")
     engine_envelope_geomean: float | None = Field(
@@ -368,6 +365,10 @@ class Headline(Record):
     explain_deletion_gap_k3_ci95_high: float | None = None
     explain_cost_ratio_b1: float | None = Field(None, description="explained ÷ plain request, p50, one at a time")
     explain_cost_aa_ratio_b1: float | None = Field(None, description="plain ÷ the same plain request: A/A")
+    drift_false_alarm_rate: float | None = Field(None, description="export's check, independent draws (manifest)")
+    drift_false_alarm_rate_disjoint: float | None = Field(None, description="the same check, disjoint draws")
+    drift_monitor_cpu_ratio_b1: float | None = Field(None, description="monitoring CPU ÷ engine time per text")
+    drift_speech_alarm_after_texts: int | None = Field(None, description="speech excerpts sent until the alarm")
     targets: dict[str, Target] = Field(default_factory=dict)
 
 
@@ -394,3 +395,4 @@ class Results(Measured):
     confidence_variant: str | None = Field(None, description="the serving variant whose confidence record follows")
     confidence: ConfidenceRecord | NotRun | None = Field(None, description="from the run's manifest (None: older)")
     explain: ExplainReport | None = Field(None, description="explain.json (None: `textclf bench-explain` not run)")
+    drift: DriftBench | None = Field(None, description="drift.json (None: `textclf bench-drift` not run)")

@@ -1,6 +1,6 @@
 """The servers `textclf load` measures, as child processes on loopback: how to start each one (`server_specs`: each
-says what it is), waited for, stopped by their process group, and sampled while they run. Every server cuts a text
-at the export's max_seq_len tokens, so none wins by reading less (each spec's `truncation` says how).
+says what it is), waited for and stopped by their process group. Every server cuts a text at the export's
+max_seq_len tokens, so none wins by reading less (each spec's `truncation` says how).
 """
 
 from __future__ import annotations
@@ -11,59 +11,27 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import requests
 
 from textclf.artifacts.schema import ExportSection
+from textclf.hardware import usable_cores
 from textclf.inference.runtime import default_intra_op_threads
 from textclf.inference.variants import VARIANTS
 from textclf.paths import ONNX_DIR
-from textclf_benchmarks.config import BenchmarkConfig
+from textclf_benchmarks.config import BenchConfig, BenchmarkConfig
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def sampling(sample: Callable[[], None], interval_s: float) -> Iterator[None]:
-    """Calls `sample` when the block starts, every `interval_s` in a thread while it runs, and once when it ends."""
-    stop_event = threading.Event()
-
-    def loop() -> None:
-        while not stop_event.wait(interval_s):
-            sample()
-
-    thread = threading.Thread(target=loop, name="sampler", daemon=True)
-    sample()
-    thread.start()
-    try:
-        yield
-    finally:
-        stop_event.set()
-        thread.join()
-        sample()
-
-
-def rss_mb_by_pid(processes: Iterable[psutil.Process], mark: str) -> dict[int, float]:
-    """Resident memory (MiB) by PID of the `processes` whose command line holds `mark`; one that exits, turns zombie
-    (not yet reaped) or may not be read meanwhile is left out."""
-    sizes = {}
-    for process in processes:
-        with suppress(psutil.Error):
-            if mark in " ".join(process.cmdline()):
-                sizes[process.pid] = process.memory_info().rss / 2**20
-    return sizes
 
 
 BIN = Path(sys.executable).parent
@@ -176,6 +144,44 @@ def copy_peer_variant(run_dir: Path, variant: str | None, folder: Path) -> Path:
     return folder
 
 
+def server_cpus(bench: BenchConfig) -> set[int]:
+    """The CPUs the servers and their client are pinned to: `bench.server_cpus`, by default every usable core."""
+    return set(range(usable_cores())) if bench.server_cpus is None else set(bench.server_cpus)
+
+
+def served_model(url: str) -> dict[str, Any] | None:
+    """A Bento's own account of what it runs (`GET /model`: variant, engine, threads), None where it gives none."""
+    try:
+        answer = requests.get(f"{url}/model", timeout=10)
+        return dict(answer.json()) if answer.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def bento_spec(cfg: BenchmarkConfig, run_dir: Path, export: ExportSection, bento: str | None = None) -> ServerSpec:
+    """The Bento as configured (`serve.workers` × `serve.intra_op_threads`): `bentoml serve` of `bento` (a built
+    Bento's tag) or, by default, of this checkout's `service.py` on the run's artifacts."""
+    target = bento or "service:TextClassifier"
+    artifacts = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
+    variant, max_len = str(export.serving_variant), export.max_seq_len
+    spec = VARIANTS.get(variant)  # as exported; the load report adds what the Bento says it runs (`GET /model`)
+    runs = f"{variant} variant" + (f" on {ENGINE_NAMES[spec.engine]}" if spec else "")
+    workers = cfg.serve.workers
+    threads = cfg.serve.intra_op_threads or default_intra_op_threads(workers)
+    return ServerSpec(
+        name="bento",
+        what=f"textclf Bento ({target}), {runs}, greedy batcher, {workers} worker(s) × {threads} thread(s)",
+        command=[str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", "{port}"],
+        ready="/readyz",
+        api="textclf",
+        env={**artifacts, "TEXTCLF_WORKERS": str(workers), "TEXTCLF_INTRA_OP_THREADS": str(threads)},
+        workers=workers,
+        has_engine_metrics=True,
+        settings={"workers": workers, "intra_op_threads": threads, "max_seq_len": max_len},
+        truncation=f"{max_len} tokens: its runtime's tokenizer truncation at the export's max_seq_len",
+    )
+
+
 def server_specs(
     cfg: BenchmarkConfig, run_dir: Path, export: ExportSection, bento: str | None, work: Path
 ) -> list[ServerSpec]:
@@ -183,27 +189,9 @@ def server_specs(
     checkpoint = Path(export.checkpoint.path)
     if not checkpoint.is_absolute():
         checkpoint = run_dir / checkpoint if (run_dir / checkpoint).exists() else checkpoint.resolve()
-    target = bento or "service:TextClassifier"
-    artifacts = {} if bento else {"TEXTCLF_ARTIFACTS": str(run_dir.resolve())}
     variant, max_len = str(export.serving_variant), export.max_seq_len
-    spec = VARIANTS.get(variant)  # as exported; the load report adds what the Bento says it runs (`GET /model`)
-    runs = f"{variant} variant" + (f" on {ENGINE_NAMES[spec.engine]}" if spec else "")
     venv = Path(cfg.bench.peer_venv)
     peer_bin = (venv if venv.is_absolute() else PROJECT_ROOT / venv) / "bin"
-
-    def bento_spec(name: str, workers: int, threads: int) -> ServerSpec:
-        return ServerSpec(
-            name=name,
-            what=f"textclf Bento ({target}), {runs}, greedy batcher, {workers} worker(s) × {threads} thread(s)",
-            command=[str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", "{port}"],
-            ready="/readyz",
-            api="textclf",
-            env={**artifacts, "TEXTCLF_WORKERS": str(workers), "TEXTCLF_INTRA_OP_THREADS": str(threads)},
-            workers=workers,
-            has_engine_metrics=True,
-            settings={"workers": workers, "intra_op_threads": threads, "max_seq_len": max_len},
-            truncation=f"{max_len} tokens: its runtime's tokenizer truncation at the export's max_seq_len",
-        )
 
     def infinity(
         name: str, folder: Path, engine: str, serving: str, prepare: Callable[[], object] | None = None
@@ -257,10 +245,8 @@ def server_specs(
         else f"the {peer_variant} model.onnx (the fastest ONNX Runtime variant; the Bento serves {variant})"
     )
     optimum = f"serving {peer_source} (its pipeline runs one text per ONNX call)"
-    workers = cfg.serve.workers
     return [
-        bento_spec("bento", workers, cfg.serve.intra_op_threads or default_intra_op_threads(workers)),  # as configured
-        bento_spec("bento-1x2", 1, 2),
+        bento_spec(cfg, run_dir, export, bento),
         baseline,
         infinity(
             "infinity-optimum", peer_dir, "optimum", optimum, lambda: copy_peer_variant(run_dir, peer_variant, peer_dir)

@@ -149,15 +149,6 @@ def load(
         list[str] | None,
         typer.Option(help=f"Only these servers (repeatable): {', '.join(LOAD_SERVERS)}; default: bench.load_servers."),
     ] = None,
-    soak_minutes: Annotated[
-        float | None,
-        typer.Option(
-            "--soak-minutes",
-            min=0,
-            help="Then soak the configured Bento alone this long at bench.soak_users (RSS of every worker every "
-            "bench.soak_sample_s); default bench.soak_minutes (0: none).",
-        ),
-    ] = None,
 ) -> None:
     """HTTP load tests with locust: the Bento vs a FastAPI + PyTorch baseline and the peer infinity-emb."""
 
@@ -168,7 +159,7 @@ def load(
             raise ConfigError(f"--server: unknown server(s) {sorted(unknown)}; use {', '.join(LOAD_SERVERS)}")
         from textclf_benchmarks.load import run as load_run
 
-        path = load_run(cfg, cfg.run_dir, bento=bento, servers=server, soak_minutes=soak_minutes)
+        path = load_run(cfg, cfg.run_dir, bento=bento, servers=server)
         stdout_console().print(f"load results: {path}")
 
 
@@ -225,6 +216,30 @@ def bench_explain(
 
         path = explain_run(cfg, cfg.run_dir, texts=texts, cost_texts=cost_texts, rounds=rounds)
         stdout_console().print(f"explanations: {path}")
+
+
+@app.command("bench-drift")
+def bench_drift(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    run: RunOption = None,
+    request_texts: Annotated[int, typer.Option(min=1, hidden=True, help="Texts per request of a stream.")] = 8,
+    chunk_texts: Annotated[int, typer.Option(min=1, hidden=True, help="Texts per estimated-accuracy chunk.")] = 250,
+    cost_texts: Annotated[int, typer.Option(min=2, hidden=True, help="Test texts of the cost measurement.")] = 500,
+    seed: Annotated[int, typer.Option(hidden=True, help="Draws the speech excerpts.")] = 0,
+) -> None:
+    """The served drift monitor on real streams (validation texts, speech excerpts, one class, length-matched
+    excerpts; a one-worker Bento on loopback) and its CPU per answered text against the engine's at b1 into
+    drift.json (needs the train extra, for the validation split)."""
+
+    with _stage():
+        cfg = _load(config, set_, run)
+        from textclf_benchmarks.drift import run as drift_run
+        from textclf_train.data import load_labelled_data
+
+        sizes = {"request_texts": request_texts, "chunk_texts": chunk_texts, "cost_texts": cost_texts, "seed": seed}
+        path = drift_run(cfg, cfg.run_dir, load_data=load_labelled_data, **sizes)
+        stdout_console().print(f"drift: {path}")
 
 
 @app.command()

@@ -254,7 +254,15 @@ def run(cfg: Config, run_dir: Path, *, load_data: DataLoader, checkpoint: Path |
     variants = {name: variants[name] for name in ordered}
     timed = _time_passing(variants, onnx_dir, eval_data.test_texts, cfg)
     # Each passing CPU variant's drift reference: its test-split answers and the critical values of the served window.
-    write_references(onnx_dir, variants, timed.classifiers, eval_data.test_texts, cfg.serve.monitor_window)
+    # With the validation split pooled in, export also counts the drift tests' false alarms on in-distribution data.
+    write_references(
+        onnx_dir,
+        variants,
+        timed.classifiers,
+        eval_data.test_texts,
+        cfg.serve.monitor_window,
+        validation_texts=eval_data.validation_texts,
+    )
 
     eval_file = write_eval_texts(run_dir, eval_data.test_texts, eval_data.test_labels)
     section = ExportSection(

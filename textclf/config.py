@@ -217,9 +217,7 @@ class ServeConfig(Section):
     monitor_texts: bool = Field(
         False, description="BentoML's data collection logs each answered text itself, not only its features"
     )
-    max_explain_words: int = Field(
-        64, ge=1, le=1024, description="explain: a text is explained over at most its first N words (one text each)"
-    )
+    max_explain_words: int = Field(64, ge=1, le=1024, description="explain: a text's first N words are explained")
     max_explain_texts: int = Field(8, ge=1, description="explain: texts one explained request may hold before 413")
 
     @field_validator("variant")

@@ -7,6 +7,7 @@ bounds are the issue's promises (a dead engine's queued requests are answered wi
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,6 @@ from tests.serving import serve_env, served, served_process
 from tests.tiny import tiny_texts
 from textclf.config import Config
 from textclf.inference.runtime import Classifier
-from textclf_benchmarks.soak import worker_pids
 
 TEXTS = [t for t, _ in tiny_texts(96, seed=5)]
 
@@ -52,6 +52,16 @@ def _predict_requests(url: str) -> tuple[int, int]:
         return round(sum(float(v) for v in re.findall(pattern, text, re.M)))
 
     return total("request_in_progress"), total("request_total")
+
+
+def worker_pids(arbiter: psutil.Process) -> set[int]:
+    """The live BentoML workers under the `bentoml serve` process (an exited one, not yet reaped, is not)."""
+    pids = set()
+    for child in arbiter.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # one that exits or turns zombie while it is read
+            if child.status() != psutil.STATUS_ZOMBIE and "_bentoml_impl.worker" in " ".join(child.cmdline()):
+                pids.add(child.pid)
+    return pids
 
 
 def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -27,12 +27,8 @@ from textclf_benchmarks.schema import (
     Results,
     Roofline,
     RooflineCase,
-    RssSample,
     ServerRecord,
-    Soak,
 )
-from textclf_benchmarks.soak import pid_changes
-from textclf_benchmarks.soak import summarize as summarize_soak
 from textclf_benchmarks.texts import cut_by_words
 
 MINILM = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6}
@@ -450,45 +446,7 @@ def _phase(rps: float, failures: int = 0, users: int = 32) -> LoadPhase:
     )
 
 
-def _soak(samples: list[RssSample], failures: int = 0) -> Soak:
-    workers, growth, restarts = summarize_soak(samples, 60.0)
-    return Soak(
-        ran=True,
-        server="bento",
-        what="textclf Bento",
-        users=32,
-        minutes=10,
-        sample_interval_s=10,
-        settle_s=60,
-        phase=_phase(300.0, failures),
-        workers=workers,
-        rss_growth_pct=growth,
-        worker_restarts=restarts,
-        pid_changes=pid_changes(samples),
-        samples=samples,
-    )
-
-
-def test_soak_growth_counts_from_the_first_minute_and_a_restarted_worker_is_a_change_not_a_drop() -> None:
-    samples = [
-        RssSample(t_s=0, rss_mb={"11": 100.0, "12": 100.0}),
-        RssSample(t_s=60, rss_mb={"11": 200.0, "12": 200.0}),  # warm-up growth: not counted
-        RssSample(t_s=300, rss_mb={"11": 204.0, "13": 90.0}),  # 12 restarted as 13
-        RssSample(t_s=600, rss_mb={"11": 206.0, "13": 150.0}),
-    ]
-    workers, growth, restarts = summarize_soak(samples, 60.0)
-    by_pid = {w.pid: w for w in workers}
-    assert by_pid[11].rss_mb_settled == 200.0 and by_pid[11].rss_mb_end == 206.0
-    assert by_pid[11].growth_pct == 3.0 and growth == 3.0
-    assert by_pid[12].rss_mb_end is None and by_pid[12].growth_pct is None
-    assert by_pid[13].rss_mb_settled is None and by_pid[13].growth_pct is None
-    assert restarts == 1
-    (change,) = pid_changes(samples)
-    assert (change.t_s, change.started, change.gone) == (300, [13], [12])
-    assert summarize_soak([], 60.0) == ([], None, 0)
-
-
-def test_headline_and_report_take_the_long_phase_and_the_soak() -> None:
+def test_headline_and_report_take_the_long_phase_and_leave_an_old_soak_as_data() -> None:
     load = _load(120.0, 20.0)
     long_phases = {"bento": _phase(26.0), "baseline": _phase(4.0), "infinity-optimum": _phase(13.0)}
     for name, phase in long_phases.items():
@@ -506,40 +464,31 @@ def test_headline_and_report_take_the_long_phase_and_the_soak() -> None:
         max_seq_len=128,
         truncated=172,
     )
-    samples = [RssSample(t_s=t, rss_mb={"11": mb}) for t, mb in ((0, 100.0), (60, 200.0), (600, 212.0))]
-    load.soak = _soak(samples, failures=2)
+    # A load.json from before the soak was retired keeps its soak section: read as plain data, never rendered.
+    load = LoadReport.model_validate(load.model_dump() | {"soak": {"ran": True, "server": "bento", "users": 32}})
     load.servers["bento"].model = {"variant": "openvino-int8", "engine": "openvino CPU f32, 1 threads"}
     h = headline(_bench(), load)
     assert h.http_long_rps_ratio_vs_peer_32_users == 2.0 and h.http_long_rps_ratio_32_users == 6.5
     assert h.http_long_errors == 0 and h.http_long_rps_32_users == 26.0
     assert h.http_rps_ratio_32_users == 6.0  # the short phase's figures stay the short phase's
-    assert h.soak_failures == 2 and h.soak_rss_growth_pct == 6.0 and h.soak_worker_restarts == 0
     assert h.targets["http_long_rps_ratio_vs_peer_32_users"].met
     assert h.targets["http_long_errors"].met and h.targets["http_long_errors"].at_most
-    assert not h.targets["soak_failures"].met and not h.targets["soak_rss_growth_pct"].met
+    assert not any(key.startswith("soak") for key in h.targets)
     text = render(_results(_bench(), headline=h, http=load))
     http = text[text.index("## HTTP load") : text.index("### Long texts")]
     assert "32-long" not in http
     assert "- `bento`: server; its `GET /model`: `openvino-int8` on openvino CPU f32, 1 threads" in http
-    long = text[text.index("### Long texts") : text.index("## Soak")]
+    assert "## Soak" not in text
+    long = text[text.index("### Long texts") : text.index("## Bulk prediction")]
     assert "256–508 tokens" in long and "**128 tokens**" in long and "172 of the 172 excerpts" in long
     assert "- `infinity-optimum`: 128 tokens: infinity-optimum's cut" in long
     assert "| infinity-optimum | 32-long | 13.0 | 10.0 | 20 | 30 | 0 / 100 | n/a | 2.00× |" in long
     assert "| bento | 32-long | 26.0 |" in long and "| 1.00× |" in long
-    soak = text[text.index("## Soak") : text.index("## GPU")]
-    assert "**2 failed**" in soak and "Largest growth: **6.00 %**" in soak
-    assert "| 11 | 200.0 | 212.0 | +6.00 % |" in soak
 
 
-def test_report_says_when_no_long_phase_or_soak_ran() -> None:
+def test_report_says_when_no_long_phase_ran() -> None:
     text = render(_results(_bench(), http=_load(120.0, 20.0)))
     assert "### Long texts\n\nNot part of this run" in text
-    assert "## Soak\n\nNot run for this report: `textclf load --set bench.soak_minutes=10`" in text
-    failed = _load(120.0, 20.0)
-    failed.soak = Soak(
-        ran=False, reason="server not ready", server="bento", users=32, minutes=1, sample_interval_s=10, settle_s=30
-    )
-    assert "## Soak\n\nNot run: server not ready." in render(_results(_bench(), http=failed))
 
 
 def test_bulk_figures_reach_the_headline_and_its_targets() -> None:

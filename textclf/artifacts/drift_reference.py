@@ -103,6 +103,26 @@ class ReferenceData:
         return int(self.logits.shape[1])
 
 
+class FalseAlarmCheck(Record):
+    """Export's offline false-alarm check of the drift tests on this variant's own answers
+    (`textclf_export.drift_reference.false_alarm_check`): in each trial a reference and a window are drawn from the
+    pooled validation and test answers and the service's tests (`textclf.serving.drift.evaluate`) compare them at the
+    critical values for those sizes. No drift by construction, so every alarm is a false one. Drawn independently
+    (the issue's check) the two share many answers, which lowers the rate; drawn disjoint, the rate is the level the
+    served alarm keeps."""
+
+    trials: int = Field(ge=0)
+    seed: int
+    pool_texts: int = Field(ge=0, description="validation + test answers the draws come from")
+    reference_texts: int = Field(ge=1, description="texts drawn as the reference: the test split's size")
+    window: int = Field(ge=1, description="texts drawn as the window: serve.monitor_window")
+    alarm_rate: float | None = Field(None, ge=0, le=1, description="share of trials raising the alarm; target ≤ 0.07")
+    signal_rates: dict[str, float] = Field(default_factory=dict, description="per signal: share of trials it fired")
+    disjoint_alarm_rate: float | None = Field(None, ge=0, le=1, description="the same, reference and window disjoint")
+    disjoint_signal_rates: dict[str, float] = Field(default_factory=dict)
+    skipped_reason: str | None = Field(None, description="why some draws did not run (a pool too small for them)")
+
+
 class DriftReferenceRecord(Record):
     """The manifest's summary of a written `reference.npz`."""
 
@@ -113,6 +133,14 @@ class DriftReferenceRecord(Record):
     window: int = Field(ge=1, description="served window (texts) the critical values hold for")
     level: float = Field(gt=0, lt=1, description="family-wise false-alarm level over all signals")
     critical_values: dict[str, float] = Field(description="per signal: the statistic above which it is drift")
+    # Newer than the file itself: an older manifest loads with None.
+    false_alarms: FalseAlarmCheck | None = Field(None, description="export's offline false-alarm check")
+    estimated_accuracy: float | None = Field(
+        None, ge=0, le=1, description="mean calibrated top probability on the test split: what the service expects"
+    )
+    test_accuracy: float | None = Field(
+        None, ge=0, le=1, description="the variant's measured test accuracy beside it (single-label only)"
+    )
 
 
 def write_reference(path: Path, data: ReferenceData) -> DriftReferenceRecord:
