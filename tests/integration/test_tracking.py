@@ -32,7 +32,7 @@ pytest.importorskip("mlflow")
 pytest.importorskip("tensorboard")
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED_REPORT = REPO / "reports" / "default"
+COMMITTED_REPORT = REPO / "reports" / "xeon" / "default"  # with bulk.json and bench-cuda.json
 RUN = "tracked"
 LOGGING_STEPS = 5
 # The environment variables that would send the runs elsewhere than the run's own offline stores.
