@@ -12,9 +12,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.tiny import tiny_texts
-from textclf.bulk.explained import ExplainSettings, chosen_labels
+from textclf.bulk.explained import ExplainSettings
 from textclf.config import Config
 from textclf.errors import InputError
+from textclf.inference.explain import chosen_labels
 from textclf.inference.predictions import Prediction
 from textclf.inference.runtime import Classifier
 from textclf_cli.app import app

@@ -28,6 +28,7 @@ from textclf.errors import InputError
 from textclf.inference.explain import (
     DEFAULT_MAX_WORDS,
     ExplainPlan,
+    chosen_labels,
     reading_options,
     reading_windows,
     split_words,
@@ -62,13 +63,6 @@ class ExplainSettings:
 def explanation_column() -> Column:
     """The column an explained run appends after the prediction columns."""
     return Column(EXPLANATION, "explanation")
-
-
-def chosen_labels(prediction: Prediction, labels: Sequence[str]) -> list[int]:
-    """The label indices a prediction answered, the ones explained: its `labels` (multi-label, possibly none), else
-    its `label`."""
-    position = {label: i for i, label in enumerate(labels)}
-    return [position[label] for label in (prediction.labels if prediction.labels is not None else [prediction.label])]
 
 
 class ChunkExplainer:

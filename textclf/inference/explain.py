@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tokenizers import PreTokenizedString, Tokenizer, pre_tokenizers
 
-from textclf.inference.predictions import over_threshold
+from textclf.inference.predictions import Prediction, over_threshold
 from textclf.inference.text_options import OverlengthPolicy, TextOptions, TruncationDirection
 
 logger = logging.getLogger(__name__)
@@ -137,6 +137,13 @@ def predicted_labels(probabilities: np.ndarray, threshold: float | Sequence[floa
         return [int(np.argmax(probabilities))]
     chosen = over_threshold(probabilities, threshold)
     return [int(i) for i in np.argsort(-probabilities, kind="stable") if chosen[i]]
+
+
+def chosen_labels(prediction: Prediction, labels: Sequence[str]) -> list[int]:
+    """The label indices a prediction answered, the ones explained: its `labels` (multi-label, possibly none), else
+    its `label`."""
+    position = {label: i for i, label in enumerate(labels)}
+    return [position[label] for label in (prediction.labels if prediction.labels is not None else [prediction.label])]
 
 
 def word_weights(

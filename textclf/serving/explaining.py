@@ -22,7 +22,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from textclf.errors import RequestError
-from textclf.inference.explain import ExplainPlan, plan_explanations, reading_options, reading_windows
+from textclf.inference.explain import (
+    ExplainPlan,
+    chosen_labels,
+    plan_explanations,
+    reading_options,
+    reading_windows,
+)
 from textclf.inference.predictions import Prediction
 from textclf.inference.text_options import OverlengthPolicy, TextOptions
 from textclf.serving.limits import Limits
@@ -106,8 +112,7 @@ class Explaining:
         bases = len(work.base_texts)
         start = self.model.probabilities(work_logits[:bases] if bases else logits)
         perturbed = self.model.probabilities(work_logits[bases:])
-        position = {label: i for i, label in enumerate(self.model.labels)}
-        chosen = [[position[label] for label in (p.labels if p.labels is not None else [p.label])] for p in predictions]
+        chosen = [chosen_labels(p, self.model.labels) for p in predictions]
         explanations = work.plan.explanations(start, perturbed, self.model.labels, top_k=top_k_words, chosen=chosen)
         return [
             replace(p, explanation=e.as_dict(), explained_words=e.explained_words, total_words=e.total_words)
