@@ -57,6 +57,9 @@ class DocSet(Record):
     over_max_chunks_per_text: int  # documents the service would refuse 413 with serve.max_chunks_per_text
     over_max_chars_per_text: int  # documents the service would refuse 413 with serve.max_chars_per_text
     accuracy: dict[str, float] | None = None  # by method; None where there is no gold label
+    # By method: the mean calibrated top probability, the service's estimated accuracy over a window of these
+    # documents (every set past the sentences themselves is under one window). None in reports before it.
+    estimated_accuracy: dict[str, float] | None = None
     same_label_as_truncate: dict[str, float]  # by chunk method: the fraction of documents
     engine_s: dict[str, float]  # truncate, chunk (both aggregations share the windows' logits)
 
@@ -134,6 +137,7 @@ def _doc_set(
         over_max_chunks_per_text=sum(count > cfg.serve.max_chunks_per_text for count in counts),
         over_max_chars_per_text=sum(len(text) > cfg.serve.max_chars_per_text for text in texts),
         accuracy=None if gold is None else {method: agreement(method, np.asarray(gold)) for method in METHODS},
+        estimated_accuracy={m: round(float(classifier.probabilities(logits[m]).max(axis=1).mean()), 4) for m in METHODS},
         same_label_as_truncate={method: agreement(method, labels["truncate"]) for method in METHODS[1:]},
         engine_s=seconds,
     )
@@ -180,10 +184,12 @@ def _pct(value: float | None) -> str:
 def markdown(report: LongDocsReport, serving_variant: str | None) -> str:
     """The report as a short markdown page."""
     header = ["set", "docs", "mean tokens", "over one window", "mean / max windows", "accuracy truncate"]
-    header += ["chunk-mean", "chunk-max", "label as truncate (mean / max)", "engine s truncate / chunk"]
+    header += ["chunk-mean", "chunk-max", "estimated (truncate / mean / max)", "label as truncate (mean / max)"]
+    header += ["engine s truncate / chunk"]
     rows = [
         [s.name, str(s.documents), f"{s.mean_tokens:,.0f}", str(s.over_max_seq_len)]
         + [f"{s.mean_windows:.1f} / {s.max_windows}", *(_pct((s.accuracy or {}).get(m)) for m in METHODS)]
+        + [" / ".join(_pct((s.estimated_accuracy or {}).get(m)) for m in METHODS)]
         + [" / ".join(_pct(s.same_label_as_truncate[m]) for m in METHODS[1:])]
         + [f"{s.engine_s['truncate']:.2f} / {s.engine_s['chunk']:.2f}"]
         for s in report.sets
@@ -199,6 +205,9 @@ def markdown(report: LongDocsReport, serving_variant: str | None) -> str:
             f"windows a call, seed {report.seed}. Command: `textclf bench-long`.",
             "",
             *table(header, rows),
+            "",
+            "Estimated: the mean calibrated top probability, what the drift monitor's `estimated_accuracy` reads "
+            "over a window of these documents (docs/monitoring.md).",
             "",
             f"Served with the defaults, {speeches.over_max_chars_per_text} of the {speeches.documents} speeches are "
             f"over serve.max_chars_per_text and {speeches.over_max_chunks_per_text} over serve.max_chunks_per_text "
