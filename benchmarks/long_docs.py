@@ -137,7 +137,7 @@ def _doc_set(
         over_max_chunks_per_text=sum(count > cfg.serve.max_chunks_per_text for count in counts),
         over_max_chars_per_text=sum(len(text) > cfg.serve.max_chars_per_text for text in texts),
         accuracy=None if gold is None else {method: agreement(method, np.asarray(gold)) for method in METHODS},
-        estimated_accuracy={m: round(float(classifier.probabilities(logits[m]).max(axis=1).mean()), 4) for m in METHODS},
+        estimated_accuracy={m: round(float(classifier.probabilities(logits[m]).max(1).mean()), 4) for m in METHODS},
         same_label_as_truncate={method: agreement(method, labels["truncate"]) for method in METHODS[1:]},
         engine_s=seconds,
     )

@@ -74,16 +74,9 @@ def stop_group(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
         process.wait()
 
 
-@contextmanager
-def served_process(
-    target: str, env: dict[str, str], log: Path, ready_timeout_s: float = 90
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Yield the base URL and the process (its own process group) of a ready `bentoml serve TARGET`.
-
-    One worker unless `env` asks for more: the tests need the behaviour, not the throughput, and start faster.
-    """
+def _start(target: str, env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """`bentoml serve TARGET` on a free loopback port, in its own process group, its output in `log`."""
     port = loopback_port()
-    url = f"http://127.0.0.1:{port}"
     bentoml = str(Path(sys.executable).parent / "bentoml")
     command = [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +90,39 @@ def served_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return f"http://127.0.0.1:{port}", process
+
+
+def refused_at_start(target: str, env: dict[str, str], log: Path, says: str, timeout_s: float = 60) -> str:
+    """The log of a `bentoml serve TARGET` that must refuse to start, once it `says` so (its worker's error).
+
+    BentoML's arbiter may exit or keep restarting a failing worker: the log is read as soon as the error is in it,
+    rather than waiting out a readiness timeout. AssertionError where the server gets ready or exits without saying
+    it; RuntimeError where it does neither within `timeout_s`."""
+    url, process = _start(target, env, log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while says not in (text := log.read_text(errors="replace")) and process.poll() is None:
+            assert _probe(f"{url}/readyz") != "200", f"the server got ready:\n{text[-4000:]}"
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bentoml serve did not say {says!r} in {timeout_s} s:\n{text[-4000:]}")
+            time.sleep(0.3)
+        text = log.read_text(errors="replace")
+        assert says in text, f"bentoml serve exited with {process.returncode} without saying {says!r}:\n{text[-4000:]}"
+        return text
+    finally:
+        stop_group(process)
+
+
+@contextmanager
+def served_process(
+    target: str, env: dict[str, str], log: Path, ready_timeout_s: float = 90
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Yield the base URL and the process (its own process group) of a ready `bentoml serve TARGET`.
+
+    One worker unless `env` asks for more: the tests need the behaviour, not the throughput, and start faster.
+    """
+    url, process = _start(target, env, log)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while (answer := _probe(f"{url}/readyz")) != "200":

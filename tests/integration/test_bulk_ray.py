@@ -79,6 +79,7 @@ def assert_same(ray_rows: dict[int, dict[str, Any]], local_rows: dict[int, dict[
             assert got["scores"] == pytest.approx(local["scores"], abs=1e-5)
         assert got.get("labels") == local.get("labels")
         assert got.get("chunks") == local.get("chunks")
+        assert repr(got["input_tokens"]) == repr(local["input_tokens"]), key  # 14 as 14, not 14.0
         assert got.get("abstained") == local.get("abstained")
 
 

@@ -162,7 +162,8 @@ class Predictor:
         self.output_format = output_format
         self.lines = lines
         self.explain = explain
-        self.added = [c.name for c in columns_of(self.classifier, self.options, explain)]
+        columns = columns_of(self.classifier, self.options, explain)
+        self.added, self.ints = [c.name for c in columns], [c.name for c in columns if c.kind == "int"]
 
     def __call__(self, batch: Any) -> Any:
         import pandas as pd
@@ -188,12 +189,13 @@ class Predictor:
             explainer = ChunkExplainer(self.classifier, texts, self.options, self.explain)
             explainer.fill(added, where, predictions, self.batch_size)
         out = [_merge(row, extra, self.added) for row, extra in zip(rows, added, strict=True)]
+        if self.output_format in ("csv", "tsv"):  # one text cell per value, as the local CSV writer does
+            return pd.DataFrame(out, dtype=object).map(cell_text)  # object: 14 stays 14 beside a row without text
         frame = pd.DataFrame(out)
+        # pandas makes an int column with a missing value float (14.0); the local writers write 14 and null.
+        frame[self.ints] = frame[self.ints].astype("Int64")
         if self.explain is not None and self.output_format == "parquet":
             return arrow_batch(frame)  # the explanation's one list-of-struct type, in every part file
-        if self.output_format in ("csv", "tsv"):  # one text cell per value, as the local CSV writer does
-            for column in frame.columns:
-                frame[column] = frame[column].map(cell_text)
         return frame
 
 
