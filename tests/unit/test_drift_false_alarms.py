@@ -12,7 +12,6 @@ from scipy import stats
 from textclf.artifacts.confidence import ConfidenceRecord
 from textclf.artifacts.drift_reference import REFERENCE_NAME, SIGNALS, DriftReferenceRecord
 from textclf.artifacts.schema import VariantRecord
-from textclf.errors import ExportError
 from textclf.inference.predictions import calibrated_probabilities
 from textclf_export.drift_reference import critical_values, false_alarm_check, write_references
 
@@ -151,16 +150,6 @@ def test_write_references_records_the_checks_beside_the_reference(tmp_path: Path
         100,
     )
     assert check.alarm_rate is not None and check.disjoint_alarm_rate is not None
-    # The confidence fit's validation logits, where export passes them, spare the inference and give the same check.
-    scored = variants["optimized"].drift_reference
-    given = {"optimized": classifier.infer_encoded(validation, 32)[0]}
-    write_references(tmp_path, variants, {"optimized": classifier}, test, 100, validation_texts=validation,
-                     validation_logits=given, trials=50)  # fmt: skip
-    reused = variants["optimized"].drift_reference
-    assert reused is not None and scored is not None and reused.false_alarms == scored.false_alarms
-    with pytest.raises(ExportError, match="optimized: 10 validation logits for 250 validation texts"):
-        write_references(tmp_path, variants, {"optimized": classifier}, test, 100, validation_texts=validation,
-                         validation_logits={"optimized": given["optimized"][:10]})  # fmt: skip
     # An older manifest's record, without the checks, still loads.
     older = drift.model_dump(exclude={"false_alarms", "estimated_accuracy", "test_accuracy"})
     assert DriftReferenceRecord.model_validate(older).false_alarms is None
