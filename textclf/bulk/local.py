@@ -19,52 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-
-from textclf.bulk.explained import ChunkExplainer, ExplainSettings, explanation_column
-from textclf.bulk.sinks import Column, check_output, open_sink
+from textclf.bulk.explained import ExplainSettings
+from textclf.bulk.rows import added_columns, columns_of
+from textclf.bulk.sinks import check_output, open_sink
 from textclf.bulk.tables import CHUNK_ROWS, Chunk, Source, open_source
 from textclf.errors import ArtifactError, InputError
-from textclf.inference.predictions import Prediction
 from textclf.inference.runtime import Classifier, default_intra_op_threads
 from textclf.inference.text_options import DEFAULT_OPTIONS, OverlengthPolicy, TextOptions
 
 logger = logging.getLogger(__name__)
 
 SHOWN_ERROR_ROWS: Final = 5  # row numbers the summary names
-CALLS_PER_STEP: Final = 4  # ONNX calls between progress updates
 # A file's long texts are cut or read in windows; `error` would fail a whole file for one row.
 BULK_OVERLENGTH: Final = ("truncate", "chunk")
-
-
-def prediction_columns(
-    labels: list[str], multi_label: bool = False, chunked: bool = False, abstains: bool = False
-) -> list[Column]:
-    """The columns appended to every row: label, score, scores (one probability a label), for a multi-label model
-    labels (the label set), truncated, input_tokens (tokens the model read: after truncation, or a text's first
-    window), when read in windows chunks (windows per text), with a selective threshold in force abstained (the top
-    score fell under it), error."""
-    return [
-        Column("label", "string"),
-        Column("score", "float"),
-        Column("scores", "map", tuple(labels)),
-        *([Column("labels", "strings")] if multi_label else []),
-        Column("truncated", "bool"),
-        Column("input_tokens", "int"),
-        *([Column("chunks", "int")] if chunked else []),
-        *([Column("abstained", "bool")] if abstains else []),
-        Column("error", "string"),
-    ]
-
-
-def columns_of(
-    classifier: Classifier, options: TextOptions = DEFAULT_OPTIONS, explain: ExplainSettings | None = None
-) -> list[Column]:
-    """The columns a classifier's output appends under `options`: the prediction's, and explaining `explanation`."""
-    chunked = classifier.policy(options) == "chunk"
-    abstains = classifier.selective_threshold is not None
-    columns = prediction_columns(classifier.labels, classifier.multi_label, chunked, abstains)
-    return columns + ([explanation_column()] if explain is not None else [])
 
 
 @dataclass(frozen=True)
@@ -111,17 +78,6 @@ class BulkSummary:
         )
 
 
-def text_problem(value: Any) -> str | None:
-    """Why a cell cannot be classified, or None when it holds a text."""
-    if value is None:
-        return "missing text"
-    if not isinstance(value, str):
-        return f"text is {type(value).__name__}, not a string"
-    if not value.strip():
-        return "empty text"
-    return None
-
-
 def bulk_streams(threads: int | None, streams: int | None = None) -> int:
     """Engine copies for bulk prediction on `threads` intra-op threads (default: the usable cores): `streams` where
     given, else one a thread (`textclf.inference.streams`: side by side, one thread each, they keep more of the cores
@@ -161,59 +117,6 @@ def model_dir(run_dir: Path, bento: str | None) -> Path:
         raise ArtifactError(f"model {bento!r}: {exc}") from None
 
 
-def classify(
-    classifier: Classifier,
-    texts: list[str],
-    batch_size: int,
-    on_step: Callable[[int], None] | None = None,
-    options: TextOptions = DEFAULT_OPTIONS,
-) -> tuple[list[Prediction], list[int]]:
-    """`Classifier.predict(texts, batch_size, options)` (sorted by token length, calls of `batch_size` texts or
-    windows, input order restored), telling `on_step` how many texts each few calls finished, so a long chunk shows
-    progress; and the tokens the model read of each text (after truncation; read in windows: the first window's)."""
-    encodings = classifier.encode(texts, options) if texts else []
-    tokens = [classifier.token_count(encoding) for encoding in encodings]
-    windows = classifier.windows(encodings, options)
-    units = encodings if windows is None else windows.units
-    count_done = (lambda group: len(group)) if windows is None else _texts_done(windows.counts)
-    reported: list[int] = []  # the positions of the calls finished since the last report
-
-    def on_call(call: list[int]) -> None:
-        assert on_step is not None
-        reported.extend(call)
-        if len(reported) >= batch_size * CALLS_PER_STEP:
-            on_step(count_done(reported))
-            reported.clear()
-
-    # One pass over every unit: the engine copies take its calls as they free up (Classifier.infer_encoded). In
-    # groups of a few calls a copy, each copy waited at a group's end for the slowest, and a core taken for a moment
-    # by another process idled the other one too. 2-core AMD EPYC Zen 4, 2026-12-03, calls of 32, 2 copies: 12,288
-    # test texts in chunks of 4,096, four interleaved rounds, 1.93 cores busy and 536-612 texts/s in groups of 4 calls
-    # a copy, 1.96 cores and 556-626 in one pass; in a Ray actor of 2 CPUs (20,000 rows, three runs each), 1.68-1.74
-    # cores busy between its start and its last batch in groups, 1.78-1.79 in one pass.
-    logits, truncated = classifier.infer_encoded(units, batch_size, on_call if on_step is not None else None)
-    if on_step is not None and reported:
-        on_step(count_done(reported))
-    if windows is None:
-        return classifier.predictions(logits, truncated), tokens
-    return classifier.predictions(windows.aggregate(logits), [False] * len(texts), chunks=windows.counts), tokens
-
-
-def _texts_done(counts: list[int]) -> Callable[[list[int]], int]:
-    """Under `chunk`: a counter of the texts whose last window a group of windows (positions) finished."""
-    owner = np.repeat(np.arange(len(counts)), counts).tolist()
-    left = list(counts)
-
-    def done(group: list[int]) -> int:
-        finished = 0
-        for i in group:
-            left[owner[i]] -= 1
-            finished += left[owner[i]] == 0
-        return finished
-
-    return done
-
-
 def _predict_chunk(
     classifier: Classifier,
     chunk: Chunk,
@@ -225,32 +128,18 @@ def _predict_chunk(
     explain: ExplainSettings | None = None,
 ) -> list[dict[str, Any]]:
     """The added columns of each row of a chunk, in order; counts into `summary`."""
-    texts: list[str] = []
-    where: list[int] = []
-    added: list[dict[str, Any]] = []
     names = [column.name for column in columns_of(classifier, options, explain)]
-    for offset, row in enumerate(chunk.rows):
-        value: Any = row.get(text_column)
-        problem = text_problem(value)
-        added.append(dict.fromkeys(names) | {"error": problem})
-        if problem is None:
-            texts.append(value)
-            where.append(offset)
-        else:
+    values = [row.get(text_column) for row in chunk.rows]
+    added, predictions = added_columns(classifier, values, names, batch_size, options, explain, meter)
+    for offset, row in enumerate(added):
+        if row["error"] is not None:
             summary.error_rows += 1
             if len(summary.first_error_rows) < SHOWN_ERROR_ROWS:
                 summary.first_error_rows.append(chunk.first_row + offset)
-    explainer = ChunkExplainer(classifier, texts, options, explain) if explain is not None else None
-    if explainer is not None:
-        meter.expect(explainer.texts_to_score)
-    predictions, tokens = classify(classifier, texts, batch_size, meter.step, options)
-    for offset, prediction, count in zip(where, predictions, tokens, strict=True):
-        added[offset].update(prediction.as_dict(), truncated=prediction.truncated, input_tokens=count)  # false too
+    for prediction in predictions:
         summary.truncated += prediction.truncated
         if prediction.abstained is not None:
             summary.abstained = (summary.abstained or 0) + prediction.abstained
-    if explainer is not None:
-        explainer.fill(added, where, predictions, batch_size, meter.work)
     summary.rows += len(chunk.rows)
     return added
 

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from textclf.artifacts.manifest import require_export, verify_files
-from textclf.bulk.explained import ChunkExplainer, ExplainSettings, arrow_batch, pandas_blocks
-from textclf.bulk.local import BULK_OVERLENGTH, BulkSummary, bulk_streams, classify, columns_of, model_dir, text_problem
+from textclf.bulk.explained import ExplainSettings, arrow_batch, pandas_blocks
+from textclf.bulk.local import BULK_OVERLENGTH, BulkSummary, bulk_streams, model_dir
+from textclf.bulk.rows import added_columns, columns_of
 from textclf.bulk.sinks import RENAME_PREFIX, cell_text
 from textclf.bulk.tables import CHUNK_ROWS, file_format, input_files, json_object, open_source
 from textclf.errors import ArtifactError, InputError
@@ -173,21 +174,9 @@ class Predictor:
             if self.lines
             else batch.to_dict("records")
         )
-        texts, where = [], []
-        added = []
-        for offset, row in enumerate(rows):
-            value = row.get(self.text_column)
-            problem = text_problem(value)
-            added.append(dict.fromkeys(self.added) | {"error": problem})
-            if problem is None:
-                texts.append(value)
-                where.append(offset)
-        predictions, tokens = classify(self.classifier, texts, self.batch_size, options=self.options)
-        for offset, prediction, count in zip(where, predictions, tokens, strict=True):
-            added[offset].update(prediction.as_dict(), truncated=prediction.truncated, input_tokens=count)
-        if self.explain is not None:  # Ray Data's progress bar counts the batch when all of it is done
-            explainer = ChunkExplainer(self.classifier, texts, self.options, self.explain)
-            explainer.fill(added, where, predictions, self.batch_size)
+        values = [row.get(self.text_column) for row in rows]
+        # Ray Data's progress bar counts the batch when all of it is done: no meter here.
+        added, _ = added_columns(self.classifier, values, self.added, self.batch_size, self.options, self.explain)
         out = [_merge(row, extra, self.added) for row, extra in zip(rows, added, strict=True)]
         if self.output_format in ("csv", "tsv"):  # one text cell per value, as the local CSV writer does
             return pd.DataFrame(out, dtype=object).map(cell_text)  # object: 14 stays 14 beside a row without text
